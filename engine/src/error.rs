@@ -1,0 +1,47 @@
+//! The engine's error type: operating errors as values, with context.
+
+use crate::batch::BatchError;
+use crate::ids::{Offset, PartitionId};
+use crate::storage::StorageError;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The disk failed; the cause is shared by every request it affected.
+    #[error("storage error: {0}")]
+    Storage(Arc<StorageError>),
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: PartitionId },
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("offset {offset} is out of range [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange { offset: Offset, log_start_offset: Offset, high_watermark: Offset },
+    #[error("batch of {size_bytes} bytes exceeds the limit of {limit_bytes}")]
+    MessageTooLarge { size_bytes: usize, limit_bytes: usize },
+    #[error("follower append at offset {got} where the log ends at {expected}")]
+    OffsetMismatch { expected: Offset, got: Offset },
+    /// The partition stopped taking writes after an I/O error; it takes
+    /// them again once the log has been re-verified (see `Partition`).
+    #[error("partition is fenced after a storage error: {0}")]
+    Fenced(Arc<StorageError>),
+    #[error("corrupt log {path}: {reason} (run `mamba log check` on it)")]
+    Corrupt { path: String, reason: String },
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+}
+
+impl From<StorageError> for EngineError {
+    fn from(e: StorageError) -> EngineError {
+        EngineError::Storage(Arc::new(e))
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;

@@ -1,0 +1,66 @@
+//! Every limit of the engine in one place, with the compile-time checks that
+//! tie them together. Values a user may change live in `config`; these are the
+//! ones the format or the I/O path depends on.
+
+/// The unit of O_DIRECT I/O: every write and read is aligned to it. 4 KiB
+/// matches the physical block of the disks we run on (and of most NVMe).
+pub const BLOCK_BYTES: u64 = 4096;
+
+/// Every batch starts at a multiple of this in segments and frames, so the
+/// rkyv records archive can be accessed in place.
+pub const BATCH_ALIGN_BYTES: usize = 16;
+
+/// Size of the fixed little-endian batch header.
+pub const BATCH_HEADER_BYTES: usize = 64;
+
+/// The largest batch the engine accepts (header + records), before padding.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The most records one batch may carry.
+pub const BATCH_RECORD_COUNT_MAX: u32 = 1 << 20;
+
+/// Size of one write chunk of the segment appender. Appends fill chunks; a
+/// flush submits all of them at once, so one flush is at most a few large
+/// sequential writes.
+pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Disk reads are issued in units of at least this many bytes.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes of log between two offset-index entries (and time-index entries).
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// Longest topic name; names are directory names, so they are also bounded
+/// to a safe character set (see `config::validate_topic_name`).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Most partitions in one topic.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+
+/// Requests queued to one shard before callers wait (backpressure).
+pub const SHARD_INBOX_CAPACITY: usize = 1024;
+
+/// Appends queued to one partition's writer before callers wait.
+pub const PARTITION_INBOX_CAPACITY: usize = 4096;
+
+/// Segments are at least this large, so a roll never happens per batch.
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+const _: () = assert!(BATCH_HEADER_BYTES % BATCH_ALIGN_BYTES == 0);
+const _: () = assert!(BLOCK_BYTES as usize % BATCH_ALIGN_BYTES == 0);
+const _: () = assert!(WRITE_CHUNK_BYTES % BLOCK_BYTES as usize == 0);
+const _: () = assert!(READ_CHUNK_BYTES % BLOCK_BYTES as usize == 0);
+const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(SEGMENT_BYTES_MIN >= BLOCK_BYTES);
+
+/// Rounds `value` up to a multiple of `align` (a power of two).
+pub const fn align_up(value: u64, align: u64) -> u64 {
+    assert!(align.is_power_of_two());
+    (value + align - 1) & !(align - 1)
+}
+
+/// Rounds `value` down to a multiple of `align` (a power of two).
+pub const fn align_down(value: u64, align: u64) -> u64 {
+    assert!(align.is_power_of_two());
+    value & !(align - 1)
+}

@@ -1,0 +1,657 @@
+//! A partition log: an ordered list of segments with one active (writable)
+//! segment at the end.
+//!
+//! Lifecycle: `open` recovers the log from its directory (or starts it
+//! empty); the partition's writer on its shard then calls `append`, `flush`,
+//! `sync`, `truncate_to` and `apply_retention` one at a time; any number of
+//! readers call `read` and `offset_for_timestamp` concurrently with it; `close`
+//! flushes and syncs. Owned by one shard (`!Send`); state lives in a
+//! `RefCell` that is never borrowed across an await.
+//!
+//! Offsets, in order: `log_start_offset <= high_watermark <= written_offset
+//! <= next_offset`. The high watermark is what readers see: under `fsync`
+//! it trails the synced offset, otherwise the written one. A torn or
+//! unwritten tail is never visible.
+
+use crate::batch::{peek_stored_bytes, Batch, BatchHeader};
+use crate::config::Durability;
+use crate::error::{EngineError, EngineResult};
+use crate::ids::{LeaderEpoch, Offset};
+use crate::limits::{align_down, align_up, BATCH_HEADER_BYTES, BLOCK_BYTES};
+use crate::scan::Window;
+use crate::segment::{list_segments, RecoveryMode, Segment, SegmentReport};
+use crate::storage::{FileRef, StorageError, StorageRef};
+use crate::tail_cache::TailCache;
+use bytes::Bytes;
+use rkyv::util::AlignedVec;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The settings a log needs (from the topic config and the engine config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub durability: Durability,
+    pub tail_cache_bytes: usize,
+}
+
+/// Who assigns the offsets of an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendMode {
+    /// The log assigns the next offset and stamps the leader's epoch.
+    Leader { epoch: LeaderEpoch },
+    /// The batch carries its offsets (replicated from a leader); it must
+    /// start exactly at the log end.
+    Follower,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+}
+
+/// Stored batches returned by a read, byte for byte.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOutcome {
+    /// Runs of whole batches, each 16-byte aligned.
+    pub chunks: Vec<Bytes>,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+impl ReadOutcome {
+    pub fn size_bytes(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}
+
+/// The offsets a reader may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOffsets {
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+    pub next_offset: Offset,
+    pub durable_offset: Offset,
+}
+
+struct LogState {
+    segments: VecDeque<Segment>,
+    log_start_offset: Offset,
+    high_watermark: Offset,
+    written_offset: Offset,
+    durable_offset: Offset,
+    cache: TailCache,
+    /// Set by a failed write or sync; cleared by `recover_after_error`.
+    fenced: Option<Arc<StorageError>>,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments.back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.back_mut().expect("a log always has an active segment")
+    }
+    fn next_offset(&self) -> Offset {
+        self.active().next_offset()
+    }
+    fn check_offsets(&self) {
+        assert!(self.log_start_offset <= self.high_watermark, "log start above high watermark");
+        assert!(self.high_watermark <= self.written_offset, "high watermark above written");
+        assert!(self.durable_offset <= self.written_offset, "durable above written");
+        assert!(self.written_offset <= self.next_offset(), "written above log end");
+    }
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    storage: StorageRef,
+    options: RefCell<LogOptions>,
+    state: RefCell<LogState>,
+}
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub async fn open(
+        storage: StorageRef,
+        dir: &Path,
+        options: LogOptions,
+        now_ms: i64,
+    ) -> EngineResult<(PartitionLog, Vec<SegmentReport>)> {
+        storage.create_dir_all(dir).await?;
+        let bases = list_segments(&*storage, dir)?;
+        let mut segments = VecDeque::new();
+        let mut reports = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let last = i + 1 == bases.len();
+            let (segment, report) =
+                Segment::open(&*storage, dir, base, RecoveryMode::Repair, last, now_ms).await?;
+            if !last && report.torn.is_some() {
+                // A closed segment was synced before the roll; damage in it
+                // is corruption, not a torn write. Cutting it would drop every
+                // later segment, so leave that decision to an operator.
+                return Err(EngineError::Corrupt {
+                    path: report.log_path.display().to_string(),
+                    reason: format!(
+                        "closed segment is damaged at byte {}: {}",
+                        report.valid_end_bytes,
+                        report.torn.unwrap_or_default()
+                    ),
+                });
+            }
+            if let Some(previous) = segments.back() {
+                let previous: &Segment = previous;
+                if previous.next_offset() != base {
+                    return Err(EngineError::Corrupt {
+                        path: report.log_path.display().to_string(),
+                        reason: format!(
+                            "segment starts at offset {base} but the previous one ends before {}",
+                            previous.next_offset()
+                        ),
+                    });
+                }
+            }
+            segments.push_back(segment);
+            reports.push(report);
+        }
+        if segments.is_empty() {
+            segments.push_back(Segment::create(&*storage, dir, Offset::ZERO, now_ms).await?);
+        }
+        let log_start_offset = segments.front().map_or(Offset::ZERO, Segment::base_offset);
+        let next = segments.back().map_or(Offset::ZERO, Segment::next_offset);
+        let state = LogState {
+            segments,
+            log_start_offset,
+            high_watermark: next,
+            written_offset: next,
+            durable_offset: next,
+            cache: TailCache::new(options.tail_cache_bytes),
+            fenced: None,
+        };
+        state.check_offsets();
+        let log = PartitionLog {
+            dir: dir.to_path_buf(),
+            storage,
+            options: RefCell::new(options),
+            state: RefCell::new(state),
+        };
+        Ok((log, reports))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        let st = self.state.borrow();
+        LogOffsets {
+            log_start_offset: st.log_start_offset,
+            high_watermark: st.high_watermark,
+            next_offset: st.next_offset(),
+            durable_offset: st.durable_offset,
+        }
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.options.borrow().durability
+    }
+
+    pub fn set_options(&self, options: LogOptions) {
+        *self.options.borrow_mut() = options;
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(Segment::size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Whether appends are waiting to be flushed.
+    pub fn has_unflushed(&self) -> bool {
+        let st = self.state.borrow();
+        st.written_offset < st.next_offset()
+    }
+
+    fn check_fenced(&self) -> EngineResult<()> {
+        match &self.state.borrow().fenced {
+            Some(e) => Err(EngineError::Fenced(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds `batch` to the log (in memory; `flush` writes it). Rolls the
+    /// active segment first when it is full or old.
+    pub async fn append(&self, mut batch: Batch, mode: AppendMode, now_ms: i64) -> EngineResult<AppendInfo> {
+        self.check_fenced()?;
+        self.roll_if_needed(batch.as_bytes().len() as u64, now_ms).await?;
+        let mut st = self.state.borrow_mut();
+        let next = st.next_offset();
+        match mode {
+            AppendMode::Leader { epoch } => batch.set_base_offset_and_epoch(next, epoch),
+            AppendMode::Follower => {
+                if batch.header().base_offset != next {
+                    return Err(EngineError::OffsetMismatch { expected: next, got: batch.header().base_offset });
+                }
+            }
+        }
+        let header = *batch.header();
+        st.active_mut().append(batch.as_bytes(), &header);
+        st.cache.push(&header, batch.into_bytes());
+        Ok(AppendInfo { base_offset: header.base_offset, last_offset: header.last_offset() })
+    }
+
+    async fn roll_if_needed(&self, incoming_bytes: u64, now_ms: i64) -> EngineResult<()> {
+        let roll = {
+            let st = self.state.borrow();
+            let options = self.options.borrow();
+            let active = st.active();
+            !active.is_empty()
+                && (active.size_bytes() + incoming_bytes > options.segment_bytes
+                    || now_ms.saturating_sub(active.created_ms()) >= options.segment_ms as i64)
+        };
+        if roll {
+            self.roll(now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (flushed and synced) and starts a new one.
+    pub async fn roll(&self, now_ms: i64) -> EngineResult<()> {
+        self.flush().await?;
+        self.sync().await?;
+        let (files, next) = {
+            let mut st = self.state.borrow_mut();
+            let active = st.active_mut();
+            let files = active.index_files();
+            active.close_for_writes();
+            (files, st.next_offset())
+        };
+        // Index files are not synced on the write path; a closed segment's
+        // are, so only the active segment's ever need rebuilding.
+        for file in files {
+            self.fence_on_error(file.sync().await)?;
+        }
+        let segment = self.fence_on_error(Segment::create(&*self.storage, &self.dir, next, now_ms).await)?;
+        self.state.borrow_mut().segments.push_back(segment);
+        Ok(())
+    }
+
+    fn fence_on_error<T>(&self, result: Result<T, StorageError>) -> EngineResult<T> {
+        result.map_err(|e| {
+            let e = Arc::new(e);
+            let mut st = self.state.borrow_mut();
+            tracing::error!(dir = %self.dir.display(), error = %e, "partition fenced after a storage error");
+            st.active_mut().seal_after_error();
+            st.fenced = Some(e.clone());
+            EngineError::Fenced(e)
+        })
+    }
+
+    /// Writes everything appended so far; under `fsync` also syncs it. On
+    /// return (Ok) every append before the call is visible to readers.
+    pub async fn flush(&self) -> EngineResult<()> {
+        self.check_fenced()?;
+        let (work, target) = {
+            let mut st = self.state.borrow_mut();
+            let target = st.next_offset();
+            match st.active_mut().take_flush() {
+                Some(work) => (work, target),
+                None => return Ok(()),
+            }
+        };
+        let end = self.fence_on_error(work.write().await)?;
+        {
+            let mut st = self.state.borrow_mut();
+            st.active_mut().flush_done(end);
+            st.written_offset = target;
+            if self.options.borrow().durability != Durability::Fsync {
+                st.high_watermark = target;
+            }
+            st.check_offsets();
+        }
+        if self.options.borrow().durability == Durability::Fsync {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Syncs what has been written (fdatasync of the active segment).
+    pub async fn sync(&self) -> EngineResult<()> {
+        self.check_fenced()?;
+        let (file, target) = {
+            let st = self.state.borrow();
+            if st.durable_offset == st.written_offset {
+                return Ok(());
+            }
+            (st.active().log().clone(), st.written_offset)
+        };
+        self.fence_on_error(file.sync().await)?;
+        let mut st = self.state.borrow_mut();
+        st.durable_offset = st.durable_offset.max(target);
+        if self.options.borrow().durability == Durability::Fsync {
+            st.high_watermark = st.high_watermark.max(target);
+        }
+        st.check_offsets();
+        Ok(())
+    }
+
+    /// Re-verifies the log after an I/O error and takes writes again: the
+    /// damaged segment is recovered like at open (what reached the disk
+    /// intact stays, the rest is cut) and a fresh segment follows it.
+    pub async fn recover_after_error(&self, now_ms: i64) -> EngineResult<()> {
+        let (base, fenced) = {
+            let st = self.state.borrow();
+            (st.active().base_offset(), st.fenced.clone())
+        };
+        if fenced.is_none() {
+            return Ok(());
+        }
+        let (mut segment, _report) =
+            Segment::open(&*self.storage, &self.dir, base, RecoveryMode::Repair, true, now_ms).await?;
+        segment.log().sync().await?;
+        let next = segment.next_offset();
+        segment.close_for_writes();
+        let fresh = Segment::create(&*self.storage, &self.dir, next, now_ms).await?;
+        let mut st = self.state.borrow_mut();
+        st.segments.pop_back();
+        st.segments.push_back(segment);
+        st.segments.push_back(fresh);
+        st.written_offset = next;
+        st.durable_offset = next;
+        st.high_watermark = st.high_watermark.min(next).max(st.log_start_offset);
+        // Batches that reached the disk intact are now durable and visible.
+        st.high_watermark = next;
+        st.cache.clear();
+        st.fenced = None;
+        st.check_offsets();
+        Ok(())
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.state.borrow().fenced.is_some()
+    }
+
+    /// Reads stored batches from the one holding `offset`, up to `max_bytes`
+    /// (always at least one whole batch), never past the high watermark.
+    pub async fn read(&self, offset: Offset, max_bytes: usize) -> EngineResult<ReadOutcome> {
+        let (file, start_position, readable_end, high_watermark, log_start_offset) = {
+            let st = self.state.borrow();
+            let (hw, start) = (st.high_watermark, st.log_start_offset);
+            if offset < start || offset > hw {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: start,
+                    high_watermark: hw,
+                });
+            }
+            let mut outcome = ReadOutcome { chunks: Vec::new(), high_watermark: hw, log_start_offset: start };
+            if offset == hw {
+                return Ok(outcome);
+            }
+            if let Some(chunks) = st.cache.read(offset, max_bytes, hw) {
+                outcome.chunks = chunks;
+                return Ok(outcome);
+            }
+            let i = st.segments.partition_point(|s| s.base_offset() <= offset);
+            let segment = &st.segments[i.saturating_sub(1)];
+            (segment.log().clone(), segment.locate(offset), segment.flushed_bytes(), hw, start)
+        };
+        let chunk = read_from_segment(&file, start_position, readable_end, offset, max_bytes, high_watermark).await?;
+        Ok(ReadOutcome {
+            chunks: if chunk.is_empty() { Vec::new() } else { vec![chunk] },
+            high_watermark,
+            log_start_offset,
+        })
+    }
+
+    /// The first offset whose record timestamp is at or after
+    /// `timestamp_ms`, with that timestamp; `None` when every record is older.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> EngineResult<Option<(Offset, i64)>> {
+        let candidates: Vec<(FileRef, u64, u64)> = {
+            let st = self.state.borrow();
+            st.segments
+                .iter()
+                .filter(|s| s.max_timestamp_ms() >= timestamp_ms && !s.is_empty())
+                .map(|s| (s.log().clone(), s.locate_time(timestamp_ms), s.flushed_bytes()))
+                .collect()
+        };
+        let high_watermark = self.state.borrow().high_watermark;
+        for (file, start, end) in candidates {
+            let mut window = Window::new(&file, end);
+            let mut position = start;
+            while position < end {
+                let head = window.get(position, BATCH_HEADER_BYTES).await?;
+                let (header, stored) = decode_stored_header(head, file.path(), position)?;
+                if header.base_offset >= high_watermark {
+                    return Ok(None);
+                }
+                if header.max_timestamp_ms >= timestamp_ms {
+                    let bytes = window.get(position, stored).await?;
+                    let view = crate::batch::BatchView::validate(bytes).map_err(|e| EngineError::Corrupt {
+                        path: file.path().display().to_string(),
+                        reason: format!("at byte {position}: {e}"),
+                    })?;
+                    if let Some(r) = view.iter().find(|r| r.timestamp_ms >= timestamp_ms) {
+                        return Ok(Some((r.offset, r.timestamp_ms)));
+                    }
+                }
+                position += stored as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch at or after `offset` (a batch boundary), for a
+    /// follower whose log diverged from its leader's. Durable on return.
+    pub async fn truncate_to(&self, offset: Offset, now_ms: i64) -> EngineResult<()> {
+        self.flush().await?;
+        self.sync().await?;
+        let (removed, keep_base) = {
+            let mut st = self.state.borrow_mut();
+            if offset >= st.next_offset() {
+                return Ok(());
+            }
+            if offset < st.log_start_offset {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: st.log_start_offset,
+                    high_watermark: st.high_watermark,
+                });
+            }
+            let keep = st.segments.partition_point(|s| s.base_offset() <= offset).max(1);
+            let removed: Vec<Segment> = st.segments.drain(keep..).collect();
+            (removed, st.active().base_offset())
+        };
+        for segment in removed {
+            self.remove_segment_files(&segment).await?;
+        }
+        // Find where the batch at `offset` starts in the kept segment.
+        let (file, start, end) = {
+            let st = self.state.borrow();
+            let s = st.active();
+            (s.log().clone(), s.locate(offset), s.flushed_bytes())
+        };
+        let mut window = Window::new(&file, end);
+        let mut position = start;
+        let mut cut = None;
+        while position < end {
+            let head = window.get(position, BATCH_HEADER_BYTES).await?;
+            let (header, stored) = decode_stored_header(head, file.path(), position)?;
+            if header.base_offset == offset {
+                cut = Some(position);
+                break;
+            }
+            if header.base_offset > offset {
+                break;
+            }
+            position += stored as u64;
+        }
+        let cut = match cut {
+            Some(cut) => cut,
+            None if keep_base == offset => 0,
+            None => {
+                return Err(EngineError::InvalidConfig(format!("offset {offset} is not at a batch boundary")))
+            }
+        };
+        let tail_start = align_down(cut, BLOCK_BYTES);
+        let tail: Vec<u8> = window.get(tail_start, (cut - tail_start) as usize).await?.to_vec();
+        file.truncate(align_up(cut, BLOCK_BYTES)).await?;
+        if !tail.is_empty() {
+            let mut block = file.alloc_buffer(BLOCK_BYTES as usize);
+            block[..tail.len()].copy_from_slice(&tail);
+            file.write_at(block, tail_start).await?;
+        }
+        file.sync().await?;
+        let (segment, _report) =
+            Segment::open(&*self.storage, &self.dir, keep_base, RecoveryMode::Repair, true, now_ms).await?;
+        assert_eq!(segment.next_offset(), offset, "truncation must end the log at {offset}");
+        let mut st = self.state.borrow_mut();
+        st.segments.pop_back();
+        st.segments.push_back(segment);
+        st.high_watermark = st.high_watermark.min(offset);
+        st.written_offset = offset;
+        st.durable_offset = offset;
+        st.cache.truncate(offset);
+        st.check_offsets();
+        Ok(())
+    }
+
+    /// Deletes closed segments past `retention_ms` (by their newest record)
+    /// or beyond `retention_bytes` (oldest first). The active segment stays.
+    pub async fn apply_retention(&self, now_ms: i64) -> EngineResult<usize> {
+        let options = self.options.borrow().clone();
+        let removed: Vec<Segment> = {
+            let mut st = self.state.borrow_mut();
+            let mut total: u64 = st.segments.iter().map(Segment::size_bytes).sum();
+            let mut removed = Vec::new();
+            while st.segments.len() > 1 {
+                let oldest = &st.segments[0];
+                let too_old = options
+                    .retention_ms
+                    .is_some_and(|ms| oldest.max_timestamp_ms() < now_ms.saturating_sub(ms as i64));
+                let too_big = options
+                    .retention_bytes
+                    .is_some_and(|bytes| total.saturating_sub(oldest.size_bytes()) >= bytes);
+                if !(too_old || too_big) {
+                    break;
+                }
+                // Never drop data readers cannot see yet.
+                if st.segments[1].base_offset() > st.high_watermark {
+                    break;
+                }
+                total -= oldest.size_bytes();
+                if let Some(s) = st.segments.pop_front() {
+                    removed.push(s);
+                }
+            }
+            if let Some(first) = st.segments.front() {
+                st.log_start_offset = st.log_start_offset.max(first.base_offset());
+            }
+            st.check_offsets();
+            removed
+        };
+        let count = removed.len();
+        for segment in removed {
+            self.remove_segment_files(&segment).await?;
+        }
+        Ok(count)
+    }
+
+    async fn remove_segment_files(&self, segment: &Segment) -> EngineResult<()> {
+        let paths = segment.paths();
+        for path in [&paths.log, &paths.index, &paths.time_index] {
+            self.storage.remove_file(path).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and syncs everything; the log may be reopened afterwards.
+    pub async fn close(&self) -> EngineResult<()> {
+        self.flush().await?;
+        self.sync().await?;
+        let files = {
+            let mut st = self.state.borrow_mut();
+            st.active_mut().index_files()
+        };
+        for file in files {
+            file.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the log's directory and every file in it.
+    pub async fn delete(&self) -> EngineResult<()> {
+        self.storage.remove_dir_all(&self.dir).await?;
+        Ok(())
+    }
+}
+
+fn decode_stored_header(head: &[u8], path: &Path, position: u64) -> EngineResult<(BatchHeader, usize)> {
+    let corrupt = |reason: String| EngineError::Corrupt { path: path.display().to_string(), reason };
+    let stored = peek_stored_bytes(head)
+        .ok_or_else(|| corrupt(format!("no valid batch header at byte {position}")))?;
+    let header = BatchHeader::decode(head).map_err(|e| corrupt(format!("at byte {position}: {e}")))?;
+    Ok((header, stored))
+}
+
+/// Reads whole batches from `file` starting with the one that holds
+/// `offset`, scanning from `start` (a batch boundary at or before it).
+async fn read_from_segment(
+    file: &FileRef,
+    start: u64,
+    readable_end: u64,
+    offset: Offset,
+    max_bytes: usize,
+    high_watermark: Offset,
+) -> EngineResult<Bytes> {
+    let mut window = Window::new(file, readable_end);
+    let mut position = start;
+    // Find the batch that holds `offset`.
+    loop {
+        if position >= readable_end {
+            return Ok(Bytes::new());
+        }
+        let head = window.get(position, BATCH_HEADER_BYTES).await?;
+        let (header, stored) = decode_stored_header(head, file.path(), position)?;
+        if header.last_offset() >= offset {
+            break;
+        }
+        position += stored as u64;
+    }
+    // Take whole batches from there.
+    let first = position;
+    let mut taken = 0usize;
+    loop {
+        if position >= readable_end {
+            break;
+        }
+        let head = window.get(position, BATCH_HEADER_BYTES).await?;
+        let (header, stored) = decode_stored_header(head, file.path(), position)?;
+        if header.base_offset >= high_watermark || (taken > 0 && taken + stored > max_bytes) {
+            break;
+        }
+        if position + stored as u64 > readable_end {
+            break;
+        }
+        taken += stored;
+        position += stored as u64;
+    }
+    let bytes = window.get(first, taken).await?;
+    if bytes.len() < taken {
+        return Err(EngineError::Corrupt {
+            path: file.path().display().to_string(),
+            reason: format!("short read at byte {first}"),
+        });
+    }
+    let mut out = AlignedVec::<16>::with_capacity(taken);
+    out.extend_from_slice(bytes);
+    Ok(Bytes::from_owner(out))
+}

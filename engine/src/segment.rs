@@ -1,0 +1,462 @@
+//! One segment of a partition log: `<base_offset:020>.log` with its
+//! `.index` and `.timeindex`.
+//!
+//! Lifecycle: a segment is created empty (or opened and recovered) as the
+//! active segment, takes appends until the partition rolls it, then is
+//! closed for writes (its appenders dropped after a final flush and sync)
+//! and serves reads until retention deletes it. Owned by the partition, on
+//! the partition's shard.
+//!
+//! Invariants: `flushed_bytes <= size_bytes`; batches are contiguous in
+//! offset from `base_offset` to `next_offset`; every byte below
+//! `flushed_bytes` is in the file.
+
+use crate::appender::{write_all, Appender, FlushWork};
+use crate::batch::BatchHeader;
+use crate::ids::Offset;
+use crate::limits::{align_down, align_up, BLOCK_BYTES, WRITE_CHUNK_BYTES};
+use crate::scan::{scan_segment, ScanEnd};
+use crate::segment_index::{
+    decode_offset_entries, decode_time_entries, IndexEntry, SegmentIndex,
+};
+use crate::storage::{FileRef, Storage, StorageResult};
+use std::path::{Path, PathBuf};
+
+/// Index files grow slowly; small chunks keep their buffers small.
+const INDEX_CHUNK_BYTES: usize = 16 * 1024;
+
+pub const LOG_SUFFIX: &str = ".log";
+pub const INDEX_SUFFIX: &str = ".index";
+pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+
+/// The files of the segment starting at `base_offset` in `dir`.
+#[derive(Debug, Clone)]
+pub struct SegmentPaths {
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    pub fn new(dir: &Path, base_offset: Offset) -> SegmentPaths {
+        let stem = format!("{:020}", base_offset.0);
+        SegmentPaths {
+            log: dir.join(format!("{stem}{LOG_SUFFIX}")),
+            index: dir.join(format!("{stem}{INDEX_SUFFIX}")),
+            time_index: dir.join(format!("{stem}{TIME_INDEX_SUFFIX}")),
+        }
+    }
+}
+
+/// Base offsets of the segments in a partition directory, ascending.
+pub fn list_segments(storage: &dyn Storage, dir: &Path) -> StorageResult<Vec<Offset>> {
+    let mut bases: Vec<Offset> = storage
+        .list_files(dir)?
+        .iter()
+        .filter_map(|name| name.strip_suffix(LOG_SUFFIX))
+        .filter(|stem| stem.len() == 20)
+        .filter_map(|stem| stem.parse::<u64>().ok())
+        .map(Offset)
+        .collect();
+    bases.sort();
+    Ok(bases)
+}
+
+/// Whether recovery may change files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Truncate torn tails and rewrite stale indexes (what the engine does).
+    Repair,
+    /// Only report (what `mamba log check` does).
+    Check,
+}
+
+/// What recovery found in one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReport {
+    pub log_path: PathBuf,
+    pub base_offset: Offset,
+    /// Where valid data ends, and the offset after it.
+    pub valid_end_bytes: u64,
+    pub next_offset: Offset,
+    /// Bytes of the file after the valid end that are not zero padding.
+    pub torn: Option<String>,
+    pub file_size_bytes: u64,
+    /// The indexes were missing, stale or behind, and were rebuilt.
+    pub index_rebuilt: bool,
+    /// Where the verification started (the last trusted index entry).
+    pub verified_from_bytes: u64,
+}
+
+pub struct Segment {
+    base_offset: Offset,
+    paths: SegmentPaths,
+    log: FileRef,
+    appender: Option<Appender>,
+    index: SegmentIndex,
+    size_bytes: u64,
+    flushed_bytes: u64,
+    next_offset: Offset,
+    created_ms: i64,
+}
+
+/// One segment's share of a flush.
+pub struct SegmentFlush {
+    pub log: FileRef,
+    pub log_work: FlushWork,
+    pub index: Vec<(FileRef, FlushWork)>,
+}
+
+impl SegmentFlush {
+    /// Writes everything; returns the log end the writes cover.
+    pub async fn write(self) -> StorageResult<u64> {
+        let index_writes = self.index.into_iter().map(|(file, work)| async move {
+            write_all(&file, work).await
+        });
+        let (log, index) =
+            futures::join!(write_all(&self.log, self.log_work), futures::future::join_all(index_writes));
+        for result in index {
+            result?;
+        }
+        log
+    }
+}
+
+impl Segment {
+    /// Creates the files of a new, empty segment.
+    pub async fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: Offset,
+        now_ms: i64,
+    ) -> StorageResult<Segment> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let log = storage.open(&paths.log, true).await?;
+        log.truncate(0).await?;
+        let index = storage.open(&paths.index, true).await?;
+        index.truncate(0).await?;
+        let time = storage.open(&paths.time_index, true).await?;
+        time.truncate(0).await?;
+        // The new names must survive a crash before anything in them counts.
+        storage.sync_dir(dir).await?;
+        let appender = Appender::resume(log.clone(), WRITE_CHUNK_BYTES, 0, &[]);
+        Ok(Segment {
+            base_offset,
+            paths,
+            log,
+            appender: Some(appender),
+            index: SegmentIndex::new(
+                Some(Appender::resume(index, INDEX_CHUNK_BYTES, 0, &[])),
+                Some(Appender::resume(time, INDEX_CHUNK_BYTES, 0, &[])),
+            ),
+            size_bytes: 0,
+            flushed_bytes: 0,
+            next_offset: base_offset,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment and verifies it from its last index entry
+    /// to its end. In `Repair` mode a torn tail is cut off (and the cut made
+    /// durable) and stale indexes are rewritten; `writable` resumes appends
+    /// after the valid end.
+    pub async fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: Offset,
+        mode: RecoveryMode,
+        writable: bool,
+        now_ms: i64,
+    ) -> StorageResult<(Segment, SegmentReport)> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let log = storage.open(&paths.log, false).await?;
+        let file_size = log.size_bytes().await?;
+        let index_bytes = read_whole(storage, &paths.index).await?;
+        let time_bytes = read_whole(storage, &paths.time_index).await?;
+        let offsets = decode_offset_entries(&index_bytes, file_size);
+        let times = decode_time_entries(&time_bytes, file_size);
+
+        // Trust the indexes only as far as they agree with each other.
+        let mut trusted = offsets.len().min(times.len());
+        while trusted > 0
+            && (offsets[trusted - 1].relative_offset != times[trusted - 1].relative_offset
+                || offsets[trusted - 1].position_bytes != times[trusted - 1].position_bytes)
+        {
+            trusted -= 1;
+        }
+        let mut index = SegmentIndex::new(None, None);
+        index.load(offsets[..trusted].to_vec(), times[..trusted].to_vec());
+        let start = index.offsets().last().copied().unwrap_or(IndexEntry {
+            relative_offset: 0,
+            position_bytes: 0,
+        });
+        let loaded_entries = trusted;
+        let mut scan = scan_segment(
+            &log,
+            file_size,
+            u64::from(start.position_bytes),
+            base_offset.plus(u64::from(start.relative_offset)),
+            |view, position| {
+                let h = view.header();
+                index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
+            },
+        )
+        .await?;
+        let mut verified_from = u64::from(start.position_bytes);
+        if loaded_entries > 0 && scan.batch_count == 0 {
+            // The last entry pointed at something that is not a batch: the
+            // index is stale. Rebuild it from the start of the segment.
+            index = SegmentIndex::new(None, None);
+            verified_from = 0;
+            scan = scan_segment(&log, file_size, 0, base_offset, |view, position| {
+                let h = view.header();
+                index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
+            })
+            .await?;
+        }
+        let torn = match &scan.end {
+            ScanEnd::Clean => None,
+            ScanEnd::Torn { reason } => Some(reason.clone()),
+        };
+        let valid_end = scan.valid_end_bytes;
+        // Rewrite the index files when what they hold differs from what the
+        // log says they should: missing, stale, or behind the log.
+        let index_rebuilt = index.offsets().len() != offsets.len()
+            || index.times().len() != times.len()
+            || loaded_entries != offsets.len();
+        let report = SegmentReport {
+            log_path: paths.log.clone(),
+            base_offset,
+            valid_end_bytes: valid_end,
+            next_offset: scan.next_offset,
+            torn,
+            file_size_bytes: file_size,
+            index_rebuilt,
+            verified_from_bytes: verified_from,
+        };
+
+        let tail_start = align_down(valid_end, BLOCK_BYTES);
+        let tail: Vec<u8> = if valid_end > tail_start {
+            let read = log.read_at(tail_start, BLOCK_BYTES as usize).await?;
+            read[..(valid_end - tail_start) as usize].to_vec()
+        } else {
+            Vec::new()
+        };
+        if mode == RecoveryMode::Repair && (report.torn.is_some() || file_size > align_up(valid_end, BLOCK_BYTES)) {
+            // Cut the file to the valid end and zero the rest of its last
+            // block now, durably: bytes left after the end could otherwise
+            // be taken for batches by a later recovery.
+            log.truncate(align_up(valid_end, BLOCK_BYTES)).await?;
+            if !tail.is_empty() {
+                let mut block = log.alloc_buffer(BLOCK_BYTES as usize);
+                block[..tail.len()].copy_from_slice(&tail);
+                log.write_at(block, tail_start).await?;
+            }
+            log.sync().await?;
+        }
+        let mut appender = None;
+        let mut index_files = (None, None);
+        if mode == RecoveryMode::Repair {
+            // A segment that takes appends again always gets fresh index
+            // files: bytes after their valid prefix could otherwise be read
+            // as entries once new ones are written before them.
+            if index_rebuilt || writable {
+                rewrite_index_files(storage, &paths, &index).await?;
+            }
+            if writable {
+                appender = Some(Appender::resume(log.clone(), WRITE_CHUNK_BYTES, valid_end, &tail));
+                let (offsets_bytes, times_bytes) = index.encoded();
+                let index_file = storage.open(&paths.index, true).await?;
+                let time_file = storage.open(&paths.time_index, true).await?;
+                index_files = (
+                    Some(resume_at_end(index_file, &offsets_bytes)),
+                    Some(resume_at_end(time_file, &times_bytes)),
+                );
+            }
+        }
+        let mut with_files = SegmentIndex::new(index_files.0, index_files.1);
+        with_files.load(index.offsets().to_vec(), index.times().to_vec());
+        if index.max_timestamp_ms() > with_files.max_timestamp_ms() {
+            // The running maximum covers batches after the last entry too.
+            with_files.raise_max_timestamp(index.max_timestamp_ms());
+        }
+        let segment = Segment {
+            base_offset,
+            paths,
+            log,
+            appender,
+            index: with_files,
+            size_bytes: valid_end,
+            flushed_bytes: valid_end,
+            next_offset: scan.next_offset,
+            created_ms: now_ms,
+        };
+        Ok((segment, report))
+    }
+
+    pub fn base_offset(&self) -> Offset {
+        self.base_offset
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn flushed_bytes(&self) -> u64 {
+        self.flushed_bytes
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.index.max_timestamp_ms()
+    }
+
+    pub fn paths(&self) -> &SegmentPaths {
+        &self.paths
+    }
+
+    pub fn log(&self) -> &FileRef {
+        &self.log
+    }
+
+    pub fn index(&self) -> &SegmentIndex {
+        &self.index
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.appender.is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    /// Appends one stored batch whose header says it starts at `next_offset`.
+    pub fn append(&mut self, stored: &[u8], header: &BatchHeader) {
+        assert_eq!(header.base_offset, self.next_offset, "appends must be contiguous");
+        assert_eq!(stored.len(), header.stored_bytes(), "stored length");
+        let appender = self.appender.as_mut().expect("append to a segment closed for writes");
+        let position = self.size_bytes;
+        appender.append(stored);
+        self.index.on_batch(relative(self.base_offset, header.base_offset), position, header.max_timestamp_ms);
+        self.size_bytes += stored.len() as u64;
+        self.next_offset = header.last_offset().plus(1);
+        assert_eq!(self.size_bytes, appender.end_bytes());
+    }
+
+    /// Takes everything appended since the last flush.
+    pub fn take_flush(&mut self) -> Option<SegmentFlush> {
+        let appender = self.appender.as_mut()?;
+        let log_work = appender.take_flush()?;
+        let log = appender.file().clone();
+        let mut index = Vec::new();
+        let (offsets, times) = self.index.files_mut();
+        for file in [offsets, times].into_iter().flatten() {
+            let f = file.file().clone();
+            if let Some(work) = file.take_flush() {
+                index.push((f, work));
+            }
+        }
+        Some(SegmentFlush { log, log_work, index })
+    }
+
+    /// Records that a flush up to `end_bytes` was written.
+    pub fn flush_done(&mut self, end_bytes: u64) {
+        if let Some(appender) = &mut self.appender {
+            appender.flush_done(end_bytes);
+        }
+        let (offsets, times) = self.index.files_mut();
+        for file in [offsets, times].into_iter().flatten() {
+            let end = file.end_bytes();
+            if end > file.flushed_end_bytes() {
+                file.flush_done(end);
+            }
+        }
+        assert!(end_bytes >= self.flushed_bytes);
+        self.flushed_bytes = end_bytes;
+    }
+
+    /// A flush failed: nothing more may be written to this segment.
+    pub fn seal_after_error(&mut self) {
+        self.appender = None;
+        self.index.detach_files();
+    }
+
+    /// Closes the segment for writes; the caller has flushed and synced it.
+    pub fn close_for_writes(&mut self) {
+        assert_eq!(self.flushed_bytes, self.size_bytes, "closing a segment with unflushed bytes");
+        self.appender = None;
+        self.index.detach_files();
+    }
+
+    /// Where to start scanning for `offset`.
+    pub fn locate(&self, offset: Offset) -> u64 {
+        u64::from(self.index.lookup_offset(relative(self.base_offset, offset)).position_bytes)
+    }
+
+    /// Where to start scanning for the first record at or after `timestamp_ms`.
+    pub fn locate_time(&self, timestamp_ms: i64) -> u64 {
+        u64::from(self.index.lookup_time(timestamp_ms).position_bytes)
+    }
+
+    /// Index files, for syncing at close.
+    pub fn index_files(&mut self) -> Vec<FileRef> {
+        let (offsets, times) = self.index.files_mut();
+        [offsets, times].into_iter().flatten().map(|a| a.file().clone()).collect()
+    }
+}
+
+/// An offset relative to a segment base; segments hold fewer than 2^32
+/// offsets because a roll happens long before.
+pub fn relative(base: Offset, offset: Offset) -> u32 {
+    assert!(offset >= base, "offset {offset} below segment base {base}");
+    u32::try_from(offset.0 - base.0).unwrap_or(u32::MAX)
+}
+
+async fn read_whole(storage: &dyn Storage, path: &Path) -> StorageResult<Vec<u8>> {
+    let file = match storage.open(path, false).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let size = file.size_bytes().await?;
+    let read = file.read_at(0, align_up(size, BLOCK_BYTES) as usize).await?;
+    let bytes = read[..(size as usize).min(read.len())].to_vec();
+    file.close().await?;
+    Ok(bytes)
+}
+
+/// An appender positioned after `written` bytes already in `file`.
+fn resume_at_end(file: FileRef, written: &[u8]) -> Appender {
+    let end = written.len() as u64;
+    let tail = &written[align_down(end, BLOCK_BYTES) as usize..];
+    Appender::resume(file, INDEX_CHUNK_BYTES, end, tail)
+}
+
+async fn rewrite_index_files(
+    storage: &dyn Storage,
+    paths: &SegmentPaths,
+    index: &SegmentIndex,
+) -> StorageResult<()> {
+    let (offsets, times) = index.encoded();
+    for (path, bytes) in [(&paths.index, offsets), (&paths.time_index, times)] {
+        let file = storage.open(path, true).await?;
+        file.truncate(0).await?;
+        let mut appender = Appender::resume(file.clone(), INDEX_CHUNK_BYTES, 0, &[]);
+        appender.append(&bytes);
+        if let Some(work) = appender.take_flush() {
+            write_all(&file, work).await?;
+        }
+        file.truncate(align_up(bytes.len() as u64, BLOCK_BYTES)).await?;
+        file.sync().await?;
+        file.close().await?;
+    }
+    Ok(())
+}
