@@ -32,6 +32,8 @@ pub enum EngineError {
     Fenced(Arc<StorageError>),
     #[error("corrupt log {path}: {reason} (run `mamba log check` on it)")]
     Corrupt { path: String, reason: String },
+    #[error("busy: the shard's queue is full, retry later")]
+    Busy,
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error("data directory {path}: {reason}")]

@@ -356,7 +356,6 @@ impl PartitionLog {
         }
         let (mut segment, _report) =
             Segment::open(&*self.storage, &self.dir, base, RecoveryMode::Repair, true, now_ms).await?;
-        segment.log().sync().await?;
         let next = segment.next_offset();
         segment.close_for_writes();
         let fresh = Segment::create(&*self.storage, &self.dir, next, now_ms).await?;
@@ -366,7 +365,6 @@ impl PartitionLog {
         st.segments.push_back(fresh);
         st.written_offset = next;
         st.durable_offset = next;
-        st.high_watermark = st.high_watermark.min(next).max(st.log_start_offset);
         // Batches that reached the disk intact are now durable and visible.
         st.high_watermark = next;
         st.cache.clear();

@@ -252,6 +252,11 @@ impl Segment {
                 block[..tail.len()].copy_from_slice(&tail);
                 log.write_at(block, tail_start).await?;
             }
+        }
+        if mode == RecoveryMode::Repair && writable {
+            // Whatever recovery leaves visible must be durable: a batch that
+            // was written but not synced before the crash would otherwise be
+            // served now and could vanish in the next crash.
             log.sync().await?;
         }
         let mut appender = None;

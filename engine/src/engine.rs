@@ -1,0 +1,418 @@
+//! The embeddable engine: a cloneable, `Send + Sync` handle to the shards.
+//!
+//! Every call finds the shard that owns the partition (from the topic
+//! catalog) and sends it a request over that shard's bounded inbox; the
+//! reply comes back on a one-shot channel. The futures returned are plain
+//! futures: await them on any runtime, or call [`block_on`] from a thread.
+
+use crate::batch::Batch;
+use crate::catalog::{self, Catalog, TopicMeta};
+use crate::config::{validate_topic_name, EngineConfig, TopicConfig};
+use crate::error::{EngineError, EngineResult};
+use crate::ids::{Offset, PartitionId, ShardId};
+use crate::limits::SHARD_INBOX_CAPACITY;
+use crate::partition::{AppendInfo, LogOffsets, LogOptions, ReadOutcome};
+use crate::runtime::{self, ExecutorOptions};
+use crate::segment::SegmentReport;
+use crate::shard::{self, OpenSpec, PartitionKey, Reply, ShardRequest};
+use futures::channel::oneshot;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use futures::executor::block_on;
+
+/// What `Engine::open` found and did.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub shards: usize,
+    pub io_memory_per_shard_bytes: usize,
+    pub partitions_opened: usize,
+    /// Segments whose tail recovery cut or whose index it rebuilt.
+    pub repaired_segments: Vec<SegmentReport>,
+}
+
+/// A handle to a running engine. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    config: EngineConfig,
+    shards: Vec<async_channel::Sender<ShardRequest>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<Result<(), String>>>>,
+    catalog: RwLock<Arc<Catalog>>,
+    /// Serializes topic creation, alteration and deletion.
+    admin: futures::lock::Mutex<()>,
+    closed: AtomicBool,
+    open_report: OpenReport,
+    /// The data directory lock; released by `close`.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the inboxes makes every shard flush, sync and stop.
+        for shard in &self.shards {
+            shard.close();
+        }
+    }
+}
+
+fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> EngineError {
+    EngineError::DataDir { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+/// Takes an exclusive lock on the data directory so two engines never
+/// write the same files.
+fn lock_data_dir(dir: &Path) -> EngineResult<std::fs::File> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| data_dir_error(&path, e))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(data_dir_error(dir, "in use by another Mamba process (its .lock is held)"));
+    }
+    Ok(file)
+}
+
+fn log_options(config: &TopicConfig, engine: &EngineConfig) -> LogOptions {
+    LogOptions {
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        durability: config.durability,
+        tail_cache_bytes: engine.tail_cache_bytes_per_partition,
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory, starts the shards and
+    /// recovers every partition.
+    pub fn open(data_dir: impl AsRef<Path>, config: EngineConfig) -> EngineResult<Engine> {
+        let data_dir = data_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(catalog::topics_dir(&data_dir)).map_err(|e| data_dir_error(&data_dir, e))?;
+        let lock = lock_data_dir(&data_dir)?;
+        let shard_count = match config.shards {
+            Some(0) => return Err(EngineError::InvalidConfig("shards must be at least 1".into())),
+            Some(n) => n as usize,
+            None => runtime::available_cores(),
+        };
+        let cores = runtime::available_cores();
+        let mut io_memory = runtime::io_memory_per_shard_bytes(shard_count);
+        let mut shards = Vec::with_capacity(shard_count);
+        let mut threads = Vec::with_capacity(shard_count);
+        for i in 0..shard_count {
+            let (tx, rx) = async_channel::bounded(SHARD_INBOX_CAPACITY);
+            // Degrade rather than fail: if the executor cannot start with
+            // its share of locked memory, retry with the minimum.
+            let mut attempt = 0;
+            let thread = loop {
+                let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+                let options = ExecutorOptions {
+                    name: format!("mamba-shard-{i}"),
+                    core: config.pin_shards.then_some(i % cores),
+                    io_memory_bytes: io_memory,
+                };
+                let (dir, cfg, rx) = (data_dir.clone(), config.clone(), rx.clone());
+                let id = ShardId(i as u32);
+                let thread = runtime::spawn_executor(options, move || shard::run(id, rx, dir, cfg, ready_tx))
+                    .map_err(|e| data_dir_error(&data_dir, format!("cannot start shard {i}: {e}")))?;
+                match ready_rx.recv() {
+                    Ok(Ok(())) => break thread,
+                    Ok(Err(e)) => return Err(data_dir_error(&data_dir, e)),
+                    Err(_) => {
+                        let why = match thread.join() {
+                            Ok(Err(e)) => e,
+                            Ok(Ok(())) => "stopped during startup".to_string(),
+                            Err(_) => "panicked during startup".to_string(),
+                        };
+                        attempt += 1;
+                        if attempt > 1 {
+                            return Err(EngineError::InvalidConfig(format!("shard {i} failed to start: {why}")));
+                        }
+                        tracing::warn!(shard = i, io_memory, error = %why, "shard failed to start; retrying with less io memory");
+                        io_memory = 64 << 10;
+                    }
+                }
+            };
+            shards.push(tx);
+            threads.push(thread);
+        }
+        let mut report = OpenReport { shards: shard_count, io_memory_per_shard_bytes: io_memory, ..OpenReport::default() };
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.clone(),
+                config: config.clone(),
+                shards,
+                threads: Mutex::new(threads),
+                catalog: RwLock::new(Arc::new(Catalog::default())),
+                admin: futures::lock::Mutex::new(()),
+                closed: AtomicBool::new(false),
+                open_report: OpenReport::default(),
+                lock: Mutex::new(Some(lock)),
+            }),
+        };
+        let mut loaded = catalog::load(&data_dir)?;
+        for meta in loaded.topics.values_mut() {
+            if meta.placement.iter().any(|s| s.0 as usize >= shard_count) {
+                tracing::warn!(topic = %meta.name, shards = shard_count, "shard count changed; moving partitions of vanished shards");
+                for s in &mut meta.placement {
+                    *s = ShardId(s.0 % shard_count as u32);
+                }
+                catalog::store(&data_dir, meta)?;
+            }
+        }
+        *engine.write_catalog() = Arc::new(loaded.clone());
+        let opened = block_on(futures::future::join_all(
+            loaded.topics.values().flat_map(|meta| engine.open_partitions(meta)),
+        ));
+        for result in opened {
+            let segments = result?;
+            report.partitions_opened += 1;
+            report
+                .repaired_segments
+                .extend(segments.into_iter().filter(|s| s.torn.is_some() || s.index_rebuilt));
+        }
+        let mut inner = Arc::try_unwrap(engine.inner).map_err(|_| EngineError::ShuttingDown)?;
+        inner.open_report = report;
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+
+    /// What happened at open: shards, memory, recovery.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.open_report
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    fn write_catalog(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Catalog>> {
+        self.inner.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn open_partitions(&self, meta: &TopicMeta) -> Vec<impl std::future::Future<Output = EngineResult<Vec<SegmentReport>>>> {
+        let topic: Arc<str> = Arc::from(meta.name.as_str());
+        (0..meta.config.partitions)
+            .map(|p| {
+                let partition = PartitionId(p);
+                let shard = meta.placement[p as usize];
+                let spec = OpenSpec {
+                    key: PartitionKey { topic: topic.clone(), partition },
+                    dir: catalog::partition_dir(&self.inner.data_dir, &meta.name, partition),
+                    options: log_options(&meta.config, &self.inner.config),
+                    storage: meta.config.storage,
+                };
+                let engine = self.clone();
+                async move { engine.call(shard, |reply| ShardRequest::Open { spec, reply }).await }
+            })
+            .collect()
+    }
+
+    /// Sends a request to `shard` and waits for its reply. A full inbox
+    /// makes the caller wait (backpressure); see `try_append` for the
+    /// variant that refuses instead.
+    async fn call<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> ShardRequest) -> EngineResult<T> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (reply, response) = oneshot::channel();
+        let inbox = &self.inner.shards[shard.0 as usize];
+        inbox.send(make(reply)).await.map_err(|_| EngineError::ShuttingDown)?;
+        response.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    fn route(&self, topic: &str, partition: PartitionId) -> EngineResult<(ShardId, PartitionKey)> {
+        let catalog = self.catalog();
+        let meta = catalog.topics.get(topic).ok_or_else(|| EngineError::UnknownTopic(topic.to_string()))?;
+        let shard = meta.shard_of(partition).ok_or_else(|| EngineError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        })?;
+        Ok((shard, PartitionKey { topic: Arc::from(topic), partition }))
+    }
+
+    /// Creates a topic; its partitions go to the least-loaded shards.
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> EngineResult<TopicMeta> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        let catalog = self.catalog();
+        if catalog.topics.contains_key(name) {
+            return Err(EngineError::TopicExists(name.to_string()));
+        }
+        let mut load = vec![0usize; self.shard_count()];
+        for meta in catalog.topics.values() {
+            for s in &meta.placement {
+                load[s.0 as usize] += 1;
+            }
+        }
+        let placement = (0..config.partitions)
+            .map(|_| {
+                let (i, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
+                load[i] += 1;
+                ShardId(i as u32)
+            })
+            .collect();
+        let meta = TopicMeta { name: name.to_string(), config, placement, created_ms: runtime::now_ms() };
+        catalog::store(&self.inner.data_dir, &meta)?;
+        for result in futures::future::join_all(self.open_partitions(&meta)).await {
+            result?;
+        }
+        let mut next = (*catalog).clone();
+        next.topics.insert(name.to_string(), meta.clone());
+        *self.write_catalog() = Arc::new(next);
+        Ok(meta)
+    }
+
+    /// Changes a topic's retention, segment and durability settings. The
+    /// partition count and storage mode cannot change.
+    pub async fn alter_topic(&self, name: &str, config: TopicConfig) -> EngineResult<TopicMeta> {
+        config.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        let catalog = self.catalog();
+        let mut meta = catalog.topics.get(name).cloned().ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
+        if config.partitions != meta.config.partitions || config.storage != meta.config.storage {
+            return Err(EngineError::InvalidConfig("partitions and storage cannot be altered".into()));
+        }
+        meta.config = config;
+        catalog::store(&self.inner.data_dir, &meta)?;
+        let options = log_options(&meta.config, &self.inner.config);
+        let topic: Arc<str> = Arc::from(name);
+        for (p, shard) in meta.placement.iter().enumerate() {
+            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
+            let options = options.clone();
+            self.call(*shard, |reply| ShardRequest::Alter { key, options, reply }).await?;
+        }
+        let mut next = (*catalog).clone();
+        next.topics.insert(name.to_string(), meta.clone());
+        *self.write_catalog() = Arc::new(next);
+        Ok(meta)
+    }
+
+    /// Deletes a topic and all its data.
+    pub async fn delete_topic(&self, name: &str) -> EngineResult<()> {
+        let _admin = self.inner.admin.lock().await;
+        let catalog = self.catalog();
+        let meta = catalog.topics.get(name).cloned().ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
+        // Metadata first: a crash part-way leaves data without metadata,
+        // which the next open removes.
+        catalog::remove(&self.inner.data_dir, name)?;
+        let mut next = (*catalog).clone();
+        next.topics.remove(name);
+        *self.write_catalog() = Arc::new(next);
+        let topic: Arc<str> = Arc::from(name);
+        for (p, shard) in meta.placement.iter().enumerate() {
+            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
+            self.call(*shard, |reply| ShardRequest::Delete { key, reply }).await?;
+        }
+        let dir = catalog::topic_dir(&self.inner.data_dir, name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(data_dir_error(&dir, e)),
+        }
+    }
+
+    pub fn list_topics(&self) -> Vec<TopicMeta> {
+        self.catalog().topics.values().cloned().collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> EngineResult<TopicMeta> {
+        self.catalog().topics.get(name).cloned().ok_or_else(|| EngineError::UnknownTopic(name.to_string()))
+    }
+
+    /// Appends a batch; resolves once it is durable under the topic's
+    /// policy, with the offsets it got.
+    pub async fn append(&self, topic: &str, partition: PartitionId, batch: Batch) -> EngineResult<AppendInfo> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::Append { key, batch, reply }).await
+    }
+
+    /// Like `append`, but fails with `Busy` at once when the owning shard's
+    /// inbox is full instead of waiting for room.
+    pub async fn try_append(&self, topic: &str, partition: PartitionId, batch: Batch) -> EngineResult<AppendInfo> {
+        let (shard, key) = self.route(topic, partition)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (reply, response) = oneshot::channel();
+        match self.inner.shards[shard.0 as usize].try_send(ShardRequest::Append { key, batch, reply }) {
+            Ok(()) => response.await.map_err(|_| EngineError::ShuttingDown)?,
+            Err(async_channel::TrySendError::Full(_)) => Err(EngineError::Busy),
+            Err(async_channel::TrySendError::Closed(_)) => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    /// Reads stored batches from `offset` (at least one whole batch, up to
+    /// about `max_bytes`), never past the high watermark.
+    pub async fn read(&self, topic: &str, partition: PartitionId, offset: Offset, max_bytes: usize) -> EngineResult<ReadOutcome> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::Read { key, offset, max_bytes, reply }).await
+    }
+
+    /// The log start, high watermark and end of a partition.
+    pub async fn list_offsets(&self, topic: &str, partition: PartitionId) -> EngineResult<LogOffsets> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::Offsets { key, reply }).await
+    }
+
+    /// The first offset with a timestamp at or after `timestamp_ms`.
+    pub async fn offset_for_timestamp(&self, topic: &str, partition: PartitionId, timestamp_ms: i64) -> EngineResult<Option<(Offset, i64)>> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply }).await
+    }
+
+    /// Flushes and syncs every partition and stops the shards. Later calls
+    /// on any handle fail with `ShuttingDown`.
+    pub async fn shutdown(&self) -> EngineResult<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for shard in &self.inner.shards {
+            let (reply, response) = oneshot::channel();
+            if shard.send(ShardRequest::Shutdown { reply }).await.is_ok() {
+                if let Ok(Err(e)) = response.await {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// `shutdown`, then waits for the shard threads to end. Blocks: call it
+    /// from a thread, not from inside an async task.
+    pub fn close(&self) -> EngineResult<()> {
+        let result = block_on(self.shutdown());
+        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "shard ended with an error"),
+                Err(_) => tracing::error!("shard thread panicked"),
+            }
+        }
+        // The files are closed: another engine may open the directory now.
+        drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
+        result
+    }
+}

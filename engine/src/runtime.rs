@@ -1,0 +1,100 @@
+//! The one place that knows glommio: executors, tasks, timers.
+//!
+//! DMA files are reached through `disk.rs`; everything else in the engine
+//! uses the functions here, so the runtime stays replaceable.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Bytes of locked memory glommio may register per shard for I/O buffers.
+///
+/// glommio registers `io_memory` with io_uring, which counts against
+/// RLIMIT_MEMLOCK; every shard of the process shares that limit. Half the
+/// limit, split over the shards, leaves room for the rings themselves.
+/// Without registered memory glommio falls back to ordinary allocations,
+/// which is slower but works.
+pub fn io_memory_per_shard_bytes(shards: usize) -> usize {
+    const DEFAULT_BYTES: usize = 10 << 20;
+    const MIN_BYTES: usize = 64 << 10;
+    let limit = memlock_limit_bytes();
+    let share = match limit {
+        None => DEFAULT_BYTES,
+        Some(limit) => (limit as usize / 2 / shards.max(1)).min(DEFAULT_BYTES),
+    };
+    share.max(MIN_BYTES) & !(4096 - 1)
+}
+
+/// The soft RLIMIT_MEMLOCK; `None` when unlimited.
+pub fn memlock_limit_bytes() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        None
+    } else {
+        Some(limit.rlim_cur)
+    }
+}
+
+/// Cores this process may run on.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Options for one executor thread.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    pub name: String,
+    /// Pin to this core; `None` lets the kernel place it.
+    pub core: Option<usize>,
+    pub io_memory_bytes: usize,
+}
+
+/// Starts an executor on its own thread running `fut_gen()`.
+pub fn spawn_executor<G, F, T>(
+    options: ExecutorOptions,
+    fut_gen: G,
+) -> std::io::Result<std::thread::JoinHandle<Result<T, String>>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match options.core {
+        Some(core) => glommio::Placement::Fixed(core),
+        None => glommio::Placement::Unbound,
+    };
+    let builder = glommio::LocalExecutorBuilder::new(placement)
+        .name(&options.name)
+        .io_memory(options.io_memory_bytes);
+    // `make` runs on the new thread so the executor (and its rings) belong
+    // to it; failures come back through the join handle.
+    std::thread::Builder::new().name(options.name.clone()).spawn(move || {
+        let executor = builder.make().map_err(|e| format!("starting executor {}: {e}", options.name))?;
+        Ok(executor.run(fut_gen()))
+    })
+}
+
+/// Runs `future` in the background on the current shard.
+pub fn spawn_detached<F>(future: F)
+where
+    F: Future<Output = ()> + 'static,
+{
+    glommio::spawn_local(future).detach();
+}
+
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// Yields to other tasks if this one ran long enough.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await;
+}
+
+/// Wall-clock milliseconds since the Unix epoch (record timestamps use it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

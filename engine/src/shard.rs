@@ -1,0 +1,353 @@
+//! A shard: one executor thread, pinned to a core, that owns a set of
+//! partitions and does all of their I/O.
+//!
+//! Requests arrive on the shard's bounded inbox (from `Engine` handles on any
+//! thread, and later from other shards). Each partition has a writer task
+//! fed by its own bounded queue: it takes every append that is waiting,
+//! adds them to the log, and completes them all with one flush (one write
+//! and, under `fsync`, one fdatasync): group commit. Reads run as separate
+//! tasks next to the writer. Replies travel on one-shot channels that never
+//! block the shard, so a full inbox can slow senders but never deadlock a
+//! request against its own reply.
+//!
+//! Architecture Invariant: nothing here is shared with other threads except
+//! the inbox; partition state is `!Send` and lives in this shard only.
+
+use crate::batch::Batch;
+use crate::config::{Durability, EngineConfig, StorageMode};
+use crate::disk::{prime_io_poll_probe, DiskStorage};
+use crate::error::{EngineError, EngineResult};
+use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
+use crate::limits::PARTITION_INBOX_CAPACITY;
+use crate::memfs::MemFs;
+use crate::partition::{AppendInfo, AppendMode, LogOffsets, LogOptions, PartitionLog, ReadOutcome};
+use crate::runtime;
+use crate::segment::SegmentReport;
+use crate::storage::StorageRef;
+use futures::channel::oneshot;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type Reply<T> = oneshot::Sender<EngineResult<T>>;
+
+/// Sends a reply; a caller that stopped waiting is not an error.
+fn respond<T>(reply: Reply<T>, value: EngineResult<T>) {
+    if reply.send(value).is_err() {
+        tracing::trace!("a caller stopped waiting for its reply");
+    }
+}
+
+/// Names one partition of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionKey {
+    pub topic: Arc<str>,
+    pub partition: PartitionId,
+}
+
+pub struct OpenSpec {
+    pub key: PartitionKey,
+    pub dir: PathBuf,
+    pub options: LogOptions,
+    pub storage: StorageMode,
+}
+
+/// What a shard can be asked to do.
+pub enum ShardRequest {
+    Open { spec: OpenSpec, reply: Reply<Vec<SegmentReport>> },
+    Append { key: PartitionKey, batch: Batch, reply: Reply<AppendInfo> },
+    Read { key: PartitionKey, offset: Offset, max_bytes: usize, reply: Reply<ReadOutcome> },
+    Offsets { key: PartitionKey, reply: Reply<LogOffsets> },
+    OffsetForTimestamp { key: PartitionKey, timestamp_ms: i64, reply: Reply<Option<(Offset, i64)>> },
+    Alter { key: PartitionKey, options: LogOptions, reply: Reply<()> },
+    Delete { key: PartitionKey, reply: Reply<()> },
+    /// Flush, sync and close every partition, then stop the shard.
+    Shutdown { reply: Reply<()> },
+}
+
+enum WriterCommand {
+    Append { batch: Batch, reply: Reply<AppendInfo> },
+    /// Something is due (sync, retention); run a round.
+    Wake,
+    Close { reply: Reply<()> },
+}
+
+/// A partition as its shard holds it.
+struct Partition {
+    log: Rc<PartitionLog>,
+    writer: async_channel::Sender<WriterCommand>,
+    sync_due: Cell<bool>,
+    retention_due: Cell<bool>,
+    last_sync_ms: Cell<i64>,
+}
+
+impl Partition {
+    fn wake(&self) {
+        // A full queue means a round is coming anyway.
+        if self.writer.try_send(WriterCommand::Wake).is_err() {
+            tracing::trace!("writer busy; due work runs with its next round");
+        }
+    }
+}
+
+type Partitions = Rc<RefCell<HashMap<PartitionKey, Rc<Partition>>>>;
+
+/// Runs shard `id` until its inbox closes or it is asked to shut down.
+/// `ready` learns whether the shard could start.
+pub async fn run(
+    id: ShardId,
+    inbox: async_channel::Receiver<ShardRequest>,
+    data_dir: PathBuf,
+    config: EngineConfig,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    if let Err(e) = prime_io_poll_probe(&data_dir).await {
+        // The receiver outlives startup; if it is gone nobody is waiting.
+        ready.send(Err(e.to_string())).ok();
+        return;
+    }
+    ready.send(Ok(())).ok();
+    drop(ready);
+    let partitions: Partitions = Rc::new(RefCell::new(HashMap::new()));
+    let stopped = Rc::new(Cell::new(false));
+    runtime::spawn_detached(timers(partitions.clone(), config.clone(), stopped.clone()));
+    let mut shutdown_reply = None;
+    while let Ok(request) = inbox.recv().await {
+        match request {
+            ShardRequest::Shutdown { reply } => {
+                shutdown_reply = Some(reply);
+                break;
+            }
+            request => handle(request, &partitions),
+        }
+    }
+    stopped.set(true);
+    let result = close_all(&partitions).await;
+    if let Err(e) = &result {
+        tracing::error!(shard = %id, error = %e, "closing partitions failed");
+    }
+    if let Some(reply) = shutdown_reply {
+        respond(reply, result);
+    }
+}
+
+fn lookup(partitions: &Partitions, key: &PartitionKey) -> EngineResult<Rc<Partition>> {
+    partitions.borrow().get(key).cloned().ok_or_else(|| EngineError::UnknownPartition {
+        topic: key.topic.to_string(),
+        partition: key.partition,
+    })
+}
+
+fn handle(request: ShardRequest, partitions: &Partitions) {
+    match request {
+        ShardRequest::Append { key, batch, reply } => match lookup(partitions, &key) {
+            Ok(p) => match p.writer.try_send(WriterCommand::Append { batch, reply }) {
+                Ok(()) => {}
+                Err(async_channel::TrySendError::Full(command)) => {
+                    // The partition's queue is full: this append waits in its
+                    // own task; the shard keeps serving other partitions.
+                    let writer = p.writer.clone();
+                    runtime::spawn_detached(async move {
+                        if let Err(async_channel::SendError(WriterCommand::Append { reply, .. })) =
+                            writer.send(command).await
+                        {
+                            respond(reply, Err(EngineError::ShuttingDown));
+                        }
+                    });
+                }
+                Err(async_channel::TrySendError::Closed(WriterCommand::Append { reply, .. })) => {
+                    respond(reply, Err(EngineError::ShuttingDown));
+                }
+                Err(async_channel::TrySendError::Closed(_)) => {}
+            },
+            Err(e) => respond(reply, Err(e)),
+        },
+        ShardRequest::Read { key, offset, max_bytes, reply } => match lookup(partitions, &key) {
+            Ok(p) => runtime::spawn_detached(async move {
+                respond(reply, p.log.read(offset, max_bytes).await);
+            }),
+            Err(e) => respond(reply, Err(e)),
+        },
+        ShardRequest::Offsets { key, reply } => {
+            respond(reply, lookup(partitions, &key).map(|p| p.log.offsets()));
+        }
+        ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply } => match lookup(partitions, &key) {
+            Ok(p) => runtime::spawn_detached(async move {
+                respond(reply, p.log.offset_for_timestamp(timestamp_ms).await);
+            }),
+            Err(e) => respond(reply, Err(e)),
+        },
+        ShardRequest::Alter { key, options, reply } => {
+            respond(reply, lookup(partitions, &key).map(|p| p.log.set_options(options)));
+        }
+        ShardRequest::Open { spec, reply } => {
+            let partitions = partitions.clone();
+            runtime::spawn_detached(async move {
+                respond(reply, open(spec, &partitions).await);
+            });
+        }
+        ShardRequest::Delete { key, reply } => {
+            let partitions = partitions.clone();
+            runtime::spawn_detached(async move {
+                respond(reply, delete(&key, &partitions).await);
+            });
+        }
+        ShardRequest::Shutdown { .. } => unreachable!("handled by the shard loop"),
+    }
+}
+
+async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<SegmentReport>> {
+    if partitions.borrow().contains_key(&spec.key) {
+        return Ok(Vec::new());
+    }
+    let storage: StorageRef = match spec.storage {
+        StorageMode::Disk => Rc::new(DiskStorage),
+        StorageMode::Memory => Rc::new(MemFs::new()),
+    };
+    let (log, reports) = PartitionLog::open(storage, &spec.dir, spec.options, runtime::now_ms()).await?;
+    for report in &reports {
+        if let Some(reason) = &report.torn {
+            tracing::warn!(
+                segment = %report.log_path.display(),
+                valid_end_bytes = report.valid_end_bytes,
+                reason = %reason,
+                "recovery cut a torn tail"
+            );
+        }
+    }
+    let (tx, rx) = async_channel::bounded(PARTITION_INBOX_CAPACITY);
+    let partition = Rc::new(Partition {
+        log: Rc::new(log),
+        writer: tx,
+        sync_due: Cell::new(false),
+        retention_due: Cell::new(false),
+        last_sync_ms: Cell::new(runtime::now_ms()),
+    });
+    runtime::spawn_detached(writer(partition.clone(), rx));
+    partitions.borrow_mut().insert(spec.key, partition);
+    Ok(reports)
+}
+
+async fn close_partition(partition: &Partition) -> EngineResult<()> {
+    let (reply, done) = oneshot::channel();
+    if partition.writer.send(WriterCommand::Close { reply }).await.is_err() {
+        return Ok(()); // already closed
+    }
+    done.await.map_err(|_| EngineError::ShuttingDown)?
+}
+
+async fn delete(key: &PartitionKey, partitions: &Partitions) -> EngineResult<()> {
+    let partition = partitions.borrow_mut().remove(key);
+    if let Some(partition) = partition {
+        // A failing disk must not keep a deleted topic around.
+        if let Err(e) = close_partition(&partition).await {
+            tracing::warn!(error = %e, "closing a deleted partition failed");
+        }
+        partition.log.delete().await?;
+    }
+    Ok(())
+}
+
+async fn close_all(partitions: &Partitions) -> EngineResult<()> {
+    let all: Vec<Rc<Partition>> = partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+    let results = futures::future::join_all(all.iter().map(|p| close_partition(p))).await;
+    results.into_iter().collect::<EngineResult<Vec<()>>>().map(|_| ())
+}
+
+/// Most appends taken into one round, so the first one's wait stays bounded.
+const ROUND_APPENDS_MAX: usize = 1024;
+
+/// The partition's writer: rounds of appends, each closed by one flush.
+async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterCommand>) {
+    let mut round: Vec<(Reply<AppendInfo>, AppendInfo)> = Vec::new();
+    while let Ok(first) = commands.recv().await {
+        let mut close = None;
+        let mut next = Some(first);
+        let mut taken = 0usize;
+        while let Some(command) = next.take() {
+            match command {
+                WriterCommand::Append { batch, reply } => {
+                    let mode = AppendMode::Leader { epoch: LeaderEpoch(0) };
+                    match p.log.append(batch, mode, runtime::now_ms()).await {
+                        Ok(info) => round.push((reply, info)),
+                        Err(e) => respond(reply, Err(e)),
+                    }
+                    taken += 1;
+                }
+                WriterCommand::Wake => {}
+                WriterCommand::Close { reply } => {
+                    close = Some(reply);
+                    break;
+                }
+            }
+            if taken < ROUND_APPENDS_MAX {
+                next = commands.try_recv().ok();
+            }
+        }
+        let flushed = p.log.flush().await;
+        if flushed.is_ok() && p.sync_due.take() {
+            p.last_sync_ms.set(runtime::now_ms());
+            if let Err(e) = p.log.sync().await {
+                tracing::error!(dir = %p.log.dir().display(), error = %e, "periodic sync failed");
+            }
+        }
+        for (reply, info) in round.drain(..) {
+            respond(reply, flushed.clone().map(|()| info));
+        }
+        if p.retention_due.take() {
+            match p.log.apply_retention(runtime::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dir = %p.log.dir().display(), segments = n, "retention deleted segments"),
+                Err(e) => tracing::error!(dir = %p.log.dir().display(), error = %e, "retention failed"),
+            }
+        }
+        if p.log.is_fenced() {
+            // Try to take writes again: re-verify what reached the disk and
+            // continue in a fresh segment. Until that works, appends fail
+            // with the storage error and reads keep working.
+            if let Err(e) = p.log.recover_after_error(runtime::now_ms()).await {
+                tracing::warn!(dir = %p.log.dir().display(), error = %e, "partition still fenced");
+            }
+        }
+        if let Some(reply) = close {
+            respond(reply, p.log.close().await);
+            commands.close();
+            return;
+        }
+        runtime::yield_if_needed().await;
+    }
+}
+
+/// Marks periodic syncs (`interval:<ms>`) and retention checks as due.
+async fn timers(partitions: Partitions, config: EngineConfig, stopped: Rc<Cell<bool>>) {
+    const TICK: Duration = Duration::from_millis(5);
+    let mut last_retention_ms = runtime::now_ms();
+    while !stopped.get() {
+        runtime::sleep(TICK).await;
+        let now = runtime::now_ms();
+        let retention_due = now - last_retention_ms >= config.retention_check_interval_ms as i64;
+        if retention_due {
+            last_retention_ms = now;
+        }
+        let all: Vec<Rc<Partition>> = partitions.borrow().values().cloned().collect();
+        for p in all {
+            let mut wake = false;
+            if let Durability::Interval { interval_ms } = p.log.durability() {
+                if now - p.last_sync_ms.get() >= interval_ms as i64 && !p.sync_due.get() {
+                    p.sync_due.set(true);
+                    wake = true;
+                }
+            }
+            if retention_due {
+                p.retention_due.set(true);
+                wake = true;
+            }
+            if wake {
+                p.wake();
+            }
+        }
+    }
+}
