@@ -1,0 +1,157 @@
+//! The embeddable API on a real data directory (O_DIRECT through io_uring).
+
+use mamba_engine::batch::iter_batches;
+use mamba_engine::{
+    block_on, BatchBuilder, Durability, Engine, EngineConfig, EngineError, NewRecord, Offset, PartitionId,
+    StorageMode, TopicConfig,
+};
+
+fn config() -> EngineConfig {
+    EngineConfig { shards: Some(2), pin_shards: false, ..EngineConfig::default() }
+}
+
+fn batch(values: &[&str], timestamp_ms: i64) -> mamba_engine::Batch {
+    let mut b = BatchBuilder::new();
+    for v in values {
+        b.push(NewRecord { key: None, value: v.as_bytes().to_vec(), headers: vec![], timestamp_ms });
+    }
+    b.build().expect("batch")
+}
+
+fn values(engine: &Engine, topic: &str, partition: u32, from: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut next = Offset(from);
+    loop {
+        let read = block_on(engine.read(topic, PartitionId(partition), next, 1 << 16)).expect("read");
+        if read.chunks.is_empty() {
+            return out;
+        }
+        for chunk in &read.chunks {
+            for b in iter_batches(chunk) {
+                for r in b.expect("valid").iter() {
+                    if r.offset >= next {
+                        out.push(String::from_utf8_lossy(r.value()).into_owned());
+                        next = r.offset.plus(1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn engine_handle_is_send_sync_and_cloneable() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<Engine>();
+}
+
+#[test]
+fn data_survives_restart_and_memory_topics_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    block_on(engine.create_topic("disk", TopicConfig { partitions: 4, ..TopicConfig::default() })).expect("create");
+    block_on(engine.create_topic(
+        "mem",
+        TopicConfig { partitions: 1, storage: StorageMode::Memory, durability: Durability::None, ..TopicConfig::default() },
+    ))
+    .expect("create");
+    let placement = engine.describe_topic("disk").expect("describe").placement;
+    assert!(placement.iter().any(|s| s.0 == 0) && placement.iter().any(|s| s.0 == 1), "spread over both shards");
+    for p in 0..4 {
+        for i in 0..10 {
+            let info = block_on(engine.append("disk", PartitionId(p), batch(&[&format!("p{p}-{i}")], 1000 + i))).expect("append");
+            assert_eq!(info.base_offset, Offset(i as u64));
+        }
+    }
+    block_on(engine.append("mem", PartitionId(0), batch(&["volatile"], 0))).expect("append");
+    assert_eq!(values(&engine, "mem", 0, 0), vec!["volatile"]);
+    assert_eq!(values(&engine, "disk", 2, 7), vec!["p2-7", "p2-8", "p2-9"]);
+    engine.close().expect("close");
+    assert!(matches!(block_on(engine.list_offsets("disk", PartitionId(0))), Err(EngineError::ShuttingDown)));
+
+    let engine = Engine::open(dir.path(), config()).expect("reopen");
+    assert_eq!(engine.describe_topic("disk").expect("describe").placement, placement, "placement is stable");
+    for p in 0..4 {
+        let expected: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
+        assert_eq!(values(&engine, "disk", p, 0), expected);
+    }
+    assert!(values(&engine, "mem", 0, 0).is_empty(), "memory topics start empty after a restart");
+    assert_eq!(
+        block_on(engine.offset_for_timestamp("disk", PartitionId(1), 1005)).expect("lookup"),
+        Some((Offset(5), 1005))
+    );
+    let offsets = block_on(engine.list_offsets("disk", PartitionId(3))).expect("offsets");
+    assert_eq!((offsets.log_start_offset, offsets.high_watermark), (Offset(0), Offset(10)));
+    engine.close().expect("close");
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    assert!(matches!(block_on(engine.append("nope", PartitionId(0), batch(&["x"], 0))), Err(EngineError::UnknownTopic(_))));
+    block_on(engine.create_topic("t", TopicConfig::default())).expect("create");
+    assert!(matches!(block_on(engine.create_topic("t", TopicConfig::default())), Err(EngineError::TopicExists(_))));
+    assert!(matches!(
+        block_on(engine.append("t", PartitionId(5), batch(&["x"], 0))),
+        Err(EngineError::UnknownPartition { .. })
+    ));
+    assert!(matches!(block_on(engine.read("t", PartitionId(0), Offset(3), 100)), Err(EngineError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        block_on(engine.create_topic("../escape", TopicConfig::default())),
+        Err(EngineError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        block_on(engine.create_topic("zero", TopicConfig { partitions: 0, ..TopicConfig::default() })),
+        Err(EngineError::InvalidConfig(_))
+    ));
+    // A second engine on the same directory is refused.
+    assert!(matches!(Engine::open(dir.path(), config()), Err(EngineError::DataDir { .. })));
+    engine.close().expect("close");
+}
+
+#[test]
+fn deleted_topics_are_gone_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    block_on(engine.create_topic("gone", TopicConfig { partitions: 2, ..TopicConfig::default() })).expect("create");
+    block_on(engine.append("gone", PartitionId(1), batch(&["x"], 0))).expect("append");
+    block_on(engine.delete_topic("gone")).expect("delete");
+    assert!(engine.list_topics().is_empty());
+    assert!(!dir.path().join("topics/gone").exists());
+    engine.close().expect("close");
+    let engine = Engine::open(dir.path(), config()).expect("reopen");
+    assert!(engine.list_topics().is_empty());
+    // The name can be used again, starting from offset 0.
+    block_on(engine.create_topic("gone", TopicConfig::default())).expect("recreate");
+    let info = block_on(engine.append("gone", PartitionId(0), batch(&["y"], 0))).expect("append");
+    assert_eq!(info.base_offset, Offset(0));
+    engine.close().expect("close");
+}
+
+#[test]
+fn concurrent_appends_from_many_threads_all_land_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    block_on(engine.create_topic("c", TopicConfig { partitions: 2, ..TopicConfig::default() })).expect("create");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    block_on(engine.append("c", PartitionId(t % 2), batch(&[&format!("{t}-{i}")], 0))).expect("append");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let mut all: Vec<String> = values(&engine, "c", 0, 0);
+    all.extend(values(&engine, "c", 1, 0));
+    all.sort();
+    let mut expected: Vec<String> = (0..8).flat_map(|t| (0..50).map(move |i| format!("{t}-{i}"))).collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    engine.close().expect("close");
+}
