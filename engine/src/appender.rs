@@ -16,6 +16,10 @@
 use crate::limits::{align_down, align_up, BLOCK_BYTES};
 use crate::storage::{FileRef, IoBuf};
 
+/// Flushes up to this size are copied out of the chunk buffer; larger ones
+/// write the chunk buffer itself.
+const SMALL_FLUSH_BYTES: usize = 64 * 1024;
+
 pub struct Appender {
     file: FileRef,
     chunk_bytes: usize,
@@ -111,12 +115,23 @@ impl Appender {
         if self.current_len > 0 {
             let aligned_len = align_up(self.current_len as u64, BLOCK_BYTES) as usize;
             let kept_start = align_down(self.current_len as u64, BLOCK_BYTES) as usize;
-            let mut next = self.file.alloc_buffer(self.chunk_bytes);
             let kept = self.current_len - kept_start;
-            next[..kept].copy_from_slice(&self.current[kept_start..self.current_len]);
-            let mut out = std::mem::replace(&mut self.current, next);
-            out.trim_to(aligned_len);
-            writes.push((self.current_start_bytes, out));
+            if aligned_len <= SMALL_FLUSH_BYTES {
+                // Small flush (the latency case): copy the few blocks out and
+                // keep the chunk buffer, instead of a fresh chunk per flush.
+                let mut out = self.file.alloc_buffer(aligned_len);
+                out[..self.current_len].copy_from_slice(&self.current[..self.current_len]);
+                writes.push((self.current_start_bytes, out));
+                self.current.copy_within(kept_start..self.current_len, 0);
+            } else {
+                // Large flush (the throughput case): write the chunk itself.
+                let mut next = self.file.alloc_buffer(self.chunk_bytes);
+                next[..kept].copy_from_slice(&self.current[kept_start..self.current_len]);
+                let mut out = std::mem::replace(&mut self.current, next);
+                out[self.current_len..aligned_len].fill(0);
+                out.trim_to(aligned_len);
+                writes.push((self.current_start_bytes, out));
+            }
             self.current_start_bytes += kept_start as u64;
             self.current_len = kept;
         }

@@ -624,31 +624,27 @@ async fn read_from_segment(
         }
         position += stored as u64;
     }
-    // Take whole batches from there.
+    // Take whole batches from there, with one read for all of them.
     let first = position;
+    let head = window.get(first, BATCH_HEADER_BYTES).await?;
+    let (_, first_stored) = decode_stored_header(head, file.path(), first)?;
+    let bytes = window.get(first, max_bytes.max(first_stored)).await?;
     let mut taken = 0usize;
-    loop {
-        if position >= readable_end {
-            break;
-        }
-        let head = window.get(position, BATCH_HEADER_BYTES).await?;
-        let (header, stored) = decode_stored_header(head, file.path(), position)?;
-        if header.base_offset >= high_watermark || (taken > 0 && taken + stored > max_bytes) {
-            break;
-        }
-        if position + stored as u64 > readable_end {
+    while taken + BATCH_HEADER_BYTES <= bytes.len() {
+        let (header, stored) = decode_stored_header(&bytes[taken..], file.path(), first + taken as u64)?;
+        let fits = taken + stored <= bytes.len() && (taken == 0 || taken + stored <= max_bytes);
+        if header.base_offset >= high_watermark || !fits {
             break;
         }
         taken += stored;
-        position += stored as u64;
     }
-    let bytes = window.get(first, taken).await?;
-    if bytes.len() < taken {
+    if taken == 0 {
         return Err(EngineError::Corrupt {
             path: file.path().display().to_string(),
-            reason: format!("short read at byte {first}"),
+            reason: format!("batch at byte {first} extends past the written end {readable_end}"),
         });
     }
+    let bytes = &bytes[..taken];
     let mut out = AlignedVec::<16>::with_capacity(taken);
     out.extend_from_slice(bytes);
     Ok(Bytes::from_owner(out))
