@@ -7,6 +7,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod inspect;
 pub mod limits;
 pub mod memfs;
 pub mod partition;
