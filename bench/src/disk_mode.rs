@@ -32,15 +32,24 @@ pub struct DiskReport {
 const FILE_NAME: &str = "mamba-bench-disk.tmp";
 
 pub fn run(options: DiskOptions) -> Result<DiskReport, String> {
-    let executor = ExecutorOptions { name: "mamba-bench-disk".into(), core: None, io_memory_bytes: 1 << 20 };
+    let executor = ExecutorOptions {
+        name: "mamba-bench-disk".into(),
+        core: None,
+        io_memory_bytes: 1 << 20,
+    };
     let thread = spawn_executor(executor, move || measure(options)).map_err(|e| e.to_string())?;
-    thread.join().map_err(|_| "disk benchmark thread panicked".to_string())??
+    thread
+        .join()
+        .map_err(|_| "disk benchmark thread panicked".to_string())??
 }
 
 async fn measure(options: DiskOptions) -> Result<DiskReport, String> {
     let err = |e: mamba_engine::storage::StorageError| e.to_string();
-    if options.write_bytes == 0 || options.write_bytes % 4096 != 0 {
-        return Err(format!("--write-bytes must be a positive multiple of 4096, got {}", options.write_bytes));
+    if options.write_bytes == 0 || !options.write_bytes.is_multiple_of(4096) {
+        return Err(format!(
+            "--write-bytes must be a positive multiple of 4096, got {}",
+            options.write_bytes
+        ));
     }
     prime_io_poll_probe(&options.dir).await.map_err(err)?;
     let path = options.dir.join(FILE_NAME);
@@ -54,7 +63,9 @@ async fn measure(options: DiskOptions) -> Result<DiskReport, String> {
         while start.elapsed() < options.duration || !in_flight.is_empty() {
             while in_flight.len() < options.queue_depth && start.elapsed() < options.duration {
                 let mut buf = file.alloc_buffer(options.write_bytes);
-                buf.iter_mut().enumerate().for_each(|(i, b)| *b = (i as u64 ^ position) as u8);
+                buf.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b = (i as u64 ^ position) as u8);
                 in_flight.push(file.write_at(buf, position));
                 position += options.write_bytes as u64;
             }
@@ -72,7 +83,10 @@ async fn measure(options: DiskOptions) -> Result<DiskReport, String> {
         let mut read_bytes = 0u64;
         let mut reads = FuturesUnordered::new();
         while read_position < written || !reads.is_empty() {
-            while reads.len() < options.queue_depth && read_position < written && start.elapsed() < options.duration {
+            while reads.len() < options.queue_depth
+                && read_position < written
+                && start.elapsed() < options.duration
+            {
                 reads.push(file.read_at(read_position, options.write_bytes));
                 read_position += options.write_bytes as u64;
             }

@@ -6,7 +6,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use mamba_engine::batch::iter_batches;
 use mamba_engine::{
-    block_on, Batch, BatchBuilder, Durability, Engine, EngineConfig, NewRecord, Offset, PartitionId, TopicConfig,
+    block_on, Batch, BatchBuilder, Durability, Engine, EngineConfig, NewRecord, Offset,
+    PartitionId, TopicConfig,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -67,7 +68,13 @@ struct WriterResult {
     stored_bytes: u64,
 }
 
-async fn write(engine: Engine, topic: String, partition: u32, batches: Vec<Batch>, options: EngineOptions) -> Result<WriterResult, String> {
+async fn write(
+    engine: Engine,
+    topic: String,
+    partition: u32,
+    batches: Vec<Batch>,
+    options: EngineOptions,
+) -> Result<WriterResult, String> {
     let mut histogram = latency_histogram();
     let mut records = 0u64;
     let mut stored_bytes = 0u64;
@@ -96,12 +103,21 @@ async fn write(engine: Engine, topic: String, partition: u32, batches: Vec<Batch
             None => break,
         }
     }
-    Ok(WriterResult { histogram, records, stored_bytes })
+    Ok(WriterResult {
+        histogram,
+        records,
+        stored_bytes,
+    })
 }
 
 /// Reads the partition from offset 0 and checks every batch against the
 /// templates the writer cycled through, in order.
-async fn verify(engine: &Engine, topic: &str, partition: u32, batches: &[Batch]) -> Result<(u64, u64), String> {
+async fn verify(
+    engine: &Engine,
+    topic: &str,
+    partition: u32,
+    batches: &[Batch],
+) -> Result<(u64, u64), String> {
     let mut next = Offset(0);
     let mut n = 0usize;
     let mut bytes = 0u64;
@@ -118,12 +134,17 @@ async fn verify(engine: &Engine, topic: &str, partition: u32, batches: &[Batch])
             for batch in iter_batches(chunk) {
                 let batch = batch.map_err(|e| format!("partition {partition} at {next}: {e}"))?;
                 if batch.header().base_offset != next {
-                    return Err(format!("partition {partition}: expected offset {next}, got {}", batch.header().base_offset));
+                    return Err(format!(
+                        "partition {partition}: expected offset {next}, got {}",
+                        batch.header().base_offset
+                    ));
                 }
                 // Everything from the CRC on is what the writer sent.
                 let template = &batches[n % TEMPLATES];
                 if batch.as_bytes()[16..] != template.as_bytes()[16..] {
-                    return Err(format!("partition {partition}: batch at {next} differs from what was appended"));
+                    return Err(format!(
+                        "partition {partition}: batch at {next} differs from what was appended"
+                    ));
                 }
                 n += 1;
                 next = batch.header().last_offset().plus(1);
@@ -133,28 +154,46 @@ async fn verify(engine: &Engine, topic: &str, partition: u32, batches: &[Batch])
 }
 
 pub fn run(options: EngineOptions) -> Result<EngineReport, String> {
-    let config = EngineConfig { shards: options.shards, ..EngineConfig::default() };
+    let config = EngineConfig {
+        shards: options.shards,
+        ..EngineConfig::default()
+    };
     let engine = Engine::open(&options.data_dir, config).map_err(|e| e.to_string())?;
     let topic = format!("bench-{}", std::process::id());
     block_on(engine.create_topic(
         &topic,
-        TopicConfig { partitions: options.partitions, durability: options.durability, ..TopicConfig::default() },
+        TopicConfig {
+            partitions: options.partitions,
+            durability: options.durability,
+            ..TopicConfig::default()
+        },
     ))
     .map_err(|e| e.to_string())?;
-    let templates: Vec<Vec<Batch>> = (0..options.partitions).map(|p| templates(&options, p)).collect::<Result<_, _>>()?;
+    let templates: Vec<Vec<Batch>> = (0..options.partitions)
+        .map(|p| templates(&options, p))
+        .collect::<Result<_, _>>()?;
 
     let start = Instant::now();
     let writers: Vec<_> = (0..options.partitions)
         .map(|p| {
-            let (engine, topic, batches, options) = (engine.clone(), topic.clone(), templates[p as usize].clone(), options.clone());
+            let (engine, topic, batches, options) = (
+                engine.clone(),
+                topic.clone(),
+                templates[p as usize].clone(),
+                options.clone(),
+            );
             std::thread::spawn(move || block_on(write(engine, topic, p, batches, options)))
         })
         .collect();
     let mut histogram = latency_histogram();
     let (mut records, mut stored_bytes) = (0u64, 0u64);
     for writer in writers {
-        let result = writer.join().map_err(|_| "writer thread panicked".to_string())??;
-        histogram.add(&result.histogram).map_err(|e| e.to_string())?;
+        let result = writer
+            .join()
+            .map_err(|_| "writer thread panicked".to_string())??;
+        histogram
+            .add(&result.histogram)
+            .map_err(|e| e.to_string())?;
         records += result.records;
         stored_bytes += result.stored_bytes;
     }
@@ -163,14 +202,17 @@ pub fn run(options: EngineOptions) -> Result<EngineReport, String> {
     let start = Instant::now();
     let readers: Vec<_> = (0..options.partitions)
         .map(|p| {
-            let (engine, topic, batches) = (engine.clone(), topic.clone(), templates[p as usize].clone());
+            let (engine, topic, batches) =
+                (engine.clone(), topic.clone(), templates[p as usize].clone());
             std::thread::spawn(move || block_on(verify(&engine, &topic, p, &batches)))
         })
         .collect();
     let mut verified = 0u64;
     let mut read_bytes = 0u64;
     for reader in readers {
-        let (count, bytes) = reader.join().map_err(|_| "reader thread panicked".to_string())??;
+        let (count, bytes) = reader
+            .join()
+            .map_err(|_| "reader thread panicked".to_string())??;
         verified += count;
         read_bytes += bytes;
     }

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "mamba-bench", version, about = "Measure what Mamba (and the disk under it) can do")]
+#[command(
+    name = "mamba-bench",
+    version,
+    about = "Measure what Mamba (and the disk under it) can do"
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
@@ -114,9 +118,21 @@ fn data_dir(given: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir
 fn run(cli: Cli) -> Result<(), String> {
     let machine = machine::Machine::detect();
     match cli.mode {
-        Mode::Engine { data_dir: dir, partitions, message_bytes, batch_records, durability, duration_s, shards, in_flight, output } => {
+        Mode::Engine {
+            data_dir: dir,
+            partitions,
+            message_bytes,
+            batch_records,
+            durability,
+            duration_s,
+            shards,
+            in_flight,
+            output,
+        } => {
             if partitions == 0 || batch_records == 0 || in_flight == 0 {
-                return Err("--partitions, --batch-records and --in-flight must be at least 1".into());
+                return Err(
+                    "--partitions, --batch-records and --in-flight must be at least 1".into(),
+                );
             }
             let (dir, _temp) = data_dir(dir)?;
             let durability = match durability {
@@ -150,13 +166,28 @@ fn run(cli: Cli) -> Result<(), String> {
                 ),
                 Output::Text => {
                     println!("engine: {partitions} partitions, {message_bytes} B messages, {batch_records} per batch, durability {durability}");
-                    println!("  append  {:.0} records/s, {} payload ({} stored)", report.records_per_s, stats::rate(report.bytes_per_s), stats::rate(report.stored_bytes_per_s));
+                    println!(
+                        "  append  {:.0} records/s, {} payload ({} stored)",
+                        report.records_per_s,
+                        stats::rate(report.bytes_per_s),
+                        stats::rate(report.stored_bytes_per_s)
+                    );
                     println!("  latency {}", report.append_latency_us);
-                    println!("  read    {} ({} records verified)", stats::rate(report.read_bytes_per_s), report.verified_records);
+                    println!(
+                        "  read    {} ({} records verified)",
+                        stats::rate(report.read_bytes_per_s),
+                        report.verified_records
+                    );
                 }
             }
         }
-        Mode::Disk { data_dir: dir, write_bytes, queue_depth, duration_s, output } => {
+        Mode::Disk {
+            data_dir: dir,
+            write_bytes,
+            queue_depth,
+            duration_s,
+            output,
+        } => {
             let (dir, _temp) = data_dir(dir)?;
             let report = disk_mode::run(disk_mode::DiskOptions {
                 dir: dir.clone(),
@@ -175,7 +206,11 @@ fn run(cli: Cli) -> Result<(), String> {
                     })
                 ),
                 Output::Text => {
-                    println!("disk: {} writes, queue depth {queue_depth}, in {}", write_bytes, dir.display());
+                    println!(
+                        "disk: {} writes, queue depth {queue_depth}, in {}",
+                        write_bytes,
+                        dir.display()
+                    );
                     println!("  write     {}", stats::rate(report.write_bytes_per_s));
                     println!("  read      {}", stats::rate(report.read_bytes_per_s));
                     println!("  4 KiB write+fdatasync {}", report.fdatasync_latency_us);

@@ -4,7 +4,9 @@
 //! Run with: `cargo run --release --example embedded -p mamba-engine [DATA_DIR]`
 
 use mamba_engine::batch::iter_batches;
-use mamba_engine::{block_on, BatchBuilder, Engine, EngineConfig, NewRecord, Offset, PartitionId, TopicConfig};
+use mamba_engine::{
+    block_on, BatchBuilder, Engine, EngineConfig, NewRecord, Offset, PartitionId, TopicConfig,
+};
 use std::collections::BTreeSet;
 use std::error::Error;
 
@@ -22,8 +24,18 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     };
     let engine = Engine::open(&dir, EngineConfig::default())?;
-    println!("opened {} with {} shards", dir.display(), engine.shard_count());
-    block_on(engine.create_topic("events", TopicConfig { partitions: 2, ..TopicConfig::default() }))?;
+    println!(
+        "opened {} with {} shards",
+        dir.display(),
+        engine.shard_count()
+    );
+    block_on(engine.create_topic(
+        "events",
+        TopicConfig {
+            partitions: 2,
+            ..TopicConfig::default()
+        },
+    ))?;
 
     let writers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -40,7 +52,10 @@ fn main() -> Result<(), Box<dyn Error>> {
                         });
                     }
                     let info = block_on(engine.append("events", PartitionId(t), batch.build()?))?;
-                    assert_eq!(info.last_offset.0 - info.base_offset.0 + 1, u64::from(RECORDS_PER_BATCH));
+                    assert_eq!(
+                        info.last_offset.0 - info.base_offset.0 + 1,
+                        u64::from(RECORDS_PER_BATCH)
+                    );
                 }
                 Ok(())
             })
@@ -56,7 +71,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let engine = Engine::open(&dir, EngineConfig::default())?;
     verify(&engine)?;
     engine.close()?;
-    println!("ok: {} records survived a close and reopen", THREADS * BATCHES_PER_THREAD * RECORDS_PER_BATCH);
+    println!(
+        "ok: {} records survived a close and reopen",
+        THREADS * BATCHES_PER_THREAD * RECORDS_PER_BATCH
+    );
     Ok(())
 }
 
@@ -74,9 +92,17 @@ fn verify(engine: &Engine) -> Result<(), Box<dyn Error>> {
             for chunk in &read.chunks {
                 for batch in iter_batches(chunk) {
                     for record in batch?.iter() {
-                        let expected = format!("{t}:{}:{}", seen.len() as u32 / RECORDS_PER_BATCH, seen.len() as u32 % RECORDS_PER_BATCH);
+                        let expected = format!(
+                            "{t}:{}:{}",
+                            seen.len() as u32 / RECORDS_PER_BATCH,
+                            seen.len() as u32 % RECORDS_PER_BATCH
+                        );
                         if record.value() != expected.as_bytes() {
-                            return Err(format!("partition {t} offset {}: expected {expected:?}", record.offset).into());
+                            return Err(format!(
+                                "partition {t} offset {}: expected {expected:?}",
+                                record.offset
+                            )
+                            .into());
                         }
                         seen.insert(record.offset);
                         next = record.offset.plus(1);

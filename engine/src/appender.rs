@@ -47,10 +47,19 @@ impl Appender {
     /// An appender over a file whose logical content ends at `end_bytes`;
     /// `tail_block` holds the bytes of the last partial block
     /// (`end_bytes % BLOCK_BYTES` of them).
-    pub fn resume(file: FileRef, chunk_bytes: usize, end_bytes: u64, tail_block: &[u8]) -> Appender {
-        assert!(chunk_bytes as u64 % BLOCK_BYTES == 0);
+    pub fn resume(
+        file: FileRef,
+        chunk_bytes: usize,
+        end_bytes: u64,
+        tail_block: &[u8],
+    ) -> Appender {
+        assert!((chunk_bytes as u64).is_multiple_of(BLOCK_BYTES));
         assert!(chunk_bytes as u64 >= BLOCK_BYTES);
-        assert_eq!(tail_block.len() as u64, end_bytes % BLOCK_BYTES, "tail block length");
+        assert_eq!(
+            tail_block.len() as u64,
+            end_bytes % BLOCK_BYTES,
+            "tail block length"
+        );
         let mut current = file.alloc_buffer(chunk_bytes);
         current[..tail_block.len()].copy_from_slice(tail_block);
         Appender {
@@ -80,8 +89,7 @@ impl Appender {
 
     /// Bytes appended but not yet handed to a flush.
     pub fn dirty(&self) -> bool {
-        self.end_bytes > self.flushed_end_bytes && !self.flush_in_flight
-            || !self.sealed.is_empty()
+        self.end_bytes > self.flushed_end_bytes && !self.flush_in_flight || !self.sealed.is_empty()
     }
 
     /// Copies `bytes` to the end of the file's buffered content.
@@ -95,7 +103,8 @@ impl Appender {
             bytes = &bytes[n..];
             if self.current_len == self.chunk_bytes {
                 let next_start = self.current_start_bytes + self.chunk_bytes as u64;
-                let full = std::mem::replace(&mut self.current, self.file.alloc_buffer(self.chunk_bytes));
+                let full =
+                    std::mem::replace(&mut self.current, self.file.alloc_buffer(self.chunk_bytes));
                 self.sealed.push((self.current_start_bytes, full));
                 self.current_start_bytes = next_start;
                 self.current_len = 0;
@@ -107,7 +116,11 @@ impl Appender {
     /// The partial last block is written (zero-padded) and also kept, to be
     /// rewritten with what follows it.
     pub fn take_flush(&mut self) -> Option<FlushWork> {
-        assert!(!self.flush_in_flight, "two flushes in flight on {:?}", self.file.path());
+        assert!(
+            !self.flush_in_flight,
+            "two flushes in flight on {:?}",
+            self.file.path()
+        );
         if self.end_bytes == self.flushed_end_bytes {
             return None;
         }
@@ -136,7 +149,10 @@ impl Appender {
             self.current_len = kept;
         }
         self.flush_in_flight = true;
-        Some(FlushWork { writes, end_bytes: self.end_bytes })
+        Some(FlushWork {
+            writes,
+            end_bytes: self.end_bytes,
+        })
     }
 
     /// Records that the writes of `take_flush` completed.
@@ -164,7 +180,10 @@ impl Appender {
 /// Performs a flush's writes concurrently.
 pub async fn write_all(file: &FileRef, work: FlushWork) -> crate::storage::StorageResult<u64> {
     let end = work.end_bytes;
-    let writes = work.writes.into_iter().map(|(position, buf)| file.write_at(buf, position));
+    let writes = work
+        .writes
+        .into_iter()
+        .map(|(position, buf)| file.write_at(buf, position));
     for result in futures::future::join_all(writes).await {
         result?;
     }
@@ -187,7 +206,9 @@ mod tests {
         let mut appender = Appender::resume(file.clone(), 8192, 0, &[]);
         let mut expected = Vec::new();
         for round in 0..40u32 {
-            let piece: Vec<u8> = (0..(round * 397 % 5000 + 1)).map(|i| (i + round) as u8).collect();
+            let piece: Vec<u8> = (0..(round * 397 % 5000 + 1))
+                .map(|i| (i + round) as u8)
+                .collect();
             appender.append(&piece);
             expected.extend_from_slice(&piece);
             if round % 3 == 0 {
@@ -195,7 +216,10 @@ mod tests {
                 let end = block_on(write_all(&file, work)).expect("write");
                 appender.flush_done(end);
                 let on_disk = fs.file_bytes(path).expect("file");
-                assert_eq!(on_disk.len() as u64, align_up(expected.len() as u64, BLOCK_BYTES));
+                assert_eq!(
+                    on_disk.len() as u64,
+                    align_up(expected.len() as u64, BLOCK_BYTES)
+                );
                 assert_eq!(&on_disk[..expected.len()], &expected[..]);
                 assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
             }

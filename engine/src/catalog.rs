@@ -51,7 +51,10 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: PartitionId) -> Pa
 }
 
 fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> EngineError {
-    EngineError::DataDir { path: path.display().to_string(), reason: reason.to_string() }
+    EngineError::DataDir {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Writes `meta` atomically and durably.

@@ -29,9 +29,13 @@ impl FromStr for Durability {
             _ => match s.strip_prefix("interval:") {
                 Some(ms) => match ms.parse::<u64>() {
                     Ok(interval_ms) if interval_ms > 0 => Ok(Durability::Interval { interval_ms }),
-                    _ => Err(format!("bad interval in {s:?}: want interval:<milliseconds>, e.g. interval:100")),
+                    _ => Err(format!(
+                        "bad interval in {s:?}: want interval:<milliseconds>, e.g. interval:100"
+                    )),
                 },
-                None => Err(format!("unknown durability {s:?}: use fsync, interval:<ms> or none")),
+                None => Err(format!(
+                    "unknown durability {s:?}: use fsync, interval:<ms> or none"
+                )),
             },
         }
     }
@@ -108,7 +112,10 @@ impl TopicConfig {
     pub fn validate(&self) -> EngineResult<()> {
         let bad = |m: String| Err(EngineError::InvalidConfig(m));
         if self.partitions == 0 || self.partitions > PARTITIONS_PER_TOPIC_MAX {
-            return bad(format!("partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, got {}", self.partitions));
+            return bad(format!(
+                "partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, got {}",
+                self.partitions
+            ));
         }
         // Index entries hold 32-bit positions.
         if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes > (u32::MAX as u64) / 2 {
@@ -130,8 +137,15 @@ impl TopicConfig {
 
 /// Checks a topic name: it becomes a directory name.
 pub fn validate_topic_name(name: &str) -> EngineResult<()> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX || !ok_chars || name == "." || name == ".." {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty()
+        || name.len() > TOPIC_NAME_BYTES_MAX
+        || !ok_chars
+        || name == "."
+        || name == ".."
+    {
         return Err(EngineError::InvalidConfig(format!(
             "bad topic name {name:?}: use 1 to {TOPIC_NAME_BYTES_MAX} characters from [a-zA-Z0-9._-]"
         )));
@@ -171,7 +185,10 @@ mod tests {
     fn durability_parses_its_three_forms() {
         assert_eq!("fsync".parse(), Ok(Durability::Fsync));
         assert_eq!("none".parse(), Ok(Durability::None));
-        assert_eq!("interval:250".parse(), Ok(Durability::Interval { interval_ms: 250 }));
+        assert_eq!(
+            "interval:250".parse(),
+            Ok(Durability::Interval { interval_ms: 250 })
+        );
         assert!("interval:0".parse::<Durability>().is_err());
         assert!("sometimes".parse::<Durability>().is_err());
     }

@@ -79,7 +79,10 @@ impl StorageFile for DiskFile {
 
     fn sync(&self) -> LocalBoxFuture<'_, StorageResult<()>> {
         async move {
-            self.file.fdatasync().await.map_err(|e| StorageError::new("fdatasync", &self.path, e))
+            self.file
+                .fdatasync()
+                .await
+                .map_err(|e| StorageError::new("fdatasync", &self.path, e))
         }
         .boxed_local()
     }
@@ -96,7 +99,10 @@ impl StorageFile for DiskFile {
 
     fn size_bytes(&self) -> LocalBoxFuture<'_, StorageResult<u64>> {
         async move {
-            self.file.file_size().await.map_err(|e| StorageError::new("stat", &self.path, e))
+            self.file
+                .file_size()
+                .await
+                .map_err(|e| StorageError::new("stat", &self.path, e))
         }
         .boxed_local()
     }
@@ -110,7 +116,11 @@ impl StorageFile for DiskFile {
 }
 
 impl Storage for DiskStorage {
-    fn open<'a>(&'a self, path: &'a Path, create: bool) -> LocalBoxFuture<'a, StorageResult<FileRef>> {
+    fn open<'a>(
+        &'a self,
+        path: &'a Path,
+        create: bool,
+    ) -> LocalBoxFuture<'a, StorageResult<FileRef>> {
         async move {
             let file = OpenOptions::new()
                 .read(true)
@@ -119,7 +129,10 @@ impl Storage for DiskStorage {
                 .dma_open(path)
                 .await
                 .map_err(|e| StorageError::new(if create { "create" } else { "open" }, path, e))?;
-            Ok(Rc::new(DiskFile { file, path: path.to_path_buf() }) as FileRef)
+            Ok(Rc::new(DiskFile {
+                file,
+                path: path.to_path_buf(),
+            }) as FileRef)
         }
         .boxed_local()
     }
@@ -136,8 +149,12 @@ impl Storage for DiskStorage {
             let dir = glommio::io::Directory::open(path)
                 .await
                 .map_err(|e| StorageError::new("open dir", path, e))?;
-            dir.sync().await.map_err(|e| StorageError::new("fsync dir", path, e))?;
-            dir.close().await.map_err(|e| StorageError::new("close dir", path, e))
+            dir.sync()
+                .await
+                .map_err(|e| StorageError::new("fsync dir", path, e))?;
+            dir.close()
+                .await
+                .map_err(|e| StorageError::new("close dir", path, e))
         }
         .boxed_local()
     }

@@ -63,7 +63,10 @@ impl Drop for Inner {
 }
 
 fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> EngineError {
-    EngineError::DataDir { path: path.display().to_string(), reason: reason.to_string() }
+    EngineError::DataDir {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Takes an exclusive lock on the data directory so two engines never
@@ -79,7 +82,10 @@ fn lock_data_dir(dir: &Path) -> EngineResult<std::fs::File> {
     // SAFETY: flock on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(data_dir_error(dir, "in use by another Mamba process (its .lock is held)"));
+        return Err(data_dir_error(
+            dir,
+            "in use by another Mamba process (its .lock is held)",
+        ));
     }
     Ok(file)
 }
@@ -100,10 +106,15 @@ impl Engine {
     /// recovers every partition.
     pub fn open(data_dir: impl AsRef<Path>, config: EngineConfig) -> EngineResult<Engine> {
         let data_dir = data_dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(catalog::topics_dir(&data_dir)).map_err(|e| data_dir_error(&data_dir, e))?;
+        std::fs::create_dir_all(catalog::topics_dir(&data_dir))
+            .map_err(|e| data_dir_error(&data_dir, e))?;
         let lock = lock_data_dir(&data_dir)?;
         let shard_count = match config.shards {
-            Some(0) => return Err(EngineError::InvalidConfig("shards must be at least 1".into())),
+            Some(0) => {
+                return Err(EngineError::InvalidConfig(
+                    "shards must be at least 1".into(),
+                ))
+            }
             Some(n) => n as usize,
             None => runtime::available_cores(),
         };
@@ -125,8 +136,10 @@ impl Engine {
                 };
                 let (dir, cfg, rx) = (data_dir.clone(), config.clone(), rx.clone());
                 let id = ShardId(i as u32);
-                let thread = runtime::spawn_executor(options, move || shard::run(id, rx, dir, cfg, ready_tx))
-                    .map_err(|e| data_dir_error(&data_dir, format!("cannot start shard {i}: {e}")))?;
+                let thread = runtime::spawn_executor(options, move || {
+                    shard::run(id, rx, dir, cfg, ready_tx)
+                })
+                .map_err(|e| data_dir_error(&data_dir, format!("cannot start shard {i}: {e}")))?;
                 match ready_rx.recv() {
                     Ok(Ok(())) => break thread,
                     Ok(Err(e)) => return Err(data_dir_error(&data_dir, e)),
@@ -138,7 +151,9 @@ impl Engine {
                         };
                         attempt += 1;
                         if attempt > 1 {
-                            return Err(EngineError::InvalidConfig(format!("shard {i} failed to start: {why}")));
+                            return Err(EngineError::InvalidConfig(format!(
+                                "shard {i} failed to start: {why}"
+                            )));
                         }
                         tracing::warn!(shard = i, io_memory, error = %why, "shard failed to start; retrying with less io memory");
                         io_memory = 64 << 10;
@@ -148,7 +163,11 @@ impl Engine {
             shards.push(tx);
             threads.push(thread);
         }
-        let mut report = OpenReport { shards: shard_count, io_memory_per_shard_bytes: io_memory, ..OpenReport::default() };
+        let mut report = OpenReport {
+            shards: shard_count,
+            io_memory_per_shard_bytes: io_memory,
+            ..OpenReport::default()
+        };
         let engine = Engine {
             inner: Arc::new(Inner {
                 data_dir: data_dir.clone(),
@@ -174,18 +193,25 @@ impl Engine {
         }
         *engine.write_catalog() = Arc::new(loaded.clone());
         let opened = block_on(futures::future::join_all(
-            loaded.topics.values().flat_map(|meta| engine.open_partitions(meta)),
+            loaded
+                .topics
+                .values()
+                .flat_map(|meta| engine.open_partitions(meta)),
         ));
         for result in opened {
             let segments = result?;
             report.partitions_opened += 1;
-            report
-                .repaired_segments
-                .extend(segments.into_iter().filter(|s| s.torn.is_some() || s.index_rebuilt));
+            report.repaired_segments.extend(
+                segments
+                    .into_iter()
+                    .filter(|s| s.torn.is_some() || s.index_rebuilt),
+            );
         }
         let mut inner = Arc::try_unwrap(engine.inner).map_err(|_| EngineError::ShuttingDown)?;
         inner.open_report = report;
-        Ok(Engine { inner: Arc::new(inner) })
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
     }
 
     /// What happened at open: shards, memory, recovery.
@@ -202,27 +228,44 @@ impl Engine {
     }
 
     fn write_catalog(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Catalog>> {
-        self.inner.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .catalog
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn catalog(&self) -> Arc<Catalog> {
-        self.inner.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.inner
+            .catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
-    fn open_partitions(&self, meta: &TopicMeta) -> Vec<impl std::future::Future<Output = EngineResult<Vec<SegmentReport>>>> {
+    fn open_partitions(
+        &self,
+        meta: &TopicMeta,
+    ) -> Vec<impl std::future::Future<Output = EngineResult<Vec<SegmentReport>>>> {
         let topic: Arc<str> = Arc::from(meta.name.as_str());
         (0..meta.config.partitions)
             .map(|p| {
                 let partition = PartitionId(p);
                 let shard = meta.placement[p as usize];
                 let spec = OpenSpec {
-                    key: PartitionKey { topic: topic.clone(), partition },
+                    key: PartitionKey {
+                        topic: topic.clone(),
+                        partition,
+                    },
                     dir: catalog::partition_dir(&self.inner.data_dir, &meta.name, partition),
                     options: log_options(&meta.config, &self.inner.config),
                     storage: meta.config.storage,
                 };
                 let engine = self.clone();
-                async move { engine.call(shard, |reply| ShardRequest::Open { spec, reply }).await }
+                async move {
+                    engine
+                        .call(shard, |reply| ShardRequest::Open { spec, reply })
+                        .await
+                }
             })
             .collect()
     }
@@ -230,24 +273,42 @@ impl Engine {
     /// Sends a request to `shard` and waits for its reply. A full inbox
     /// makes the caller wait (backpressure); see `try_append` for the
     /// variant that refuses instead.
-    async fn call<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> ShardRequest) -> EngineResult<T> {
+    async fn call<T>(
+        &self,
+        shard: ShardId,
+        make: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> EngineResult<T> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(EngineError::ShuttingDown);
         }
         let (reply, response) = oneshot::channel();
         let inbox = &self.inner.shards[shard.0 as usize];
-        inbox.send(make(reply)).await.map_err(|_| EngineError::ShuttingDown)?;
+        inbox
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
         response.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
     fn route(&self, topic: &str, partition: PartitionId) -> EngineResult<(ShardId, PartitionKey)> {
         let catalog = self.catalog();
-        let meta = catalog.topics.get(topic).ok_or_else(|| EngineError::UnknownTopic(topic.to_string()))?;
-        let shard = meta.shard_of(partition).ok_or_else(|| EngineError::UnknownPartition {
-            topic: topic.to_string(),
-            partition,
-        })?;
-        Ok((shard, PartitionKey { topic: Arc::from(topic), partition }))
+        let meta = catalog
+            .topics
+            .get(topic)
+            .ok_or_else(|| EngineError::UnknownTopic(topic.to_string()))?;
+        let shard = meta
+            .shard_of(partition)
+            .ok_or_else(|| EngineError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })?;
+        Ok((
+            shard,
+            PartitionKey {
+                topic: Arc::from(topic),
+                partition,
+            },
+        ))
     }
 
     /// Creates a topic; its partitions go to the least-loaded shards.
@@ -267,12 +328,21 @@ impl Engine {
         }
         let placement = (0..config.partitions)
             .map(|_| {
-                let (i, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
+                let (i, _) = load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, n)| (**n, *i))
+                    .unwrap_or((0, &0));
                 load[i] += 1;
                 ShardId(i as u32)
             })
             .collect();
-        let meta = TopicMeta { name: name.to_string(), config, placement, created_ms: runtime::now_ms() };
+        let meta = TopicMeta {
+            name: name.to_string(),
+            config,
+            placement,
+            created_ms: runtime::now_ms(),
+        };
         catalog::store(&self.inner.data_dir, &meta)?;
         for result in futures::future::join_all(self.open_partitions(&meta)).await {
             result?;
@@ -289,18 +359,32 @@ impl Engine {
         config.validate()?;
         let _admin = self.inner.admin.lock().await;
         let catalog = self.catalog();
-        let mut meta = catalog.topics.get(name).cloned().ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
+        let mut meta = catalog
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
         if config.partitions != meta.config.partitions || config.storage != meta.config.storage {
-            return Err(EngineError::InvalidConfig("partitions and storage cannot be altered".into()));
+            return Err(EngineError::InvalidConfig(
+                "partitions and storage cannot be altered".into(),
+            ));
         }
         meta.config = config;
         catalog::store(&self.inner.data_dir, &meta)?;
         let options = log_options(&meta.config, &self.inner.config);
         let topic: Arc<str> = Arc::from(name);
         for (p, shard) in meta.placement.iter().enumerate() {
-            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
+            let key = PartitionKey {
+                topic: topic.clone(),
+                partition: PartitionId(p as u32),
+            };
             let options = options.clone();
-            self.call(*shard, |reply| ShardRequest::Alter { key, options, reply }).await?;
+            self.call(*shard, |reply| ShardRequest::Alter {
+                key,
+                options,
+                reply,
+            })
+            .await?;
         }
         let mut next = (*catalog).clone();
         next.topics.insert(name.to_string(), meta.clone());
@@ -312,7 +396,11 @@ impl Engine {
     pub async fn delete_topic(&self, name: &str) -> EngineResult<()> {
         let _admin = self.inner.admin.lock().await;
         let catalog = self.catalog();
-        let meta = catalog.topics.get(name).cloned().ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
+        let meta = catalog
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
         // Metadata first: a crash part-way leaves data without metadata,
         // which the next open removes.
         catalog::remove(&self.inner.data_dir, name)?;
@@ -321,8 +409,12 @@ impl Engine {
         *self.write_catalog() = Arc::new(next);
         let topic: Arc<str> = Arc::from(name);
         for (p, shard) in meta.placement.iter().enumerate() {
-            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
-            self.call(*shard, |reply| ShardRequest::Delete { key, reply }).await?;
+            let key = PartitionKey {
+                topic: topic.clone(),
+                partition: PartitionId(p as u32),
+            };
+            self.call(*shard, |reply| ShardRequest::Delete { key, reply })
+                .await?;
         }
         let dir = catalog::topic_dir(&self.inner.data_dir, name);
         match std::fs::remove_dir_all(&dir) {
@@ -337,25 +429,44 @@ impl Engine {
     }
 
     pub fn describe_topic(&self, name: &str) -> EngineResult<TopicMeta> {
-        self.catalog().topics.get(name).cloned().ok_or_else(|| EngineError::UnknownTopic(name.to_string()))
+        self.catalog()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownTopic(name.to_string()))
     }
 
     /// Appends a batch; resolves once it is durable under the topic's
     /// policy, with the offsets it got.
-    pub async fn append(&self, topic: &str, partition: PartitionId, batch: Batch) -> EngineResult<AppendInfo> {
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: Batch,
+    ) -> EngineResult<AppendInfo> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Append { key, batch, reply }).await
+        self.call(shard, |reply| ShardRequest::Append { key, batch, reply })
+            .await
     }
 
     /// Like `append`, but fails with `Busy` at once when the owning shard's
     /// inbox is full instead of waiting for room.
-    pub async fn try_append(&self, topic: &str, partition: PartitionId, batch: Batch) -> EngineResult<AppendInfo> {
+    pub async fn try_append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: Batch,
+    ) -> EngineResult<AppendInfo> {
         let (shard, key) = self.route(topic, partition)?;
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(EngineError::ShuttingDown);
         }
         let (reply, response) = oneshot::channel();
-        match self.inner.shards[shard.0 as usize].try_send(ShardRequest::Append { key, batch, reply }) {
+        match self.inner.shards[shard.0 as usize].try_send(ShardRequest::Append {
+            key,
+            batch,
+            reply,
+        }) {
             Ok(()) => response.await.map_err(|_| EngineError::ShuttingDown)?,
             Err(async_channel::TrySendError::Full(_)) => Err(EngineError::Busy),
             Err(async_channel::TrySendError::Closed(_)) => Err(EngineError::ShuttingDown),
@@ -364,21 +475,48 @@ impl Engine {
 
     /// Reads stored batches from `offset` (at least one whole batch, up to
     /// about `max_bytes`), never past the high watermark.
-    pub async fn read(&self, topic: &str, partition: PartitionId, offset: Offset, max_bytes: usize) -> EngineResult<ReadOutcome> {
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> EngineResult<ReadOutcome> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Read { key, offset, max_bytes, reply }).await
+        self.call(shard, |reply| ShardRequest::Read {
+            key,
+            offset,
+            max_bytes,
+            reply,
+        })
+        .await
     }
 
     /// The log start, high watermark and end of a partition.
-    pub async fn list_offsets(&self, topic: &str, partition: PartitionId) -> EngineResult<LogOffsets> {
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> EngineResult<LogOffsets> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Offsets { key, reply }).await
+        self.call(shard, |reply| ShardRequest::Offsets { key, reply })
+            .await
     }
 
     /// The first offset with a timestamp at or after `timestamp_ms`.
-    pub async fn offset_for_timestamp(&self, topic: &str, partition: PartitionId, timestamp_ms: i64) -> EngineResult<Option<(Offset, i64)>> {
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        timestamp_ms: i64,
+    ) -> EngineResult<Option<(Offset, i64)>> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply }).await
+        self.call(shard, |reply| ShardRequest::OffsetForTimestamp {
+            key,
+            timestamp_ms,
+            reply,
+        })
+        .await
     }
 
     /// Flushes and syncs every partition and stops the shards. Later calls
@@ -403,7 +541,8 @@ impl Engine {
     /// from a thread, not from inside an async task.
     pub fn close(&self) -> EngineResult<()> {
         let result = block_on(self.shutdown());
-        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for thread in threads {
             match thread.join() {
                 Ok(Ok(())) => {}
@@ -412,7 +551,13 @@ impl Engine {
             }
         }
         // The files are closed: another engine may open the directory now.
-        drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(
+            self.inner
+                .lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         result
     }
 }

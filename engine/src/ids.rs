@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The position of a record in a partition log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Offset(pub u64);
 
@@ -13,7 +15,11 @@ impl Offset {
 
     /// The offset `delta` records after this one.
     pub fn plus(self, delta: u64) -> Offset {
-        Offset(self.0.checked_add(delta).expect("offset overflow: 2^64 records"))
+        Offset(
+            self.0
+                .checked_add(delta)
+                .expect("offset overflow: 2^64 records"),
+        )
     }
 }
 

@@ -46,10 +46,10 @@ pub const PARTITION_INBOX_CAPACITY: usize = 4096;
 /// Segments are at least this large, so a roll never happens per batch.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
-const _: () = assert!(BATCH_HEADER_BYTES % BATCH_ALIGN_BYTES == 0);
-const _: () = assert!(BLOCK_BYTES as usize % BATCH_ALIGN_BYTES == 0);
-const _: () = assert!(WRITE_CHUNK_BYTES % BLOCK_BYTES as usize == 0);
-const _: () = assert!(READ_CHUNK_BYTES % BLOCK_BYTES as usize == 0);
+const _: () = assert!(BATCH_HEADER_BYTES.is_multiple_of(BATCH_ALIGN_BYTES));
+const _: () = assert!((BLOCK_BYTES as usize).is_multiple_of(BATCH_ALIGN_BYTES));
+const _: () = assert!(WRITE_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES as usize));
+const _: () = assert!(READ_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES as usize));
 const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(SEGMENT_BYTES_MIN >= BLOCK_BYTES);
 

@@ -118,7 +118,11 @@ impl MemFs {
 
     /// The current bytes of a file (for tests and corruption injection).
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        self.state.borrow().files.get(path).map(|f| f.borrow().current.clone())
+        self.state
+            .borrow()
+            .files
+            .get(path)
+            .map(|f| f.borrow().current.clone())
     }
 
     /// Replaces a file's bytes, durably (for corruption tests).
@@ -235,7 +239,11 @@ impl StorageFile for MemFile {
 }
 
 impl Storage for MemFs {
-    fn open<'a>(&'a self, path: &'a Path, create: bool) -> LocalBoxFuture<'a, StorageResult<FileRef>> {
+    fn open<'a>(
+        &'a self,
+        path: &'a Path,
+        create: bool,
+    ) -> LocalBoxFuture<'a, StorageResult<FileRef>> {
         async move {
             let mut state = self.state.borrow_mut();
             let file = match state.files.get(path) {
@@ -253,8 +261,11 @@ impl Storage for MemFs {
                     ))
                 }
             };
-            Ok(Rc::new(MemFile { fs: self.clone(), path: path.to_path_buf(), state: file })
-                as FileRef)
+            Ok(Rc::new(MemFile {
+                fs: self.clone(),
+                path: path.to_path_buf(),
+                state: file,
+            }) as FileRef)
         }
         .boxed_local()
     }

@@ -93,19 +93,35 @@ struct LogState {
 
 impl LogState {
     fn active(&self) -> &Segment {
-        self.segments.back().expect("a log always has an active segment")
+        self.segments
+            .back()
+            .expect("a log always has an active segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.back_mut().expect("a log always has an active segment")
+        self.segments
+            .back_mut()
+            .expect("a log always has an active segment")
     }
     fn next_offset(&self) -> Offset {
         self.active().next_offset()
     }
     fn check_offsets(&self) {
-        assert!(self.log_start_offset <= self.high_watermark, "log start above high watermark");
-        assert!(self.high_watermark <= self.written_offset, "high watermark above written");
-        assert!(self.durable_offset <= self.written_offset, "durable above written");
-        assert!(self.written_offset <= self.next_offset(), "written above log end");
+        assert!(
+            self.log_start_offset <= self.high_watermark,
+            "log start above high watermark"
+        );
+        assert!(
+            self.high_watermark <= self.written_offset,
+            "high watermark above written"
+        );
+        assert!(
+            self.durable_offset <= self.written_offset,
+            "durable above written"
+        );
+        assert!(
+            self.written_offset <= self.next_offset(),
+            "written above log end"
+        );
     }
 }
 
@@ -207,7 +223,12 @@ impl PartitionLog {
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().segments.iter().map(Segment::size_bytes).sum()
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(Segment::size_bytes)
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -229,23 +250,35 @@ impl PartitionLog {
 
     /// Adds `batch` to the log (in memory; `flush` writes it). Rolls the
     /// active segment first when it is full or old.
-    pub async fn append(&self, mut batch: Batch, mode: AppendMode, now_ms: i64) -> EngineResult<AppendInfo> {
+    pub async fn append(
+        &self,
+        mut batch: Batch,
+        mode: AppendMode,
+        now_ms: i64,
+    ) -> EngineResult<AppendInfo> {
         self.check_fenced()?;
-        self.roll_if_needed(batch.as_bytes().len() as u64, now_ms).await?;
+        self.roll_if_needed(batch.as_bytes().len() as u64, now_ms)
+            .await?;
         let mut st = self.state.borrow_mut();
         let next = st.next_offset();
         match mode {
             AppendMode::Leader { epoch } => batch.set_base_offset_and_epoch(next, epoch),
             AppendMode::Follower => {
                 if batch.header().base_offset != next {
-                    return Err(EngineError::OffsetMismatch { expected: next, got: batch.header().base_offset });
+                    return Err(EngineError::OffsetMismatch {
+                        expected: next,
+                        got: batch.header().base_offset,
+                    });
                 }
             }
         }
         let header = *batch.header();
         st.active_mut().append(batch.as_bytes(), &header);
         st.cache.push(&header, batch.into_bytes());
-        Ok(AppendInfo { base_offset: header.base_offset, last_offset: header.last_offset() })
+        Ok(AppendInfo {
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        })
     }
 
     async fn roll_if_needed(&self, incoming_bytes: u64, now_ms: i64) -> EngineResult<()> {
@@ -279,7 +312,8 @@ impl PartitionLog {
         for file in files {
             self.fence_on_error(file.sync().await)?;
         }
-        let segment = self.fence_on_error(Segment::create(&*self.storage, &self.dir, next, now_ms).await)?;
+        let segment =
+            self.fence_on_error(Segment::create(&*self.storage, &self.dir, next, now_ms).await)?;
         self.state.borrow_mut().segments.push_back(segment);
         Ok(())
     }
@@ -354,8 +388,15 @@ impl PartitionLog {
         if fenced.is_none() {
             return Ok(());
         }
-        let (mut segment, _report) =
-            Segment::open(&*self.storage, &self.dir, base, RecoveryMode::Repair, true, now_ms).await?;
+        let (mut segment, _report) = Segment::open(
+            &*self.storage,
+            &self.dir,
+            base,
+            RecoveryMode::Repair,
+            true,
+            now_ms,
+        )
+        .await?;
         let next = segment.next_offset();
         segment.close_for_writes();
         let fresh = Segment::create(&*self.storage, &self.dir, next, now_ms).await?;
@@ -390,7 +431,11 @@ impl PartitionLog {
                     high_watermark: hw,
                 });
             }
-            let mut outcome = ReadOutcome { chunks: Vec::new(), high_watermark: hw, log_start_offset: start };
+            let mut outcome = ReadOutcome {
+                chunks: Vec::new(),
+                high_watermark: hw,
+                log_start_offset: start,
+            };
             if offset == hw {
                 return Ok(outcome);
             }
@@ -400,11 +445,29 @@ impl PartitionLog {
             }
             let i = st.segments.partition_point(|s| s.base_offset() <= offset);
             let segment = &st.segments[i.saturating_sub(1)];
-            (segment.log().clone(), segment.locate(offset), segment.flushed_bytes(), hw, start)
+            (
+                segment.log().clone(),
+                segment.locate(offset),
+                segment.flushed_bytes(),
+                hw,
+                start,
+            )
         };
-        let chunk = read_from_segment(&file, start_position, readable_end, offset, max_bytes, high_watermark).await?;
+        let chunk = read_from_segment(
+            &file,
+            start_position,
+            readable_end,
+            offset,
+            max_bytes,
+            high_watermark,
+        )
+        .await?;
         Ok(ReadOutcome {
-            chunks: if chunk.is_empty() { Vec::new() } else { vec![chunk] },
+            chunks: if chunk.is_empty() {
+                Vec::new()
+            } else {
+                vec![chunk]
+            },
             high_watermark,
             log_start_offset,
         })
@@ -412,13 +475,22 @@ impl PartitionLog {
 
     /// The first offset whose record timestamp is at or after
     /// `timestamp_ms`, with that timestamp; `None` when every record is older.
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> EngineResult<Option<(Offset, i64)>> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> EngineResult<Option<(Offset, i64)>> {
         let candidates: Vec<(FileRef, u64, u64)> = {
             let st = self.state.borrow();
             st.segments
                 .iter()
                 .filter(|s| s.max_timestamp_ms() >= timestamp_ms && !s.is_empty())
-                .map(|s| (s.log().clone(), s.locate_time(timestamp_ms), s.flushed_bytes()))
+                .map(|s| {
+                    (
+                        s.log().clone(),
+                        s.locate_time(timestamp_ms),
+                        s.flushed_bytes(),
+                    )
+                })
                 .collect()
         };
         let high_watermark = self.state.borrow().high_watermark;
@@ -433,9 +505,11 @@ impl PartitionLog {
                 }
                 if header.max_timestamp_ms >= timestamp_ms {
                     let bytes = window.get(position, stored).await?;
-                    let view = crate::batch::BatchView::validate(bytes).map_err(|e| EngineError::Corrupt {
-                        path: file.path().display().to_string(),
-                        reason: format!("at byte {position}: {e}"),
+                    let view = crate::batch::BatchView::validate(bytes).map_err(|e| {
+                        EngineError::Corrupt {
+                            path: file.path().display().to_string(),
+                            reason: format!("at byte {position}: {e}"),
+                        }
                     })?;
                     if let Some(r) = view.iter().find(|r| r.timestamp_ms >= timestamp_ms) {
                         return Ok(Some((r.offset, r.timestamp_ms)));
@@ -464,7 +538,10 @@ impl PartitionLog {
                     high_watermark: st.high_watermark,
                 });
             }
-            let keep = st.segments.partition_point(|s| s.base_offset() <= offset).max(1);
+            let keep = st
+                .segments
+                .partition_point(|s| s.base_offset() <= offset)
+                .max(1);
             let removed: Vec<Segment> = st.segments.drain(keep..).collect();
             (removed, st.active().base_offset())
         };
@@ -496,11 +573,16 @@ impl PartitionLog {
             Some(cut) => cut,
             None if keep_base == offset => 0,
             None => {
-                return Err(EngineError::InvalidConfig(format!("offset {offset} is not at a batch boundary")))
+                return Err(EngineError::InvalidConfig(format!(
+                    "offset {offset} is not at a batch boundary"
+                )))
             }
         };
         let tail_start = align_down(cut, BLOCK_BYTES);
-        let tail: Vec<u8> = window.get(tail_start, (cut - tail_start) as usize).await?.to_vec();
+        let tail: Vec<u8> = window
+            .get(tail_start, (cut - tail_start) as usize)
+            .await?
+            .to_vec();
         file.truncate(align_up(cut, BLOCK_BYTES)).await?;
         if !tail.is_empty() {
             let mut block = file.alloc_buffer(BLOCK_BYTES as usize);
@@ -508,9 +590,20 @@ impl PartitionLog {
             file.write_at(block, tail_start).await?;
         }
         file.sync().await?;
-        let (segment, _report) =
-            Segment::open(&*self.storage, &self.dir, keep_base, RecoveryMode::Repair, true, now_ms).await?;
-        assert_eq!(segment.next_offset(), offset, "truncation must end the log at {offset}");
+        let (segment, _report) = Segment::open(
+            &*self.storage,
+            &self.dir,
+            keep_base,
+            RecoveryMode::Repair,
+            true,
+            now_ms,
+        )
+        .await?;
+        assert_eq!(
+            segment.next_offset(),
+            offset,
+            "truncation must end the log at {offset}"
+        );
         let mut st = self.state.borrow_mut();
         st.segments.pop_back();
         st.segments.push_back(segment);
@@ -592,11 +685,19 @@ impl PartitionLog {
     }
 }
 
-fn decode_stored_header(head: &[u8], path: &Path, position: u64) -> EngineResult<(BatchHeader, usize)> {
-    let corrupt = |reason: String| EngineError::Corrupt { path: path.display().to_string(), reason };
+fn decode_stored_header(
+    head: &[u8],
+    path: &Path,
+    position: u64,
+) -> EngineResult<(BatchHeader, usize)> {
+    let corrupt = |reason: String| EngineError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
     let stored = peek_stored_bytes(head)
         .ok_or_else(|| corrupt(format!("no valid batch header at byte {position}")))?;
-    let header = BatchHeader::decode(head).map_err(|e| corrupt(format!("at byte {position}: {e}")))?;
+    let header =
+        BatchHeader::decode(head).map_err(|e| corrupt(format!("at byte {position}: {e}")))?;
     Ok((header, stored))
 }
 
@@ -631,7 +732,8 @@ async fn read_from_segment(
     let bytes = window.get(first, max_bytes.max(first_stored)).await?;
     let mut taken = 0usize;
     while taken + BATCH_HEADER_BYTES <= bytes.len() {
-        let (header, stored) = decode_stored_header(&bytes[taken..], file.path(), first + taken as u64)?;
+        let (header, stored) =
+            decode_stored_header(&bytes[taken..], file.path(), first + taken as u64)?;
         let fits = taken + stored <= bytes.len() && (taken == 0 || taken + stored <= max_bytes);
         if header.base_offset >= high_watermark || !fits {
             break;

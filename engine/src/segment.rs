@@ -16,9 +16,7 @@ use crate::batch::BatchHeader;
 use crate::ids::Offset;
 use crate::limits::{align_down, align_up, BLOCK_BYTES, WRITE_CHUNK_BYTES};
 use crate::scan::{scan_segment, ScanEnd};
-use crate::segment_index::{
-    decode_offset_entries, decode_time_entries, IndexEntry, SegmentIndex,
-};
+use crate::segment_index::{decode_offset_entries, decode_time_entries, IndexEntry, SegmentIndex};
 use crate::storage::{FileRef, Storage, StorageResult};
 use std::path::{Path, PathBuf};
 
@@ -110,11 +108,14 @@ pub struct SegmentFlush {
 impl SegmentFlush {
     /// Writes everything; returns the log end the writes cover.
     pub async fn write(self) -> StorageResult<u64> {
-        let index_writes = self.index.into_iter().map(|(file, work)| async move {
-            write_all(&file, work).await
-        });
-        let (log, index) =
-            futures::join!(write_all(&self.log, self.log_work), futures::future::join_all(index_writes));
+        let index_writes = self
+            .index
+            .into_iter()
+            .map(|(file, work)| async move { write_all(&file, work).await });
+        let (log, index) = futures::join!(
+            write_all(&self.log, self.log_work),
+            futures::future::join_all(index_writes)
+        );
         for result in index {
             result?;
         }
@@ -198,7 +199,11 @@ impl Segment {
             base_offset.plus(u64::from(start.relative_offset)),
             |view, position| {
                 let h = view.header();
-                index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
+                index.on_batch(
+                    relative(base_offset, h.base_offset),
+                    position,
+                    h.max_timestamp_ms,
+                );
             },
         )
         .await?;
@@ -210,7 +215,11 @@ impl Segment {
             verified_from = 0;
             scan = scan_segment(&log, file_size, 0, base_offset, |view, position| {
                 let h = view.header();
-                index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
+                index.on_batch(
+                    relative(base_offset, h.base_offset),
+                    position,
+                    h.max_timestamp_ms,
+                );
             })
             .await?;
         }
@@ -242,7 +251,9 @@ impl Segment {
         } else {
             Vec::new()
         };
-        if mode == RecoveryMode::Repair && (report.torn.is_some() || file_size > align_up(valid_end, BLOCK_BYTES)) {
+        if mode == RecoveryMode::Repair
+            && (report.torn.is_some() || file_size > align_up(valid_end, BLOCK_BYTES))
+        {
             // Cut the file to the valid end and zero the rest of its last
             // block now, durably: bytes left after the end could otherwise
             // be taken for batches by a later recovery.
@@ -269,7 +280,12 @@ impl Segment {
                 rewrite_index_files(storage, &paths, &index).await?;
             }
             if writable {
-                appender = Some(Appender::resume(log.clone(), WRITE_CHUNK_BYTES, valid_end, &tail));
+                appender = Some(Appender::resume(
+                    log.clone(),
+                    WRITE_CHUNK_BYTES,
+                    valid_end,
+                    &tail,
+                ));
                 let (offsets_bytes, times_bytes) = index.encoded();
                 let index_file = storage.open(&paths.index, true).await?;
                 let time_file = storage.open(&paths.time_index, true).await?;
@@ -345,12 +361,22 @@ impl Segment {
 
     /// Appends one stored batch whose header says it starts at `next_offset`.
     pub fn append(&mut self, stored: &[u8], header: &BatchHeader) {
-        assert_eq!(header.base_offset, self.next_offset, "appends must be contiguous");
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "appends must be contiguous"
+        );
         assert_eq!(stored.len(), header.stored_bytes(), "stored length");
-        let appender = self.appender.as_mut().expect("append to a segment closed for writes");
+        let appender = self
+            .appender
+            .as_mut()
+            .expect("append to a segment closed for writes");
         let position = self.size_bytes;
         appender.append(stored);
-        self.index.on_batch(relative(self.base_offset, header.base_offset), position, header.max_timestamp_ms);
+        self.index.on_batch(
+            relative(self.base_offset, header.base_offset),
+            position,
+            header.max_timestamp_ms,
+        );
         self.size_bytes += stored.len() as u64;
         self.next_offset = header.last_offset().plus(1);
         assert_eq!(self.size_bytes, appender.end_bytes());
@@ -369,7 +395,11 @@ impl Segment {
                 index.push((f, work));
             }
         }
-        Some(SegmentFlush { log, log_work, index })
+        Some(SegmentFlush {
+            log,
+            log_work,
+            index,
+        })
     }
 
     /// Records that a flush up to `end_bytes` was written.
@@ -396,14 +426,21 @@ impl Segment {
 
     /// Closes the segment for writes; the caller has flushed and synced it.
     pub fn close_for_writes(&mut self) {
-        assert_eq!(self.flushed_bytes, self.size_bytes, "closing a segment with unflushed bytes");
+        assert_eq!(
+            self.flushed_bytes, self.size_bytes,
+            "closing a segment with unflushed bytes"
+        );
         self.appender = None;
         self.index.detach_files();
     }
 
     /// Where to start scanning for `offset`.
     pub fn locate(&self, offset: Offset) -> u64 {
-        u64::from(self.index.lookup_offset(relative(self.base_offset, offset)).position_bytes)
+        u64::from(
+            self.index
+                .lookup_offset(relative(self.base_offset, offset))
+                .position_bytes,
+        )
     }
 
     /// Where to start scanning for the first record at or after `timestamp_ms`.
@@ -414,7 +451,11 @@ impl Segment {
     /// Index files, for syncing at close.
     pub fn index_files(&mut self) -> Vec<FileRef> {
         let (offsets, times) = self.index.files_mut();
-        [offsets, times].into_iter().flatten().map(|a| a.file().clone()).collect()
+        [offsets, times]
+            .into_iter()
+            .flatten()
+            .map(|a| a.file().clone())
+            .collect()
     }
 }
 
@@ -432,7 +473,9 @@ async fn read_whole(storage: &dyn Storage, path: &Path) -> StorageResult<Vec<u8>
         Err(e) => return Err(e),
     };
     let size = file.size_bytes().await?;
-    let read = file.read_at(0, align_up(size, BLOCK_BYTES) as usize).await?;
+    let read = file
+        .read_at(0, align_up(size, BLOCK_BYTES) as usize)
+        .await?;
     let bytes = read[..(size as usize).min(read.len())].to_vec();
     file.close().await?;
     Ok(bytes)
@@ -459,7 +502,8 @@ async fn rewrite_index_files(
         if let Some(work) = appender.take_flush() {
             write_all(&file, work).await?;
         }
-        file.truncate(align_up(bytes.len() as u64, BLOCK_BYTES)).await?;
+        file.truncate(align_up(bytes.len() as u64, BLOCK_BYTES))
+            .await?;
         file.sync().await?;
         file.close().await?;
     }

@@ -57,22 +57,55 @@ pub struct OpenSpec {
 
 /// What a shard can be asked to do.
 pub enum ShardRequest {
-    Open { spec: OpenSpec, reply: Reply<Vec<SegmentReport>> },
-    Append { key: PartitionKey, batch: Batch, reply: Reply<AppendInfo> },
-    Read { key: PartitionKey, offset: Offset, max_bytes: usize, reply: Reply<ReadOutcome> },
-    Offsets { key: PartitionKey, reply: Reply<LogOffsets> },
-    OffsetForTimestamp { key: PartitionKey, timestamp_ms: i64, reply: Reply<Option<(Offset, i64)>> },
-    Alter { key: PartitionKey, options: LogOptions, reply: Reply<()> },
-    Delete { key: PartitionKey, reply: Reply<()> },
+    Open {
+        spec: OpenSpec,
+        reply: Reply<Vec<SegmentReport>>,
+    },
+    Append {
+        key: PartitionKey,
+        batch: Batch,
+        reply: Reply<AppendInfo>,
+    },
+    Read {
+        key: PartitionKey,
+        offset: Offset,
+        max_bytes: usize,
+        reply: Reply<ReadOutcome>,
+    },
+    Offsets {
+        key: PartitionKey,
+        reply: Reply<LogOffsets>,
+    },
+    OffsetForTimestamp {
+        key: PartitionKey,
+        timestamp_ms: i64,
+        reply: Reply<Option<(Offset, i64)>>,
+    },
+    Alter {
+        key: PartitionKey,
+        options: LogOptions,
+        reply: Reply<()>,
+    },
+    Delete {
+        key: PartitionKey,
+        reply: Reply<()>,
+    },
     /// Flush, sync and close every partition, then stop the shard.
-    Shutdown { reply: Reply<()> },
+    Shutdown {
+        reply: Reply<()>,
+    },
 }
 
 enum WriterCommand {
-    Append { batch: Batch, reply: Reply<AppendInfo> },
+    Append {
+        batch: Batch,
+        reply: Reply<AppendInfo>,
+    },
     /// Something is due (sync, retention); run a round.
     Wake,
-    Close { reply: Reply<()> },
+    Close {
+        reply: Reply<()>,
+    },
 }
 
 /// A partition as its shard holds it.
@@ -135,10 +168,14 @@ pub async fn run(
 }
 
 fn lookup(partitions: &Partitions, key: &PartitionKey) -> EngineResult<Rc<Partition>> {
-    partitions.borrow().get(key).cloned().ok_or_else(|| EngineError::UnknownPartition {
-        topic: key.topic.to_string(),
-        partition: key.partition,
-    })
+    partitions
+        .borrow()
+        .get(key)
+        .cloned()
+        .ok_or_else(|| EngineError::UnknownPartition {
+            topic: key.topic.to_string(),
+            partition: key.partition,
+        })
 }
 
 fn handle(request: ShardRequest, partitions: &Partitions) {
@@ -151,21 +188,29 @@ fn handle(request: ShardRequest, partitions: &Partitions) {
                     // own task; the shard keeps serving other partitions.
                     let writer = p.writer.clone();
                     runtime::spawn_detached(async move {
-                        if let Err(async_channel::SendError(WriterCommand::Append { reply, .. })) =
-                            writer.send(command).await
+                        if let Err(async_channel::SendError(WriterCommand::Append {
+                            reply, ..
+                        })) = writer.send(command).await
                         {
                             respond(reply, Err(EngineError::ShuttingDown));
                         }
                     });
                 }
-                Err(async_channel::TrySendError::Closed(WriterCommand::Append { reply, .. })) => {
+                Err(async_channel::TrySendError::Closed(WriterCommand::Append {
+                    reply, ..
+                })) => {
                     respond(reply, Err(EngineError::ShuttingDown));
                 }
                 Err(async_channel::TrySendError::Closed(_)) => {}
             },
             Err(e) => respond(reply, Err(e)),
         },
-        ShardRequest::Read { key, offset, max_bytes, reply } => match lookup(partitions, &key) {
+        ShardRequest::Read {
+            key,
+            offset,
+            max_bytes,
+            reply,
+        } => match lookup(partitions, &key) {
             Ok(p) => runtime::spawn_detached(async move {
                 respond(reply, p.log.read(offset, max_bytes).await);
             }),
@@ -174,14 +219,25 @@ fn handle(request: ShardRequest, partitions: &Partitions) {
         ShardRequest::Offsets { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.offsets()));
         }
-        ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply } => match lookup(partitions, &key) {
+        ShardRequest::OffsetForTimestamp {
+            key,
+            timestamp_ms,
+            reply,
+        } => match lookup(partitions, &key) {
             Ok(p) => runtime::spawn_detached(async move {
                 respond(reply, p.log.offset_for_timestamp(timestamp_ms).await);
             }),
             Err(e) => respond(reply, Err(e)),
         },
-        ShardRequest::Alter { key, options, reply } => {
-            respond(reply, lookup(partitions, &key).map(|p| p.log.set_options(options)));
+        ShardRequest::Alter {
+            key,
+            options,
+            reply,
+        } => {
+            respond(
+                reply,
+                lookup(partitions, &key).map(|p| p.log.set_options(options)),
+            );
         }
         ShardRequest::Open { spec, reply } => {
             let partitions = partitions.clone();
@@ -207,7 +263,8 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
         StorageMode::Disk => Rc::new(DiskStorage),
         StorageMode::Memory => Rc::new(MemFs::new()),
     };
-    let (log, reports) = PartitionLog::open(storage, &spec.dir, spec.options, runtime::now_ms()).await?;
+    let (log, reports) =
+        PartitionLog::open(storage, &spec.dir, spec.options, runtime::now_ms()).await?;
     for report in &reports {
         if let Some(reason) = &report.torn {
             tracing::warn!(
@@ -233,7 +290,12 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
 
 async fn close_partition(partition: &Partition) -> EngineResult<()> {
     let (reply, done) = oneshot::channel();
-    if partition.writer.send(WriterCommand::Close { reply }).await.is_err() {
+    if partition
+        .writer
+        .send(WriterCommand::Close { reply })
+        .await
+        .is_err()
+    {
         return Ok(()); // already closed
     }
     done.await.map_err(|_| EngineError::ShuttingDown)?
@@ -254,7 +316,10 @@ async fn delete(key: &PartitionKey, partitions: &Partitions) -> EngineResult<()>
 async fn close_all(partitions: &Partitions) -> EngineResult<()> {
     let all: Vec<Rc<Partition>> = partitions.borrow_mut().drain().map(|(_, p)| p).collect();
     let results = futures::future::join_all(all.iter().map(|p| close_partition(p))).await;
-    results.into_iter().collect::<EngineResult<Vec<()>>>().map(|_| ())
+    results
+        .into_iter()
+        .collect::<EngineResult<Vec<()>>>()
+        .map(|_| ())
 }
 
 /// Most appends taken into one round, so the first one's wait stays bounded.
@@ -270,7 +335,9 @@ async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterComman
         while let Some(command) = next.take() {
             match command {
                 WriterCommand::Append { batch, reply } => {
-                    let mode = AppendMode::Leader { epoch: LeaderEpoch(0) };
+                    let mode = AppendMode::Leader {
+                        epoch: LeaderEpoch(0),
+                    };
                     match p.log.append(batch, mode, runtime::now_ms()).await {
                         Ok(info) => round.push((reply, info)),
                         Err(e) => respond(reply, Err(e)),
@@ -300,8 +367,12 @@ async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterComman
         if p.retention_due.take() {
             match p.log.apply_retention(runtime::now_ms()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(dir = %p.log.dir().display(), segments = n, "retention deleted segments"),
-                Err(e) => tracing::error!(dir = %p.log.dir().display(), error = %e, "retention failed"),
+                Ok(n) => {
+                    tracing::info!(dir = %p.log.dir().display(), segments = n, "retention deleted segments")
+                }
+                Err(e) => {
+                    tracing::error!(dir = %p.log.dir().display(), error = %e, "retention failed")
+                }
             }
         }
         if p.log.is_fenced() {

@@ -29,7 +29,11 @@ pub struct StorageError {
 
 impl StorageError {
     pub fn new(op: &'static str, path: &Path, source: impl Into<io::Error>) -> StorageError {
-        StorageError { op, path: path.to_path_buf(), source: source.into() }
+        StorageError {
+            op,
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
     }
 
     pub fn kind(&self) -> io::ErrorKind {
@@ -103,8 +107,11 @@ pub trait StorageFile {
     fn write_at(&self, buf: IoBuf, position_bytes: u64) -> LocalBoxFuture<'_, StorageResult<()>>;
     /// Reads up to `size_bytes` at `position_bytes`; shorter only at the end
     /// of the file.
-    fn read_at(&self, position_bytes: u64, size_bytes: usize)
-        -> LocalBoxFuture<'_, StorageResult<ReadBuf>>;
+    fn read_at(
+        &self,
+        position_bytes: u64,
+        size_bytes: usize,
+    ) -> LocalBoxFuture<'_, StorageResult<ReadBuf>>;
     /// Makes every completed write durable (fdatasync).
     fn sync(&self) -> LocalBoxFuture<'_, StorageResult<()>>;
     fn truncate(&self, size_bytes: u64) -> LocalBoxFuture<'_, StorageResult<()>>;
@@ -118,8 +125,11 @@ pub type FileRef = Rc<dyn StorageFile>;
 /// A directory tree of files.
 pub trait Storage {
     /// Opens a file for reading and writing, creating it if `create`.
-    fn open<'a>(&'a self, path: &'a Path, create: bool)
-        -> LocalBoxFuture<'a, StorageResult<FileRef>>;
+    fn open<'a>(
+        &'a self,
+        path: &'a Path,
+        create: bool,
+    ) -> LocalBoxFuture<'a, StorageResult<FileRef>>;
     fn create_dir_all<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>>;
     /// Makes the directory's entries (created, removed files) durable.
     fn sync_dir<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>>;
@@ -133,6 +143,12 @@ pub type StorageRef = Rc<dyn Storage>;
 
 /// Asserts the O_DIRECT alignment contract.
 pub fn assert_aligned(position_bytes: u64, size_bytes: usize) {
-    assert!(position_bytes % BLOCK_BYTES == 0, "unaligned position {position_bytes}");
-    assert!(size_bytes as u64 % BLOCK_BYTES == 0, "unaligned size {size_bytes}");
+    assert!(
+        position_bytes.is_multiple_of(BLOCK_BYTES),
+        "unaligned position {position_bytes}"
+    );
+    assert!(
+        (size_bytes as u64).is_multiple_of(BLOCK_BYTES),
+        "unaligned size {size_bytes}"
+    );
 }

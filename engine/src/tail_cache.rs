@@ -25,12 +25,20 @@ pub struct TailCache {
 
 impl TailCache {
     pub fn new(size_bytes_max: usize) -> TailCache {
-        TailCache { batches: VecDeque::new(), size_bytes: 0, size_bytes_max }
+        TailCache {
+            batches: VecDeque::new(),
+            size_bytes: 0,
+            size_bytes_max,
+        }
     }
 
     pub fn push(&mut self, header: &BatchHeader, bytes: Bytes) {
         if let Some(last) = self.batches.back() {
-            assert_eq!(last.last_offset.plus(1), header.base_offset, "cache must stay contiguous");
+            assert_eq!(
+                last.last_offset.plus(1),
+                header.base_offset,
+                "cache must stay contiguous"
+            );
         }
         self.size_bytes += bytes.len();
         self.batches.push_back(CachedBatch {
@@ -47,7 +55,12 @@ impl TailCache {
 
     /// Batches from the one holding `offset`, below `high_watermark`, up to
     /// `max_bytes` (at least one). `None` when `offset` is older than the cache.
-    pub fn read(&self, offset: Offset, max_bytes: usize, high_watermark: Offset) -> Option<Vec<Bytes>> {
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        high_watermark: Offset,
+    ) -> Option<Vec<Bytes>> {
         let first = self.batches.front()?;
         if offset < first.base_offset {
             return None;

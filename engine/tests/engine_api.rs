@@ -2,18 +2,27 @@
 
 use mamba_engine::batch::iter_batches;
 use mamba_engine::{
-    block_on, BatchBuilder, Durability, Engine, EngineConfig, EngineError, NewRecord, Offset, PartitionId,
-    StorageMode, TopicConfig,
+    block_on, BatchBuilder, Durability, Engine, EngineConfig, EngineError, NewRecord, Offset,
+    PartitionId, StorageMode, TopicConfig,
 };
 
 fn config() -> EngineConfig {
-    EngineConfig { shards: Some(2), pin_shards: false, ..EngineConfig::default() }
+    EngineConfig {
+        shards: Some(2),
+        pin_shards: false,
+        ..EngineConfig::default()
+    }
 }
 
 fn batch(values: &[&str], timestamp_ms: i64) -> mamba_engine::Batch {
     let mut b = BatchBuilder::new();
     for v in values {
-        b.push(NewRecord { key: None, value: v.as_bytes().to_vec(), headers: vec![], timestamp_ms });
+        b.push(NewRecord {
+            key: None,
+            value: v.as_bytes().to_vec(),
+            headers: vec![],
+            timestamp_ms,
+        });
     }
     b.build().expect("batch")
 }
@@ -22,7 +31,8 @@ fn values(engine: &Engine, topic: &str, partition: u32, from: u64) -> Vec<String
     let mut out = Vec::new();
     let mut next = Offset(from);
     loop {
-        let read = block_on(engine.read(topic, PartitionId(partition), next, 1 << 16)).expect("read");
+        let read =
+            block_on(engine.read(topic, PartitionId(partition), next, 1 << 16)).expect("read");
         if read.chunks.is_empty() {
             return out;
         }
@@ -49,17 +59,37 @@ fn engine_handle_is_send_sync_and_cloneable() {
 fn data_survives_restart_and_memory_topics_do_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.create_topic("disk", TopicConfig { partitions: 4, ..TopicConfig::default() })).expect("create");
+    block_on(engine.create_topic(
+        "disk",
+        TopicConfig {
+            partitions: 4,
+            ..TopicConfig::default()
+        },
+    ))
+    .expect("create");
     block_on(engine.create_topic(
         "mem",
-        TopicConfig { partitions: 1, storage: StorageMode::Memory, durability: Durability::None, ..TopicConfig::default() },
+        TopicConfig {
+            partitions: 1,
+            storage: StorageMode::Memory,
+            durability: Durability::None,
+            ..TopicConfig::default()
+        },
     ))
     .expect("create");
     let placement = engine.describe_topic("disk").expect("describe").placement;
-    assert!(placement.iter().any(|s| s.0 == 0) && placement.iter().any(|s| s.0 == 1), "spread over both shards");
+    assert!(
+        placement.iter().any(|s| s.0 == 0) && placement.iter().any(|s| s.0 == 1),
+        "spread over both shards"
+    );
     for p in 0..4 {
         for i in 0..10 {
-            let info = block_on(engine.append("disk", PartitionId(p), batch(&[&format!("p{p}-{i}")], 1000 + i))).expect("append");
+            let info = block_on(engine.append(
+                "disk",
+                PartitionId(p),
+                batch(&[&format!("p{p}-{i}")], 1000 + i),
+            ))
+            .expect("append");
             assert_eq!(info.base_offset, Offset(i as u64));
         }
     }
@@ -67,21 +97,34 @@ fn data_survives_restart_and_memory_topics_do_not() {
     assert_eq!(values(&engine, "mem", 0, 0), vec!["volatile"]);
     assert_eq!(values(&engine, "disk", 2, 7), vec!["p2-7", "p2-8", "p2-9"]);
     engine.close().expect("close");
-    assert!(matches!(block_on(engine.list_offsets("disk", PartitionId(0))), Err(EngineError::ShuttingDown)));
+    assert!(matches!(
+        block_on(engine.list_offsets("disk", PartitionId(0))),
+        Err(EngineError::ShuttingDown)
+    ));
 
     let engine = Engine::open(dir.path(), config()).expect("reopen");
-    assert_eq!(engine.describe_topic("disk").expect("describe").placement, placement, "placement is stable");
+    assert_eq!(
+        engine.describe_topic("disk").expect("describe").placement,
+        placement,
+        "placement is stable"
+    );
     for p in 0..4 {
         let expected: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
         assert_eq!(values(&engine, "disk", p, 0), expected);
     }
-    assert!(values(&engine, "mem", 0, 0).is_empty(), "memory topics start empty after a restart");
+    assert!(
+        values(&engine, "mem", 0, 0).is_empty(),
+        "memory topics start empty after a restart"
+    );
     assert_eq!(
         block_on(engine.offset_for_timestamp("disk", PartitionId(1), 1005)).expect("lookup"),
         Some((Offset(5), 1005))
     );
     let offsets = block_on(engine.list_offsets("disk", PartitionId(3))).expect("offsets");
-    assert_eq!((offsets.log_start_offset, offsets.high_watermark), (Offset(0), Offset(10)));
+    assert_eq!(
+        (offsets.log_start_offset, offsets.high_watermark),
+        (Offset(0), Offset(10))
+    );
     engine.close().expect("close");
 }
 
@@ -89,24 +132,42 @@ fn data_survives_restart_and_memory_topics_do_not() {
 fn bad_requests_get_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    assert!(matches!(block_on(engine.append("nope", PartitionId(0), batch(&["x"], 0))), Err(EngineError::UnknownTopic(_))));
+    assert!(matches!(
+        block_on(engine.append("nope", PartitionId(0), batch(&["x"], 0))),
+        Err(EngineError::UnknownTopic(_))
+    ));
     block_on(engine.create_topic("t", TopicConfig::default())).expect("create");
-    assert!(matches!(block_on(engine.create_topic("t", TopicConfig::default())), Err(EngineError::TopicExists(_))));
+    assert!(matches!(
+        block_on(engine.create_topic("t", TopicConfig::default())),
+        Err(EngineError::TopicExists(_))
+    ));
     assert!(matches!(
         block_on(engine.append("t", PartitionId(5), batch(&["x"], 0))),
         Err(EngineError::UnknownPartition { .. })
     ));
-    assert!(matches!(block_on(engine.read("t", PartitionId(0), Offset(3), 100)), Err(EngineError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        block_on(engine.read("t", PartitionId(0), Offset(3), 100)),
+        Err(EngineError::OffsetOutOfRange { .. })
+    ));
     assert!(matches!(
         block_on(engine.create_topic("../escape", TopicConfig::default())),
         Err(EngineError::InvalidConfig(_))
     ));
     assert!(matches!(
-        block_on(engine.create_topic("zero", TopicConfig { partitions: 0, ..TopicConfig::default() })),
+        block_on(engine.create_topic(
+            "zero",
+            TopicConfig {
+                partitions: 0,
+                ..TopicConfig::default()
+            }
+        )),
         Err(EngineError::InvalidConfig(_))
     ));
     // A second engine on the same directory is refused.
-    assert!(matches!(Engine::open(dir.path(), config()), Err(EngineError::DataDir { .. })));
+    assert!(matches!(
+        Engine::open(dir.path(), config()),
+        Err(EngineError::DataDir { .. })
+    ));
     engine.close().expect("close");
 }
 
@@ -114,7 +175,14 @@ fn bad_requests_get_clear_errors() {
 fn deleted_topics_are_gone_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.create_topic("gone", TopicConfig { partitions: 2, ..TopicConfig::default() })).expect("create");
+    block_on(engine.create_topic(
+        "gone",
+        TopicConfig {
+            partitions: 2,
+            ..TopicConfig::default()
+        },
+    ))
+    .expect("create");
     block_on(engine.append("gone", PartitionId(1), batch(&["x"], 0))).expect("append");
     block_on(engine.delete_topic("gone")).expect("delete");
     assert!(engine.list_topics().is_empty());
@@ -133,13 +201,25 @@ fn deleted_topics_are_gone_after_restart() {
 fn concurrent_appends_from_many_threads_all_land_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.create_topic("c", TopicConfig { partitions: 2, ..TopicConfig::default() })).expect("create");
+    block_on(engine.create_topic(
+        "c",
+        TopicConfig {
+            partitions: 2,
+            ..TopicConfig::default()
+        },
+    ))
+    .expect("create");
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let engine = engine.clone();
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    block_on(engine.append("c", PartitionId(t % 2), batch(&[&format!("{t}-{i}")], 0))).expect("append");
+                    block_on(engine.append(
+                        "c",
+                        PartitionId(t % 2),
+                        batch(&[&format!("{t}-{i}")], 0),
+                    ))
+                    .expect("append");
                 }
             })
         })
@@ -150,7 +230,9 @@ fn concurrent_appends_from_many_threads_all_land_once() {
     let mut all: Vec<String> = values(&engine, "c", 0, 0);
     all.extend(values(&engine, "c", 1, 0));
     all.sort();
-    let mut expected: Vec<String> = (0..8).flat_map(|t| (0..50).map(move |i| format!("{t}-{i}"))).collect();
+    let mut expected: Vec<String> = (0..8)
+        .flat_map(|t| (0..50).map(move |i| format!("{t}-{i}")))
+        .collect();
     expected.sort();
     assert_eq!(all, expected);
     engine.close().expect("close");

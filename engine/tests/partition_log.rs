@@ -14,7 +14,9 @@ use std::path::Path;
 use std::rc::Rc;
 
 const DIR: &str = "/data/topics/t/0";
-const LEADER: AppendMode = AppendMode::Leader { epoch: LeaderEpoch(1) };
+const LEADER: AppendMode = AppendMode::Leader {
+    epoch: LeaderEpoch(1),
+};
 
 fn options() -> LogOptions {
     LogOptions {
@@ -32,7 +34,8 @@ fn batch(tag: u64, records: usize, timestamp_ms: i64) -> Batch {
     for i in 0..records {
         b.push(NewRecord {
             key: Some(format!("key-{tag}-{i}").into_bytes()),
-            value: format!("value-{tag}-{i}-{}", "x".repeat((tag as usize * 37) % 700)).into_bytes(),
+            value: format!("value-{tag}-{i}-{}", "x".repeat((tag as usize * 37) % 700))
+                .into_bytes(),
             headers: vec![],
             timestamp_ms: timestamp_ms + i as i64,
         });
@@ -42,7 +45,9 @@ fn batch(tag: u64, records: usize, timestamp_ms: i64) -> Batch {
 
 fn open(fs: &MemFs, options: LogOptions) -> PartitionLog {
     let storage: StorageRef = Rc::new(fs.clone());
-    block_on(PartitionLog::open(storage, Path::new(DIR), options, 0)).expect("open").0
+    block_on(PartitionLog::open(storage, Path::new(DIR), options, 0))
+        .expect("open")
+        .0
 }
 
 /// Reads every visible record value from `from`, following the log.
@@ -52,7 +57,10 @@ fn read_all(log: &PartitionLog, from: Offset) -> Vec<(Offset, Vec<u8>)> {
     loop {
         let read = block_on(log.read(next, 10_000)).expect("read");
         if read.chunks.is_empty() {
-            assert_eq!(next, read.high_watermark, "an empty read happens only at the end");
+            assert_eq!(
+                next, read.high_watermark,
+                "an empty read happens only at the end"
+            );
             return out;
         }
         for chunk in &read.chunks {
@@ -96,7 +104,13 @@ fn appends_are_read_back_across_segments_from_disk_and_memory() {
     // The same bytes come back after a clean close and reopen.
     block_on(log.close()).expect("close");
     drop(log);
-    let log = open(&fs, LogOptions { tail_cache_bytes: 1 << 20, ..options() });
+    let log = open(
+        &fs,
+        LogOptions {
+            tail_cache_bytes: 1 << 20,
+            ..options()
+        },
+    );
     assert_eq!(log.offsets().next_offset, Offset(600));
     assert_eq!(read_all(&log, Offset(0)), expected);
 }
@@ -150,7 +164,13 @@ fn recovers_after_torn_tail() {
 #[test]
 fn rebuilds_missing_index_files() {
     let fs = MemFs::new();
-    let log = open(&fs, LogOptions { segment_bytes: 1 << 20, ..options() });
+    let log = open(
+        &fs,
+        LogOptions {
+            segment_bytes: 1 << 20,
+            ..options()
+        },
+    );
     for tag in 0..100 {
         block_on(log.append(batch(tag, 4, 0), LEADER, 0)).expect("append");
     }
@@ -163,14 +183,23 @@ fn rebuilds_missing_index_files() {
     let (log, reports) =
         block_on(PartitionLog::open(storage, Path::new(DIR), options(), 0)).expect("open");
     assert!(reports[0].index_rebuilt);
-    assert!(fs.file_bytes(&paths.index).is_some_and(|b| !b.is_empty()), "index rewritten");
+    assert!(
+        fs.file_bytes(&paths.index).is_some_and(|b| !b.is_empty()),
+        "index rewritten"
+    );
     assert_eq!(read_all(&log, Offset(250)).len(), 150);
 }
 
 #[test]
 fn retention_deletes_whole_closed_segments() {
     let fs = MemFs::new();
-    let log = open(&fs, LogOptions { retention_bytes: Some(200 * 1024), ..options() });
+    let log = open(
+        &fs,
+        LogOptions {
+            retention_bytes: Some(200 * 1024),
+            ..options()
+        },
+    );
     for tag in 0..600 {
         block_on(log.append(batch(tag, 2, 1_000 + tag as i64), LEADER, 0)).expect("append");
         block_on(log.flush()).expect("flush");
@@ -182,11 +211,17 @@ fn retention_deletes_whole_closed_segments() {
     assert!(log.size_bytes() >= 200 * 1024 - 64 * 1024);
     let start = log.offsets().log_start_offset;
     assert!(start > Offset(0));
-    assert!(matches!(block_on(log.read(Offset(0), 100)), Err(EngineError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        block_on(log.read(Offset(0), 100)),
+        Err(EngineError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(read_all(&log, start).first().map(|r| r.0), Some(start));
 
     // Time retention: everything but the active segment is older than 1 s.
-    log.set_options(LogOptions { retention_ms: Some(1_000), ..options() });
+    log.set_options(LogOptions {
+        retention_ms: Some(1_000),
+        ..options()
+    });
     block_on(log.apply_retention(1_000_000)).expect("retention");
     assert_eq!(log.segment_count(), 1);
 }
@@ -203,10 +238,17 @@ fn truncate_to_cuts_at_a_batch_boundary_durably() {
     assert_eq!(log.offsets().next_offset, Offset(100));
     assert_eq!(read_all(&log, Offset(0)).len(), 100);
     let info = block_on(log.append(batch(1, 2, 0), AppendMode::Follower, 0));
-    assert!(matches!(info, Err(EngineError::OffsetMismatch { .. })), "follower batches must start at the end");
+    assert!(
+        matches!(info, Err(EngineError::OffsetMismatch { .. })),
+        "follower batches must start at the end"
+    );
     drop(log);
     let log = open(&fs, options());
-    assert_eq!(log.offsets().next_offset, Offset(100), "the truncation survives a restart");
+    assert_eq!(
+        log.offsets().next_offset,
+        Offset(100),
+        "the truncation survives a restart"
+    );
 }
 
 #[test]
@@ -217,10 +259,22 @@ fn finds_offsets_by_timestamp() {
         block_on(log.append(batch(tag, 2, 10_000 + 10 * tag as i64), LEADER, 0)).expect("append");
     }
     block_on(log.flush()).expect("flush");
-    assert_eq!(block_on(log.offset_for_timestamp(0)).expect("lookup"), Some((Offset(0), 10_000)));
-    assert_eq!(block_on(log.offset_for_timestamp(10_105)).expect("lookup"), Some((Offset(22), 10_110)));
-    assert_eq!(block_on(log.offset_for_timestamp(10_001)).expect("lookup"), Some((Offset(1), 10_001)));
-    assert_eq!(block_on(log.offset_for_timestamp(99_999)).expect("lookup"), None);
+    assert_eq!(
+        block_on(log.offset_for_timestamp(0)).expect("lookup"),
+        Some((Offset(0), 10_000))
+    );
+    assert_eq!(
+        block_on(log.offset_for_timestamp(10_105)).expect("lookup"),
+        Some((Offset(22), 10_110))
+    );
+    assert_eq!(
+        block_on(log.offset_for_timestamp(10_001)).expect("lookup"),
+        Some((Offset(1), 10_001))
+    );
+    assert_eq!(
+        block_on(log.offset_for_timestamp(99_999)).expect("lookup"),
+        None
+    );
 }
 
 #[test]
@@ -241,7 +295,9 @@ fn damage_in_a_closed_segment_refuses_to_open() {
     fs.set_file_bytes(&path, bytes);
     let storage: StorageRef = Rc::new(fs.clone());
     match block_on(PartitionLog::open(storage, Path::new(DIR), options(), 0)) {
-        Err(EngineError::Corrupt { path, .. }) => assert!(path.ends_with("00000000000000000000.log")),
+        Err(EngineError::Corrupt { path, .. }) => {
+            assert!(path.ends_with("00000000000000000000.log"))
+        }
         Err(e) => panic!("expected a corruption error, got {e}"),
         Ok(_) => panic!("expected a corruption error, got an open log"),
     }

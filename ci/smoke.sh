@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the user-facing programs briefly: the embedded example (the README's
+# main job) and both benchmark modes, checking they succeed and report JSON.
+# A smoke run, not a measurement: no speed is asserted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo run --quiet --example embedded -p mamba-engine
+cargo build --quiet --bin mamba-bench --bin mamba
+./target/debug/mamba --help >/dev/null
+./target/debug/mamba log --help >/dev/null
+./target/debug/mamba-bench --help >/dev/null
+./target/debug/mamba-bench engine --duration-s 2 --output json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["result"]
+assert r["records"] > 0 and r["verified_records"] == r["records"], r
+print("engine smoke:", r["records"], "records appended and verified")'
+./target/debug/mamba-bench disk --duration-s 1 --output json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["result"]
+assert r["write_bytes_per_s"] > 0, r
+print("disk smoke: ok")'
