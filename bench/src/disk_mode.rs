@@ -32,15 +32,10 @@ pub struct DiskReport {
 const FILE_NAME: &str = "mamba-bench-disk.tmp";
 
 pub fn run(options: DiskOptions) -> Result<DiskReport, String> {
-    let executor = ExecutorOptions {
-        name: "mamba-bench-disk".into(),
-        core: None,
-        io_memory_bytes: 1 << 20,
-    };
+    let executor =
+        ExecutorOptions { name: "mamba-bench-disk".into(), core: None, io_memory_bytes: 1 << 20 };
     let thread = spawn_executor(executor, move || measure(options)).map_err(|e| e.to_string())?;
-    thread
-        .join()
-        .map_err(|_| "disk benchmark thread panicked".to_string())??
+    thread.join().map_err(|_| "disk benchmark thread panicked".to_string())??
 }
 
 async fn measure(options: DiskOptions) -> Result<DiskReport, String> {
@@ -63,9 +58,7 @@ async fn measure(options: DiskOptions) -> Result<DiskReport, String> {
         while start.elapsed() < options.duration || !in_flight.is_empty() {
             while in_flight.len() < options.queue_depth && start.elapsed() < options.duration {
                 let mut buf = file.alloc_buffer(options.write_bytes);
-                buf.iter_mut()
-                    .enumerate()
-                    .for_each(|(i, b)| *b = (i as u64 ^ position) as u8);
+                buf.iter_mut().enumerate().for_each(|(i, b)| *b = (i as u64 ^ position) as u8);
                 in_flight.push(file.write_at(buf, position));
                 position += options.write_bytes as u64;
             }

@@ -103,11 +103,7 @@ async fn write(
             None => break,
         }
     }
-    Ok(WriterResult {
-        histogram,
-        records,
-        stored_bytes,
-    })
+    Ok(WriterResult { histogram, records, stored_bytes })
 }
 
 /// Reads the partition from offset 0 and checks every batch against the
@@ -154,10 +150,7 @@ async fn verify(
 }
 
 pub fn run(options: EngineOptions) -> Result<EngineReport, String> {
-    let config = EngineConfig {
-        shards: options.shards,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig { shards: options.shards, ..EngineConfig::default() };
     let engine = Engine::open(&options.data_dir, config).map_err(|e| e.to_string())?;
     let topic = format!("bench-{}", std::process::id());
     block_on(engine.create_topic(
@@ -169,31 +162,22 @@ pub fn run(options: EngineOptions) -> Result<EngineReport, String> {
         },
     ))
     .map_err(|e| e.to_string())?;
-    let templates: Vec<Vec<Batch>> = (0..options.partitions)
-        .map(|p| templates(&options, p))
-        .collect::<Result<_, _>>()?;
+    let templates: Vec<Vec<Batch>> =
+        (0..options.partitions).map(|p| templates(&options, p)).collect::<Result<_, _>>()?;
 
     let start = Instant::now();
     let writers: Vec<_> = (0..options.partitions)
         .map(|p| {
-            let (engine, topic, batches, options) = (
-                engine.clone(),
-                topic.clone(),
-                templates[p as usize].clone(),
-                options.clone(),
-            );
+            let (engine, topic, batches, options) =
+                (engine.clone(), topic.clone(), templates[p as usize].clone(), options.clone());
             std::thread::spawn(move || block_on(write(engine, topic, p, batches, options)))
         })
         .collect();
     let mut histogram = latency_histogram();
     let (mut records, mut stored_bytes) = (0u64, 0u64);
     for writer in writers {
-        let result = writer
-            .join()
-            .map_err(|_| "writer thread panicked".to_string())??;
-        histogram
-            .add(&result.histogram)
-            .map_err(|e| e.to_string())?;
+        let result = writer.join().map_err(|_| "writer thread panicked".to_string())??;
+        histogram.add(&result.histogram).map_err(|e| e.to_string())?;
         records += result.records;
         stored_bytes += result.stored_bytes;
     }
@@ -210,9 +194,7 @@ pub fn run(options: EngineOptions) -> Result<EngineReport, String> {
     let mut verified = 0u64;
     let mut read_bytes = 0u64;
     for reader in readers {
-        let (count, bytes) = reader
-            .join()
-            .map_err(|_| "reader thread panicked".to_string())??;
+        let (count, bytes) = reader.join().map_err(|_| "reader thread panicked".to_string())??;
         verified += count;
         read_bytes += bytes;
     }

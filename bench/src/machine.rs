@@ -13,9 +13,6 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
-        Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            kernel,
-        }
+        Machine { cores: std::thread::available_parallelism().map_or(1, |n| n.get()), kernel }
     }
 }

@@ -131,7 +131,7 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             if partitions == 0 || batch_records == 0 || in_flight == 0 {
                 return Err(
-                    "--partitions, --batch-records and --in-flight must be at least 1".into(),
+                    "--partitions, --batch-records and --in-flight must be at least 1".into()
                 );
             }
             let (dir, _temp) = data_dir(dir)?;
@@ -181,13 +181,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Mode::Disk {
-            data_dir: dir,
-            write_bytes,
-            queue_depth,
-            duration_s,
-            output,
-        } => {
+        Mode::Disk { data_dir: dir, write_bytes, queue_depth, duration_s, output } => {
             let (dir, _temp) = data_dir(dir)?;
             let report = disk_mode::run(disk_mode::DiskOptions {
                 dir: dir.clone(),

@@ -24,18 +24,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     };
     let engine = Engine::open(&dir, EngineConfig::default())?;
-    println!(
-        "opened {} with {} shards",
-        dir.display(),
-        engine.shard_count()
-    );
-    block_on(engine.create_topic(
-        "events",
-        TopicConfig {
-            partitions: 2,
-            ..TopicConfig::default()
-        },
-    ))?;
+    println!("opened {} with {} shards", dir.display(), engine.shard_count());
+    block_on(
+        engine.create_topic("events", TopicConfig { partitions: 2, ..TopicConfig::default() }),
+    )?;
 
     let writers: Vec<_> = (0..THREADS)
         .map(|t| {

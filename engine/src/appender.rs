@@ -55,12 +55,10 @@ impl Appender {
     ) -> Appender {
         assert!((chunk_bytes as u64).is_multiple_of(BLOCK_BYTES));
         assert!(chunk_bytes as u64 >= BLOCK_BYTES);
-        assert_eq!(
-            tail_block.len() as u64,
-            end_bytes % BLOCK_BYTES,
-            "tail block length"
-        );
-        let mut current = file.alloc_buffer(chunk_bytes);
+        assert_eq!(tail_block.len() as u64, end_bytes % BLOCK_BYTES, "tail block length");
+        // Buffers start small and grow to `chunk_bytes` only for partitions
+        // that take that much between flushes: idle ones stay cheap.
+        let mut current = file.alloc_buffer(SMALL_FLUSH_BYTES.min(chunk_bytes));
         current[..tail_block.len()].copy_from_slice(tail_block);
         Appender {
             file,
@@ -87,28 +85,33 @@ impl Appender {
         self.flushed_end_bytes
     }
 
-    /// Bytes appended but not yet handed to a flush.
-    pub fn dirty(&self) -> bool {
-        self.end_bytes > self.flushed_end_bytes && !self.flush_in_flight || !self.sealed.is_empty()
-    }
-
     /// Copies `bytes` to the end of the file's buffered content.
     pub fn append(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let room = self.chunk_bytes - self.current_len;
-            let n = room.min(bytes.len());
+            if self.current_len == self.current.len() {
+                self.make_room();
+            }
+            let n = (self.current.len() - self.current_len).min(bytes.len());
             self.current[self.current_len..self.current_len + n].copy_from_slice(&bytes[..n]);
             self.current_len += n;
             self.end_bytes += n as u64;
             bytes = &bytes[n..];
-            if self.current_len == self.chunk_bytes {
-                let next_start = self.current_start_bytes + self.chunk_bytes as u64;
-                let full =
-                    std::mem::replace(&mut self.current, self.file.alloc_buffer(self.chunk_bytes));
-                self.sealed.push((self.current_start_bytes, full));
-                self.current_start_bytes = next_start;
-                self.current_len = 0;
-            }
+        }
+    }
+
+    /// The current buffer is full: double it up to a chunk, or seal it.
+    fn make_room(&mut self) {
+        let capacity = self.current.len();
+        if capacity < self.chunk_bytes {
+            let mut bigger = self.file.alloc_buffer((capacity * 2).min(self.chunk_bytes));
+            bigger[..self.current_len].copy_from_slice(&self.current[..self.current_len]);
+            self.current = bigger;
+        } else {
+            let next = self.file.alloc_buffer(self.chunk_bytes);
+            let full = std::mem::replace(&mut self.current, next);
+            self.sealed.push((self.current_start_bytes, full));
+            self.current_start_bytes += capacity as u64;
+            self.current_len = 0;
         }
     }
 
@@ -116,11 +119,7 @@ impl Appender {
     /// The partial last block is written (zero-padded) and also kept, to be
     /// rewritten with what follows it.
     pub fn take_flush(&mut self) -> Option<FlushWork> {
-        assert!(
-            !self.flush_in_flight,
-            "two flushes in flight on {:?}",
-            self.file.path()
-        );
+        assert!(!self.flush_in_flight, "two flushes in flight on {:?}", self.file.path());
         if self.end_bytes == self.flushed_end_bytes {
             return None;
         }
@@ -138,7 +137,7 @@ impl Appender {
                 self.current.copy_within(kept_start..self.current_len, 0);
             } else {
                 // Large flush (the throughput case): write the chunk itself.
-                let mut next = self.file.alloc_buffer(self.chunk_bytes);
+                let mut next = self.file.alloc_buffer(self.current.len());
                 next[..kept].copy_from_slice(&self.current[kept_start..self.current_len]);
                 let mut out = std::mem::replace(&mut self.current, next);
                 out[self.current_len..aligned_len].fill(0);
@@ -149,10 +148,7 @@ impl Appender {
             self.current_len = kept;
         }
         self.flush_in_flight = true;
-        Some(FlushWork {
-            writes,
-            end_bytes: self.end_bytes,
-        })
+        Some(FlushWork { writes, end_bytes: self.end_bytes })
     }
 
     /// Records that the writes of `take_flush` completed.
@@ -180,10 +176,7 @@ impl Appender {
 /// Performs a flush's writes concurrently.
 pub async fn write_all(file: &FileRef, work: FlushWork) -> crate::storage::StorageResult<u64> {
     let end = work.end_bytes;
-    let writes = work
-        .writes
-        .into_iter()
-        .map(|(position, buf)| file.write_at(buf, position));
+    let writes = work.writes.into_iter().map(|(position, buf)| file.write_at(buf, position));
     for result in futures::future::join_all(writes).await {
         result?;
     }
@@ -206,9 +199,7 @@ mod tests {
         let mut appender = Appender::resume(file.clone(), 8192, 0, &[]);
         let mut expected = Vec::new();
         for round in 0..40u32 {
-            let piece: Vec<u8> = (0..(round * 397 % 5000 + 1))
-                .map(|i| (i + round) as u8)
-                .collect();
+            let piece: Vec<u8> = (0..(round * 397 % 5000 + 1)).map(|i| (i + round) as u8).collect();
             appender.append(&piece);
             expected.extend_from_slice(&piece);
             if round % 3 == 0 {
@@ -216,10 +207,7 @@ mod tests {
                 let end = block_on(write_all(&file, work)).expect("write");
                 appender.flush_done(end);
                 let on_disk = fs.file_bytes(path).expect("file");
-                assert_eq!(
-                    on_disk.len() as u64,
-                    align_up(expected.len() as u64, BLOCK_BYTES)
-                );
+                assert_eq!(on_disk.len() as u64, align_up(expected.len() as u64, BLOCK_BYTES));
                 assert_eq!(&on_disk[..expected.len()], &expected[..]);
                 assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
             }

@@ -82,10 +82,7 @@ pub struct RecordHeader {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     #[error("truncated batch: need {needed_bytes} bytes, have {available_bytes}")]
-    Truncated {
-        needed_bytes: usize,
-        available_bytes: usize,
-    },
+    Truncated { needed_bytes: usize, available_bytes: usize },
     #[error(
         "batch length {length_bytes} is outside [{}, {}]",
         BATCH_HEADER_BYTES,
@@ -219,9 +216,7 @@ impl<'a> BatchView<'a> {
         let header = BatchHeader::decode(bytes)?;
         let length = header.batch_length as usize;
         if !(BATCH_HEADER_BYTES..=BATCH_BYTES_MAX).contains(&length) {
-            return Err(BatchError::BadLength {
-                length_bytes: header.batch_length,
-            });
+            return Err(BatchError::BadLength { length_bytes: header.batch_length });
         }
         let stored_len = header.stored_bytes();
         if bytes.len() < stored_len {
@@ -231,16 +226,11 @@ impl<'a> BatchView<'a> {
             });
         }
         if header.magic != MAGIC {
-            return Err(BatchError::BadMagic {
-                found: header.magic,
-            });
+            return Err(BatchError::BadMagic { found: header.magic });
         }
         let actual = crc_of(&bytes[..length]);
         if actual != header.crc {
-            return Err(BatchError::ChecksumMismatch {
-                expected: header.crc,
-                actual,
-            });
+            return Err(BatchError::ChecksumMismatch { expected: header.crc, actual });
         }
         if bytes[length..stored_len].iter().any(|&b| b != 0) {
             return Err(BatchError::DirtyPadding);
@@ -251,15 +241,9 @@ impl<'a> BatchView<'a> {
         let records = rkyv::access::<ArchivedVec<ArchivedRecord>, rkyv::rancor::Error>(
             &bytes[BATCH_HEADER_BYTES..length],
         )
-        .map_err(|e| BatchError::BadArchive {
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| BatchError::BadArchive { reason: e.to_string() })?;
         check_consistent(&header, records)?;
-        Ok(BatchView {
-            header,
-            stored: &bytes[..stored_len],
-            records,
-        })
+        Ok(BatchView { header, stored: &bytes[..stored_len], records })
     }
 
     pub fn header(&self) -> &BatchHeader {
@@ -335,20 +319,14 @@ impl<'a> RecordView<'a> {
         self.record.value.as_slice()
     }
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        self.record
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_slice()))
+        self.record.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice()))
     }
 }
 
 /// Patches the leader-assigned fields of a stored batch in place. Both sit
 /// before the CRC-covered range, so the CRC stays valid.
 pub fn patch_base_offset_and_epoch(batch: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
-    assert!(
-        batch.len() >= BATCH_HEADER_BYTES,
-        "patching a batch shorter than its header"
-    );
+    assert!(batch.len() >= BATCH_HEADER_BYTES, "patching a batch shorter than its header");
     batch[at::BASE_OFFSET..at::BASE_OFFSET + 8].copy_from_slice(&base_offset.0.to_le_bytes());
     batch[at::LEADER_EPOCH..at::LEADER_EPOCH + 4].copy_from_slice(&epoch.0.to_le_bytes());
 }
@@ -371,9 +349,7 @@ impl Eq for Batch {}
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch")
-            .field("header", &self.header)
-            .finish_non_exhaustive()
+        f.debug_struct("Batch").field("header", &self.header).finish_non_exhaustive()
     }
 }
 
@@ -385,14 +361,9 @@ impl Batch {
         aligned.extend_from_slice(bytes);
         let header = *BatchView::validate(&aligned)?.header();
         if header.stored_bytes() != aligned.len() {
-            return Err(BatchError::Inconsistent {
-                reason: "bytes continue after the batch",
-            });
+            return Err(BatchError::Inconsistent { reason: "bytes continue after the batch" });
         }
-        Ok(Batch {
-            bytes: aligned,
-            header,
-        })
+        Ok(Batch { bytes: aligned, header })
     }
 
     pub fn header(&self) -> &BatchHeader {
@@ -515,20 +486,12 @@ impl BatchBuilder {
             .min()
             .unwrap_or(first_ts);
         let mut bytes = AlignedVec::<BATCH_ALIGN_BYTES>::with_capacity(
-            BATCH_HEADER_BYTES
-                + self
-                    .records
-                    .iter()
-                    .map(|r| r.value.len() + 64)
-                    .sum::<usize>(),
+            BATCH_HEADER_BYTES + self.records.iter().map(|r| r.value.len() + 64).sum::<usize>(),
         );
         bytes.resize(BATCH_HEADER_BYTES, 0);
         let mut bytes =
-            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, bytes).map_err(
-                |e| BatchError::BadArchive {
-                    reason: e.to_string(),
-                },
-            )?;
+            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, bytes)
+                .map_err(|e| BatchError::BadArchive { reason: e.to_string() })?;
         let length = bytes.len();
         if length > BATCH_BYTES_MAX {
             return Err(BatchError::BadLength {
@@ -635,10 +598,7 @@ mod tests {
         assert_eq!(records[2].key(), Some(&b"k2"[..]));
         assert_eq!(records[1].key(), None);
         assert_eq!(records[4].value(), &[4u8; 12][..]);
-        assert_eq!(
-            records[0].headers().collect::<Vec<_>>(),
-            vec![("h", &b"v"[..])]
-        );
+        assert_eq!(records[0].headers().collect::<Vec<_>>(), vec![("h", &b"v"[..])]);
     }
 
     #[test]
@@ -670,22 +630,13 @@ mod tests {
             Batch::from_bytes(&bytes[..bytes.len() - 16]),
             Err(BatchError::Truncated { .. })
         ));
-        assert!(matches!(
-            Batch::from_bytes(&bytes[..10]),
-            Err(BatchError::Truncated { .. })
-        ));
+        assert!(matches!(Batch::from_bytes(&bytes[..10]), Err(BatchError::Truncated { .. })));
         let mut huge = bytes.to_vec();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            Batch::from_bytes(&huge),
-            Err(BatchError::BadLength { .. })
-        ));
+        assert!(matches!(Batch::from_bytes(&huge), Err(BatchError::BadLength { .. })));
         let mut magic = bytes.to_vec();
         magic[20] = 9;
-        assert!(matches!(
-            Batch::from_bytes(&magic),
-            Err(BatchError::BadMagic { found: 9 })
-        ));
+        assert!(matches!(Batch::from_bytes(&magic), Err(BatchError::BadMagic { found: 9 })));
     }
 
     #[test]
@@ -693,9 +644,8 @@ mod tests {
         let mut all = AlignedVec::<16>::new();
         all.extend_from_slice(sample(2).as_bytes());
         all.extend_from_slice(sample(3).as_bytes());
-        let counts: Vec<u32> = iter_batches(&all)
-            .map(|b| b.expect("valid").header().record_count)
-            .collect();
+        let counts: Vec<u32> =
+            iter_batches(&all).map(|b| b.expect("valid").header().record_count).collect();
         assert_eq!(counts, vec![2, 3]);
     }
 }

@@ -51,10 +51,7 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: PartitionId) -> Pa
 }
 
 fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> EngineError {
-    EngineError::DataDir {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
+    EngineError::DataDir { path: path.display().to_string(), reason: reason.to_string() }
 }
 
 /// Writes `meta` atomically and durably.
@@ -84,9 +81,7 @@ pub fn remove(data_dir: &Path, topic: &str) -> EngineResult<()> {
 }
 
 fn sync_dir(dir: &Path) -> EngineResult<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| data_dir_error(dir, e))
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| data_dir_error(dir, e))
 }
 
 /// Reads every topic; removes directories of unfinished deletions.

@@ -33,9 +33,7 @@ impl FromStr for Durability {
                         "bad interval in {s:?}: want interval:<milliseconds>, e.g. interval:100"
                     )),
                 },
-                None => Err(format!(
-                    "unknown durability {s:?}: use fsync, interval:<ms> or none"
-                )),
+                None => Err(format!("unknown durability {s:?}: use fsync, interval:<ms> or none")),
             },
         }
     }
@@ -137,9 +135,7 @@ impl TopicConfig {
 
 /// Checks a topic name: it becomes a directory name.
 pub fn validate_topic_name(name: &str) -> EngineResult<()> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty()
         || name.len() > TOPIC_NAME_BYTES_MAX
         || !ok_chars
@@ -185,10 +181,7 @@ mod tests {
     fn durability_parses_its_three_forms() {
         assert_eq!("fsync".parse(), Ok(Durability::Fsync));
         assert_eq!("none".parse(), Ok(Durability::None));
-        assert_eq!(
-            "interval:250".parse(),
-            Ok(Durability::Interval { interval_ms: 250 })
-        );
+        assert_eq!("interval:250".parse(), Ok(Durability::Interval { interval_ms: 250 }));
         assert!("interval:0".parse::<Durability>().is_err());
         assert!("sometimes".parse::<Durability>().is_err());
     }

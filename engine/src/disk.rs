@@ -79,10 +79,7 @@ impl StorageFile for DiskFile {
 
     fn sync(&self) -> LocalBoxFuture<'_, StorageResult<()>> {
         async move {
-            self.file
-                .fdatasync()
-                .await
-                .map_err(|e| StorageError::new("fdatasync", &self.path, e))
+            self.file.fdatasync().await.map_err(|e| StorageError::new("fdatasync", &self.path, e))
         }
         .boxed_local()
     }
@@ -129,10 +126,7 @@ impl Storage for DiskStorage {
                 .dma_open(path)
                 .await
                 .map_err(|e| StorageError::new(if create { "create" } else { "open" }, path, e))?;
-            Ok(Rc::new(DiskFile {
-                file,
-                path: path.to_path_buf(),
-            }) as FileRef)
+            Ok(Rc::new(DiskFile { file, path: path.to_path_buf() }) as FileRef)
         }
         .boxed_local()
     }
@@ -149,12 +143,8 @@ impl Storage for DiskStorage {
             let dir = glommio::io::Directory::open(path)
                 .await
                 .map_err(|e| StorageError::new("open dir", path, e))?;
-            dir.sync()
-                .await
-                .map_err(|e| StorageError::new("fsync dir", path, e))?;
-            dir.close()
-                .await
-                .map_err(|e| StorageError::new("close dir", path, e))
+            dir.sync().await.map_err(|e| StorageError::new("fsync dir", path, e))?;
+            dir.close().await.map_err(|e| StorageError::new("close dir", path, e))
         }
         .boxed_local()
     }

@@ -48,7 +48,7 @@ struct Inner {
     /// Serializes topic creation, alteration and deletion.
     admin: futures::lock::Mutex<()>,
     closed: AtomicBool,
-    open_report: OpenReport,
+    open_report: std::sync::OnceLock<OpenReport>,
     /// The data directory lock; released by `close`.
     lock: Mutex<Option<std::fs::File>>,
 }
@@ -63,10 +63,7 @@ impl Drop for Inner {
 }
 
 fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> EngineError {
-    EngineError::DataDir {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
+    EngineError::DataDir { path: path.display().to_string(), reason: reason.to_string() }
 }
 
 /// Takes an exclusive lock on the data directory so two engines never
@@ -82,10 +79,7 @@ fn lock_data_dir(dir: &Path) -> EngineResult<std::fs::File> {
     // SAFETY: flock on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(data_dir_error(
-            dir,
-            "in use by another Mamba process (its .lock is held)",
-        ));
+        return Err(data_dir_error(dir, "in use by another Mamba process (its .lock is held)"));
     }
     Ok(file)
 }
@@ -110,11 +104,7 @@ impl Engine {
             .map_err(|e| data_dir_error(&data_dir, e))?;
         let lock = lock_data_dir(&data_dir)?;
         let shard_count = match config.shards {
-            Some(0) => {
-                return Err(EngineError::InvalidConfig(
-                    "shards must be at least 1".into(),
-                ))
-            }
+            Some(0) => return Err(EngineError::InvalidConfig("shards must be at least 1".into())),
             Some(n) => n as usize,
             None => runtime::available_cores(),
         };
@@ -177,7 +167,7 @@ impl Engine {
                 catalog: RwLock::new(Arc::new(Catalog::default())),
                 admin: futures::lock::Mutex::new(()),
                 closed: AtomicBool::new(false),
-                open_report: OpenReport::default(),
+                open_report: std::sync::OnceLock::new(),
                 lock: Mutex::new(Some(lock)),
             }),
         };
@@ -193,30 +183,22 @@ impl Engine {
         }
         *engine.write_catalog() = Arc::new(loaded.clone());
         let opened = block_on(futures::future::join_all(
-            loaded
-                .topics
-                .values()
-                .flat_map(|meta| engine.open_partitions(meta)),
+            loaded.topics.values().flat_map(|meta| engine.open_partitions(meta)),
         ));
         for result in opened {
             let segments = result?;
             report.partitions_opened += 1;
-            report.repaired_segments.extend(
-                segments
-                    .into_iter()
-                    .filter(|s| s.torn.is_some() || s.index_rebuilt),
-            );
+            report
+                .repaired_segments
+                .extend(segments.into_iter().filter(|s| s.torn.is_some() || s.index_rebuilt));
         }
-        let mut inner = Arc::try_unwrap(engine.inner).map_err(|_| EngineError::ShuttingDown)?;
-        inner.open_report = report;
-        Ok(Engine {
-            inner: Arc::new(inner),
-        })
+        engine.inner.open_report.get_or_init(|| report);
+        Ok(engine)
     }
 
     /// What happened at open: shards, memory, recovery.
     pub fn open_report(&self) -> &OpenReport {
-        &self.inner.open_report
+        self.inner.open_report.get_or_init(OpenReport::default)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -228,18 +210,11 @@ impl Engine {
     }
 
     fn write_catalog(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Catalog>> {
-        self.inner
-            .catalog
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn catalog(&self) -> Arc<Catalog> {
-        self.inner
-            .catalog
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.inner.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     fn open_partitions(
@@ -252,20 +227,13 @@ impl Engine {
                 let partition = PartitionId(p);
                 let shard = meta.placement[p as usize];
                 let spec = OpenSpec {
-                    key: PartitionKey {
-                        topic: topic.clone(),
-                        partition,
-                    },
+                    key: PartitionKey { topic: topic.clone(), partition },
                     dir: catalog::partition_dir(&self.inner.data_dir, &meta.name, partition),
                     options: log_options(&meta.config, &self.inner.config),
                     storage: meta.config.storage,
                 };
                 let engine = self.clone();
-                async move {
-                    engine
-                        .call(shard, |reply| ShardRequest::Open { spec, reply })
-                        .await
-                }
+                async move { engine.call(shard, |reply| ShardRequest::Open { spec, reply }).await }
             })
             .collect()
     }
@@ -283,10 +251,7 @@ impl Engine {
         }
         let (reply, response) = oneshot::channel();
         let inbox = &self.inner.shards[shard.0 as usize];
-        inbox
-            .send(make(reply))
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
+        inbox.send(make(reply)).await.map_err(|_| EngineError::ShuttingDown)?;
         response.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
@@ -298,17 +263,8 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownTopic(topic.to_string()))?;
         let shard = meta
             .shard_of(partition)
-            .ok_or_else(|| EngineError::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })?;
-        Ok((
-            shard,
-            PartitionKey {
-                topic: Arc::from(topic),
-                partition,
-            },
-        ))
+            .ok_or_else(|| EngineError::UnknownPartition { topic: topic.to_string(), partition })?;
+        Ok((shard, PartitionKey { topic: Arc::from(topic), partition }))
     }
 
     /// Creates a topic; its partitions go to the least-loaded shards.
@@ -328,21 +284,14 @@ impl Engine {
         }
         let placement = (0..config.partitions)
             .map(|_| {
-                let (i, _) = load
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(i, n)| (**n, *i))
-                    .unwrap_or((0, &0));
+                let (i, _) =
+                    load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
                 load[i] += 1;
                 ShardId(i as u32)
             })
             .collect();
-        let meta = TopicMeta {
-            name: name.to_string(),
-            config,
-            placement,
-            created_ms: runtime::now_ms(),
-        };
+        let meta =
+            TopicMeta { name: name.to_string(), config, placement, created_ms: runtime::now_ms() };
         catalog::store(&self.inner.data_dir, &meta)?;
         for result in futures::future::join_all(self.open_partitions(&meta)).await {
             result?;
@@ -374,17 +323,9 @@ impl Engine {
         let options = log_options(&meta.config, &self.inner.config);
         let topic: Arc<str> = Arc::from(name);
         for (p, shard) in meta.placement.iter().enumerate() {
-            let key = PartitionKey {
-                topic: topic.clone(),
-                partition: PartitionId(p as u32),
-            };
+            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
             let options = options.clone();
-            self.call(*shard, |reply| ShardRequest::Alter {
-                key,
-                options,
-                reply,
-            })
-            .await?;
+            self.call(*shard, |reply| ShardRequest::Alter { key, options, reply }).await?;
         }
         let mut next = (*catalog).clone();
         next.topics.insert(name.to_string(), meta.clone());
@@ -409,12 +350,8 @@ impl Engine {
         *self.write_catalog() = Arc::new(next);
         let topic: Arc<str> = Arc::from(name);
         for (p, shard) in meta.placement.iter().enumerate() {
-            let key = PartitionKey {
-                topic: topic.clone(),
-                partition: PartitionId(p as u32),
-            };
-            self.call(*shard, |reply| ShardRequest::Delete { key, reply })
-                .await?;
+            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
+            self.call(*shard, |reply| ShardRequest::Delete { key, reply }).await?;
         }
         let dir = catalog::topic_dir(&self.inner.data_dir, name);
         match std::fs::remove_dir_all(&dir) {
@@ -445,8 +382,7 @@ impl Engine {
         batch: Batch,
     ) -> EngineResult<AppendInfo> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Append { key, batch, reply })
-            .await
+        self.call(shard, |reply| ShardRequest::Append { key, batch, reply }).await
     }
 
     /// Like `append`, but fails with `Busy` at once when the owning shard's
@@ -483,13 +419,7 @@ impl Engine {
         max_bytes: usize,
     ) -> EngineResult<ReadOutcome> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Read {
-            key,
-            offset,
-            max_bytes,
-            reply,
-        })
-        .await
+        self.call(shard, |reply| ShardRequest::Read { key, offset, max_bytes, reply }).await
     }
 
     /// The log start, high watermark and end of a partition.
@@ -499,8 +429,7 @@ impl Engine {
         partition: PartitionId,
     ) -> EngineResult<LogOffsets> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Offsets { key, reply })
-            .await
+        self.call(shard, |reply| ShardRequest::Offsets { key, reply }).await
     }
 
     /// The first offset with a timestamp at or after `timestamp_ms`.
@@ -511,12 +440,8 @@ impl Engine {
         timestamp_ms: i64,
     ) -> EngineResult<Option<(Offset, i64)>> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::OffsetForTimestamp {
-            key,
-            timestamp_ms,
-            reply,
-        })
-        .await
+        self.call(shard, |reply| ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply })
+            .await
     }
 
     /// Flushes and syncs every partition and stops the shards. Later calls
@@ -551,13 +476,7 @@ impl Engine {
             }
         }
         // The files are closed: another engine may open the directory now.
-        drop(
-            self.inner
-                .lock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+        drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         result
     }
 }

@@ -15,25 +15,15 @@ pub enum EngineError {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
     #[error("topic {topic:?} has no partition {partition}")]
-    UnknownPartition {
-        topic: String,
-        partition: PartitionId,
-    },
+    UnknownPartition { topic: String, partition: PartitionId },
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     #[error("offset {offset} is out of range [{log_start_offset}, {high_watermark}]")]
-    OffsetOutOfRange {
-        offset: Offset,
-        log_start_offset: Offset,
-        high_watermark: Offset,
-    },
+    OffsetOutOfRange { offset: Offset, log_start_offset: Offset, high_watermark: Offset },
     #[error("batch of {size_bytes} bytes exceeds the limit of {limit_bytes}")]
-    MessageTooLarge {
-        size_bytes: usize,
-        limit_bytes: usize,
-    },
+    MessageTooLarge { size_bytes: usize, limit_bytes: usize },
     #[error("follower append at offset {got} where the log ends at {expected}")]
     OffsetMismatch { expected: Offset, got: Offset },
     /// The partition stopped taking writes after an I/O error; it takes

@@ -15,11 +15,7 @@ impl Offset {
 
     /// The offset `delta` records after this one.
     pub fn plus(self, delta: u64) -> Offset {
-        Offset(
-            self.0
-                .checked_add(delta)
-                .expect("offset overflow: 2^64 records"),
-        )
+        Offset(self.0.checked_add(delta).expect("offset overflow: 2^64 records"))
     }
 }
 

@@ -26,25 +26,16 @@ where
     T: Send + 'static,
 {
     let probe_dir = dir.to_path_buf();
-    let options = ExecutorOptions {
-        name: "mamba-offline".into(),
-        core: None,
-        io_memory_bytes: 1 << 20,
-    };
+    let options =
+        ExecutorOptions { name: "mamba-offline".into(), core: None, io_memory_bytes: 1 << 20 };
     let thread = runtime::spawn_executor(options, move || async move {
         prime_io_poll_probe(&probe_dir).await?;
         f().await
     })
-    .map_err(|e| EngineError::DataDir {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    .map_err(|e| EngineError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;
     match thread.join() {
         Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(EngineError::DataDir {
-            path: dir.display().to_string(),
-            reason: e,
-        }),
+        Ok(Err(e)) => Err(EngineError::DataDir { path: dir.display().to_string(), reason: e }),
         Err(_) => Err(EngineError::DataDir {
             path: dir.display().to_string(),
             reason: "offline executor panicked".into(),
@@ -55,10 +46,7 @@ where
 /// The partition directories under `path`: a data directory, a topic
 /// directory or a partition directory.
 pub fn partition_dirs(path: &Path) -> EngineResult<Vec<PathBuf>> {
-    let bad = |reason: String| EngineError::DataDir {
-        path: path.display().to_string(),
-        reason,
-    };
+    let bad = |reason: String| EngineError::DataDir { path: path.display().to_string(), reason };
     if !path.is_dir() {
         return Err(bad("not a directory".into()));
     }
@@ -73,9 +61,7 @@ pub fn partition_dirs(path: &Path) -> EngineResult<Vec<PathBuf>> {
         Ok(out)
     };
     let is_partition = |dir: &Path| {
-        dir.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.parse::<u32>().is_ok())
+        dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.parse::<u32>().is_ok())
     };
     if path.join(TOPICS_DIR).is_dir() {
         let mut out = Vec::new();
@@ -85,25 +71,16 @@ pub fn partition_dirs(path: &Path) -> EngineResult<Vec<PathBuf>> {
         return Ok(out);
     }
     if path.join(TOPIC_FILE).is_file() {
-        return Ok(subdirs(path)?
-            .into_iter()
-            .filter(|p| is_partition(p))
-            .collect());
+        return Ok(subdirs(path)?.into_iter().filter(|p| is_partition(p)).collect());
     }
     let has_logs = std::fs::read_dir(path)
         .map_err(|e| bad(e.to_string()))?
         .filter_map(Result::ok)
-        .any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .ends_with(crate::segment::LOG_SUFFIX)
-        });
+        .any(|e| e.file_name().to_string_lossy().ends_with(crate::segment::LOG_SUFFIX));
     if has_logs || is_partition(path) {
         return Ok(vec![path.to_path_buf()]);
     }
-    Err(bad(
-        "neither a data directory, a topic directory nor a partition directory".into(),
-    ))
+    Err(bad("neither a data directory, a topic directory nor a partition directory".into()))
 }
 
 /// One record, for `dump --records`.
@@ -157,10 +134,7 @@ fn batch_info(file: &Path, view: &BatchView<'_>, position: u64, records: bool) -
                     timestamp_ms: r.timestamp_ms,
                     key: r.key().map(<[u8]>::to_vec),
                     value: r.value().to_vec(),
-                    headers: r
-                        .headers()
-                        .map(|(k, v)| (k.to_string(), v.to_vec()))
-                        .collect(),
+                    headers: r.headers().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
                 })
                 .collect()
         }),
@@ -204,9 +178,7 @@ pub async fn scan_partition(
             // Show the bad batch too when its header is readable.
             let at = outcome.valid_end_bytes;
             let start = crate::limits::align_down(at, crate::limits::BLOCK_BYTES);
-            let head = log
-                .read_at(start, crate::limits::BLOCK_BYTES as usize * 2)
-                .await?;
+            let head = log.read_at(start, crate::limits::BLOCK_BYTES as usize * 2).await?;
             let from = (at - start) as usize;
             if let Some(h) = head
                 .get(from..)
@@ -216,10 +188,7 @@ pub async fn scan_partition(
                 on_batch(BatchInfo {
                     file: paths.log.clone(),
                     base_offset: h.base_offset.0,
-                    last_offset: h
-                        .base_offset
-                        .0
-                        .saturating_add(u64::from(h.last_offset_delta)),
+                    last_offset: h.base_offset.0.saturating_add(u64::from(h.last_offset_delta)),
                     record_count: h.record_count,
                     position_bytes: at,
                     size_bytes: h.stored_bytes() as u64,
@@ -306,12 +275,8 @@ async fn read_all(storage: &DiskStorage, path: &Path) -> EngineResult<Option<Vec
         Err(e) => return Err(e.into()),
     };
     let size = file.size_bytes().await?;
-    let read = file
-        .read_at(
-            0,
-            crate::limits::align_up(size, crate::limits::BLOCK_BYTES) as usize,
-        )
-        .await?;
+    let read =
+        file.read_at(0, crate::limits::align_up(size, crate::limits::BLOCK_BYTES) as usize).await?;
     Ok(Some(read[..(size as usize).min(read.len())].to_vec()))
 }
 
@@ -325,10 +290,8 @@ pub async fn recover_partition(dir: &Path, force: bool) -> EngineResult<Vec<Segm
         let findings = scan_partition(dir, false, |_| {}).await?;
         if let Some(damage) = findings.iter().find(|f| f.damaged_log) {
             let bases = list_segments(&*storage, dir)?;
-            let damaged_base = bases
-                .iter()
-                .copied()
-                .rfind(|b| SegmentPaths::new(dir, *b).log == damage.file);
+            let damaged_base =
+                bases.iter().copied().rfind(|b| SegmentPaths::new(dir, *b).log == damage.file);
             if let Some(damaged_base) = damaged_base {
                 for later in bases.iter().filter(|b| **b > damaged_base) {
                     let paths = SegmentPaths::new(dir, *later);

@@ -118,11 +118,7 @@ impl MemFs {
 
     /// The current bytes of a file (for tests and corruption injection).
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        self.state
-            .borrow()
-            .files
-            .get(path)
-            .map(|f| f.borrow().current.clone())
+        self.state.borrow().files.get(path).map(|f| f.borrow().current.clone())
     }
 
     /// Replaces a file's bytes, durably (for corruption tests).
@@ -261,11 +257,8 @@ impl Storage for MemFs {
                     ))
                 }
             };
-            Ok(Rc::new(MemFile {
-                fs: self.clone(),
-                path: path.to_path_buf(),
-                state: file,
-            }) as FileRef)
+            Ok(Rc::new(MemFile { fs: self.clone(), path: path.to_path_buf(), state: file })
+                as FileRef)
         }
         .boxed_local()
     }

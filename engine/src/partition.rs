@@ -93,35 +93,19 @@ struct LogState {
 
 impl LogState {
     fn active(&self) -> &Segment {
-        self.segments
-            .back()
-            .expect("a log always has an active segment")
+        self.segments.back().expect("a log always has an active segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments
-            .back_mut()
-            .expect("a log always has an active segment")
+        self.segments.back_mut().expect("a log always has an active segment")
     }
     fn next_offset(&self) -> Offset {
         self.active().next_offset()
     }
     fn check_offsets(&self) {
-        assert!(
-            self.log_start_offset <= self.high_watermark,
-            "log start above high watermark"
-        );
-        assert!(
-            self.high_watermark <= self.written_offset,
-            "high watermark above written"
-        );
-        assert!(
-            self.durable_offset <= self.written_offset,
-            "durable above written"
-        );
-        assert!(
-            self.written_offset <= self.next_offset(),
-            "written above log end"
-        );
+        assert!(self.log_start_offset <= self.high_watermark, "log start above high watermark");
+        assert!(self.high_watermark <= self.written_offset, "high watermark above written");
+        assert!(self.durable_offset <= self.written_offset, "durable above written");
+        assert!(self.written_offset <= self.next_offset(), "written above log end");
     }
 }
 
@@ -223,12 +207,7 @@ impl PartitionLog {
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.state
-            .borrow()
-            .segments
-            .iter()
-            .map(Segment::size_bytes)
-            .sum()
+        self.state.borrow().segments.iter().map(Segment::size_bytes).sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -257,8 +236,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> EngineResult<AppendInfo> {
         self.check_fenced()?;
-        self.roll_if_needed(batch.as_bytes().len() as u64, now_ms)
-            .await?;
+        self.roll_if_needed(batch.as_bytes().len() as u64, now_ms).await?;
         let mut st = self.state.borrow_mut();
         let next = st.next_offset();
         match mode {
@@ -275,10 +253,7 @@ impl PartitionLog {
         let header = *batch.header();
         st.active_mut().append(batch.as_bytes(), &header);
         st.cache.push(&header, batch.into_bytes());
-        Ok(AppendInfo {
-            base_offset: header.base_offset,
-            last_offset: header.last_offset(),
-        })
+        Ok(AppendInfo { base_offset: header.base_offset, last_offset: header.last_offset() })
     }
 
     async fn roll_if_needed(&self, incoming_bytes: u64, now_ms: i64) -> EngineResult<()> {
@@ -388,15 +363,9 @@ impl PartitionLog {
         if fenced.is_none() {
             return Ok(());
         }
-        let (mut segment, _report) = Segment::open(
-            &*self.storage,
-            &self.dir,
-            base,
-            RecoveryMode::Repair,
-            true,
-            now_ms,
-        )
-        .await?;
+        let (mut segment, _report) =
+            Segment::open(&*self.storage, &self.dir, base, RecoveryMode::Repair, true, now_ms)
+                .await?;
         let next = segment.next_offset();
         segment.close_for_writes();
         let fresh = Segment::create(&*self.storage, &self.dir, next, now_ms).await?;
@@ -431,11 +400,8 @@ impl PartitionLog {
                     high_watermark: hw,
                 });
             }
-            let mut outcome = ReadOutcome {
-                chunks: Vec::new(),
-                high_watermark: hw,
-                log_start_offset: start,
-            };
+            let mut outcome =
+                ReadOutcome { chunks: Vec::new(), high_watermark: hw, log_start_offset: start };
             if offset == hw {
                 return Ok(outcome);
             }
@@ -445,13 +411,7 @@ impl PartitionLog {
             }
             let i = st.segments.partition_point(|s| s.base_offset() <= offset);
             let segment = &st.segments[i.saturating_sub(1)];
-            (
-                segment.log().clone(),
-                segment.locate(offset),
-                segment.flushed_bytes(),
-                hw,
-                start,
-            )
+            (segment.log().clone(), segment.locate(offset), segment.flushed_bytes(), hw, start)
         };
         let chunk = read_from_segment(
             &file,
@@ -463,11 +423,7 @@ impl PartitionLog {
         )
         .await?;
         Ok(ReadOutcome {
-            chunks: if chunk.is_empty() {
-                Vec::new()
-            } else {
-                vec![chunk]
-            },
+            chunks: if chunk.is_empty() { Vec::new() } else { vec![chunk] },
             high_watermark,
             log_start_offset,
         })
@@ -484,13 +440,7 @@ impl PartitionLog {
             st.segments
                 .iter()
                 .filter(|s| s.max_timestamp_ms() >= timestamp_ms && !s.is_empty())
-                .map(|s| {
-                    (
-                        s.log().clone(),
-                        s.locate_time(timestamp_ms),
-                        s.flushed_bytes(),
-                    )
-                })
+                .map(|s| (s.log().clone(), s.locate_time(timestamp_ms), s.flushed_bytes()))
                 .collect()
         };
         let high_watermark = self.state.borrow().high_watermark;
@@ -538,10 +488,7 @@ impl PartitionLog {
                     high_watermark: st.high_watermark,
                 });
             }
-            let keep = st
-                .segments
-                .partition_point(|s| s.base_offset() <= offset)
-                .max(1);
+            let keep = st.segments.partition_point(|s| s.base_offset() <= offset).max(1);
             let removed: Vec<Segment> = st.segments.drain(keep..).collect();
             (removed, st.active().base_offset())
         };
@@ -579,10 +526,7 @@ impl PartitionLog {
             }
         };
         let tail_start = align_down(cut, BLOCK_BYTES);
-        let tail: Vec<u8> = window
-            .get(tail_start, (cut - tail_start) as usize)
-            .await?
-            .to_vec();
+        let tail: Vec<u8> = window.get(tail_start, (cut - tail_start) as usize).await?.to_vec();
         file.truncate(align_up(cut, BLOCK_BYTES)).await?;
         if !tail.is_empty() {
             let mut block = file.alloc_buffer(BLOCK_BYTES as usize);
@@ -590,20 +534,10 @@ impl PartitionLog {
             file.write_at(block, tail_start).await?;
         }
         file.sync().await?;
-        let (segment, _report) = Segment::open(
-            &*self.storage,
-            &self.dir,
-            keep_base,
-            RecoveryMode::Repair,
-            true,
-            now_ms,
-        )
-        .await?;
-        assert_eq!(
-            segment.next_offset(),
-            offset,
-            "truncation must end the log at {offset}"
-        );
+        let (segment, _report) =
+            Segment::open(&*self.storage, &self.dir, keep_base, RecoveryMode::Repair, true, now_ms)
+                .await?;
+        assert_eq!(segment.next_offset(), offset, "truncation must end the log at {offset}");
         let mut st = self.state.borrow_mut();
         st.segments.pop_back();
         st.segments.push_back(segment);
@@ -690,10 +624,8 @@ fn decode_stored_header(
     path: &Path,
     position: u64,
 ) -> EngineResult<(BatchHeader, usize)> {
-    let corrupt = |reason: String| EngineError::Corrupt {
-        path: path.display().to_string(),
-        reason,
-    };
+    let corrupt =
+        |reason: String| EngineError::Corrupt { path: path.display().to_string(), reason };
     let stored = peek_stored_bytes(head)
         .ok_or_else(|| corrupt(format!("no valid batch header at byte {position}")))?;
     let header =

@@ -26,10 +26,7 @@ pub fn io_memory_per_shard_bytes(shards: usize) -> usize {
 
 /// The soft RLIMIT_MEMLOCK; `None` when unlimited.
 pub fn memlock_limit_bytes() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own and reads nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
     if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
@@ -72,14 +69,11 @@ where
         .io_memory(options.io_memory_bytes);
     // `make` runs on the new thread so the executor (and its rings) belong
     // to it; failures come back through the join handle.
-    std::thread::Builder::new()
-        .name(options.name.clone())
-        .spawn(move || {
-            let executor = builder
-                .make()
-                .map_err(|e| format!("starting executor {}: {e}", options.name))?;
-            Ok(executor.run(fut_gen()))
-        })
+    std::thread::Builder::new().name(options.name.clone()).spawn(move || {
+        let executor =
+            builder.make().map_err(|e| format!("starting executor {}: {e}", options.name))?;
+        Ok(executor.run(fut_gen()))
+    })
 }
 
 /// Runs `future` in the background on the current shard.

@@ -42,32 +42,20 @@ pub(crate) struct Window<'f> {
 impl<'f> Window<'f> {
     /// A window over the first `file_size_bytes` of `file`.
     pub(crate) fn new(file: &'f FileRef, file_size_bytes: u64) -> Window<'f> {
-        Window {
-            file,
-            file_size_bytes,
-            start_bytes: 0,
-            bytes: AlignedVec::new(),
-        }
+        Window { file, file_size_bytes, start_bytes: 0, bytes: AlignedVec::new() }
     }
 
     /// Makes `[position, position + len)` available, as far as the file
     /// has it; returns the bytes available from `position` (maybe fewer).
     pub(crate) async fn get(&mut self, position: u64, len: usize) -> StorageResult<&[u8]> {
         let have_end = self.start_bytes + self.bytes.len() as u64;
-        let want_end = position
-            .saturating_add(len as u64)
-            .min(self.file_size_bytes);
+        let want_end = position.saturating_add(len as u64).min(self.file_size_bytes);
         if position < self.start_bytes || want_end > have_end {
             let start = align_down(position, BLOCK_BYTES);
-            let end = align_up(
-                position.saturating_add(len.max(READ_CHUNK_BYTES) as u64),
-                BLOCK_BYTES,
-            )
-            .min(align_up(self.file_size_bytes, BLOCK_BYTES));
-            let read = self
-                .file
-                .read_at(start, (end.max(start) - start) as usize)
-                .await?;
+            let end =
+                align_up(position.saturating_add(len.max(READ_CHUNK_BYTES) as u64), BLOCK_BYTES)
+                    .min(align_up(self.file_size_bytes, BLOCK_BYTES));
+            let read = self.file.read_at(start, (end.max(start) - start) as usize).await?;
             self.bytes.clear();
             self.bytes.extend_from_slice(&read);
             self.start_bytes = start;
@@ -107,23 +95,15 @@ pub async fn scan_segment(
             break rest_is_zero(&mut window, position).await?;
         }
         if head.len() < BATCH_HEADER_BYTES {
-            break ScanEnd::Torn {
-                reason: format!("{} bytes of a batch header", head.len()),
-            };
+            break ScanEnd::Torn { reason: format!("{} bytes of a batch header", head.len()) };
         }
         let Some(stored) = peek_stored_bytes(head) else {
-            break ScanEnd::Torn {
-                reason: "batch length out of bounds".to_string(),
-            };
+            break ScanEnd::Torn { reason: "batch length out of bounds".to_string() };
         };
         let bytes = window.get(position, stored).await?;
         let view = match BatchView::validate(bytes) {
             Ok(view) => view,
-            Err(e) => {
-                break ScanEnd::Torn {
-                    reason: e.to_string(),
-                }
-            }
+            Err(e) => break ScanEnd::Torn { reason: e.to_string() },
         };
         let base = view.header().base_offset;
         if base != next_offset {
@@ -136,12 +116,7 @@ pub async fn scan_segment(
         batch_count += 1;
         position += stored as u64;
     };
-    Ok(ScanOutcome {
-        valid_end_bytes: position,
-        next_offset,
-        batch_count,
-        end,
-    })
+    Ok(ScanOutcome { valid_end_bytes: position, next_offset, batch_count, end })
 }
 
 async fn rest_is_zero(window: &mut Window<'_>, from: u64) -> StorageResult<ScanEnd> {

@@ -108,10 +108,8 @@ pub struct SegmentFlush {
 impl SegmentFlush {
     /// Writes everything; returns the log end the writes cover.
     pub async fn write(self) -> StorageResult<u64> {
-        let index_writes = self
-            .index
-            .into_iter()
-            .map(|(file, work)| async move { write_all(&file, work).await });
+        let index_writes =
+            self.index.into_iter().map(|(file, work)| async move { write_all(&file, work).await });
         let (log, index) = futures::join!(
             write_all(&self.log, self.log_work),
             futures::future::join_all(index_writes)
@@ -187,10 +185,11 @@ impl Segment {
         }
         let mut index = SegmentIndex::new(None, None);
         index.load(offsets[..trusted].to_vec(), times[..trusted].to_vec());
-        let start = index.offsets().last().copied().unwrap_or(IndexEntry {
-            relative_offset: 0,
-            position_bytes: 0,
-        });
+        let start = index
+            .offsets()
+            .last()
+            .copied()
+            .unwrap_or(IndexEntry { relative_offset: 0, position_bytes: 0 });
         let loaded_entries = trusted;
         let mut scan = scan_segment(
             &log,
@@ -199,11 +198,7 @@ impl Segment {
             base_offset.plus(u64::from(start.relative_offset)),
             |view, position| {
                 let h = view.header();
-                index.on_batch(
-                    relative(base_offset, h.base_offset),
-                    position,
-                    h.max_timestamp_ms,
-                );
+                index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
             },
         )
         .await?;
@@ -215,11 +210,7 @@ impl Segment {
             verified_from = 0;
             scan = scan_segment(&log, file_size, 0, base_offset, |view, position| {
                 let h = view.header();
-                index.on_batch(
-                    relative(base_offset, h.base_offset),
-                    position,
-                    h.max_timestamp_ms,
-                );
+                index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
             })
             .await?;
         }
@@ -280,12 +271,7 @@ impl Segment {
                 rewrite_index_files(storage, &paths, &index).await?;
             }
             if writable {
-                appender = Some(Appender::resume(
-                    log.clone(),
-                    WRITE_CHUNK_BYTES,
-                    valid_end,
-                    &tail,
-                ));
+                appender = Some(Appender::resume(log.clone(), WRITE_CHUNK_BYTES, valid_end, &tail));
                 let (offsets_bytes, times_bytes) = index.encoded();
                 let index_file = storage.open(&paths.index, true).await?;
                 let time_file = storage.open(&paths.time_index, true).await?;
@@ -361,15 +347,9 @@ impl Segment {
 
     /// Appends one stored batch whose header says it starts at `next_offset`.
     pub fn append(&mut self, stored: &[u8], header: &BatchHeader) {
-        assert_eq!(
-            header.base_offset, self.next_offset,
-            "appends must be contiguous"
-        );
+        assert_eq!(header.base_offset, self.next_offset, "appends must be contiguous");
         assert_eq!(stored.len(), header.stored_bytes(), "stored length");
-        let appender = self
-            .appender
-            .as_mut()
-            .expect("append to a segment closed for writes");
+        let appender = self.appender.as_mut().expect("append to a segment closed for writes");
         let position = self.size_bytes;
         appender.append(stored);
         self.index.on_batch(
@@ -395,11 +375,7 @@ impl Segment {
                 index.push((f, work));
             }
         }
-        Some(SegmentFlush {
-            log,
-            log_work,
-            index,
-        })
+        Some(SegmentFlush { log, log_work, index })
     }
 
     /// Records that a flush up to `end_bytes` was written.
@@ -426,21 +402,14 @@ impl Segment {
 
     /// Closes the segment for writes; the caller has flushed and synced it.
     pub fn close_for_writes(&mut self) {
-        assert_eq!(
-            self.flushed_bytes, self.size_bytes,
-            "closing a segment with unflushed bytes"
-        );
+        assert_eq!(self.flushed_bytes, self.size_bytes, "closing a segment with unflushed bytes");
         self.appender = None;
         self.index.detach_files();
     }
 
     /// Where to start scanning for `offset`.
     pub fn locate(&self, offset: Offset) -> u64 {
-        u64::from(
-            self.index
-                .lookup_offset(relative(self.base_offset, offset))
-                .position_bytes,
-        )
+        u64::from(self.index.lookup_offset(relative(self.base_offset, offset)).position_bytes)
     }
 
     /// Where to start scanning for the first record at or after `timestamp_ms`.
@@ -451,11 +420,7 @@ impl Segment {
     /// Index files, for syncing at close.
     pub fn index_files(&mut self) -> Vec<FileRef> {
         let (offsets, times) = self.index.files_mut();
-        [offsets, times]
-            .into_iter()
-            .flatten()
-            .map(|a| a.file().clone())
-            .collect()
+        [offsets, times].into_iter().flatten().map(|a| a.file().clone()).collect()
     }
 }
 
@@ -473,9 +438,7 @@ async fn read_whole(storage: &dyn Storage, path: &Path) -> StorageResult<Vec<u8>
         Err(e) => return Err(e),
     };
     let size = file.size_bytes().await?;
-    let read = file
-        .read_at(0, align_up(size, BLOCK_BYTES) as usize)
-        .await?;
+    let read = file.read_at(0, align_up(size, BLOCK_BYTES) as usize).await?;
     let bytes = read[..(size as usize).min(read.len())].to_vec();
     file.close().await?;
     Ok(bytes)
@@ -502,8 +465,7 @@ async fn rewrite_index_files(
         if let Some(work) = appender.take_flush() {
             write_all(&file, work).await?;
         }
-        file.truncate(align_up(bytes.len() as u64, BLOCK_BYTES))
-            .await?;
+        file.truncate(align_up(bytes.len() as u64, BLOCK_BYTES)).await?;
         file.sync().await?;
         file.close().await?;
     }

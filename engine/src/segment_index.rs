@@ -62,10 +62,8 @@ fn le_u32(b: &[u8]) -> u32 {
 pub fn decode_offset_entries(bytes: &[u8], log_end_bytes: u64) -> Vec<IndexEntry> {
     let mut entries: Vec<IndexEntry> = Vec::new();
     for raw in bytes.chunks_exact(OFFSET_ENTRY_BYTES) {
-        let entry = IndexEntry {
-            relative_offset: le_u32(&raw[..4]),
-            position_bytes: le_u32(&raw[4..]),
-        };
+        let entry =
+            IndexEntry { relative_offset: le_u32(&raw[..4]), position_bytes: le_u32(&raw[4..]) };
         let increasing = entries.last().is_none_or(|last| {
             entry.relative_offset > last.relative_offset
                 && entry.position_bytes > last.position_bytes
@@ -133,10 +131,7 @@ impl SegmentIndex {
 
     /// Loads entries already on disk (and in the files the appenders resume).
     pub fn load(&mut self, offsets: Vec<IndexEntry>, times: Vec<TimeIndexEntry>) {
-        assert!(
-            self.offsets.is_empty() && self.times.is_empty(),
-            "load into a used index"
-        );
+        assert!(self.offsets.is_empty() && self.times.is_empty(), "load into a used index");
         self.last_entry_position_bytes = offsets.last().map_or(0, |e| u64::from(e.position_bytes));
         self.max_timestamp_ms = times.last().map_or(i64::MIN, |e| e.timestamp_ms);
         self.offsets = offsets;
@@ -151,15 +146,9 @@ impl SegmentIndex {
             return;
         }
         let position = u32::try_from(position_bytes).expect("segments are smaller than 4 GiB");
-        let entry = IndexEntry {
-            relative_offset,
-            position_bytes: position,
-        };
+        let entry = IndexEntry { relative_offset, position_bytes: position };
         if let Some(last) = self.offsets.last() {
-            assert!(
-                entry.relative_offset > last.relative_offset,
-                "index offsets must increase"
-            );
+            assert!(entry.relative_offset > last.relative_offset, "index offsets must increase");
         }
         let time = TimeIndexEntry {
             timestamp_ms: self.max_timestamp_ms,
@@ -179,14 +168,9 @@ impl SegmentIndex {
 
     /// The last entry at or before `relative_offset`: where a scan for it starts.
     pub fn lookup_offset(&self, relative_offset: u32) -> IndexEntry {
-        let i = self
-            .offsets
-            .partition_point(|e| e.relative_offset <= relative_offset);
+        let i = self.offsets.partition_point(|e| e.relative_offset <= relative_offset);
         if i == 0 {
-            IndexEntry {
-                relative_offset: 0,
-                position_bytes: 0,
-            }
+            IndexEntry { relative_offset: 0, position_bytes: 0 }
         } else {
             self.offsets[i - 1]
         }
@@ -196,20 +180,12 @@ impl SegmentIndex {
     /// the last entry whose running maximum is still below it (every batch
     /// before that entry is older).
     pub fn lookup_time(&self, timestamp_ms: i64) -> IndexEntry {
-        let i = self
-            .times
-            .partition_point(|e| e.timestamp_ms < timestamp_ms);
+        let i = self.times.partition_point(|e| e.timestamp_ms < timestamp_ms);
         if i == 0 {
-            IndexEntry {
-                relative_offset: 0,
-                position_bytes: 0,
-            }
+            IndexEntry { relative_offset: 0, position_bytes: 0 }
         } else {
             let e = self.times[i - 1];
-            IndexEntry {
-                relative_offset: e.relative_offset,
-                position_bytes: e.position_bytes,
-            }
+            IndexEntry { relative_offset: e.relative_offset, position_bytes: e.position_bytes }
         }
     }
 
@@ -263,10 +239,7 @@ mod tests {
         assert_eq!(index.lookup_offset(0).position_bytes, 0);
         let e = index.lookup_offset(50);
         assert!(e.relative_offset <= 50 && e.relative_offset + 4 > 50);
-        assert_eq!(
-            u64::from(e.position_bytes),
-            u64::from(e.relative_offset) * 1024
-        );
+        assert_eq!(u64::from(e.position_bytes), u64::from(e.relative_offset) * 1024);
         let t = index.lookup_time(1050);
         assert!(t.relative_offset < 50);
     }

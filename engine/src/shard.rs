@@ -147,6 +147,7 @@ pub async fn run(
     let partitions: Partitions = Rc::new(RefCell::new(HashMap::new()));
     let stopped = Rc::new(Cell::new(false));
     runtime::spawn_detached(timers(partitions.clone(), config.clone(), stopped.clone()));
+    let parked = Rc::new(Cell::new(0usize));
     let mut shutdown_reply = None;
     while let Ok(request) = inbox.recv().await {
         match request {
@@ -154,7 +155,10 @@ pub async fn run(
                 shutdown_reply = Some(reply);
                 break;
             }
-            request => handle(request, &partitions),
+            request => handle(request, &partitions, &parked),
+        }
+        while parked.get() >= PARKED_APPENDS_MAX {
+            runtime::sleep(Duration::from_micros(100)).await;
         }
     }
     stopped.set(true);
@@ -168,49 +172,47 @@ pub async fn run(
 }
 
 fn lookup(partitions: &Partitions, key: &PartitionKey) -> EngineResult<Rc<Partition>> {
-    partitions
-        .borrow()
-        .get(key)
-        .cloned()
-        .ok_or_else(|| EngineError::UnknownPartition {
-            topic: key.topic.to_string(),
-            partition: key.partition,
-        })
+    partitions.borrow().get(key).cloned().ok_or_else(|| EngineError::UnknownPartition {
+        topic: key.topic.to_string(),
+        partition: key.partition,
+    })
 }
 
-fn handle(request: ShardRequest, partitions: &Partitions) {
+/// Appends waiting for room in a full partition queue, per shard.
+const PARKED_APPENDS_MAX: usize = 1024;
+
+fn fail(command: WriterCommand) {
+    if let WriterCommand::Append { reply, .. } = command {
+        respond(reply, Err(EngineError::ShuttingDown));
+    }
+}
+
+/// The partition's queue is full: the append waits in its own task so the
+/// shard keeps serving other partitions. Parked appends are counted; once
+/// `PARKED_APPENDS_MAX` wait, the shard loop itself waits (see `run`), so
+/// the shard inbox fills and senders feel the backpressure.
+fn park(p: Rc<Partition>, command: WriterCommand, parked: &Rc<Cell<usize>>) {
+    parked.set(parked.get() + 1);
+    let parked = parked.clone();
+    runtime::spawn_detached(async move {
+        if let Err(async_channel::SendError(command)) = p.writer.send(command).await {
+            fail(command);
+        }
+        parked.set(parked.get() - 1);
+    });
+}
+
+fn handle(request: ShardRequest, partitions: &Partitions, parked: &Rc<Cell<usize>>) {
     match request {
         ShardRequest::Append { key, batch, reply } => match lookup(partitions, &key) {
             Ok(p) => match p.writer.try_send(WriterCommand::Append { batch, reply }) {
                 Ok(()) => {}
-                Err(async_channel::TrySendError::Full(command)) => {
-                    // The partition's queue is full: this append waits in its
-                    // own task; the shard keeps serving other partitions.
-                    let writer = p.writer.clone();
-                    runtime::spawn_detached(async move {
-                        if let Err(async_channel::SendError(WriterCommand::Append {
-                            reply, ..
-                        })) = writer.send(command).await
-                        {
-                            respond(reply, Err(EngineError::ShuttingDown));
-                        }
-                    });
-                }
-                Err(async_channel::TrySendError::Closed(WriterCommand::Append {
-                    reply, ..
-                })) => {
-                    respond(reply, Err(EngineError::ShuttingDown));
-                }
-                Err(async_channel::TrySendError::Closed(_)) => {}
+                Err(async_channel::TrySendError::Full(command)) => park(p, command, parked),
+                Err(async_channel::TrySendError::Closed(command)) => fail(command),
             },
             Err(e) => respond(reply, Err(e)),
         },
-        ShardRequest::Read {
-            key,
-            offset,
-            max_bytes,
-            reply,
-        } => match lookup(partitions, &key) {
+        ShardRequest::Read { key, offset, max_bytes, reply } => match lookup(partitions, &key) {
             Ok(p) => runtime::spawn_detached(async move {
                 respond(reply, p.log.read(offset, max_bytes).await);
             }),
@@ -219,25 +221,16 @@ fn handle(request: ShardRequest, partitions: &Partitions) {
         ShardRequest::Offsets { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.offsets()));
         }
-        ShardRequest::OffsetForTimestamp {
-            key,
-            timestamp_ms,
-            reply,
-        } => match lookup(partitions, &key) {
-            Ok(p) => runtime::spawn_detached(async move {
-                respond(reply, p.log.offset_for_timestamp(timestamp_ms).await);
-            }),
-            Err(e) => respond(reply, Err(e)),
-        },
-        ShardRequest::Alter {
-            key,
-            options,
-            reply,
-        } => {
-            respond(
-                reply,
-                lookup(partitions, &key).map(|p| p.log.set_options(options)),
-            );
+        ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply } => {
+            match lookup(partitions, &key) {
+                Ok(p) => runtime::spawn_detached(async move {
+                    respond(reply, p.log.offset_for_timestamp(timestamp_ms).await);
+                }),
+                Err(e) => respond(reply, Err(e)),
+            }
+        }
+        ShardRequest::Alter { key, options, reply } => {
+            respond(reply, lookup(partitions, &key).map(|p| p.log.set_options(options)));
         }
         ShardRequest::Open { spec, reply } => {
             let partitions = partitions.clone();
@@ -290,12 +283,7 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
 
 async fn close_partition(partition: &Partition) -> EngineResult<()> {
     let (reply, done) = oneshot::channel();
-    if partition
-        .writer
-        .send(WriterCommand::Close { reply })
-        .await
-        .is_err()
-    {
+    if partition.writer.send(WriterCommand::Close { reply }).await.is_err() {
         return Ok(()); // already closed
     }
     done.await.map_err(|_| EngineError::ShuttingDown)?
@@ -316,10 +304,7 @@ async fn delete(key: &PartitionKey, partitions: &Partitions) -> EngineResult<()>
 async fn close_all(partitions: &Partitions) -> EngineResult<()> {
     let all: Vec<Rc<Partition>> = partitions.borrow_mut().drain().map(|(_, p)| p).collect();
     let results = futures::future::join_all(all.iter().map(|p| close_partition(p))).await;
-    results
-        .into_iter()
-        .collect::<EngineResult<Vec<()>>>()
-        .map(|_| ())
+    results.into_iter().collect::<EngineResult<Vec<()>>>().map(|_| ())
 }
 
 /// Most appends taken into one round, so the first one's wait stays bounded.
@@ -335,9 +320,7 @@ async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterComman
         while let Some(command) = next.take() {
             match command {
                 WriterCommand::Append { batch, reply } => {
-                    let mode = AppendMode::Leader {
-                        epoch: LeaderEpoch(0),
-                    };
+                    let mode = AppendMode::Leader { epoch: LeaderEpoch(0) };
                     match p.log.append(batch, mode, runtime::now_ms()).await {
                         Ok(info) => round.push((reply, info)),
                         Err(e) => respond(reply, Err(e)),

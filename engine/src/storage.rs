@@ -29,11 +29,7 @@ pub struct StorageError {
 
 impl StorageError {
     pub fn new(op: &'static str, path: &Path, source: impl Into<io::Error>) -> StorageError {
-        StorageError {
-            op,
-            path: path.to_path_buf(),
-            source: source.into(),
-        }
+        StorageError { op, path: path.to_path_buf(), source: source.into() }
     }
 
     pub fn kind(&self) -> io::ErrorKind {
@@ -143,12 +139,6 @@ pub type StorageRef = Rc<dyn Storage>;
 
 /// Asserts the O_DIRECT alignment contract.
 pub fn assert_aligned(position_bytes: u64, size_bytes: usize) {
-    assert!(
-        position_bytes.is_multiple_of(BLOCK_BYTES),
-        "unaligned position {position_bytes}"
-    );
-    assert!(
-        (size_bytes as u64).is_multiple_of(BLOCK_BYTES),
-        "unaligned size {size_bytes}"
-    );
+    assert!(position_bytes.is_multiple_of(BLOCK_BYTES), "unaligned position {position_bytes}");
+    assert!((size_bytes as u64).is_multiple_of(BLOCK_BYTES), "unaligned size {size_bytes}");
 }

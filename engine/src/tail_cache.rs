@@ -25,20 +25,12 @@ pub struct TailCache {
 
 impl TailCache {
     pub fn new(size_bytes_max: usize) -> TailCache {
-        TailCache {
-            batches: VecDeque::new(),
-            size_bytes: 0,
-            size_bytes_max,
-        }
+        TailCache { batches: VecDeque::new(), size_bytes: 0, size_bytes_max }
     }
 
     pub fn push(&mut self, header: &BatchHeader, bytes: Bytes) {
         if let Some(last) = self.batches.back() {
-            assert_eq!(
-                last.last_offset.plus(1),
-                header.base_offset,
-                "cache must stay contiguous"
-            );
+            assert_eq!(last.last_offset.plus(1), header.base_offset, "cache must stay contiguous");
         }
         self.size_bytes += bytes.len();
         self.batches.push_back(CachedBatch {

@@ -34,19 +34,10 @@ fn options(rng: &mut fastrand::Rng) -> LogOptions {
 fn random_batch(rng: &mut fastrand::Rng, tag: u64) -> Batch {
     let mut b = BatchBuilder::new();
     for i in 0..rng.usize(1..6) {
-        let len = if rng.u8(..) < 20 {
-            rng.usize(2000..9000)
-        } else {
-            rng.usize(0..400)
-        };
+        let len = if rng.u8(..) < 20 { rng.usize(2000..9000) } else { rng.usize(0..400) };
         let mut value = format!("{tag}/{i}/").into_bytes();
         value.extend((0..len).map(|_| rng.u8(..)));
-        b.push(NewRecord {
-            key: None,
-            value,
-            headers: vec![],
-            timestamp_ms: tag as i64,
-        });
+        b.push(NewRecord { key: None, value, headers: vec![], timestamp_ms: tag as i64 });
     }
     b.build().expect("batch")
 }
@@ -55,24 +46,14 @@ fn random_batch(rng: &mut fastrand::Rng, tag: u64) -> Batch {
 fn open(fs: &MemFs, options: &LogOptions, seed: u64) -> PartitionLog {
     for _ in 0..100 {
         let storage: StorageRef = Rc::new(fs.clone());
-        match block_on(PartitionLog::open(
-            storage,
-            Path::new(DIR),
-            options.clone(),
-            0,
-        )) {
+        match block_on(PartitionLog::open(storage, Path::new(DIR), options.clone(), 0)) {
             Ok((log, _)) => return log,
             Err(_) => continue,
         }
     }
     fs.heal();
     let storage: StorageRef = Rc::new(fs.clone());
-    match block_on(PartitionLog::open(
-        storage,
-        Path::new(DIR),
-        options.clone(),
-        0,
-    )) {
+    match block_on(PartitionLog::open(storage, Path::new(DIR), options.clone(), 0)) {
         Ok((log, _)) => log,
         Err(e) => panic!("seed {seed}: log does not open on a healed disk: {e}"),
     }
@@ -86,20 +67,14 @@ fn read_everything(log: &PartitionLog, seed: u64) -> BTreeMap<Offset, Vec<u8>> {
         let read = block_on(log.read(next, 64 * 1024))
             .unwrap_or_else(|e| panic!("seed {seed}: read at {next} failed: {e}"));
         if read.chunks.is_empty() {
-            assert_eq!(
-                next, read.high_watermark,
-                "seed {seed}: gap before the high watermark"
-            );
+            assert_eq!(next, read.high_watermark, "seed {seed}: gap before the high watermark");
             return out;
         }
         for chunk in &read.chunks {
             for b in iter_batches(chunk) {
                 let b = b.unwrap_or_else(|e| panic!("seed {seed}: served an invalid batch: {e}"));
                 let base = b.header().base_offset;
-                assert!(
-                    base <= next,
-                    "seed {seed}: served offset {base} after a gap at {next}"
-                );
+                assert!(base <= next, "seed {seed}: served offset {base} after a gap at {next}");
                 if base == next {
                     out.insert(base, b.as_bytes().to_vec());
                     next = b.header().last_offset().plus(1);
@@ -148,9 +123,7 @@ fn run(seed: u64) {
                     tag += 1;
                     match block_on(log.append(
                         random_batch(&mut rng, tag),
-                        AppendMode::Leader {
-                            epoch: LeaderEpoch(1),
-                        },
+                        AppendMode::Leader { epoch: LeaderEpoch(1) },
                         0,
                     )) {
                         Ok(info) => pending.push(info.base_offset),
@@ -180,10 +153,7 @@ fn run(seed: u64) {
                         }
                     }
                     Err(_) => {
-                        assert!(
-                            log.is_fenced(),
-                            "seed {seed}: a failed flush fences the log"
-                        );
+                        assert!(log.is_fenced(), "seed {seed}: a failed flush fences the log");
                         for _ in 0..100 {
                             if block_on(log.recover_after_error(0)).is_ok() {
                                 break;
@@ -212,22 +182,15 @@ fn run(seed: u64) {
 
 #[test]
 fn acknowledged_batches_survive_crashes_and_io_errors() {
-    if let Some(seed) = std::env::var("MAMBA_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(seed) = std::env::var("MAMBA_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         eprintln!("replaying seed {seed}");
         run(seed);
         return;
     }
-    let seeds: u64 = std::env::var("MAMBA_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    let base = std::env::var("MAMBA_SIM_BASE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0xC0FFEE);
+    let seeds: u64 =
+        std::env::var("MAMBA_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let base =
+        std::env::var("MAMBA_SIM_BASE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xC0FFEE);
     for seed in base..base + seeds {
         let result = std::panic::catch_unwind(|| run(seed));
         if result.is_err() {

@@ -7,11 +7,7 @@ use mamba_engine::{
 };
 
 fn config() -> EngineConfig {
-    EngineConfig {
-        shards: Some(2),
-        pin_shards: false,
-        ..EngineConfig::default()
-    }
+    EngineConfig { shards: Some(2), pin_shards: false, ..EngineConfig::default() }
 }
 
 fn batch(values: &[&str], timestamp_ms: i64) -> mamba_engine::Batch {
@@ -59,14 +55,8 @@ fn engine_handle_is_send_sync_and_cloneable() {
 fn data_survives_restart_and_memory_topics_do_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.create_topic(
-        "disk",
-        TopicConfig {
-            partitions: 4,
-            ..TopicConfig::default()
-        },
-    ))
-    .expect("create");
+    block_on(engine.create_topic("disk", TopicConfig { partitions: 4, ..TopicConfig::default() }))
+        .expect("create");
     block_on(engine.create_topic(
         "mem",
         TopicConfig {
@@ -112,19 +102,13 @@ fn data_survives_restart_and_memory_topics_do_not() {
         let expected: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
         assert_eq!(values(&engine, "disk", p, 0), expected);
     }
-    assert!(
-        values(&engine, "mem", 0, 0).is_empty(),
-        "memory topics start empty after a restart"
-    );
+    assert!(values(&engine, "mem", 0, 0).is_empty(), "memory topics start empty after a restart");
     assert_eq!(
         block_on(engine.offset_for_timestamp("disk", PartitionId(1), 1005)).expect("lookup"),
         Some((Offset(5), 1005))
     );
     let offsets = block_on(engine.list_offsets("disk", PartitionId(3))).expect("offsets");
-    assert_eq!(
-        (offsets.log_start_offset, offsets.high_watermark),
-        (Offset(0), Offset(10))
-    );
+    assert_eq!((offsets.log_start_offset, offsets.high_watermark), (Offset(0), Offset(10)));
     engine.close().expect("close");
 }
 
@@ -154,20 +138,13 @@ fn bad_requests_get_clear_errors() {
         Err(EngineError::InvalidConfig(_))
     ));
     assert!(matches!(
-        block_on(engine.create_topic(
-            "zero",
-            TopicConfig {
-                partitions: 0,
-                ..TopicConfig::default()
-            }
-        )),
+        block_on(
+            engine.create_topic("zero", TopicConfig { partitions: 0, ..TopicConfig::default() })
+        ),
         Err(EngineError::InvalidConfig(_))
     ));
     // A second engine on the same directory is refused.
-    assert!(matches!(
-        Engine::open(dir.path(), config()),
-        Err(EngineError::DataDir { .. })
-    ));
+    assert!(matches!(Engine::open(dir.path(), config()), Err(EngineError::DataDir { .. })));
     engine.close().expect("close");
 }
 
@@ -175,14 +152,8 @@ fn bad_requests_get_clear_errors() {
 fn deleted_topics_are_gone_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.create_topic(
-        "gone",
-        TopicConfig {
-            partitions: 2,
-            ..TopicConfig::default()
-        },
-    ))
-    .expect("create");
+    block_on(engine.create_topic("gone", TopicConfig { partitions: 2, ..TopicConfig::default() }))
+        .expect("create");
     block_on(engine.append("gone", PartitionId(1), batch(&["x"], 0))).expect("append");
     block_on(engine.delete_topic("gone")).expect("delete");
     assert!(engine.list_topics().is_empty());
@@ -201,14 +172,8 @@ fn deleted_topics_are_gone_after_restart() {
 fn concurrent_appends_from_many_threads_all_land_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.create_topic(
-        "c",
-        TopicConfig {
-            partitions: 2,
-            ..TopicConfig::default()
-        },
-    ))
-    .expect("create");
+    block_on(engine.create_topic("c", TopicConfig { partitions: 2, ..TopicConfig::default() }))
+        .expect("create");
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let engine = engine.clone();
@@ -230,10 +195,74 @@ fn concurrent_appends_from_many_threads_all_land_once() {
     let mut all: Vec<String> = values(&engine, "c", 0, 0);
     all.extend(values(&engine, "c", 1, 0));
     all.sort();
-    let mut expected: Vec<String> = (0..8)
-        .flat_map(|t| (0..50).map(move |i| format!("{t}-{i}")))
-        .collect();
+    let mut expected: Vec<String> =
+        (0..8).flat_map(|t| (0..50).map(move |i| format!("{t}-{i}"))).collect();
     expected.sort();
     assert_eq!(all, expected);
+    engine.close().expect("close");
+}
+
+/// Polls `done` every 10 ms for at most 10 s (waiting on a timer-driven
+/// event of the engine, not a fixed sleep).
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn interval_durability_acknowledges_at_write_and_syncs_on_the_timer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    let durability = Durability::Interval { interval_ms: 20 };
+    block_on(engine.create_topic("i", TopicConfig { durability, ..TopicConfig::default() }))
+        .expect("create");
+    for i in 0..20 {
+        block_on(engine.append("i", PartitionId(0), batch(&[&i.to_string()], 0))).expect("append");
+    }
+    let offsets = block_on(engine.list_offsets("i", PartitionId(0))).expect("offsets");
+    assert_eq!(offsets.high_watermark, Offset(20), "visible once written");
+    assert!(
+        eventually(|| {
+            block_on(engine.list_offsets("i", PartitionId(0))).expect("offsets").durable_offset
+                == Offset(20)
+        }),
+        "the interval sync makes everything durable"
+    );
+    engine.close().expect("close");
+}
+
+#[test]
+fn retention_runs_on_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine =
+        Engine::open(dir.path(), EngineConfig { retention_check_interval_ms: 20, ..config() })
+            .expect("open");
+    let topic = TopicConfig {
+        segment_bytes: 64 * 1024,
+        retention_bytes: Some(128 * 1024),
+        ..TopicConfig::default()
+    };
+    block_on(engine.create_topic("r", topic)).expect("create");
+    let value = "v".repeat(4000);
+    for _ in 0..200 {
+        block_on(engine.append("r", PartitionId(0), batch(&[&value], 0))).expect("append");
+    }
+    assert!(
+        eventually(|| {
+            block_on(engine.list_offsets("r", PartitionId(0))).expect("offsets").log_start_offset
+                > Offset(0)
+        }),
+        "old segments are deleted"
+    );
+    let segments = std::fs::read_dir(dir.path().join("topics/r/0"))
+        .expect("partition dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log")))
+        .count();
+    assert!(segments <= 4, "{segments} segments left");
     engine.close().expect("close");
 }

@@ -15,10 +15,7 @@ async fn write_then_read(dir: PathBuf, prime: bool) -> Result<Vec<u8>, String> {
         prime_io_poll_probe(&dir).await.map_err(|e| e.to_string())?;
     }
     let path = dir.join("fresh.log");
-    let file = DiskStorage
-        .open(&path, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let file = DiskStorage.open(&path, true).await.map_err(|e| e.to_string())?;
     let mut buf = file.alloc_buffer(4096);
     buf[..5].copy_from_slice(b"hello");
     file.write_at(buf, 0).await.map_err(|e| e.to_string())?;
@@ -29,24 +26,16 @@ async fn write_then_read(dir: PathBuf, prime: bool) -> Result<Vec<u8>, String> {
 fn on_fresh_executor(prime: bool) -> Result<Vec<u8>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = dir.path().to_path_buf();
-    let options = ExecutorOptions {
-        name: "probe-test".into(),
-        core: None,
-        io_memory_bytes: 1 << 20,
-    };
+    let options =
+        ExecutorOptions { name: "probe-test".into(), core: None, io_memory_bytes: 1 << 20 };
     let thread =
         spawn_executor(options, move || write_then_read(path, prime)).map_err(|e| e.to_string())?;
-    thread
-        .join()
-        .map_err(|_| "executor panicked".to_string())??
+    thread.join().map_err(|_| "executor panicked".to_string())??
 }
 
 #[test]
 fn dma_reads_work_on_new_files_after_priming_the_probe() {
-    assert_eq!(
-        on_fresh_executor(true).expect("read after priming"),
-        b"hello"
-    );
+    assert_eq!(on_fresh_executor(true).expect("read after priming"), b"hello");
 }
 
 #[test]

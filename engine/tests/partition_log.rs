@@ -14,9 +14,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 const DIR: &str = "/data/topics/t/0";
-const LEADER: AppendMode = AppendMode::Leader {
-    epoch: LeaderEpoch(1),
-};
+const LEADER: AppendMode = AppendMode::Leader { epoch: LeaderEpoch(1) };
 
 fn options() -> LogOptions {
     LogOptions {
@@ -45,9 +43,7 @@ fn batch(tag: u64, records: usize, timestamp_ms: i64) -> Batch {
 
 fn open(fs: &MemFs, options: LogOptions) -> PartitionLog {
     let storage: StorageRef = Rc::new(fs.clone());
-    block_on(PartitionLog::open(storage, Path::new(DIR), options, 0))
-        .expect("open")
-        .0
+    block_on(PartitionLog::open(storage, Path::new(DIR), options, 0)).expect("open").0
 }
 
 /// Reads every visible record value from `from`, following the log.
@@ -57,10 +53,7 @@ fn read_all(log: &PartitionLog, from: Offset) -> Vec<(Offset, Vec<u8>)> {
     loop {
         let read = block_on(log.read(next, 10_000)).expect("read");
         if read.chunks.is_empty() {
-            assert_eq!(
-                next, read.high_watermark,
-                "an empty read happens only at the end"
-            );
+            assert_eq!(next, read.high_watermark, "an empty read happens only at the end");
             return out;
         }
         for chunk in &read.chunks {
@@ -104,13 +97,7 @@ fn appends_are_read_back_across_segments_from_disk_and_memory() {
     // The same bytes come back after a clean close and reopen.
     block_on(log.close()).expect("close");
     drop(log);
-    let log = open(
-        &fs,
-        LogOptions {
-            tail_cache_bytes: 1 << 20,
-            ..options()
-        },
-    );
+    let log = open(&fs, LogOptions { tail_cache_bytes: 1 << 20, ..options() });
     assert_eq!(log.offsets().next_offset, Offset(600));
     assert_eq!(read_all(&log, Offset(0)), expected);
 }
@@ -164,13 +151,7 @@ fn recovers_after_torn_tail() {
 #[test]
 fn rebuilds_missing_index_files() {
     let fs = MemFs::new();
-    let log = open(
-        &fs,
-        LogOptions {
-            segment_bytes: 1 << 20,
-            ..options()
-        },
-    );
+    let log = open(&fs, LogOptions { segment_bytes: 1 << 20, ..options() });
     for tag in 0..100 {
         block_on(log.append(batch(tag, 4, 0), LEADER, 0)).expect("append");
     }
@@ -183,23 +164,14 @@ fn rebuilds_missing_index_files() {
     let (log, reports) =
         block_on(PartitionLog::open(storage, Path::new(DIR), options(), 0)).expect("open");
     assert!(reports[0].index_rebuilt);
-    assert!(
-        fs.file_bytes(&paths.index).is_some_and(|b| !b.is_empty()),
-        "index rewritten"
-    );
+    assert!(fs.file_bytes(&paths.index).is_some_and(|b| !b.is_empty()), "index rewritten");
     assert_eq!(read_all(&log, Offset(250)).len(), 150);
 }
 
 #[test]
 fn retention_deletes_whole_closed_segments() {
     let fs = MemFs::new();
-    let log = open(
-        &fs,
-        LogOptions {
-            retention_bytes: Some(200 * 1024),
-            ..options()
-        },
-    );
+    let log = open(&fs, LogOptions { retention_bytes: Some(200 * 1024), ..options() });
     for tag in 0..600 {
         block_on(log.append(batch(tag, 2, 1_000 + tag as i64), LEADER, 0)).expect("append");
         block_on(log.flush()).expect("flush");
@@ -218,10 +190,7 @@ fn retention_deletes_whole_closed_segments() {
     assert_eq!(read_all(&log, start).first().map(|r| r.0), Some(start));
 
     // Time retention: everything but the active segment is older than 1 s.
-    log.set_options(LogOptions {
-        retention_ms: Some(1_000),
-        ..options()
-    });
+    log.set_options(LogOptions { retention_ms: Some(1_000), ..options() });
     block_on(log.apply_retention(1_000_000)).expect("retention");
     assert_eq!(log.segment_count(), 1);
 }
@@ -244,11 +213,7 @@ fn truncate_to_cuts_at_a_batch_boundary_durably() {
     );
     drop(log);
     let log = open(&fs, options());
-    assert_eq!(
-        log.offsets().next_offset,
-        Offset(100),
-        "the truncation survives a restart"
-    );
+    assert_eq!(log.offsets().next_offset, Offset(100), "the truncation survives a restart");
 }
 
 #[test]
@@ -259,10 +224,7 @@ fn finds_offsets_by_timestamp() {
         block_on(log.append(batch(tag, 2, 10_000 + 10 * tag as i64), LEADER, 0)).expect("append");
     }
     block_on(log.flush()).expect("flush");
-    assert_eq!(
-        block_on(log.offset_for_timestamp(0)).expect("lookup"),
-        Some((Offset(0), 10_000))
-    );
+    assert_eq!(block_on(log.offset_for_timestamp(0)).expect("lookup"), Some((Offset(0), 10_000)));
     assert_eq!(
         block_on(log.offset_for_timestamp(10_105)).expect("lookup"),
         Some((Offset(22), 10_110))
@@ -271,10 +233,7 @@ fn finds_offsets_by_timestamp() {
         block_on(log.offset_for_timestamp(10_001)).expect("lookup"),
         Some((Offset(1), 10_001))
     );
-    assert_eq!(
-        block_on(log.offset_for_timestamp(99_999)).expect("lookup"),
-        None
-    );
+    assert_eq!(block_on(log.offset_for_timestamp(99_999)).expect("lookup"), None);
 }
 
 #[test]

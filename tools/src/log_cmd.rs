@@ -46,17 +46,9 @@ pub enum LogCommand {
 
 pub fn run(command: LogCommand) -> ExitCode {
     let result = match command {
-        LogCommand::Dump {
-            path,
-            records,
-            output,
-        } => dump(&path, records, output),
+        LogCommand::Dump { path, records, output } => dump(&path, records, output),
         LogCommand::Check { path, output } => check(&path, output),
-        LogCommand::Recover {
-            path,
-            force,
-            output,
-        } => recover(&path, force, output),
+        LogCommand::Recover { path, force, output } => recover(&path, force, output),
     };
     match result {
         Ok(code) => code,
@@ -107,19 +99,14 @@ fn print_batch(out: &mut impl Write, b: &BatchInfo, output: Output) -> std::io::
                 if b.crc_ok { "ok" } else { "BAD" }
             )?;
             for r in b.records.iter().flatten() {
-                let headers: Vec<String> = r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", printable(v)))
-                    .collect();
+                let headers: Vec<String> =
+                    r.headers.iter().map(|(k, v)| format!("{k}={}", printable(v))).collect();
                 writeln!(
                     out,
                     "  offset {} timestamp {} key {} value {} headers [{}]",
                     r.offset,
                     r.timestamp_ms,
-                    r.key
-                        .as_deref()
-                        .map_or_else(|| "(none)".to_string(), printable),
+                    r.key.as_deref().map_or_else(|| "(none)".to_string(), printable),
                     printable(&r.value),
                     headers.join(", ")
                 )?;
@@ -171,11 +158,7 @@ fn dump(path: &Path, records: bool, output: Output) -> Result<ExitCode, String> 
             }
         }
     }
-    Ok(if any_damage {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if any_damage { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
@@ -206,11 +189,7 @@ fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
         Output::Text => format!("{problems} problems in {partitions} partitions ({batches} valid batches); `mamba log recover` repairs them"),
     };
     writeln!(out, "{summary}").map_err(|e| e.to_string())?;
-    Ok(if problems == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn recover(path: &Path, force: bool, output: Output) -> Result<ExitCode, String> {
@@ -224,11 +203,7 @@ fn recover(path: &Path, force: bool, output: Output) -> Result<ExitCode, String>
             format!(
                 "{}: {e}{}",
                 dir.display(),
-                if force {
-                    ""
-                } else {
-                    " (use --force to cut the log at the damage)"
-                }
+                if force { "" } else { " (use --force to cut the log at the damage)" }
             )
         })?;
         let mut out = stdout.lock();

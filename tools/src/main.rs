@@ -6,11 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "mamba",
-    version,
-    about = "Mamba, a thread-per-core message queue"
-)]
+#[command(name = "mamba", version, about = "Mamba, a thread-per-core message queue")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -7,10 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn mamba(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mamba"))
-        .args(args)
-        .output()
-        .expect("run mamba")
+    Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("run mamba")
 }
 
 fn stdout(o: &Output) -> String {
@@ -21,20 +18,12 @@ fn stdout(o: &Output) -> String {
 fn make_data(dir: &Path) {
     let engine = Engine::open(
         dir,
-        EngineConfig {
-            shards: Some(1),
-            pin_shards: false,
-            ..EngineConfig::default()
-        },
+        EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() },
     )
     .expect("open");
-    block_on(engine.create_topic(
-        "orders",
-        TopicConfig {
-            partitions: 2,
-            ..TopicConfig::default()
-        },
-    ))
+    block_on(
+        engine.create_topic("orders", TopicConfig { partitions: 2, ..TopicConfig::default() }),
+    )
     .expect("create");
     for p in 0..2 {
         for i in 0..30 {
@@ -59,9 +48,7 @@ fn make_data(dir: &Path) {
 }
 
 fn segment(dir: &Path, partition: u32) -> std::path::PathBuf {
-    dir.join(format!(
-        "topics/orders/{partition}/00000000000000000000.log"
-    ))
+    dir.join(format!("topics/orders/{partition}/00000000000000000000.log"))
 }
 
 #[test]
@@ -75,15 +62,9 @@ fn dump_prints_one_json_line_per_batch() {
         "--output",
         "json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     assert_eq!(lines.len(), 30);
     for key in [
         "file",
@@ -105,15 +86,8 @@ fn dump_prints_one_json_line_per_batch() {
     let out = mamba(&["log", "dump", &dir.path().to_string_lossy(), "--records"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    assert_eq!(
-        text.lines().filter(|l| l.contains(" crc ok")).count(),
-        60,
-        "whole data dir"
-    );
-    assert!(
-        text.contains("value \\xff\\x00x"),
-        "binary values are escaped: {text}"
-    );
+    assert_eq!(text.lines().filter(|l| l.contains(" crc ok")).count(), 60, "whole data dir");
+    assert!(text.contains("value \\xff\\x00x"), "binary values are escaped: {text}");
 }
 
 #[test]
@@ -122,21 +96,12 @@ fn check_finds_a_torn_tail_and_recover_repairs_it() {
     make_data(dir.path());
     let data = dir.path().to_string_lossy().into_owned();
     let clean = mamba(&["log", "check", &data]);
-    assert!(
-        clean.status.success(),
-        "fresh data is clean: {}",
-        stdout(&clean)
-    );
+    assert!(clean.status.success(), "fresh data is clean: {}", stdout(&clean));
 
     // Tear partition 0's last batch: flip bytes in its middle.
     let path = segment(dir.path(), 0);
-    let dump = mamba(&[
-        "log",
-        "dump",
-        &path.parent().expect("dir").to_string_lossy(),
-        "--output",
-        "json",
-    ]);
+    let dump =
+        mamba(&["log", "dump", &path.parent().expect("dir").to_string_lossy(), "--output", "json"]);
     let last: serde_json::Value =
         serde_json::from_str(stdout(&dump).lines().last().expect("batches")).expect("json");
     let position = last["position_bytes"].as_u64().expect("position") as usize;
@@ -148,39 +113,24 @@ fn check_finds_a_torn_tail_and_recover_repairs_it() {
     assert_eq!(torn.status.code(), Some(1));
     let finding: serde_json::Value =
         serde_json::from_str(stdout(&torn).lines().next().expect("finding")).expect("json");
-    assert!(finding["file"]
-        .as_str()
-        .expect("file")
-        .ends_with("0/00000000000000000000.log"));
+    assert!(finding["file"].as_str().expect("file").ends_with("0/00000000000000000000.log"));
     assert_eq!(finding["valid_end_bytes"].as_u64(), Some(position as u64));
     assert_eq!(finding["valid_end_offset"].as_u64(), Some(87));
 
     let recover = mamba(&["log", "recover", &data]);
-    assert!(
-        recover.status.success(),
-        "{}",
-        String::from_utf8_lossy(&recover.stderr)
-    );
+    assert!(recover.status.success(), "{}", String::from_utf8_lossy(&recover.stderr));
     assert!(
         stdout(&recover).contains(&format!("truncated at byte {position} (offset 87)")),
         "{}",
         stdout(&recover)
     );
     let after = mamba(&["log", "check", &data]);
-    assert!(
-        after.status.success(),
-        "clean after recover: {}",
-        stdout(&after)
-    );
+    assert!(after.status.success(), "clean after recover: {}", stdout(&after));
 
     // The engine opens the repaired directory and serves 87 records.
     let engine = Engine::open(
         dir.path(),
-        EngineConfig {
-            shards: Some(1),
-            pin_shards: false,
-            ..EngineConfig::default()
-        },
+        EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() },
     )
     .expect("open");
     let offsets = block_on(engine.list_offsets("orders", PartitionId(0))).expect("offsets");
@@ -193,8 +143,5 @@ fn bad_paths_get_one_clear_line_and_exit_2() {
     let out = mamba(&["log", "check", "/definitely/not/here"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("/definitely/not/here") && err.lines().count() == 1,
-        "{err}"
-    );
+    assert!(err.contains("/definitely/not/here") && err.lines().count() == 1, "{err}");
 }
