@@ -52,13 +52,16 @@ async fn measure(options: DiskOptions) -> Result<DiskReport, String> {
     file.truncate(0).await.map_err(err)?;
     let result = async {
         // Sequential writes, `queue_depth` in flight.
+        // Data to write, prepared once: the loop measures the disk, not a fill.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let pattern: Vec<u8> = (0..options.write_bytes).map(|_| rng.u8(..)).collect();
         let start = Instant::now();
         let mut position = 0u64;
         let mut in_flight = FuturesUnordered::new();
         while start.elapsed() < options.duration || !in_flight.is_empty() {
             while in_flight.len() < options.queue_depth && start.elapsed() < options.duration {
                 let mut buf = file.alloc_buffer(options.write_bytes);
-                buf.iter_mut().enumerate().for_each(|(i, b)| *b = (i as u64 ^ position) as u8);
+                buf.copy_from_slice(&pattern);
                 in_flight.push(file.write_at(buf, position));
                 position += options.write_bytes as u64;
             }

@@ -5,6 +5,12 @@ mod log_cmd;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
+// DMA buffers beyond glommio's registered memory come from the global
+// allocator; mimalloc reuses large buffers where glibc would mmap/munmap
+// each one (a page fault per 4 KiB on every write).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "mamba", version, about = "Mamba, a thread-per-core message queue")]
 struct Cli {
