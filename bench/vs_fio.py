@@ -17,9 +17,13 @@ def run_json(cmd):
 
 def fio(dir_, seconds):
     path = os.path.join(dir_, "fio-reference.tmp")
+    # A fresh file, large enough never to wrap within the runtime: a log
+    # appends to new blocks, and overwriting allocated blocks is much faster.
+    if os.path.exists(path):
+        os.remove(path)
     r = run_json(["fio", "--name=ref", f"--filename={path}", "--ioengine=io_uring", "--direct=1",
-                  "--rw=write", "--bs=1M", "--iodepth=4", "--size=8G", f"--runtime={seconds}",
-                  "--time_based", "--output-format=json"])
+                  "--rw=write", "--bs=1M", "--iodepth=4", "--size=48G", f"--runtime={seconds}",
+                  "--output-format=json"])
     os.remove(path)
     return r["jobs"][0]["write"]["bw_bytes"]
 

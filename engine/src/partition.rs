@@ -257,15 +257,7 @@ impl PartitionLog {
     }
 
     async fn roll_if_needed(&self, incoming_bytes: u64, now_ms: i64) -> EngineResult<()> {
-        let roll = {
-            let st = self.state.borrow();
-            let options = self.options.borrow();
-            let active = st.active();
-            !active.is_empty()
-                && (active.size_bytes() + incoming_bytes > options.segment_bytes
-                    || now_ms.saturating_sub(active.created_ms()) >= options.segment_ms as i64)
-        };
-        if roll {
+        if self.needs_roll(incoming_bytes, now_ms) {
             self.roll(now_ms).await?;
         }
         Ok(())
@@ -307,6 +299,17 @@ impl PartitionLog {
     /// Writes everything appended so far; under `fsync` also syncs it. On
     /// return (Ok) every append before the call is visible to readers.
     pub async fn flush(&self) -> EngineResult<()> {
+        self.write_pending().await?;
+        if self.options.borrow().durability == Durability::Fsync {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything appended so far, without syncing. May run while a
+    /// `sync` of earlier writes is in flight (the writer pipelines them),
+    /// but never next to another `write_pending`, `roll` or `truncate_to`.
+    pub async fn write_pending(&self) -> EngineResult<()> {
         self.check_fenced()?;
         let (work, target) = {
             let mut st = self.state.borrow_mut();
@@ -317,19 +320,30 @@ impl PartitionLog {
             }
         };
         let end = self.fence_on_error(work.write().await)?;
-        {
-            let mut st = self.state.borrow_mut();
-            st.active_mut().flush_done(end);
-            st.written_offset = target;
-            if self.options.borrow().durability != Durability::Fsync {
-                st.high_watermark = target;
-            }
-            st.check_offsets();
+        let mut st = self.state.borrow_mut();
+        st.active_mut().flush_done(end);
+        st.written_offset = target;
+        if self.options.borrow().durability != Durability::Fsync {
+            st.high_watermark = target;
         }
-        if self.options.borrow().durability == Durability::Fsync {
-            self.sync().await?;
-        }
+        st.check_offsets();
         Ok(())
+    }
+
+    /// Whether appending `incoming_bytes` now would roll the active segment.
+    pub fn needs_roll(&self, incoming_bytes: u64, now_ms: i64) -> bool {
+        let st = self.state.borrow();
+        let options = self.options.borrow();
+        let active = st.active();
+        !active.is_empty()
+            && (active.size_bytes() + incoming_bytes > options.segment_bytes
+                || now_ms.saturating_sub(active.created_ms()) >= options.segment_ms as i64)
+    }
+
+    /// Whether written data awaits a sync.
+    pub fn has_unsynced(&self) -> bool {
+        let st = self.state.borrow();
+        st.durable_offset < st.written_offset
     }
 
     /// Syncs what has been written (fdatasync of the active segment).

@@ -96,6 +96,8 @@ pub struct Segment {
     flushed_bytes: u64,
     next_offset: Offset,
     created_ms: i64,
+    /// Ends handed out by `take_flush` to the two index files, if any.
+    index_flush_ends: [Option<u64>; 2],
 }
 
 /// One segment's share of a flush.
@@ -152,6 +154,7 @@ impl Segment {
             flushed_bytes: 0,
             next_offset: base_offset,
             created_ms: now_ms,
+            index_flush_ends: [None, None],
         })
     }
 
@@ -297,6 +300,7 @@ impl Segment {
             flushed_bytes: valid_end,
             next_offset: scan.next_offset,
             created_ms: now_ms,
+            index_flush_ends: [None, None],
         };
         Ok((segment, report))
     }
@@ -369,9 +373,11 @@ impl Segment {
         let log = appender.file().clone();
         let mut index = Vec::new();
         let (offsets, times) = self.index.files_mut();
-        for file in [offsets, times].into_iter().flatten() {
+        for (i, file) in [offsets, times].into_iter().enumerate() {
+            let Some(file) = file else { continue };
             let f = file.file().clone();
             if let Some(work) = file.take_flush() {
+                self.index_flush_ends[i] = Some(work.end_bytes);
                 index.push((f, work));
             }
         }
@@ -383,10 +389,12 @@ impl Segment {
         if let Some(appender) = &mut self.appender {
             appender.flush_done(end_bytes);
         }
+        // Index entries appended while the write was in flight belong to
+        // the next flush: complete only what `take_flush` handed out.
+        let ends = std::mem::take(&mut self.index_flush_ends);
         let (offsets, times) = self.index.files_mut();
-        for file in [offsets, times].into_iter().flatten() {
-            let end = file.end_bytes();
-            if end > file.flushed_end_bytes() {
+        for (file, end) in [offsets, times].into_iter().zip(ends) {
+            if let (Some(file), Some(end)) = (file, end) {
                 file.flush_done(end);
             }
         }

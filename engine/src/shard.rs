@@ -26,7 +26,10 @@ use crate::segment::SegmentReport;
 use crate::storage::StorageRef;
 use futures::channel::oneshot;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -307,69 +310,185 @@ async fn close_all(partitions: &Partitions) -> EngineResult<()> {
     results.into_iter().collect::<EngineResult<Vec<()>>>().map(|_| ())
 }
 
-/// Most appends taken into one round, so the first one's wait stays bounded.
-const ROUND_APPENDS_MAX: usize = 1024;
+/// Most commands taken before the writer starts the next write, so the
+/// first append's wait stays bounded.
+const COMMANDS_PER_STEP_MAX: usize = 1024;
 
-/// The partition's writer: rounds of appends, each closed by one flush.
-async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterCommand>) {
-    let mut round: Vec<(Reply<AppendInfo>, AppendInfo)> = Vec::new();
-    while let Ok(first) = commands.recv().await {
-        let mut close = None;
-        let mut next = Some(first);
-        let mut taken = 0usize;
-        while let Some(command) = next.take() {
-            match command {
-                WriterCommand::Append { batch, reply } => {
-                    let mode = AppendMode::Leader { epoch: LeaderEpoch(0) };
-                    match p.log.append(batch, mode, runtime::now_ms()).await {
-                        Ok(info) => round.push((reply, info)),
-                        Err(e) => respond(reply, Err(e)),
+type Io = Pin<Box<dyn Future<Output = EngineResult<()>>>>;
+
+/// What the writer waits for.
+enum Event {
+    Written(EngineResult<()>),
+    Synced(EngineResult<()>),
+    Command(Option<WriterCommand>),
+}
+
+/// The partition's writer. Appends are copied into the log as they arrive;
+/// everything appended while the previous write was in flight goes out in
+/// the next one (group commit), and under `fsync` the write of round N+1
+/// overlaps the fdatasync of round N. An append is answered once the high
+/// watermark passes it.
+struct Writer {
+    p: Rc<Partition>,
+    /// Appended, not yet visible; in offset order.
+    waiting: VecDeque<(Reply<AppendInfo>, AppendInfo)>,
+    write: Option<Io>,
+    sync: Option<Io>,
+    closing: Option<Reply<()>>,
+}
+
+impl Writer {
+    fn start_io(&mut self) {
+        let log = self.p.log.clone();
+        if log.is_fenced() {
+            return;
+        }
+        if self.write.is_none() && log.has_unflushed() {
+            let log = log.clone();
+            self.write = Some(Box::pin(async move { log.write_pending().await }));
+        }
+        let sync_wanted = match log.durability() {
+            Durability::Fsync => true,
+            Durability::Interval { .. } | Durability::None => self.p.sync_due.get(),
+        };
+        if self.sync.is_none() && sync_wanted && log.has_unsynced() {
+            if self.p.sync_due.take() {
+                self.p.last_sync_ms.set(runtime::now_ms());
+            }
+            self.sync = Some(Box::pin(async move { log.sync().await }));
+        }
+    }
+
+    /// Answers every waiting append the high watermark has passed, or all
+    /// of them with `error`.
+    fn answer(&mut self, error: Option<EngineError>) {
+        match error {
+            Some(e) => {
+                for (reply, _) in self.waiting.drain(..) {
+                    respond(reply, Err(e.clone()));
+                }
+            }
+            None => {
+                let visible = self.p.log.offsets().high_watermark;
+                while self.waiting.front().is_some_and(|(_, info)| info.last_offset < visible) {
+                    if let Some((reply, info)) = self.waiting.pop_front() {
+                        respond(reply, Ok(info));
                     }
-                    taken += 1;
-                }
-                WriterCommand::Wake => {}
-                WriterCommand::Close { reply } => {
-                    close = Some(reply);
-                    break;
                 }
             }
-            if taken < ROUND_APPENDS_MAX {
-                next = commands.try_recv().ok();
+        }
+    }
+
+    async fn drain_io(&mut self) {
+        if let Some(write) = self.write.take() {
+            let result = write.await;
+            self.answer(result.err());
+        }
+        if let Some(sync) = self.sync.take() {
+            let result = sync.await;
+            self.answer(result.err());
+        }
+    }
+
+    async fn command(&mut self, command: WriterCommand) {
+        match command {
+            WriterCommand::Append { batch, reply } => {
+                let now = runtime::now_ms();
+                if self.p.log.needs_roll(batch.as_bytes().len() as u64, now) {
+                    // A roll flushes and syncs the old segment itself.
+                    self.drain_io().await;
+                }
+                let mode = AppendMode::Leader { epoch: LeaderEpoch(0) };
+                match self.p.log.append(batch, mode, now).await {
+                    Ok(info) => self.waiting.push_back((reply, info)),
+                    Err(e) => respond(reply, Err(e)),
+                }
             }
+            WriterCommand::Wake => {}
+            WriterCommand::Close { reply } => self.closing = Some(reply),
         }
-        let flushed = p.log.flush().await;
-        if flushed.is_ok() && p.sync_due.take() {
-            p.last_sync_ms.set(runtime::now_ms());
-            if let Err(e) = p.log.sync().await {
-                tracing::error!(dir = %p.log.dir().display(), error = %e, "periodic sync failed");
-            }
+    }
+
+    /// Work that needs the pipeline empty: retention, recovery, closing.
+    async fn housekeeping(&mut self) -> bool {
+        let log = self.p.log.clone();
+        if self.p.retention_due.get() || log.is_fenced() || self.closing.is_some() {
+            self.drain_io().await;
         }
-        for (reply, info) in round.drain(..) {
-            respond(reply, flushed.clone().map(|()| info));
-        }
-        if p.retention_due.take() {
-            match p.log.apply_retention(runtime::now_ms()).await {
+        if self.p.retention_due.take() {
+            match log.apply_retention(runtime::now_ms()).await {
                 Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(dir = %p.log.dir().display(), segments = n, "retention deleted segments")
-                }
-                Err(e) => {
-                    tracing::error!(dir = %p.log.dir().display(), error = %e, "retention failed")
-                }
+                Ok(n) => tracing::info!(dir = %log.dir().display(), segments = n, "retention deleted segments"),
+                Err(e) => tracing::error!(dir = %log.dir().display(), error = %e, "retention failed"),
             }
         }
-        if p.log.is_fenced() {
-            // Try to take writes again: re-verify what reached the disk and
-            // continue in a fresh segment. Until that works, appends fail
-            // with the storage error and reads keep working.
-            if let Err(e) = p.log.recover_after_error(runtime::now_ms()).await {
-                tracing::warn!(dir = %p.log.dir().display(), error = %e, "partition still fenced");
+        if log.is_fenced() {
+            // Take writes again: re-verify what reached the disk and continue
+            // in a fresh segment. Until that works, appends fail with the
+            // storage error and reads keep working.
+            if let Err(e) = log.recover_after_error(runtime::now_ms()).await {
+                tracing::warn!(dir = %log.dir().display(), error = %e, "partition still fenced");
             }
         }
-        if let Some(reply) = close {
-            respond(reply, p.log.close().await);
+        if let Some(reply) = self.closing.take() {
+            let result = log.close().await;
+            self.answer(result.as_ref().err().cloned());
+            respond(reply, result);
+            return true;
+        }
+        false
+    }
+}
+
+async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterCommand>) {
+    let mut w = Writer { p, waiting: VecDeque::new(), write: None, sync: None, closing: None };
+    loop {
+        let mut taken = 0;
+        while w.closing.is_none() && taken < COMMANDS_PER_STEP_MAX {
+            match commands.try_recv() {
+                Ok(command) => w.command(command).await,
+                Err(_) => break,
+            }
+            taken += 1;
+        }
+        if w.housekeeping().await {
             commands.close();
             return;
+        }
+        w.start_io();
+        let event = {
+            let mut recv = std::pin::pin!(commands.recv());
+            let (write, sync, closing) = (&mut w.write, &mut w.sync, w.closing.is_some());
+            futures::future::poll_fn(|cx| {
+                if let Some(io) = write.as_mut() {
+                    if let Poll::Ready(result) = io.as_mut().poll(cx) {
+                        *write = None;
+                        return Poll::Ready(Event::Written(result));
+                    }
+                }
+                if let Some(io) = sync.as_mut() {
+                    if let Poll::Ready(result) = io.as_mut().poll(cx) {
+                        *sync = None;
+                        return Poll::Ready(Event::Synced(result));
+                    }
+                }
+                if !closing {
+                    if let Poll::Ready(command) = recv.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Command(command.ok()));
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        match event {
+            Event::Written(result) | Event::Synced(result) => w.answer(result.err()),
+            Event::Command(Some(command)) => w.command(command).await,
+            // Every sender is gone: close as if asked to.
+            Event::Command(None) => {
+                let (reply, _ignored) = oneshot::channel();
+                w.closing = Some(reply);
+            }
         }
         runtime::yield_if_needed().await;
     }
