@@ -69,7 +69,7 @@ enum Mode {
         #[arg(long)]
         shards: Option<u32>,
         /// Appends each writer keeps in flight.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 32)]
         in_flight: usize,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,

@@ -160,17 +160,6 @@ impl Appender {
         self.flush_in_flight = false;
     }
 
-    /// Forgets a failed flush: the bytes it carried are not known to be on
-    /// disk, and the appender must not be used for writing again.
-    pub fn flush_failed(&mut self) {
-        self.flush_in_flight = false;
-    }
-
-    /// The bytes of the partial last block as they will next be written.
-    pub fn tail_block(&self) -> &[u8] {
-        let kept_start = align_down(self.current_len as u64, BLOCK_BYTES) as usize;
-        &self.current[kept_start..self.current_len]
-    }
 }
 
 /// Performs a flush's writes concurrently.

@@ -341,10 +341,6 @@ impl Segment {
         &self.index
     }
 
-    pub fn is_writable(&self) -> bool {
-        self.appender.is_some()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.size_bytes == 0
     }
