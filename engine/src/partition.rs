@@ -19,7 +19,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::limits::{align_down, align_up, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use crate::scan::Window;
-use crate::segment::{list_segments, RecoveryMode, Segment, SegmentReport};
+use crate::segment::{list_segments, IndexFlush, RecoveryMode, Segment, SegmentReport};
 use crate::storage::{FileRef, StorageError, StorageRef};
 use crate::tail_cache::TailCache;
 use bytes::Bytes;
@@ -267,18 +267,15 @@ impl PartitionLog {
     pub async fn roll(&self, now_ms: i64) -> EngineResult<()> {
         self.flush().await?;
         self.sync().await?;
-        let (files, next) = {
+        // Index files are written in whole blocks and not synced on the write
+        // path; a closed segment's are complete and synced, so only the
+        // active segment's ever need rebuilding.
+        self.write_index_tails().await?;
+        let next = {
             let mut st = self.state.borrow_mut();
-            let active = st.active_mut();
-            let files = active.index_files();
-            active.close_for_writes();
-            (files, st.next_offset())
+            st.active_mut().close_for_writes();
+            st.next_offset()
         };
-        // Index files are not synced on the write path; a closed segment's
-        // are, so only the active segment's ever need rebuilding.
-        for file in files {
-            self.fence_on_error(file.sync().await)?;
-        }
         let segment =
             self.fence_on_error(Segment::create(&*self.storage, &self.dir, next, now_ms).await)?;
         self.state.borrow_mut().segments.push_back(segment);
@@ -616,12 +613,22 @@ impl PartitionLog {
     pub async fn close(&self) -> EngineResult<()> {
         self.flush().await?;
         self.sync().await?;
-        let files = {
+        self.write_index_tails().await
+    }
+
+    /// Writes and syncs the active segment's index files completely.
+    async fn write_index_tails(&self) -> EngineResult<()> {
+        let (works, files) = {
             let mut st = self.state.borrow_mut();
-            st.active_mut().index_files()
+            let active = st.active_mut();
+            (active.take_index_flush(IndexFlush::All), active.index_files())
         };
+        for (file, work) in works {
+            self.fence_on_error(crate::appender::write_all(&file, work).await)?;
+        }
+        self.state.borrow_mut().active_mut().index_flush_done();
         for file in files {
-            file.sync().await?;
+            self.fence_on_error(file.sync().await)?;
         }
         Ok(())
     }

@@ -100,6 +100,15 @@ pub struct Segment {
     index_flush_ends: [Option<u64>; 2],
 }
 
+/// How much of the index files a flush writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexFlush {
+    /// Only complete 4 KiB blocks (the write path).
+    WholeBlocks,
+    /// Everything, partial last block included (roll and close).
+    All,
+}
+
 /// One segment's share of a flush.
 pub struct SegmentFlush {
     pub log: FileRef,
@@ -362,22 +371,32 @@ impl Segment {
         assert_eq!(self.size_bytes, appender.end_bytes());
     }
 
-    /// Takes everything appended since the last flush.
+    /// Takes everything appended to the log since the last flush, and the
+    /// whole blocks of new index entries.
     pub fn take_flush(&mut self) -> Option<SegmentFlush> {
         let appender = self.appender.as_mut()?;
         let log_work = appender.take_flush()?;
         let log = appender.file().clone();
+        let index = self.take_index_flush(IndexFlush::WholeBlocks);
+        Some(SegmentFlush { log, log_work, index })
+    }
+
+    /// Takes the index files' pending entries, all of them or whole blocks.
+    pub fn take_index_flush(&mut self, how: IndexFlush) -> Vec<(FileRef, FlushWork)> {
         let mut index = Vec::new();
         let (offsets, times) = self.index.files_mut();
         for (i, file) in [offsets, times].into_iter().enumerate() {
             let Some(file) = file else { continue };
-            let f = file.file().clone();
-            if let Some(work) = file.take_flush() {
+            let work = match how {
+                IndexFlush::WholeBlocks => file.take_whole_blocks(),
+                IndexFlush::All => file.take_flush(),
+            };
+            if let Some(work) = work {
                 self.index_flush_ends[i] = Some(work.end_bytes);
-                index.push((f, work));
+                index.push((file.file().clone(), work));
             }
         }
-        Some(SegmentFlush { log, log_work, index })
+        index
     }
 
     /// Records that a flush up to `end_bytes` was written.
@@ -385,8 +404,14 @@ impl Segment {
         if let Some(appender) = &mut self.appender {
             appender.flush_done(end_bytes);
         }
-        // Index entries appended while the write was in flight belong to
-        // the next flush: complete only what `take_flush` handed out.
+        self.index_flush_done();
+        assert!(end_bytes >= self.flushed_bytes);
+        self.flushed_bytes = end_bytes;
+    }
+
+    /// Records that the index writes handed out last completed. Entries
+    /// appended while they were in flight belong to the next flush.
+    pub fn index_flush_done(&mut self) {
         let ends = std::mem::take(&mut self.index_flush_ends);
         let (offsets, times) = self.index.files_mut();
         for (file, end) in [offsets, times].into_iter().zip(ends) {
@@ -394,8 +419,6 @@ impl Segment {
                 file.flush_done(end);
             }
         }
-        assert!(end_bytes >= self.flushed_bytes);
-        self.flushed_bytes = end_bytes;
     }
 
     /// A flush failed: nothing more may be written to this segment.

@@ -28,11 +28,11 @@ use futures::channel::oneshot;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 pub type Reply<T> = oneshot::Sender<EngineResult<T>>;
@@ -418,8 +418,12 @@ impl Writer {
         if self.p.retention_due.take() {
             match log.apply_retention(runtime::now_ms()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(dir = %log.dir().display(), segments = n, "retention deleted segments"),
-                Err(e) => tracing::error!(dir = %log.dir().display(), error = %e, "retention failed"),
+                Ok(n) => {
+                    tracing::info!(dir = %log.dir().display(), segments = n, "retention deleted segments")
+                }
+                Err(e) => {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "retention failed")
+                }
             }
         }
         if log.is_fenced() {
