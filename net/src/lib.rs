@@ -1,1 +1,4 @@
+//! Everything of Mamba that crosses a network: the wire protocol, the
+//! broker server and the Rust client.
 
+pub mod protocol;

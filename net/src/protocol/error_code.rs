@@ -1,0 +1,139 @@
+//! Every error a broker can answer with: one numbered code per cause.
+//! Codes are part of the protocol; they are never reused or renumbered.
+
+/// A wire error code. `None` (0) means success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    None = 0,
+    /// The broker failed in a way no other code describes.
+    Unknown = 1,
+    /// A record batch failed validation (bounds, CRC, archive).
+    CorruptBatch = 2,
+    UnknownTopicOrPartition = 3,
+    OffsetOutOfRange = 4,
+    /// A batch or frame exceeds the broker's size limit.
+    MessageTooLarge = 5,
+    UnsupportedVersion = 6,
+    UnsupportedApi = 7,
+    /// The request is malformed (bad frame, undecodable body, bad field).
+    InvalidRequest = 8,
+    TopicAlreadyExists = 9,
+    InvalidConfig = 10,
+    /// A limit was reached; retry after a backoff.
+    Busy = 11,
+    /// This broker does not lead the partition (clusters, later).
+    NotLeader = 12,
+    /// The disk failed; reads still work.
+    StorageError = 13,
+    /// A batch's producer sequence is not the next expected one.
+    OutOfOrderSequence = 14,
+    /// The producer id is unknown or its epoch is stale.
+    InvalidProducer = 15,
+    ShuttingDown = 16,
+    /// The request was well-formed but timed out on the broker.
+    Timeout = 17,
+}
+
+impl ErrorCode {
+    pub fn from_u16(code: u16) -> ErrorCode {
+        use ErrorCode::*;
+        match code {
+            0 => None,
+            2 => CorruptBatch,
+            3 => UnknownTopicOrPartition,
+            4 => OffsetOutOfRange,
+            5 => MessageTooLarge,
+            6 => UnsupportedVersion,
+            7 => UnsupportedApi,
+            8 => InvalidRequest,
+            9 => TopicAlreadyExists,
+            10 => InvalidConfig,
+            11 => Busy,
+            12 => NotLeader,
+            13 => StorageError,
+            14 => OutOfOrderSequence,
+            15 => InvalidProducer,
+            16 => ShuttingDown,
+            17 => Timeout,
+            _ => Unknown,
+        }
+    }
+
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// Whether a client should retry the request as is, after a backoff.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Busy | ErrorCode::NotLeader | ErrorCode::Timeout | ErrorCode::StorageError
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            None => "none",
+            Unknown => "unknown server error",
+            CorruptBatch => "corrupt batch",
+            UnknownTopicOrPartition => "unknown topic or partition",
+            OffsetOutOfRange => "offset out of range",
+            MessageTooLarge => "message too large",
+            UnsupportedVersion => "unsupported version",
+            UnsupportedApi => "unsupported api",
+            InvalidRequest => "invalid request",
+            TopicAlreadyExists => "topic already exists",
+            InvalidConfig => "invalid config",
+            Busy => "busy",
+            NotLeader => "not leader",
+            StorageError => "storage error",
+            OutOfOrderSequence => "out of order sequence",
+            InvalidProducer => "invalid producer",
+            ShuttingDown => "shutting down",
+            Timeout => "timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.as_u16())
+    }
+}
+
+impl From<&mamba_engine::EngineError> for ErrorCode {
+    fn from(e: &mamba_engine::EngineError) -> ErrorCode {
+        use mamba_engine::EngineError as E;
+        match e {
+            E::Storage(_) | E::Fenced(_) | E::Corrupt { .. } => ErrorCode::StorageError,
+            E::InvalidBatch(_) => ErrorCode::CorruptBatch,
+            E::UnknownTopic(_) | E::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
+            E::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+            E::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            E::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            E::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            E::OffsetMismatch { .. } => ErrorCode::InvalidRequest,
+            E::Busy => ErrorCode::Busy,
+            E::ShuttingDown => ErrorCode::ShuttingDown,
+            E::DataDir { .. } => ErrorCode::StorageError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for code in 0..=17u16 {
+            if code == 1 {
+                continue;
+            }
+            assert_eq!(ErrorCode::from_u16(code).as_u16(), code);
+        }
+        assert_eq!(ErrorCode::from_u16(999), ErrorCode::Unknown);
+    }
+}

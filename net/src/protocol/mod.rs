@@ -1,0 +1,9 @@
+//! The wire protocol: pure codecs, bytes in and values out, no I/O.
+
+pub mod error_code;
+pub mod frame;
+pub mod messages;
+
+pub use error_code::ErrorCode;
+pub use frame::{encode_frame, Frame, FrameError, FrameHeader, FLAG_RESPONSE, FRAME_HEADER_BYTES};
+pub use messages::*;
