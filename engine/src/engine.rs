@@ -444,6 +444,20 @@ impl Engine {
             .await
     }
 
+    /// Runs `task` on `shard`, next to the partitions it owns (how the broker
+    /// puts a listener on every core).
+    pub async fn spawn_on_shard(&self, shard: ShardId, task: shard::ShardTask) -> EngineResult<()> {
+        let inbox = self.inner.shards.get(shard.0 as usize).ok_or_else(|| {
+            EngineError::InvalidConfig(format!("no shard {shard}: the engine has {}", self.shard_count()))
+        })?;
+        inbox.send(ShardRequest::Spawn { task }).await.map_err(|_| EngineError::ShuttingDown)
+    }
+
+    /// The shard that owns a partition.
+    pub fn shard_of(&self, topic: &str, partition: PartitionId) -> EngineResult<ShardId> {
+        self.route(topic, partition).map(|(shard, _)| shard)
+    }
+
     /// Flushes and syncs every partition and stops the shards. Later calls
     /// on any handle fail with `ShuttingDown`.
     pub async fn shutdown(&self) -> EngineResult<()> {

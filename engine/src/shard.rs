@@ -93,11 +93,15 @@ pub enum ShardRequest {
         key: PartitionKey,
         reply: Reply<()>,
     },
+    /// Run a task on this shard (a service of the embedding program, such
+    /// as the broker's listener), next to its partitions.
+    Spawn { task: ShardTask },
     /// Flush, sync and close every partition, then stop the shard.
-    Shutdown {
-        reply: Reply<()>,
-    },
+    Shutdown { reply: Reply<()> },
 }
+
+/// A task to start on a shard: built there, so it may hold `!Send` state.
+pub type ShardTask = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
 enum WriterCommand {
     Append {
@@ -247,6 +251,7 @@ fn handle(request: ShardRequest, partitions: &Partitions, parked: &Rc<Cell<usize
                 respond(reply, delete(&key, &partitions).await);
             });
         }
+        ShardRequest::Spawn { task } => runtime::spawn_detached(task()),
         ShardRequest::Shutdown { .. } => unreachable!("handled by the shard loop"),
     }
 }

@@ -2,3 +2,5 @@
 //! broker server and the Rust client.
 
 pub mod protocol;
+pub mod server;
+pub mod topic_config;

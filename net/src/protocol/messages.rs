@@ -29,7 +29,6 @@ pub const SUPPORTED_APIS: &[(u16, u16, u16, &str)] = &[
     (api::PRODUCE, 0, 0, "produce"),
     (api::FETCH, 0, 0, "fetch"),
     (api::LIST_OFFSETS, 0, 0, "list_offsets"),
-    (api::INIT_PRODUCER_ID, 0, 0, "init_producer_id"),
 ];
 
 /// Why a body could not be encoded or decoded.
@@ -73,6 +72,16 @@ messages! {
     api::FETCH => FetchRequest, FetchResponse;
     api::LIST_OFFSETS => ListOffsetsRequest, ListOffsetsResponse;
     api::INIT_PRODUCER_ID => InitProducerIdRequest, InitProducerIdResponse;
+    FRAME_ERROR => ErrorResponse;
+}
+
+/// Not an API: the key under which a frame-level error body is described.
+pub const FRAME_ERROR: u16 = u16::MAX;
+
+/// The body of a response whose header carries a frame-level error code.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub message: String,
 }
 
 /// A range of the frame payload: `offset` and `len` in bytes from its start.

@@ -1,0 +1,130 @@
+//! One shard's listener and the connections it accepted.
+//!
+//! Per connection: a reader that decodes frames into aligned memory and
+//! starts a task per request, and a writer that sends the answers in the
+//! order they finish (clients match them by correlation id). A semaphore
+//! bounds the requests in flight: at the bound the reader stops reading the
+//! socket, so a fast client cannot make the broker buffer without limit.
+
+use super::handlers;
+use super::ServerContext;
+use crate::protocol::{encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FLAG_RESPONSE, FRAME_HEADER_BYTES};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use rkyv::util::AlignedVec;
+use std::cell::Cell;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<ServerContext>) {
+    // SAFETY: the descriptor comes from a listening socket we own and give
+    // up here; nothing else closes it.
+    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    let connections = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if connections.get() >= context.config.limits.connections_per_shard_max {
+            tracing::warn!(limit = context.config.limits.connections_per_shard_max, "connection refused: shard at its limit");
+            continue;
+        }
+        connections.set(connections.get() + 1);
+        let (context, connections) = (context.clone(), connections.clone());
+        glommio::spawn_local(async move {
+            let peer = stream.peer_addr().ok();
+            serve(stream, context).await;
+            tracing::debug!(?peer, "connection closed");
+            connections.set(connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// A frame-level error answer: the header carries the code, the body a
+/// message for people.
+pub(crate) fn error_frame(api_key: u16, api_version: u16, correlation_id: u32, code: ErrorCode, message: String) -> AlignedVec<16> {
+    let body = ErrorResponse { message }.encode().map(|b| b.to_vec()).unwrap_or_default();
+    let header = FrameHeader {
+        api_key,
+        api_version,
+        correlation_id,
+        flags: FLAG_RESPONSE,
+        error_code: code.as_u16(),
+        body_bytes: 0,
+        payload_bytes: 0,
+    };
+    encode_frame(header, &body, &[])
+}
+
+async fn serve(stream: TcpStream, context: Arc<ServerContext>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+    let (mut reader, mut writer) = stream.split();
+    let limits = &context.config.limits;
+    let (answers, outbox) = async_channel::bounded::<AlignedVec<16>>(limits.in_flight_per_connection_max);
+    let writer_task = glommio::spawn_local(async move {
+        while let Ok(frame) = outbox.recv().await {
+            if writer.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = writer.close().await {
+            tracing::trace!(error = %e, "closing a connection");
+        }
+    });
+    let in_flight = Rc::new(glommio::sync::Semaphore::new(limits.in_flight_per_connection_max as u64));
+    loop {
+        let Ok(permit) = in_flight.acquire_static_permit(1).await else { break };
+        let mut head = [0u8; FRAME_HEADER_BYTES];
+        if reader.read_exact(&mut head).await.is_err() {
+            break;
+        }
+        let header = match FrameHeader::decode(&head, limits.frame_bytes_max) {
+            Ok(header) => header,
+            Err(e) => {
+                // Answer what can be answered, then close only this
+                // connection: the stream can no longer be trusted.
+                let api_key = u16::from_le_bytes([head[4], head[5]]);
+                let version = u16::from_le_bytes([head[6], head[7]]);
+                let correlation_id = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+                let code = match e {
+                    crate::protocol::FrameError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+                    _ => ErrorCode::InvalidRequest,
+                };
+                tracing::debug!(error = %e, "bad frame; closing the connection");
+                if answers.send(error_frame(api_key, version, correlation_id, code, e.to_string())).await.is_err() {
+                    break;
+                }
+                break;
+            }
+        };
+        let mut bytes = AlignedVec::<16>::with_capacity(header.frame_bytes());
+        bytes.extend_from_slice(&head);
+        bytes.resize(header.frame_bytes(), 0);
+        if reader.read_exact(&mut bytes[FRAME_HEADER_BYTES..]).await.is_err() {
+            break;
+        }
+        let frame = Frame::from_parts(header, bytes);
+        let (context, answers) = (context.clone(), answers.clone());
+        glommio::spawn_local(async move {
+            if let Some(answer) = handlers::handle(frame, &context).await {
+                if answers.send(answer).await.is_err() {
+                    tracing::trace!("connection closed before its answer");
+                }
+            }
+            drop(permit);
+        })
+        .detach();
+    }
+    // The writer ends once every request task has sent its answer.
+    drop(answers);
+    writer_task.await;
+}

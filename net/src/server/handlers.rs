@@ -1,0 +1,283 @@
+//! One function per API: decode the body, call the engine, encode the answer.
+
+use super::connection::error_frame;
+use super::ServerContext;
+use crate::protocol::*;
+use crate::topic_config;
+use mamba_engine::{Batch, EngineError, Offset, PartitionId, TopicConfig};
+use rkyv::util::AlignedVec;
+use std::time::{Duration, Instant};
+
+fn response(request: &FrameHeader, body: &impl Message, payload: &[&[u8]]) -> AlignedVec<16> {
+    match body.encode() {
+        Ok(bytes) => {
+            let header = FrameHeader { flags: FLAG_RESPONSE, error_code: 0, body_bytes: 0, payload_bytes: 0, ..*request };
+            encode_frame(header, &bytes, payload)
+        }
+        Err(e) => error_frame(request.api_key, request.api_version, request.correlation_id, ErrorCode::Unknown, e.to_string()),
+    }
+}
+
+fn code_of(e: &EngineError) -> u16 {
+    ErrorCode::from(e).as_u16()
+}
+
+/// Answers one request; `None` when no answer is due (produce with acks=0).
+pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedVec<16>> {
+    let h = frame.header;
+    let fail = |code: ErrorCode, message: String| Some(error_frame(h.api_key, h.api_version, h.correlation_id, code, message));
+    if h.is_response() {
+        return fail(ErrorCode::InvalidRequest, "a client sent a response frame".into());
+    }
+    let Some(&(_, min, max, _)) = SUPPORTED_APIS.iter().find(|(key, ..)| *key == h.api_key) else {
+        return fail(ErrorCode::UnsupportedApi, format!("api key {} is not supported", h.api_key));
+    };
+    if h.api_version < min || h.api_version > max {
+        return fail(ErrorCode::UnsupportedVersion, format!("api {} speaks versions {min}..={max}, not {}", h.api_key, h.api_version));
+    }
+    macro_rules! decode {
+        ($ty:ty) => {
+            match <$ty>::decode(frame.body()) {
+                Ok(body) => body,
+                Err(e) => return fail(ErrorCode::InvalidRequest, e.to_string()),
+            }
+        };
+    }
+    match h.api_key {
+        api::API_VERSIONS => {
+            let apis = SUPPORTED_APIS
+                .iter()
+                .map(|&(api_key, min_version, max_version, _)| ApiVersionRange { api_key, min_version, max_version })
+                .collect();
+            Some(response(&h, &ApiVersionsResponse { apis }, &[]))
+        }
+        api::METADATA => {
+            let request = decode!(MetadataRequest);
+            Some(response(&h, &metadata(ctx, request), &[]))
+        }
+        api::CREATE_TOPICS => {
+            let request = decode!(CreateTopicsRequest);
+            let mut results = Vec::new();
+            for topic in request.topics {
+                let mut config = TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
+                let result = match topic_config::apply(&mut config, &topic.configs) {
+                    Err(message) => (ErrorCode::InvalidConfig.as_u16(), message),
+                    Ok(()) => match ctx.engine.create_topic(&topic.name, config).await {
+                        Ok(_) => (0, String::new()),
+                        Err(e) => (code_of(&e), e.to_string()),
+                    },
+                };
+                results.push(TopicResult { name: topic.name, error_code: result.0, message: result.1 });
+            }
+            Some(response(&h, &TopicResults { results }, &[]))
+        }
+        api::DELETE_TOPICS => {
+            let request = decode!(DeleteTopicsRequest);
+            let mut results = Vec::new();
+            for name in request.names {
+                let (error_code, message) = match ctx.engine.delete_topic(&name).await {
+                    Ok(()) => (0, String::new()),
+                    Err(e) => (code_of(&e), e.to_string()),
+                };
+                results.push(TopicResult { name, error_code, message });
+            }
+            Some(response(&h, &TopicResults { results }, &[]))
+        }
+        api::DESCRIBE_CONFIGS => {
+            let request = decode!(DescribeConfigsRequest);
+            let topics = request
+                .names
+                .into_iter()
+                .map(|name| match ctx.engine.describe_topic(&name) {
+                    Ok(meta) => TopicConfigs {
+                        name,
+                        error_code: 0,
+                        message: String::new(),
+                        partitions: meta.config.partitions,
+                        configs: topic_config::entries(&meta.config),
+                    },
+                    Err(e) => TopicConfigs { name, error_code: code_of(&e), message: e.to_string(), partitions: 0, configs: vec![] },
+                })
+                .collect();
+            Some(response(&h, &DescribeConfigsResponse { topics }, &[]))
+        }
+        api::ALTER_CONFIGS => {
+            let request = decode!(AlterConfigsRequest);
+            let mut results = Vec::new();
+            for topic in request.topics {
+                let outcome = match ctx.engine.describe_topic(&topic.name) {
+                    Err(e) => Err((code_of(&e), e.to_string())),
+                    Ok(meta) => {
+                        let mut config = meta.config;
+                        match topic_config::apply(&mut config, &topic.configs) {
+                            Err(message) => Err((ErrorCode::InvalidConfig.as_u16(), message)),
+                            Ok(()) => ctx.engine.alter_topic(&topic.name, config).await.map_err(|e| (code_of(&e), e.to_string())),
+                        }
+                    }
+                };
+                let (error_code, message) = match outcome {
+                    Ok(_) => (0, String::new()),
+                    Err(e) => e,
+                };
+                results.push(TopicResult { name: topic.name, error_code, message });
+            }
+            Some(response(&h, &TopicResults { results }, &[]))
+        }
+        api::PRODUCE => {
+            let request = decode!(ProduceRequest);
+            let answer = produce(ctx, &request, frame.payload()).await;
+            (request.acks != 0).then(|| response(&h, &answer, &[]))
+        }
+        api::FETCH => {
+            let request = decode!(FetchRequest);
+            let (answer, chunks) = fetch(ctx, &request).await;
+            let payload: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
+            Some(response(&h, &answer, &payload))
+        }
+        api::LIST_OFFSETS => {
+            let request = decode!(ListOffsetsRequest);
+            Some(response(&h, &list_offsets(ctx, request).await, &[]))
+        }
+        other => fail(ErrorCode::UnsupportedApi, format!("api key {other} is not supported")),
+    }
+}
+
+fn metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataResponse {
+    let node_id = ctx.config.node_id;
+    let brokers = vec![BrokerMeta {
+        node_id,
+        host: ctx.advertised.ip().to_string(),
+        port: ctx.advertised.port(),
+        shards: ctx.engine.shard_count() as u32,
+    }];
+    let describe = |meta: mamba_engine::catalog::TopicMeta| TopicMeta {
+        name: meta.name.clone(),
+        error_code: 0,
+        partitions: meta
+            .placement
+            .iter()
+            .enumerate()
+            .map(|(p, shard)| PartitionMeta { partition: p as u32, leader: node_id, shard: shard.0 })
+            .collect(),
+    };
+    let topics = match request.topics {
+        None => ctx.engine.list_topics().into_iter().map(describe).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|name| match ctx.engine.describe_topic(&name) {
+                Ok(meta) => describe(meta),
+                Err(e) => TopicMeta { name, error_code: code_of(&e), partitions: vec![] },
+            })
+            .collect(),
+    };
+    MetadataResponse { brokers, topics }
+}
+
+async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) -> ProduceResponse {
+    let appends = request.partitions.iter().map(|p| async move {
+        let mut result = ProducePartitionResult {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code: 0,
+            message: String::new(),
+            base_offset: 0,
+            last_offset: 0,
+        };
+        // Verify the batch (bounds, CRC, archive) before it gets an offset.
+        let outcome = match slice_of(payload, p.batch) {
+            None => Err((ErrorCode::InvalidRequest.as_u16(), "batch slice outside the payload".to_string())),
+            Some(bytes) => match Batch::from_bytes(bytes) {
+                Err(e) => Err((ErrorCode::CorruptBatch.as_u16(), e.to_string())),
+                Ok(batch) => ctx
+                    .engine
+                    .append(&p.topic, PartitionId(p.partition), batch)
+                    .await
+                    .map_err(|e| (code_of(&e), e.to_string())),
+            },
+        };
+        match outcome {
+            Ok(info) => {
+                result.base_offset = info.base_offset.0;
+                result.last_offset = info.last_offset.0;
+            }
+            Err((code, message)) => {
+                result.error_code = code;
+                result.message = message;
+            }
+        }
+        result
+    });
+    ProduceResponse { partitions: futures::future::join_all(appends).await }
+}
+
+/// How often a long-polling fetch looks again for new data.
+const FETCH_POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, Vec<bytes::Bytes>) {
+    let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
+    loop {
+        let mut results = Vec::with_capacity(request.partitions.len());
+        let mut chunks = Vec::new();
+        let mut position = 0u32;
+        let mut budget = request.max_bytes.max(1) as usize;
+        for p in &request.partitions {
+            let max_bytes = (p.max_bytes as usize).min(budget).max(1);
+            let mut result = FetchPartitionResult {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                error_code: 0,
+                message: String::new(),
+                high_watermark: 0,
+                log_start_offset: 0,
+                records: Slice::default(),
+            };
+            match ctx.engine.read(&p.topic, PartitionId(p.partition), Offset(p.offset), max_bytes).await {
+                Ok(read) => {
+                    result.high_watermark = read.high_watermark.0;
+                    result.log_start_offset = read.log_start_offset.0;
+                    let len: usize = read.size_bytes();
+                    result.records = Slice { offset: position, len: len as u32 };
+                    position += len as u32;
+                    budget = budget.saturating_sub(len);
+                    chunks.extend(read.chunks);
+                }
+                Err(e) => {
+                    result.error_code = code_of(&e);
+                    result.message = e.to_string();
+                    if let EngineError::OffsetOutOfRange { high_watermark, log_start_offset, .. } = e {
+                        result.high_watermark = high_watermark.0;
+                        result.log_start_offset = log_start_offset.0;
+                    }
+                }
+            }
+            results.push(result);
+        }
+        let any_error = results.iter().any(|r| r.error_code != 0);
+        if position as usize >= (request.min_bytes as usize).max(1) || any_error || Instant::now() >= deadline {
+            return (FetchResponse { partitions: results }, chunks);
+        }
+        glommio::timer::sleep(FETCH_POLL_INTERVAL).await;
+    }
+}
+
+async fn list_offsets(ctx: &ServerContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut partitions = Vec::new();
+    for p in request.partitions {
+        let partition = PartitionId(p.partition);
+        let outcome = match p.timestamp {
+            LATEST_TIMESTAMP => ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.high_watermark.0, -1)),
+            EARLIEST_TIMESTAMP => ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.log_start_offset.0, -1)),
+            ts => match ctx.engine.offset_for_timestamp(&p.topic, partition, ts).await {
+                Ok(Some((offset, ts))) => Ok((offset.0, ts)),
+                Ok(None) => ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.high_watermark.0, -1)),
+                Err(e) => Err(e),
+            },
+        };
+        let (error_code, offset, timestamp) = match outcome {
+            Ok((offset, ts)) => (0, offset, ts),
+            Err(e) => (code_of(&e), 0, -1),
+        };
+        partitions.push(ListOffsetsResult { topic: p.topic, partition: p.partition, error_code, offset, timestamp });
+    }
+    ListOffsetsResponse { partitions }
+}
