@@ -448,7 +448,10 @@ impl Engine {
     /// puts a listener on every core).
     pub async fn spawn_on_shard(&self, shard: ShardId, task: shard::ShardTask) -> EngineResult<()> {
         let inbox = self.inner.shards.get(shard.0 as usize).ok_or_else(|| {
-            EngineError::InvalidConfig(format!("no shard {shard}: the engine has {}", self.shard_count()))
+            EngineError::InvalidConfig(format!(
+                "no shard {shard}: the engine has {}",
+                self.shard_count()
+            ))
         })?;
         inbox.send(ShardRequest::Spawn { task }).await.map_err(|_| EngineError::ShuttingDown)
     }

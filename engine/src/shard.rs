@@ -95,9 +95,13 @@ pub enum ShardRequest {
     },
     /// Run a task on this shard (a service of the embedding program, such
     /// as the broker's listener), next to its partitions.
-    Spawn { task: ShardTask },
+    Spawn {
+        task: ShardTask,
+    },
     /// Flush, sync and close every partition, then stop the shard.
-    Shutdown { reply: Reply<()> },
+    Shutdown {
+        reply: Reply<()>,
+    },
 }
 
 /// A task to start on a shard: built there, so it may hold `!Send` state.

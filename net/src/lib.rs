@@ -1,6 +1,7 @@
 //! Everything of Mamba that crosses a network: the wire protocol, the
 //! broker server and the Rust client.
 
+pub mod client;
 pub mod protocol;
 pub mod server;
 pub mod topic_config;

@@ -30,7 +30,12 @@ pub fn apply(config: &mut TopicConfig, entries: &[ConfigEntry]) -> Result<(), St
             "retention.bytes" => config.retention_bytes = parse_limit(name, value)?,
             "segment.bytes" => config.segment_bytes = parse_u64(name, value)?,
             "segment.ms" => config.segment_ms = parse_u64(name, value)?,
-            other => return Err(format!("unknown topic setting {other:?}; known: {}", CONFIG_NAMES.join(", "))),
+            other => {
+                return Err(format!(
+                    "unknown topic setting {other:?}; known: {}",
+                    CONFIG_NAMES.join(", ")
+                ))
+            }
         }
     }
     Ok(())
@@ -61,8 +66,15 @@ mod tests {
     fn entries_round_trip_and_bad_ones_are_refused() {
         let mut config = TopicConfig::default();
         let set = |n: &str, v: &str| ConfigEntry { name: n.into(), value: v.into() };
-        apply(&mut config, &[set("durability", "interval:50"), set("retention.bytes", "1000"), set("storage", "memory")])
-            .expect("valid");
+        apply(
+            &mut config,
+            &[
+                set("durability", "interval:50"),
+                set("retention.bytes", "1000"),
+                set("storage", "memory"),
+            ],
+        )
+        .expect("valid");
         let mut copy = TopicConfig::default();
         apply(&mut copy, &entries(&config)).expect("round trip");
         assert_eq!(copy, config);

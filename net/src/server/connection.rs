@@ -8,7 +8,10 @@
 
 use super::handlers;
 use super::ServerContext;
-use crate::protocol::{encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FLAG_RESPONSE, FRAME_HEADER_BYTES};
+use crate::protocol::{
+    encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FLAG_RESPONSE,
+    FRAME_HEADER_BYTES,
+};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use rkyv::util::AlignedVec;
@@ -32,7 +35,10 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
             }
         };
         if connections.get() >= context.config.limits.connections_per_shard_max {
-            tracing::warn!(limit = context.config.limits.connections_per_shard_max, "connection refused: shard at its limit");
+            tracing::warn!(
+                limit = context.config.limits.connections_per_shard_max,
+                "connection refused: shard at its limit"
+            );
             continue;
         }
         connections.set(connections.get() + 1);
@@ -49,7 +55,13 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
 
 /// A frame-level error answer: the header carries the code, the body a
 /// message for people.
-pub(crate) fn error_frame(api_key: u16, api_version: u16, correlation_id: u32, code: ErrorCode, message: String) -> AlignedVec<16> {
+pub(crate) fn error_frame(
+    api_key: u16,
+    api_version: u16,
+    correlation_id: u32,
+    code: ErrorCode,
+    message: String,
+) -> AlignedVec<16> {
     let body = ErrorResponse { message }.encode().map(|b| b.to_vec()).unwrap_or_default();
     let header = FrameHeader {
         api_key,
@@ -69,7 +81,8 @@ async fn serve(stream: TcpStream, context: Arc<ServerContext>) {
     }
     let (mut reader, mut writer) = stream.split();
     let limits = &context.config.limits;
-    let (answers, outbox) = async_channel::bounded::<AlignedVec<16>>(limits.in_flight_per_connection_max);
+    let (answers, outbox) =
+        async_channel::bounded::<AlignedVec<16>>(limits.in_flight_per_connection_max);
     let writer_task = glommio::spawn_local(async move {
         while let Ok(frame) = outbox.recv().await {
             if writer.write_all(&frame).await.is_err() {
@@ -80,7 +93,8 @@ async fn serve(stream: TcpStream, context: Arc<ServerContext>) {
             tracing::trace!(error = %e, "closing a connection");
         }
     });
-    let in_flight = Rc::new(glommio::sync::Semaphore::new(limits.in_flight_per_connection_max as u64));
+    let in_flight =
+        Rc::new(glommio::sync::Semaphore::new(limits.in_flight_per_connection_max as u64));
     loop {
         let Ok(permit) = in_flight.acquire_static_permit(1).await else { break };
         let mut head = [0u8; FRAME_HEADER_BYTES];
@@ -100,7 +114,11 @@ async fn serve(stream: TcpStream, context: Arc<ServerContext>) {
                     _ => ErrorCode::InvalidRequest,
                 };
                 tracing::debug!(error = %e, "bad frame; closing the connection");
-                if answers.send(error_frame(api_key, version, correlation_id, code, e.to_string())).await.is_err() {
+                if answers
+                    .send(error_frame(api_key, version, correlation_id, code, e.to_string()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 break;

@@ -11,10 +11,22 @@ use std::time::{Duration, Instant};
 fn response(request: &FrameHeader, body: &impl Message, payload: &[&[u8]]) -> AlignedVec<16> {
     match body.encode() {
         Ok(bytes) => {
-            let header = FrameHeader { flags: FLAG_RESPONSE, error_code: 0, body_bytes: 0, payload_bytes: 0, ..*request };
+            let header = FrameHeader {
+                flags: FLAG_RESPONSE,
+                error_code: 0,
+                body_bytes: 0,
+                payload_bytes: 0,
+                ..*request
+            };
             encode_frame(header, &bytes, payload)
         }
-        Err(e) => error_frame(request.api_key, request.api_version, request.correlation_id, ErrorCode::Unknown, e.to_string()),
+        Err(e) => error_frame(
+            request.api_key,
+            request.api_version,
+            request.correlation_id,
+            ErrorCode::Unknown,
+            e.to_string(),
+        ),
     }
 }
 
@@ -25,7 +37,9 @@ fn code_of(e: &EngineError) -> u16 {
 /// Answers one request; `None` when no answer is due (produce with acks=0).
 pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedVec<16>> {
     let h = frame.header;
-    let fail = |code: ErrorCode, message: String| Some(error_frame(h.api_key, h.api_version, h.correlation_id, code, message));
+    let fail = |code: ErrorCode, message: String| {
+        Some(error_frame(h.api_key, h.api_version, h.correlation_id, code, message))
+    };
     if h.is_response() {
         return fail(ErrorCode::InvalidRequest, "a client sent a response frame".into());
     }
@@ -33,7 +47,10 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
         return fail(ErrorCode::UnsupportedApi, format!("api key {} is not supported", h.api_key));
     };
     if h.api_version < min || h.api_version > max {
-        return fail(ErrorCode::UnsupportedVersion, format!("api {} speaks versions {min}..={max}, not {}", h.api_key, h.api_version));
+        return fail(
+            ErrorCode::UnsupportedVersion,
+            format!("api {} speaks versions {min}..={max}, not {}", h.api_key, h.api_version),
+        );
     }
     macro_rules! decode {
         ($ty:ty) => {
@@ -47,7 +64,11 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
         api::API_VERSIONS => {
             let apis = SUPPORTED_APIS
                 .iter()
-                .map(|&(api_key, min_version, max_version, _)| ApiVersionRange { api_key, min_version, max_version })
+                .map(|&(api_key, min_version, max_version, _)| ApiVersionRange {
+                    api_key,
+                    min_version,
+                    max_version,
+                })
                 .collect();
             Some(response(&h, &ApiVersionsResponse { apis }, &[]))
         }
@@ -59,7 +80,8 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
             let request = decode!(CreateTopicsRequest);
             let mut results = Vec::new();
             for topic in request.topics {
-                let mut config = TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
+                let mut config =
+                    TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
                 let result = match topic_config::apply(&mut config, &topic.configs) {
                     Err(message) => (ErrorCode::InvalidConfig.as_u16(), message),
                     Ok(()) => match ctx.engine.create_topic(&topic.name, config).await {
@@ -67,7 +89,11 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                         Err(e) => (code_of(&e), e.to_string()),
                     },
                 };
-                results.push(TopicResult { name: topic.name, error_code: result.0, message: result.1 });
+                results.push(TopicResult {
+                    name: topic.name,
+                    error_code: result.0,
+                    message: result.1,
+                });
             }
             Some(response(&h, &TopicResults { results }, &[]))
         }
@@ -96,7 +122,13 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                         partitions: meta.config.partitions,
                         configs: topic_config::entries(&meta.config),
                     },
-                    Err(e) => TopicConfigs { name, error_code: code_of(&e), message: e.to_string(), partitions: 0, configs: vec![] },
+                    Err(e) => TopicConfigs {
+                        name,
+                        error_code: code_of(&e),
+                        message: e.to_string(),
+                        partitions: 0,
+                        configs: vec![],
+                    },
                 })
                 .collect();
             Some(response(&h, &DescribeConfigsResponse { topics }, &[]))
@@ -111,7 +143,11 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                         let mut config = meta.config;
                         match topic_config::apply(&mut config, &topic.configs) {
                             Err(message) => Err((ErrorCode::InvalidConfig.as_u16(), message)),
-                            Ok(()) => ctx.engine.alter_topic(&topic.name, config).await.map_err(|e| (code_of(&e), e.to_string())),
+                            Ok(()) => ctx
+                                .engine
+                                .alter_topic(&topic.name, config)
+                                .await
+                                .map_err(|e| (code_of(&e), e.to_string())),
                         }
                     }
                 };
@@ -157,7 +193,11 @@ fn metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataResponse {
             .placement
             .iter()
             .enumerate()
-            .map(|(p, shard)| PartitionMeta { partition: p as u32, leader: node_id, shard: shard.0 })
+            .map(|(p, shard)| PartitionMeta {
+                partition: p as u32,
+                leader: node_id,
+                shard: shard.0,
+            })
             .collect(),
     };
     let topics = match request.topics {
@@ -185,7 +225,10 @@ async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) 
         };
         // Verify the batch (bounds, CRC, archive) before it gets an offset.
         let outcome = match slice_of(payload, p.batch) {
-            None => Err((ErrorCode::InvalidRequest.as_u16(), "batch slice outside the payload".to_string())),
+            None => Err((
+                ErrorCode::InvalidRequest.as_u16(),
+                "batch slice outside the payload".to_string(),
+            )),
             Some(bytes) => match Batch::from_bytes(bytes) {
                 Err(e) => Err((ErrorCode::CorruptBatch.as_u16(), e.to_string())),
                 Ok(batch) => ctx
@@ -231,7 +274,11 @@ async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, V
                 log_start_offset: 0,
                 records: Slice::default(),
             };
-            match ctx.engine.read(&p.topic, PartitionId(p.partition), Offset(p.offset), max_bytes).await {
+            match ctx
+                .engine
+                .read(&p.topic, PartitionId(p.partition), Offset(p.offset), max_bytes)
+                .await
+            {
                 Ok(read) => {
                     result.high_watermark = read.high_watermark.0;
                     result.log_start_offset = read.log_start_offset.0;
@@ -244,7 +291,10 @@ async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, V
                 Err(e) => {
                     result.error_code = code_of(&e);
                     result.message = e.to_string();
-                    if let EngineError::OffsetOutOfRange { high_watermark, log_start_offset, .. } = e {
+                    if let EngineError::OffsetOutOfRange {
+                        high_watermark, log_start_offset, ..
+                    } = e
+                    {
                         result.high_watermark = high_watermark.0;
                         result.log_start_offset = log_start_offset.0;
                     }
@@ -253,7 +303,10 @@ async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, V
             results.push(result);
         }
         let any_error = results.iter().any(|r| r.error_code != 0);
-        if position as usize >= (request.min_bytes as usize).max(1) || any_error || Instant::now() >= deadline {
+        if position as usize >= (request.min_bytes as usize).max(1)
+            || any_error
+            || Instant::now() >= deadline
+        {
             return (FetchResponse { partitions: results }, chunks);
         }
         glommio::timer::sleep(FETCH_POLL_INTERVAL).await;
@@ -265,11 +318,21 @@ async fn list_offsets(ctx: &ServerContext, request: ListOffsetsRequest) -> ListO
     for p in request.partitions {
         let partition = PartitionId(p.partition);
         let outcome = match p.timestamp {
-            LATEST_TIMESTAMP => ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.high_watermark.0, -1)),
-            EARLIEST_TIMESTAMP => ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.log_start_offset.0, -1)),
+            LATEST_TIMESTAMP => {
+                ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.high_watermark.0, -1))
+            }
+            EARLIEST_TIMESTAMP => ctx
+                .engine
+                .list_offsets(&p.topic, partition)
+                .await
+                .map(|o| (o.log_start_offset.0, -1)),
             ts => match ctx.engine.offset_for_timestamp(&p.topic, partition, ts).await {
                 Ok(Some((offset, ts))) => Ok((offset.0, ts)),
-                Ok(None) => ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.high_watermark.0, -1)),
+                Ok(None) => ctx
+                    .engine
+                    .list_offsets(&p.topic, partition)
+                    .await
+                    .map(|o| (o.high_watermark.0, -1)),
                 Err(e) => Err(e),
             },
         };
@@ -277,7 +340,13 @@ async fn list_offsets(ctx: &ServerContext, request: ListOffsetsRequest) -> ListO
             Ok((offset, ts)) => (0, offset, ts),
             Err(e) => (code_of(&e), 0, -1),
         };
-        partitions.push(ListOffsetsResult { topic: p.topic, partition: p.partition, error_code, offset, timestamp });
+        partitions.push(ListOffsetsResult {
+            topic: p.topic,
+            partition: p.partition,
+            error_code,
+            offset,
+            timestamp,
+        });
     }
     ListOffsetsResponse { partitions }
 }

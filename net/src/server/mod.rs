@@ -91,7 +91,8 @@ impl Broker {
         for _ in 1..engine.shard_count() {
             listeners.push(listen_socket(local_addr).map_err(listen_error)?);
         }
-        let context = Arc::new(ServerContext { engine: engine.clone(), config, advertised: local_addr });
+        let context =
+            Arc::new(ServerContext { engine: engine.clone(), config, advertised: local_addr });
         for (i, listener) in listeners.into_iter().enumerate() {
             let context = context.clone();
             let task: mamba_engine::shard::ShardTask =

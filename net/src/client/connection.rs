@@ -1,0 +1,215 @@
+//! One TCP connection to a broker, usable from any thread.
+//!
+//! Requests are written by the calling thread (under a lock, whole frames);
+//! a reader thread per connection decodes responses and completes each
+//! request's one-shot channel by correlation id, so many requests are in
+//! flight at once and the futures work on any runtime (or `block_on`).
+
+use super::ClientError;
+use crate::protocol::{
+    encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FRAME_HEADER_BYTES,
+};
+use futures::channel::oneshot;
+use rkyv::util::AlignedVec;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The largest response frame a client accepts.
+pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
+
+/// Who waits for a response: a future, or a callback run on the reader
+/// thread (the producer's sender uses callbacks).
+pub enum Waiter {
+    Channel(oneshot::Sender<Result<Frame, ClientError>>),
+    Callback(Box<dyn FnOnce(Result<Frame, ClientError>) + Send>),
+}
+
+impl Waiter {
+    fn complete(self, result: Result<Frame, ClientError>) {
+        match self {
+            Waiter::Channel(tx) => {
+                if tx.send(result).is_err() {
+                    tracing::trace!("a request's caller stopped waiting");
+                }
+            }
+            Waiter::Callback(f) => f(result),
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u32, Waiter>>>;
+
+pub struct Connection {
+    addr: SocketAddr,
+    writer: Mutex<TcpStream>,
+    pending: Pending,
+    next_correlation_id: AtomicU32,
+    alive: Arc<AtomicBool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    /// Connects to the first address `addr` resolves to that answers.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() })?
+            .collect();
+        let mut last = format!("{addr} resolves to no address");
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => return Connection::from_stream(a, stream),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(ClientError::Connect { addr: addr.to_string(), reason: last })
+    }
+
+    fn from_stream(addr: SocketAddr, stream: TcpStream) -> Result<Connection, ClientError> {
+        let io = |e: std::io::Error| ClientError::Connect {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        stream.set_nodelay(true).map_err(io)?;
+        let reader = stream.try_clone().map_err(io)?;
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let alive = Arc::new(AtomicBool::new(true));
+        let (p, a) = (pending.clone(), alive.clone());
+        std::thread::Builder::new()
+            .name(format!("mamba-client-{addr}"))
+            .spawn(move || read_responses(reader, p, a))
+            .map_err(io)?;
+        Ok(Connection {
+            addr,
+            writer: Mutex::new(stream),
+            pending,
+            next_correlation_id: AtomicU32::new(1),
+            alive,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Sends a request frame; `waiter` (if any) gets the response. Without
+    /// a waiter (produce with acks=0) no response is expected.
+    pub fn send_with<R: Message>(
+        &self,
+        request: &R,
+        payload: &[&[u8]],
+        waiter: Option<Waiter>,
+    ) -> Result<(), ClientError> {
+        if !self.is_alive() {
+            return Err(ClientError::Disconnected { addr: self.addr.to_string() });
+        }
+        let body = request.encode().map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let header = FrameHeader {
+            api_key: R::API_KEY,
+            api_version: R::VERSION,
+            correlation_id,
+            flags: 0,
+            error_code: 0,
+            body_bytes: 0,
+            payload_bytes: 0,
+        };
+        let frame = encode_frame(header, &body, payload);
+        let mut writer = lock(&self.writer);
+        if let Some(waiter) = waiter {
+            lock(&self.pending).insert(correlation_id, waiter);
+        }
+        if let Err(e) = writer.write_all(&frame) {
+            self.alive.store(false, Ordering::Release);
+            drop(writer);
+            if let Some(waiter) = lock(&self.pending).remove(&correlation_id) {
+                waiter.complete(Err(ClientError::Io {
+                    addr: self.addr.to_string(),
+                    reason: e.to_string(),
+                }));
+                return Ok(());
+            }
+            return Err(ClientError::Io { addr: self.addr.to_string(), reason: e.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Sends a request and decodes its response body.
+    pub async fn call<R: Message, A: Message>(
+        &self,
+        request: &R,
+        payload: &[&[u8]],
+    ) -> Result<(A, Frame), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.send_with(request, payload, Some(Waiter::Channel(tx)))?;
+        let frame =
+            rx.await.map_err(|_| ClientError::Disconnected { addr: self.addr.to_string() })??;
+        let answer = decode_answer::<A>(&frame)?;
+        Ok((answer, frame))
+    }
+}
+
+/// Decodes a response body, turning a frame-level error into `Broker`.
+pub fn decode_answer<A: Message>(frame: &Frame) -> Result<A, ClientError> {
+    if frame.header.error_code != 0 {
+        let message = ErrorResponse::decode(frame.body()).map(|e| e.message).unwrap_or_default();
+        return Err(ClientError::Broker {
+            code: ErrorCode::from_u16(frame.header.error_code),
+            message,
+        });
+    }
+    A::decode(frame.body()).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Ends the reader thread (its read fails) and any waiting request.
+        if let Err(e) = lock(&self.writer).shutdown(std::net::Shutdown::Both) {
+            tracing::trace!(error = %e, "shutting down a client connection");
+        }
+    }
+}
+
+fn read_responses(mut stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
+    let addr = stream.peer_addr().map_or_else(|_| "broker".to_string(), |a| a.to_string());
+    let reason = loop {
+        let mut head = [0u8; FRAME_HEADER_BYTES];
+        if let Err(e) = stream.read_exact(&mut head) {
+            break e.to_string();
+        }
+        let header = match FrameHeader::decode(&head, RESPONSE_BYTES_MAX) {
+            Ok(h) => h,
+            Err(e) => break format!("bad response frame: {e}"),
+        };
+        let mut bytes = AlignedVec::<16>::with_capacity(header.frame_bytes());
+        bytes.extend_from_slice(&head);
+        bytes.resize(header.frame_bytes(), 0);
+        if let Err(e) = stream.read_exact(&mut bytes[FRAME_HEADER_BYTES..]) {
+            break e.to_string();
+        }
+        let waiter = lock(&pending).remove(&header.correlation_id);
+        match waiter {
+            Some(waiter) => waiter.complete(Ok(Frame::from_parts(header, bytes))),
+            None => {
+                tracing::warn!(correlation_id = header.correlation_id, "response to no request")
+            }
+        }
+    };
+    alive.store(false, Ordering::Release);
+    tracing::debug!(%addr, %reason, "connection closed");
+    let waiters: Vec<Waiter> = lock(&pending).drain().map(|(_, w)| w).collect();
+    for waiter in waiters {
+        waiter.complete(Err(ClientError::Disconnected { addr: addr.clone() }));
+    }
+}
