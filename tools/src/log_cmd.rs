@@ -19,17 +19,11 @@ pub enum LogCommand {
         /// printable ASCII are shown escaped, e.g. \xff).
         #[arg(long)]
         records: bool,
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
     },
     /// Verify every batch and index. Exit 0 when clean, 1 when something is
     /// torn, corrupt or stale (with the file, byte position and the offset
     /// where valid data ends), 2 when the files cannot be read.
-    Check {
-        path: PathBuf,
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
-    },
+    Check { path: PathBuf },
     /// Run the recovery the broker runs at startup: cut torn tails, rebuild
     /// stale indexes, and report what changed. Stop the broker first.
     Recover {
@@ -39,16 +33,14 @@ pub enum LogCommand {
         /// lost). The broker refuses to do this on its own.
         #[arg(long)]
         force: bool,
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
     },
 }
 
-pub fn run(command: LogCommand) -> ExitCode {
+pub fn run(command: LogCommand, output: Output) -> ExitCode {
     let result = match command {
-        LogCommand::Dump { path, records, output } => dump(&path, records, output),
-        LogCommand::Check { path, output } => check(&path, output),
-        LogCommand::Recover { path, force, output } => recover(&path, force, output),
+        LogCommand::Dump { path, records } => dump(&path, records, output),
+        LogCommand::Check { path } => check(&path, output),
+        LogCommand::Recover { path, force } => recover(&path, force, output),
     };
     match result {
         Ok(code) => code,

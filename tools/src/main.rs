@@ -1,6 +1,8 @@
 //! `mamba`: the one binary operators run.
 
+mod client_cmd;
 mod log_cmd;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -14,6 +16,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "mamba", version, about = "Mamba, a thread-per-core message queue")]
 struct Cli {
+    /// Brokers to talk to, comma-separated.
+    #[arg(long, global = true, env = "MAMBA_BROKERS", default_value = serve::DEFAULT_LISTEN)]
+    brokers: String,
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +33,15 @@ pub enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a broker (single node for now).
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(client_cmd::TopicCommand),
+    /// Send one record per line of standard input.
+    Produce(client_cmd::ProduceArgs),
+    /// Print records of a topic.
+    Consume(client_cmd::ConsumeArgs),
     /// Look at and repair a data directory offline (no broker running).
     ///
     /// PATH may be a data directory, a topic directory
@@ -36,15 +52,28 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Log(command) => log_cmd::run(command),
+    let result = match cli.command {
+        Command::Log(command) => return log_cmd::run(command, cli.output),
+        Command::Serve(args) => serve::run(args),
+        Command::Topic(command) => client_cmd::topic(&cli.brokers, cli.output, command),
+        Command::Produce(args) => client_cmd::produce(&cli.brokers, cli.output, args),
+        Command::Consume(args) => client_cmd::consume(&cli.brokers, cli.output, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mamba: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
