@@ -1,0 +1,367 @@
+//! The real `mamba serve` binary on loopback: produce/consume through the
+//! Rust client and the CLI, restarts, kill -9, hostile bytes.
+
+use mamba_net::client::{
+    block_on, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use mamba_net::protocol::{ConfigEntry, ErrorCode};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A broker process; killed when dropped.
+struct Broker {
+    child: Child,
+    addr: String,
+    data_dir: PathBuf,
+}
+
+impl Broker {
+    fn start(data_dir: &Path, shards: u32) -> Broker {
+        Broker::start_on(data_dir, shards, "127.0.0.1:0")
+    }
+
+    fn start_on(data_dir: &Path, shards: u32, listen: &str) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mamba"))
+            .args(["serve", "--listen", listen, "--shards", &shards.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mamba serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listen=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    if tx.send(addr).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("broker announces its address");
+        Broker { child, addr, data_dir: data_dir.to_path_buf() }
+    }
+
+    fn kill9(mut self) -> PathBuf {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+        self.data_dir.clone()
+    }
+
+    fn stop(mut self) -> PathBuf {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "clean shutdown exits 0, got {status}");
+        self.data_dir.clone()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("killing broker: {e}");
+        }
+        let _reaped = self.child.wait();
+    }
+}
+
+fn producer(broker: &Broker) -> Producer {
+    Producer::connect(&broker.addr, ProducerConfig::default()).expect("producer")
+}
+
+fn record(topic: &str, key: Option<&str>, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.into(),
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value: value.as_bytes().to_vec(),
+        ..ProducerRecord::default()
+    }
+}
+
+/// Every record of `topic` from the start, following until `expected` are read.
+fn consume_all(addr: &str, topic: &str, expected: usize) -> Vec<mamba_net::client::ConsumerRecord> {
+    let mut consumer = Consumer::connect(addr, ConsumerConfig::default()).expect("consumer");
+    consumer.assign(topic, &[], SeekTo::Earliest).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.len() < expected && Instant::now() < deadline {
+        out.extend(consumer.poll(Duration::from_millis(200)).expect("poll"));
+    }
+    out
+}
+
+#[test]
+fn keyed_records_round_trip_once_in_key_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("keyed", 4, vec![])).expect("create");
+    let producer = producer(&broker);
+    let mut sends = Vec::new();
+    for i in 0..400 {
+        let key = format!("key-{}", i % 10);
+        sends.push((
+            key.clone(),
+            i,
+            producer.send(record("keyed", Some(&key), &format!("{key}:{i}"))).expect("send"),
+        ));
+    }
+    producer.flush();
+    let mut partition_of: HashMap<String, u32> = HashMap::new();
+    for (key, _, send) in sends {
+        let meta = block_on(send).expect("acknowledged");
+        let p = *partition_of.entry(key).or_insert(meta.partition);
+        assert_eq!(p, meta.partition, "same key, same partition");
+    }
+    let records = consume_all(&broker.addr, "keyed", 400);
+    assert_eq!(records.len(), 400, "every record once");
+    let mut last_seq: HashMap<String, i64> = HashMap::new();
+    for r in &records {
+        let value = String::from_utf8(r.value.clone()).expect("utf8");
+        let (key, seq) = value.split_once(':').expect("key:seq");
+        assert_eq!(r.key.as_deref(), Some(key.as_bytes()));
+        assert_eq!(partition_of[key], r.partition);
+        let seq: i64 = seq.parse().expect("seq");
+        let last = last_seq.entry(key.to_string()).or_insert(-1);
+        assert!(seq > *last, "per-key order kept");
+        *last = seq;
+    }
+    // Both shards own partitions: connections to either shard reach all.
+    let described = block_on(admin.describe_topic("keyed")).expect("describe");
+    assert!(
+        described.partitions.iter().any(|p| p.shard == 0)
+            && described.partitions.iter().any(|p| p.shard == 1)
+    );
+    producer.close();
+    broker.stop();
+}
+
+#[test]
+fn data_survives_a_clean_restart_and_memory_topics_start_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("kept", 2, vec![])).expect("create");
+    let memory = vec![ConfigEntry { name: "storage".into(), value: "memory".into() }];
+    block_on(admin.create_topic("cache", 1, memory)).expect("create memory topic");
+    let producer = producer(&broker);
+    let sends: Vec<_> = (0..50)
+        .map(|i| producer.send(record("kept", None, &format!("v{i}"))).expect("send"))
+        .collect();
+    let cached = producer.send(record("cache", None, "fleeting")).expect("send");
+    producer.flush();
+    for s in sends {
+        block_on(s).expect("ack");
+    }
+    block_on(cached).expect("ack");
+    assert_eq!(consume_all(&broker.addr, "cache", 1).len(), 1);
+    producer.close();
+    drop(admin);
+    let dir_path = broker.stop();
+
+    let broker = Broker::start(&dir_path, 2);
+    let mut values: Vec<String> = consume_all(&broker.addr, "kept", 50)
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    values.sort_by_key(|v| v[1..].parse::<u32>().unwrap_or(0));
+    assert_eq!(values, (0..50).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    let mut consumer =
+        Consumer::connect(&broker.addr, ConsumerConfig::default()).expect("consumer");
+    consumer.assign("cache", &[], SeekTo::Earliest).expect("memory topic still exists");
+    assert!(
+        consumer.poll(Duration::from_millis(200)).expect("poll").is_empty(),
+        "memory data is gone"
+    );
+    broker.stop();
+}
+
+#[test]
+fn acknowledged_records_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("durable", 3, vec![])).expect("create");
+    let producer = producer(&broker);
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        let value = format!("record-{i}-{}", "z".repeat(i % 50));
+        let send =
+            producer.send(record("durable", Some(&format!("k{}", i % 7)), &value)).expect("send");
+        acked.push((value, send));
+    }
+    producer.flush();
+    let acked: Vec<(String, u32, u64)> = acked
+        .into_iter()
+        .map(|(v, s)| {
+            let m = block_on(s).expect("acks=all");
+            (v, m.partition, m.offset.expect("offset"))
+        })
+        .collect();
+    let dir_path = broker.kill9();
+
+    let broker = Broker::start(&dir_path, 2);
+    let read = consume_all(&broker.addr, "durable", acked.len());
+    let by_position: HashMap<(u32, u64), Vec<u8>> =
+        read.into_iter().map(|r| ((r.partition, r.offset), r.value)).collect();
+    for (value, partition, offset) in acked {
+        assert_eq!(
+            by_position.get(&(partition, offset)).map(Vec::as_slice),
+            Some(value.as_bytes()),
+            "acked record at {partition}/{offset}"
+        );
+    }
+    broker.stop();
+}
+
+#[test]
+fn hostile_bytes_close_only_their_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("safe", 1, vec![])).expect("create");
+
+    // Random bytes.
+    let mut garbage = TcpStream::connect(&broker.addr).expect("connect");
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    garbage.write_all(&noise).expect("write");
+    // A frame claiming a huge length: answered with an error, then closed.
+    let mut huge = TcpStream::connect(&broker.addr).expect("connect");
+    let mut head = [0u8; 32];
+    head[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    head[8..12].copy_from_slice(&7u32.to_le_bytes());
+    huge.write_all(&head).expect("write");
+    huge.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut answer = Vec::new();
+    huge.read_to_end(&mut answer).expect("read until closed");
+    assert!(answer.len() >= 32, "an error answer comes back before the close");
+    assert_eq!(
+        u32::from_le_bytes([answer[8], answer[9], answer[10], answer[11]]),
+        7,
+        "correlation id echoed"
+    );
+    assert_eq!(u16::from_le_bytes([answer[14], answer[15]]), ErrorCode::MessageTooLarge.as_u16());
+    // A truncated frame, then the client goes away.
+    let mut truncated = TcpStream::connect(&broker.addr).expect("connect");
+    truncated.write_all(&[64, 0, 0, 0, 6, 0]).expect("write");
+    drop(truncated);
+    drop(garbage);
+
+    // The broker still serves everyone else, and lost nothing.
+    let producer = producer(&broker);
+    let ack = producer.send(record("safe", None, "still here")).expect("send");
+    producer.flush();
+    block_on(ack).expect("ack");
+    assert_eq!(consume_all(&broker.addr, "safe", 1)[0].value, b"still here");
+    broker.stop();
+}
+
+#[test]
+fn unknown_topics_and_bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    let err = block_on(admin.describe_topic("missing")).expect_err("unknown topic");
+    assert!(err.to_string().contains("unknown topic"), "{err}");
+    let producer = producer(&broker);
+    assert!(producer.send(record("missing", None, "x")).is_err());
+    let dup = block_on(admin.create_topic("t", 1, vec![]))
+        .and_then(|()| block_on(admin.create_topic("t", 1, vec![])));
+    assert!(matches!(
+        dup,
+        Err(mamba_net::client::ClientError::Broker { code: ErrorCode::TopicAlreadyExists, .. })
+    ));
+    let bad = block_on(admin.create_topic(
+        "u",
+        1,
+        vec![ConfigEntry { name: "colour".into(), value: "blue".into() }],
+    ));
+    assert!(matches!(
+        bad,
+        Err(mamba_net::client::ClientError::Broker { code: ErrorCode::InvalidConfig, .. })
+    ));
+    broker.stop();
+}
+
+#[test]
+fn cli_produces_and_consumes_and_explains_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let mamba = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mamba"))
+            .args(args)
+            .env("MAMBA_BROKERS", &broker.addr)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mamba");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
+        child.wait_with_output().expect("output")
+    };
+    assert!(mamba(&["topic", "create", "cli", "--partitions", "2"], "").status.success());
+    let out =
+        mamba(&["produce", "cli", "--key-separator", ":", "--output", "json"], "a:1\nb:2\na:3\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let acks: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(acks.len(), 3);
+    assert_eq!(acks[0]["partition"], acks[2]["partition"], "same key, same partition");
+    let out = mamba(&["consume", "cli", "--count", "3", "--output", "json"], "");
+    assert!(out.status.success());
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(records.len(), 3);
+    for key in ["partition", "offset", "timestamp_ms", "key", "value", "headers"] {
+        assert!(records[0].get(key).is_some(), "missing {key}");
+    }
+    let out = mamba(&["consume", "nope", "--count", "1"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown topic"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["--brokers", "127.0.0.1:1", "topic", "list"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"),
+        "names the address tried"
+    );
+    broker.stop();
+}
+
+#[test]
+fn a_taken_port_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("listen"), "{err}");
+}
