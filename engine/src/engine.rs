@@ -49,6 +49,7 @@ struct Inner {
     admin: futures::lock::Mutex<()>,
     closed: AtomicBool,
     open_report: std::sync::OnceLock<OpenReport>,
+    producer_ids: crate::producer_ids::ProducerIds,
     /// The data directory lock; released by `close`.
     lock: Mutex<Option<std::fs::File>>,
 }
@@ -169,6 +170,7 @@ impl Engine {
                 closed: AtomicBool::new(false),
                 open_report: std::sync::OnceLock::new(),
                 lock: Mutex::new(Some(lock)),
+                producer_ids: crate::producer_ids::ProducerIds::new(&data_dir),
             }),
         };
         let mut loaded = catalog::load(&data_dir)?;
@@ -454,6 +456,11 @@ impl Engine {
             ))
         })?;
         inbox.send(ShardRequest::Spawn { task }).await.map_err(|_| EngineError::ShuttingDown)
+    }
+
+    /// A producer id no other producer of this data directory ever had.
+    pub fn allocate_producer_id(&self) -> EngineResult<u64> {
+        self.inner.producer_ids.allocate()
     }
 
     /// The shard that owns a partition.

@@ -32,6 +32,10 @@ pub enum EngineError {
     Fenced(Arc<StorageError>),
     #[error("corrupt log {path}: {reason} (run `mamba log check` on it)")]
     Corrupt { path: String, reason: String },
+    #[error("producer {producer_id}: sequence {got} where {expected} was expected")]
+    OutOfOrderSequence { producer_id: u64, expected: u32, got: u32 },
+    #[error("producer {producer_id}: epoch {epoch} is older than the current {current_epoch}")]
+    ProducerFenced { producer_id: u64, epoch: u16, current_epoch: u16 },
     #[error("busy: the shard's queue is full, retry later")]
     Busy,
     #[error("the engine is shutting down")]

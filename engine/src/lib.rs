@@ -49,6 +49,8 @@ pub mod inspect;
 pub mod limits;
 pub mod memfs;
 pub mod partition;
+pub mod producer_ids;
+pub mod producer_state;
 pub mod runtime;
 pub mod scan;
 pub mod segment;

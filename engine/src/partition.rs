@@ -18,6 +18,7 @@ use crate::config::Durability;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::limits::{align_down, align_up, BATCH_HEADER_BYTES, BLOCK_BYTES};
+use crate::producer_state::{ProducerStates, SequenceCheck};
 use crate::scan::Window;
 use crate::segment::{list_segments, IndexFlush, RecoveryMode, Segment, SegmentReport};
 use crate::storage::{FileRef, StorageError, StorageRef};
@@ -89,6 +90,7 @@ struct LogState {
     cache: TailCache,
     /// Set by a failed write or sync; cleared by `recover_after_error`.
     fenced: Option<Arc<StorageError>>,
+    producers: ProducerStates,
 }
 
 impl LogState {
@@ -173,6 +175,7 @@ impl PartitionLog {
             durable_offset: next,
             cache: TailCache::new(options.tail_cache_bytes),
             fenced: None,
+            producers: ProducerStates::default(),
         };
         state.check_offsets();
         let log = PartitionLog {
@@ -181,7 +184,30 @@ impl PartitionLog {
             options: RefCell::new(options),
             state: RefCell::new(state),
         };
+        log.rebuild_producer_states().await?;
         Ok((log, reports))
+    }
+
+    /// Rebuilds the idempotent-producer state from the last two segments
+    /// (what a producer may still be retrying lies there).
+    async fn rebuild_producer_states(&self) -> EngineResult<()> {
+        let segments: Vec<(FileRef, u64, Offset)> = {
+            let st = self.state.borrow();
+            st.segments
+                .iter()
+                .rev()
+                .take(2)
+                .rev()
+                .map(|s| (s.log().clone(), s.flushed_bytes(), s.base_offset()))
+                .collect()
+        };
+        let mut states = ProducerStates::default();
+        for (file, end, base) in segments {
+            crate::scan::scan_segment(&file, end, 0, base, |view, _| states.record(view.header()))
+                .await?;
+        }
+        self.state.borrow_mut().producers = states;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -240,7 +266,12 @@ impl PartitionLog {
         let mut st = self.state.borrow_mut();
         let next = st.next_offset();
         match mode {
-            AppendMode::Leader { epoch } => batch.set_base_offset_and_epoch(next, epoch),
+            AppendMode::Leader { epoch } => {
+                if let SequenceCheck::Duplicate(info) = st.producers.check(batch.header())? {
+                    return Ok(info);
+                }
+                batch.set_base_offset_and_epoch(next, epoch);
+            }
             AppendMode::Follower => {
                 if batch.header().base_offset != next {
                     return Err(EngineError::OffsetMismatch {
@@ -252,6 +283,7 @@ impl PartitionLog {
         }
         let header = *batch.header();
         st.active_mut().append(batch.as_bytes(), &header);
+        st.producers.record(&header);
         st.cache.push(&header, batch.into_bytes());
         Ok(AppendInfo { base_offset: header.base_offset, last_offset: header.last_offset() })
     }
@@ -380,18 +412,22 @@ impl PartitionLog {
         let next = segment.next_offset();
         segment.close_for_writes();
         let fresh = Segment::create(&*self.storage, &self.dir, next, now_ms).await?;
-        let mut st = self.state.borrow_mut();
-        st.segments.pop_back();
-        st.segments.push_back(segment);
-        st.segments.push_back(fresh);
-        st.written_offset = next;
-        st.durable_offset = next;
-        // Batches that reached the disk intact are now durable and visible.
-        st.high_watermark = next;
-        st.cache.clear();
-        st.fenced = None;
-        st.check_offsets();
-        Ok(())
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments.pop_back();
+            st.segments.push_back(segment);
+            st.segments.push_back(fresh);
+            st.written_offset = next;
+            st.durable_offset = next;
+            // Batches that reached the disk intact are now durable and visible.
+            st.high_watermark = next;
+            st.cache.clear();
+            st.fenced = None;
+            st.check_offsets();
+        }
+        // Batches of the failed flush may be missing: forget what the
+        // producers were told and read it back from the disk.
+        self.rebuild_producer_states().await
     }
 
     pub fn is_fenced(&self) -> bool {
@@ -556,6 +592,7 @@ impl PartitionLog {
         st.written_offset = offset;
         st.durable_offset = offset;
         st.cache.truncate(offset);
+        st.producers.truncate(offset);
         st.check_offsets();
         Ok(())
     }

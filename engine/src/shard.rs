@@ -468,6 +468,9 @@ async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterComman
             commands.close();
             return;
         }
+        // Appends already visible (a producer's retry of a batch written
+        // before) are answered without waiting for any I/O.
+        w.answer(None);
         w.start_io();
         let event = {
             let mut recv = std::pin::pin!(commands.recv());

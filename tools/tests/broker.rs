@@ -365,3 +365,69 @@ fn a_taken_port_is_one_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr) && err.contains("listen"), "{err}");
 }
+
+#[test]
+fn a_retried_produce_is_not_written_twice_and_gaps_are_refused() {
+    use mamba_engine::{BatchBuilder, NewRecord};
+    use mamba_net::client::Connection;
+    use mamba_net::protocol::*;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("once", 1, vec![])).expect("create");
+    let conn = Connection::connect(&broker.addr, Duration::from_secs(5)).expect("connect");
+    let (id, _) = block_on(conn.call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]))
+        .expect("producer id");
+    let batch = |seq: u32, values: &[&str]| {
+        let mut b = BatchBuilder::new().producer(id.producer_id, id.producer_epoch, seq);
+        for v in values {
+            b.push(NewRecord { value: v.as_bytes().to_vec(), ..NewRecord::default() });
+        }
+        b.build().expect("batch")
+    };
+    let produce = |conn: &Connection, batch: &mamba_engine::Batch| {
+        let request = ProduceRequest {
+            acks: -1,
+            timeout_ms: 5000,
+            partitions: vec![ProducePartition {
+                topic: "once".into(),
+                partition: 0,
+                batch: Slice { offset: 0, len: batch.as_bytes().len() as u32 },
+            }],
+        };
+        let (answer, _) = block_on(conn.call::<_, ProduceResponse>(&request, &[batch.as_bytes()]))
+            .expect("answer");
+        answer.partitions.into_iter().next().expect("one partition")
+    };
+    let first = batch(0, &["a", "b"]);
+    let original = produce(&conn, &first);
+    assert_eq!((original.error_code, original.base_offset, original.last_offset), (0, 0, 1));
+    let retry = produce(&conn, &first);
+    assert_eq!(
+        (retry.error_code, retry.base_offset, retry.last_offset),
+        (0, 0, 1),
+        "a retry gets the original offsets"
+    );
+    let next = produce(&conn, &batch(2, &["c"]));
+    assert_eq!((next.error_code, next.base_offset), (0, 2));
+    let gap = produce(&conn, &batch(9, &["x"]));
+    assert_eq!(
+        gap.error_code,
+        ErrorCode::OutOfOrderSequence.as_u16(),
+        "a gap is refused: {}",
+        gap.message
+    );
+
+    // After a restart the broker still knows what it wrote.
+    drop(conn);
+    let dir_path = broker.stop();
+    let broker = Broker::start(&dir_path, 2);
+    let conn = Connection::connect(&broker.addr, Duration::from_secs(5)).expect("connect");
+    let again = produce(&conn, &first);
+    assert_eq!((again.error_code, again.base_offset), (0, 0), "still a duplicate after a restart");
+    let values: Vec<Vec<u8>> =
+        consume_all(&broker.addr, "once", 3).into_iter().map(|r| r.value).collect();
+    assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], "each record once");
+    broker.stop();
+}

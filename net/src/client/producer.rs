@@ -51,6 +51,10 @@ pub struct ProducerConfig {
     pub max_block_ms: u64,
     pub retries: u32,
     pub retry_backoff_ms: u64,
+    /// With `Acks::All`: the broker drops retried batches it already wrote
+    /// (producer id + per-partition sequence numbers), so a retry never
+    /// duplicates.
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -63,6 +67,7 @@ impl Default for ProducerConfig {
             max_block_ms: 60_000,
             retries: 5,
             retry_backoff_ms: 100,
+            idempotence: true,
         }
     }
 }
@@ -102,6 +107,12 @@ struct InFlight {
     attempts: u32,
 }
 
+impl InFlight {
+    fn base_sequence(&self) -> u32 {
+        self.batch.header().base_sequence
+    }
+}
+
 #[derive(Default)]
 struct PartitionQueue {
     records: VecDeque<Queued>,
@@ -110,6 +121,8 @@ struct PartitionQueue {
     in_flight: bool,
     /// A failed batch waiting for its retry, sent before anything else.
     retry: Option<(Instant, InFlight)>,
+    /// Sequence number of the next record (idempotence).
+    next_sequence: u32,
 }
 
 #[derive(Default)]
@@ -125,6 +138,8 @@ struct State {
 struct Inner {
     conn: Connection,
     config: ProducerConfig,
+    /// Producer id and epoch, when idempotent.
+    identity: Option<(u64, u16)>,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -158,9 +173,22 @@ impl Producer {
                 "batch_bytes must be positive and at most buffer_bytes_max".into(),
             ));
         }
+        let conn = connect_any(brokers)?;
+        let identity = if config.idempotence && config.acks == Acks::All {
+            let (answer, _) = futures::executor::block_on(
+                conn.call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]),
+            )?;
+            if let Some(e) = ClientError::from_code(answer.error_code, "init producer id".into()) {
+                return Err(e);
+            }
+            Some((answer.producer_id, answer.producer_epoch))
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
-            conn: connect_any(brokers)?,
+            conn,
             config,
+            identity,
             state: Mutex::default(),
             changed: Condvar::new(),
         });
@@ -317,7 +345,10 @@ fn take_ready(inner: &Inner, state: &mut State, now: Instant) -> Vec<((String, u
         if queue.records.is_empty() || !due {
             continue;
         }
-        let mut builder = BatchBuilder::new();
+        let mut builder = match inner.identity {
+            Some((id, epoch)) => BatchBuilder::new().producer(id, epoch, queue.next_sequence),
+            None => BatchBuilder::new(),
+        };
         let mut completions = Vec::new();
         let mut size_bytes = 0;
         while let Some(q) = queue.records.front() {
@@ -333,6 +364,10 @@ fn take_ready(inner: &Inner, state: &mut State, now: Instant) -> Vec<((String, u
         queue.oldest = if queue.records.is_empty() { None } else { Some(now) };
         match builder.build() {
             Ok(batch) => {
+                if inner.identity.is_some() {
+                    queue.next_sequence =
+                        queue.next_sequence.wrapping_add(batch.header().record_count);
+                }
                 queue.in_flight = true;
                 ready.push((
                     key.clone(),
@@ -455,6 +490,12 @@ fn finish(
             Duration::from_millis(inner.config.retry_backoff_ms << flight.attempts.min(6));
         queue.retry = Some((Instant::now() + backoff, flight));
     } else {
+        if outcome.is_err() && inner.identity.is_some() {
+            // The batch was not written (one batch in flight per partition,
+            // so nothing after it was built): its sequence numbers go to
+            // the next batch.
+            queue.next_sequence = flight.base_sequence();
+        }
         state.buffered_bytes -= flight.size_bytes;
         for (i, done) in flight.completions.into_iter().enumerate() {
             let result = match &outcome {

@@ -116,6 +116,8 @@ impl From<&mamba_engine::EngineError> for ErrorCode {
             E::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             E::OffsetMismatch { .. } => ErrorCode::InvalidRequest,
             E::Busy => ErrorCode::Busy,
+            E::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            E::ProducerFenced { .. } => ErrorCode::InvalidProducer,
             E::ShuttingDown => ErrorCode::ShuttingDown,
             E::DataDir { .. } => ErrorCode::StorageError,
         }

@@ -29,6 +29,7 @@ pub const SUPPORTED_APIS: &[(u16, u16, u16, &str)] = &[
     (api::PRODUCE, 0, 0, "produce"),
     (api::FETCH, 0, 0, "fetch"),
     (api::LIST_OFFSETS, 0, 0, "list_offsets"),
+    (api::INIT_PRODUCER_ID, 0, 0, "init_producer_id"),
 ];
 
 /// Why a body could not be encoded or decoded.

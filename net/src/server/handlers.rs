@@ -174,6 +174,20 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
             let request = decode!(ListOffsetsRequest);
             Some(response(&h, &list_offsets(ctx, request).await, &[]))
         }
+        api::INIT_PRODUCER_ID => {
+            let _request = decode!(InitProducerIdRequest);
+            let answer = match ctx.engine.allocate_producer_id() {
+                Ok(producer_id) => {
+                    InitProducerIdResponse { error_code: 0, producer_id, producer_epoch: 0 }
+                }
+                Err(e) => InitProducerIdResponse {
+                    error_code: code_of(&e),
+                    producer_id: 0,
+                    producer_epoch: 0,
+                },
+            };
+            Some(response(&h, &answer, &[]))
+        }
         other => fail(ErrorCode::UnsupportedApi, format!("api key {other} is not supported")),
     }
 }
