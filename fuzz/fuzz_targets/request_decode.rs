@@ -1,0 +1,31 @@
+//! Every request body decoder on arbitrary (aligned) bytes, as the broker
+//! runs them on what a client sends: an error or a value, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mamba_net::protocol::*;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, body)) = data.split_first() else { return };
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+    aligned.extend_from_slice(body);
+    let bytes: &[u8] = &aligned;
+    match which % 10 {
+        0 => drop(ApiVersionsRequest::decode(bytes)),
+        1 => drop(MetadataRequest::decode(bytes)),
+        2 => drop(CreateTopicsRequest::decode(bytes)),
+        3 => drop(DeleteTopicsRequest::decode(bytes)),
+        4 => drop(DescribeConfigsRequest::decode(bytes)),
+        5 => drop(AlterConfigsRequest::decode(bytes)),
+        6 => {
+            if let Ok(request) = ProduceRequest::decode(bytes) {
+                for p in &request.partitions {
+                    std::hint::black_box(slice_of(bytes, p.batch));
+                }
+            }
+        }
+        7 => drop(FetchRequest::decode(bytes)),
+        8 => drop(ListOffsetsRequest::decode(bytes)),
+        _ => drop(InitProducerIdRequest::decode(bytes)),
+    }
+});
