@@ -100,9 +100,12 @@ impl Engine {
     /// Opens (or creates) the data directory, starts the shards and
     /// recovers every partition.
     pub fn open(data_dir: impl AsRef<Path>, config: EngineConfig) -> EngineResult<Engine> {
-        let data_dir = data_dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(catalog::topics_dir(&data_dir))
-            .map_err(|e| data_dir_error(&data_dir, e))?;
+        let given = data_dir.as_ref();
+        std::fs::create_dir_all(catalog::topics_dir(given))
+            .map_err(|e| data_dir_error(given, e))?;
+        // Absolute from here on: glommio opens directories by absolute path
+        // (a relative one fails with EBADF), and logs read better with it.
+        let data_dir = std::fs::canonicalize(given).map_err(|e| data_dir_error(given, e))?;
         let lock = lock_data_dir(&data_dir)?;
         let shard_count = match config.shards {
             Some(0) => return Err(EngineError::InvalidConfig("shards must be at least 1".into())),

@@ -50,6 +50,7 @@ pub fn partition_dirs(path: &Path) -> EngineResult<Vec<PathBuf>> {
     if !path.is_dir() {
         return Err(bad("not a directory".into()));
     }
+    let path = &std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
     let subdirs = |dir: &Path| -> EngineResult<Vec<PathBuf>> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| bad(e.to_string()))?

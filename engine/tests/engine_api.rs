@@ -266,3 +266,17 @@ fn retention_runs_on_its_own() {
     assert!(segments <= 4, "{segments} segments left");
     engine.close().expect("close");
 }
+
+#[test]
+fn a_relative_data_directory_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let previous = std::env::current_dir().expect("cwd");
+    std::env::set_current_dir(dir.path()).expect("cd");
+    let opened = Engine::open("./relative-data", config());
+    std::env::set_current_dir(previous).expect("cd back");
+    let engine = opened.expect("open");
+    block_on(engine.create_topic("r", TopicConfig::default()))
+        .expect("create creates segment files");
+    block_on(engine.append("r", PartitionId(0), batch(&["x"], 0))).expect("append");
+    engine.close().expect("close");
+}
