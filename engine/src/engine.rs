@@ -11,7 +11,7 @@ use crate::config::{validate_topic_name, EngineConfig, TopicConfig};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{Offset, PartitionId, ShardId};
 use crate::limits::SHARD_INBOX_CAPACITY;
-use crate::partition::{AppendInfo, LogOffsets, LogOptions, ReadOutcome};
+use crate::partition::{AppendInfo, AppendWait, LogOffsets, LogOptions, ReadOutcome};
 use crate::runtime::{self, ExecutorOptions};
 use crate::segment::SegmentReport;
 use crate::shard::{self, OpenSpec, PartitionKey, Reply, ShardRequest};
@@ -386,8 +386,19 @@ impl Engine {
         partition: PartitionId,
         batch: Batch,
     ) -> EngineResult<AppendInfo> {
+        self.append_with(topic, partition, batch, AppendWait::Visible).await
+    }
+
+    /// Appends a batch and answers at the point `wait` names.
+    pub async fn append_with(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: Batch,
+        wait: AppendWait,
+    ) -> EngineResult<AppendInfo> {
         let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Append { key, batch, reply }).await
+        self.call(shard, |reply| ShardRequest::Append { key, batch, wait, reply }).await
     }
 
     /// Like `append`, but fails with `Busy` at once when the owning shard's
@@ -406,6 +417,7 @@ impl Engine {
         match self.inner.shards[shard.0 as usize].try_send(ShardRequest::Append {
             key,
             batch,
+            wait: AppendWait::Visible,
             reply,
         }) {
             Ok(()) => response.await.map_err(|_| EngineError::ShuttingDown)?,
@@ -435,6 +447,19 @@ impl Engine {
     ) -> EngineResult<LogOffsets> {
         let (shard, key) = self.route(topic, partition)?;
         self.call(shard, |reply| ShardRequest::Offsets { key, reply }).await
+    }
+
+    /// Resolves once readers can see data at `offset` (the high watermark
+    /// passed it). Pair it with a timer for a long poll; dropping the future
+    /// cancels the wait.
+    pub async fn wait_for_data(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+    ) -> EngineResult<()> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::WaitForData { key, offset, reply }).await
     }
 
     /// The first offset with a timestamp at or after `timestamp_ms`.

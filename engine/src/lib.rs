@@ -64,4 +64,4 @@ pub use config::{Durability, EngineConfig, StorageMode, TopicConfig};
 pub use engine::{block_on, Engine, OpenReport};
 pub use error::{EngineError, EngineResult};
 pub use ids::{LeaderEpoch, Offset, PartitionId, ShardId};
-pub use partition::{AppendInfo, LogOffsets, ReadOutcome};
+pub use partition::{AppendInfo, AppendWait, LogOffsets, ReadOutcome};

@@ -51,6 +51,17 @@ pub enum AppendMode {
     Follower,
 }
 
+/// When an append is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendWait {
+    /// Once it is in the log's buffer, before any write: fastest, and lost
+    /// if the process dies before the next flush (Kafka's `acks=1`).
+    Appended,
+    /// Once readers can see it: written, and under `fsync` synced.
+    #[default]
+    Visible,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: Offset,

@@ -20,7 +20,9 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
 use crate::limits::PARTITION_INBOX_CAPACITY;
 use crate::memfs::MemFs;
-use crate::partition::{AppendInfo, AppendMode, LogOffsets, LogOptions, PartitionLog, ReadOutcome};
+use crate::partition::{
+    AppendInfo, AppendMode, AppendWait, LogOffsets, LogOptions, PartitionLog, ReadOutcome,
+};
 use crate::runtime;
 use crate::segment::SegmentReport;
 use crate::storage::StorageRef;
@@ -67,6 +69,7 @@ pub enum ShardRequest {
     Append {
         key: PartitionKey,
         batch: Batch,
+        wait: AppendWait,
         reply: Reply<AppendInfo>,
     },
     Read {
@@ -78,6 +81,12 @@ pub enum ShardRequest {
     Offsets {
         key: PartitionKey,
         reply: Reply<LogOffsets>,
+    },
+    /// Answer once readers can see data at `offset` (a long-polling fetch).
+    WaitForData {
+        key: PartitionKey,
+        offset: Offset,
+        reply: Reply<()>,
     },
     OffsetForTimestamp {
         key: PartitionKey,
@@ -110,6 +119,7 @@ pub type ShardTask = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Sen
 enum WriterCommand {
     Append {
         batch: Batch,
+        wait: AppendWait,
         reply: Reply<AppendInfo>,
     },
     /// Something is due (sync, retention); run a round.
@@ -126,9 +136,38 @@ struct Partition {
     sync_due: Cell<bool>,
     retention_due: Cell<bool>,
     last_sync_ms: Cell<i64>,
+    /// Readers waiting for data at an offset, answered when the high
+    /// watermark passes it. Waiters whose caller gave up are pruned on
+    /// every registration, so the list stays as long as the live waits.
+    watchers: RefCell<Vec<(Offset, Reply<()>)>>,
 }
 
 impl Partition {
+    fn watch(&self, offset: Offset, reply: Reply<()>) {
+        if self.log.offsets().high_watermark > offset {
+            respond(reply, Ok(()));
+            return;
+        }
+        let mut watchers = self.watchers.borrow_mut();
+        watchers.retain(|(_, r)| !r.is_canceled());
+        watchers.push((offset, reply));
+    }
+
+    /// Wakes the readers waiting for data now visible.
+    fn notify_watchers(&self) {
+        let visible = self.log.offsets().high_watermark;
+        let mut watchers = self.watchers.borrow_mut();
+        if watchers.iter().all(|(offset, _)| *offset >= visible) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            watchers.drain(..).partition(|(offset, _)| *offset < visible);
+        *watchers = waiting;
+        for (_, reply) in ready {
+            respond(reply, Ok(()));
+        }
+    }
+
     fn wake(&self) {
         // A full queue means a round is coming anyway.
         if self.writer.try_send(WriterCommand::Wake).is_err() {
@@ -215,8 +254,8 @@ fn park(p: Rc<Partition>, command: WriterCommand, parked: &Rc<Cell<usize>>) {
 
 fn handle(request: ShardRequest, partitions: &Partitions, parked: &Rc<Cell<usize>>) {
     match request {
-        ShardRequest::Append { key, batch, reply } => match lookup(partitions, &key) {
-            Ok(p) => match p.writer.try_send(WriterCommand::Append { batch, reply }) {
+        ShardRequest::Append { key, batch, wait, reply } => match lookup(partitions, &key) {
+            Ok(p) => match p.writer.try_send(WriterCommand::Append { batch, wait, reply }) {
                 Ok(()) => {}
                 Err(async_channel::TrySendError::Full(command)) => park(p, command, parked),
                 Err(async_channel::TrySendError::Closed(command)) => fail(command),
@@ -232,6 +271,10 @@ fn handle(request: ShardRequest, partitions: &Partitions, parked: &Rc<Cell<usize
         ShardRequest::Offsets { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.offsets()));
         }
+        ShardRequest::WaitForData { key, offset, reply } => match lookup(partitions, &key) {
+            Ok(p) => p.watch(offset, reply),
+            Err(e) => respond(reply, Err(e)),
+        },
         ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply } => {
             match lookup(partitions, &key) {
                 Ok(p) => runtime::spawn_detached(async move {
@@ -287,6 +330,7 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
         sync_due: Cell::new(false),
         retention_due: Cell::new(false),
         last_sync_ms: Cell::new(runtime::now_ms()),
+        watchers: RefCell::new(Vec::new()),
     });
     runtime::spawn_detached(writer(partition.clone(), rx));
     partitions.borrow_mut().insert(spec.key, partition);
@@ -386,6 +430,7 @@ impl Writer {
                 }
             }
         }
+        self.p.notify_watchers();
     }
 
     async fn drain_io(&mut self) {
@@ -401,16 +446,17 @@ impl Writer {
 
     async fn command(&mut self, command: WriterCommand) {
         match command {
-            WriterCommand::Append { batch, reply } => {
+            WriterCommand::Append { batch, wait, reply } => {
                 let now = runtime::now_ms();
                 if self.p.log.needs_roll(batch.as_bytes().len() as u64, now) {
                     // A roll flushes and syncs the old segment itself.
                     self.drain_io().await;
                 }
                 let mode = AppendMode::Leader { epoch: LeaderEpoch(0) };
-                match self.p.log.append(batch, mode, now).await {
-                    Ok(info) => self.waiting.push_back((reply, info)),
-                    Err(e) => respond(reply, Err(e)),
+                match (self.p.log.append(batch, mode, now).await, wait) {
+                    (Ok(info), AppendWait::Visible) => self.waiting.push_back((reply, info)),
+                    (Ok(info), AppendWait::Appended) => respond(reply, Ok(info)),
+                    (Err(e), _) => respond(reply, Err(e)),
                 }
             }
             WriterCommand::Wake => {}

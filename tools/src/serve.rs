@@ -14,7 +14,8 @@ pub const DEFAULT_DATA_DIR: &str = "./mamba-data";
 pub struct ServeArgs {
     /// TOML file with any of: data_dir, listen, shards, node_id,
     /// frame_bytes_max, connections_per_shard_max,
-    /// in_flight_per_connection_max. Flags override it.
+    /// in_flight_per_connection_max, request_bytes_per_shard_max. Flags
+    /// override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Where topics are stored [default: ./mamba-data]
@@ -41,6 +42,7 @@ struct FileConfig {
     frame_bytes_max: Option<usize>,
     connections_per_shard_max: Option<usize>,
     in_flight_per_connection_max: Option<usize>,
+    request_bytes_per_shard_max: Option<usize>,
 }
 
 fn load(path: &PathBuf) -> Result<FileConfig, String> {
@@ -73,12 +75,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         in_flight_per_connection_max: file
             .in_flight_per_connection_max
             .unwrap_or(defaults.in_flight_per_connection_max),
+        request_bytes_per_shard_max: file
+            .request_bytes_per_shard_max
+            .unwrap_or(defaults.request_bytes_per_shard_max),
     };
     if limits.frame_bytes_max < 1024
         || limits.connections_per_shard_max == 0
         || limits.in_flight_per_connection_max == 0
+        || limits.request_bytes_per_shard_max < limits.frame_bytes_max
     {
-        return Err("limits must be positive (frame_bytes_max at least 1024)".into());
+        return Err(
+            "limits must be positive, frame_bytes_max at least 1024, request_bytes_per_shard_max at least frame_bytes_max"
+                .into(),
+        );
     }
     // Catch the signals before any thread starts, so every thread inherits
     // the handling and a signal during startup is not lost.

@@ -431,3 +431,77 @@ fn a_retried_produce_is_not_written_twice_and_gaps_are_refused() {
     assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], "each record once");
     broker.stop();
 }
+
+#[test]
+fn bad_configs_and_unusable_data_directories_are_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\ncolour = \"blue\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("colour"), "{err}");
+
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open data directory") && err.contains("not-a-dir"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn acks_1_and_0_produce_and_the_data_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("fast", 1, vec![])).expect("create");
+    for acks in [mamba_net::client::Acks::Leader, mamba_net::client::Acks::None] {
+        let config = ProducerConfig { acks, ..ProducerConfig::default() };
+        let producer = Producer::connect(&broker.addr, config).expect("producer");
+        let sent = producer.send(record("fast", None, "quick")).expect("send");
+        producer.flush();
+        let meta = block_on(sent).expect("answered");
+        assert_eq!(meta.offset.is_some(), acks == mamba_net::client::Acks::Leader);
+        producer.close();
+    }
+    assert_eq!(consume_all(&broker.addr, "fast", 2).len(), 2);
+    broker.stop();
+}
+
+#[test]
+fn a_long_poll_returns_data_produced_while_it_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("tail", 2, vec![])).expect("create");
+    let mut consumer =
+        Consumer::connect(&broker.addr, ConsumerConfig::default()).expect("consumer");
+    consumer.assign("tail", &[], SeekTo::Latest).expect("assign");
+    let addr = broker.addr.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let producer = Producer::connect(&addr, ProducerConfig::default()).expect("producer");
+        let sent = producer.send(record("tail", Some("k"), "late")).expect("send");
+        producer.flush();
+        block_on(sent).expect("ack");
+        producer.close();
+    });
+    // One poll with a long timeout: it must come back with the record.
+    let records = consumer.poll(Duration::from_secs(30)).expect("poll");
+    writer.join().expect("writer");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, b"late");
+    broker.stop();
+}

@@ -25,6 +25,9 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
     // up here; nothing else closes it.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
     let connections = Rc::new(Cell::new(0usize));
+    let memory = Rc::new(glommio::sync::Semaphore::new(
+        context.config.limits.request_bytes_per_shard_max as u64,
+    ));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -42,10 +45,10 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
             continue;
         }
         connections.set(connections.get() + 1);
-        let (context, connections) = (context.clone(), connections.clone());
+        let (context, connections, memory) = (context.clone(), connections.clone(), memory.clone());
         glommio::spawn_local(async move {
             let peer = stream.peer_addr().ok();
-            serve(stream, context).await;
+            serve(stream, context, memory).await;
             tracing::debug!(?peer, "connection closed");
             connections.set(connections.get() - 1);
         })
@@ -75,7 +78,11 @@ pub(crate) fn error_frame(
     encode_frame(header, &body, &[])
 }
 
-async fn serve(stream: TcpStream, context: Arc<ServerContext>) {
+async fn serve(
+    stream: TcpStream,
+    context: Arc<ServerContext>,
+    memory: Rc<glommio::sync::Semaphore>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
@@ -124,6 +131,11 @@ async fn serve(stream: TcpStream, context: Arc<ServerContext>) {
                 break;
             }
         };
+        // The shard's request memory is bounded: wait for room before
+        // reading the frame (the socket is not read meanwhile).
+        let Ok(held) = memory.acquire_static_permit(header.frame_bytes() as u64).await else {
+            break;
+        };
         let mut bytes = AlignedVec::<16>::with_capacity(header.frame_bytes());
         bytes.extend_from_slice(&head);
         bytes.resize(header.frame_bytes(), 0);
@@ -138,6 +150,7 @@ async fn serve(stream: TcpStream, context: Arc<ServerContext>) {
                     tracing::trace!("connection closed before its answer");
                 }
             }
+            drop(held);
             drop(permit);
         })
         .detach();

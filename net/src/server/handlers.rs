@@ -4,7 +4,7 @@ use super::connection::error_frame;
 use super::ServerContext;
 use crate::protocol::*;
 use crate::topic_config;
-use mamba_engine::{Batch, EngineError, Offset, PartitionId, TopicConfig};
+use mamba_engine::{AppendWait, Batch, EngineError, Offset, PartitionId, TopicConfig};
 use rkyv::util::AlignedVec;
 use std::time::{Duration, Instant};
 
@@ -228,6 +228,9 @@ fn metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataResponse {
 }
 
 async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) -> ProduceResponse {
+    // acks=all waits until the batch is durable under the topic's policy;
+    // acks=1 (and 0) once the leader has it in its log.
+    let wait = if request.acks == -1 { AppendWait::Visible } else { AppendWait::Appended };
     let appends = request.partitions.iter().map(|p| async move {
         let mut result = ProducePartitionResult {
             topic: p.topic.clone(),
@@ -247,7 +250,7 @@ async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) 
                 Err(e) => Err((ErrorCode::CorruptBatch.as_u16(), e.to_string())),
                 Ok(batch) => ctx
                     .engine
-                    .append(&p.topic, PartitionId(p.partition), batch)
+                    .append_with(&p.topic, PartitionId(p.partition), batch, wait)
                     .await
                     .map_err(|e| (code_of(&e), e.to_string())),
             },
@@ -266,9 +269,6 @@ async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) 
     });
     ProduceResponse { partitions: futures::future::join_all(appends).await }
 }
-
-/// How often a long-polling fetch looks again for new data.
-const FETCH_POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, Vec<bytes::Bytes>) {
     let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
@@ -317,13 +317,32 @@ async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, V
             results.push(result);
         }
         let any_error = results.iter().any(|r| r.error_code != 0);
-        if position as usize >= (request.min_bytes as usize).max(1)
-            || any_error
-            || Instant::now() >= deadline
+        let now = Instant::now();
+        if position as usize >= (request.min_bytes as usize).max(1) || any_error || now >= deadline
         {
             return (FetchResponse { partitions: results }, chunks);
         }
-        glommio::timer::sleep(FETCH_POLL_INTERVAL).await;
+        // Long poll: sleep until a partition that had nothing gets data, or
+        // the deadline. The waits are cancelled when this future drops them.
+        let waits: Vec<_> = request
+            .partitions
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.records.len == 0)
+            .map(|(p, _)| {
+                Box::pin(ctx.engine.wait_for_data(
+                    &p.topic,
+                    PartitionId(p.partition),
+                    Offset(p.offset),
+                ))
+            })
+            .collect();
+        let timer = Box::pin(glommio::timer::sleep(deadline - now));
+        if waits.is_empty() {
+            timer.await;
+        } else {
+            futures::future::select(futures::future::select_all(waits), timer).await;
+        }
     }
 }
 

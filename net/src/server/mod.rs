@@ -26,6 +26,10 @@ pub struct BrokerLimits {
     /// Requests read from one connection before its answers are written;
     /// beyond it the broker stops reading that socket.
     pub in_flight_per_connection_max: usize,
+    /// Bytes of request frames one shard holds at once, over all its
+    /// connections; at the bound every connection of the shard waits before
+    /// reading its next frame.
+    pub request_bytes_per_shard_max: usize,
 }
 
 impl Default for BrokerLimits {
@@ -34,6 +38,7 @@ impl Default for BrokerLimits {
             frame_bytes_max: 64 << 20,
             connections_per_shard_max: 4096,
             in_flight_per_connection_max: 64,
+            request_bytes_per_shard_max: 256 << 20,
         }
     }
 }
