@@ -505,3 +505,27 @@ fn a_long_poll_returns_data_produced_while_it_waits() {
     assert_eq!(records[0].value, b"late");
     broker.stop();
 }
+
+#[test]
+fn a_producer_reconnects_after_a_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let addr = broker.addr.clone();
+    let admin = Admin::connect(&addr).expect("admin");
+    block_on(admin.create_topic("again", 1, vec![])).expect("create");
+    drop(admin);
+    let producer = producer(&broker);
+    let first = producer.send(record("again", None, "before")).expect("send");
+    producer.flush();
+    block_on(first).expect("ack");
+    let dir_path = broker.stop();
+    let broker = Broker::start_on(&dir_path, 1, &addr);
+    let second = producer.send(record("again", None, "after")).expect("send");
+    producer.flush();
+    let meta = block_on(second).expect("acknowledged after reconnecting");
+    assert_eq!(meta.offset, Some(1));
+    let values: Vec<Vec<u8>> = consume_all(&broker.addr, "again", 2).into_iter().map(|r| r.value).collect();
+    assert_eq!(values, vec![b"before".to_vec(), b"after".to_vec()]);
+    producer.close();
+    broker.stop();
+}

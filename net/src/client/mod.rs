@@ -50,7 +50,9 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Broker { code, .. } => code.is_retriable(),
-            ClientError::Io { .. } | ClientError::Disconnected { .. } => true,
+            ClientError::Io { .. }
+            | ClientError::Disconnected { .. }
+            | ClientError::Connect { .. } => true,
             _ => false,
         }
     }

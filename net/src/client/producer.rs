@@ -136,7 +136,10 @@ struct State {
 }
 
 struct Inner {
-    conn: Connection,
+    brokers: String,
+    /// Replaced by a new connection when the old one dies (a broker
+    /// restart): retried batches go out on the new one.
+    conn: Mutex<Arc<Connection>>,
     config: ProducerConfig,
     /// Producer id and epoch, when idempotent.
     identity: Option<(u64, u16)>,
@@ -148,6 +151,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<Inner>,
+}
+
+/// The live connection, reconnecting if the last one died.
+fn connection(inner: &Inner) -> Result<Arc<Connection>, ClientError> {
+    let mut conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+    if !conn.is_alive() {
+        *conn = Arc::new(connect_any(&inner.brokers)?);
+    }
+    Ok(conn.clone())
 }
 
 fn lock(inner: &Inner) -> MutexGuard<'_, State> {
@@ -186,7 +198,8 @@ impl Producer {
             None
         };
         let inner = Arc::new(Inner {
-            conn,
+            brokers: brokers.to_string(),
+            conn: Mutex::new(Arc::new(conn)),
             config,
             identity,
             state: Mutex::default(),
@@ -206,7 +219,7 @@ impl Producer {
         }
         let request = MetadataRequest { topics: Some(vec![topic.to_string()]) };
         let (meta, _) = futures::executor::block_on(
-            self.inner.conn.call::<_, MetadataResponse>(&request, &[]),
+            connection(&self.inner)?.call::<_, MetadataResponse>(&request, &[]),
         )?;
         let t = meta
             .topics
@@ -431,7 +444,7 @@ fn send_batch(inner: &Arc<Inner>, key: (String, u32), flight: InFlight) {
     let batch = flight.batch.clone();
     let payload = [batch.as_bytes()];
     if inner.config.acks == Acks::None {
-        let result = inner.conn.send_with(&request, &payload, None);
+        let result = connection(inner).and_then(|conn| conn.send_with(&request, &payload, None));
         finish(inner, &key, flight, result.map(|()| None));
         return;
     }
@@ -457,7 +470,9 @@ fn send_batch(inner: &Arc<Inner>, key: (String, u32), flight: InFlight) {
             finish(&callback_inner, &callback_key, flight, outcome);
         }
     }));
-    if let Err(e) = inner.conn.send_with(&request, &payload, Some(waiter)) {
+    if let Err(e) =
+        connection(inner).and_then(|conn| conn.send_with(&request, &payload, Some(waiter)))
+    {
         let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(flight) = taken {
             finish(inner, &key, flight, Err(e));
@@ -474,12 +489,7 @@ fn finish(
 ) {
     let mut state = lock(inner);
     let retry = match &outcome {
-        Err(e) => {
-            e.is_retriable()
-                && flight.attempts < inner.config.retries
-                && !state.closed
-                && inner.conn.is_alive()
-        }
+        Err(e) => e.is_retriable() && flight.attempts < inner.config.retries && !state.closed,
         Ok(_) => false,
     };
     let queue = state.queues.entry(key.clone()).or_default();
