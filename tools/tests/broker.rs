@@ -524,7 +524,8 @@ fn a_producer_reconnects_after_a_broker_restart() {
     producer.flush();
     let meta = block_on(second).expect("acknowledged after reconnecting");
     assert_eq!(meta.offset, Some(1));
-    let values: Vec<Vec<u8>> = consume_all(&broker.addr, "again", 2).into_iter().map(|r| r.value).collect();
+    let values: Vec<Vec<u8>> =
+        consume_all(&broker.addr, "again", 2).into_iter().map(|r| r.value).collect();
     assert_eq!(values, vec![b"before".to_vec(), b"after".to_vec()]);
     producer.close();
     broker.stop();

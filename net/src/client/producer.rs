@@ -91,7 +91,12 @@ pub struct RecordMetadata {
     pub offset: Option<u64>,
 }
 
-type Completion = oneshot::Sender<Result<RecordMetadata, ClientError>>;
+/// Who learns how a record's send ended.
+enum Completion {
+    Future(oneshot::Sender<Result<RecordMetadata, ClientError>>),
+    /// Runs on the client's reader (or sender) thread: keep it short.
+    Callback(Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>),
+}
 
 struct Queued {
     record: NewRecord,
@@ -173,8 +178,13 @@ fn now_ms() -> i64 {
 }
 
 fn complete(done: Completion, result: Result<RecordMetadata, ClientError>) {
-    if done.send(result).is_err() {
-        tracing::trace!("a send's caller stopped waiting");
+    match done {
+        Completion::Future(tx) => {
+            if tx.send(result).is_err() {
+                tracing::trace!("a send's caller stopped waiting");
+            }
+        }
+        Completion::Callback(f) => f(result),
     }
 }
 
@@ -239,6 +249,22 @@ impl Producer {
         &self,
         record: ProducerRecord,
     ) -> Result<impl Future<Output = Result<RecordMetadata, ClientError>>, ClientError> {
+        let (done, result) = oneshot::channel();
+        self.enqueue(record, Completion::Future(done))?;
+        Ok(async move { result.await.map_err(|_| ClientError::Closed)? })
+    }
+
+    /// Queues `record`; `callback` runs (on a client thread) when the broker
+    /// answers. Keep it short: it delays other answers.
+    pub fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        self.enqueue(record, Completion::Callback(Box::new(callback)))
+    }
+
+    fn enqueue(&self, record: ProducerRecord, done: Completion) -> Result<(), ClientError> {
         let partitions = self.partition_count(&record.topic)?;
         let size_bytes = record.value.len()
             + record.key.as_ref().map_or(0, Vec::len)
@@ -285,7 +311,6 @@ impl Producer {
                 .entry(record.topic.clone())
                 .or_insert_with(|| fastrand_u32(partitions)),
         };
-        let (done, result) = oneshot::channel();
         let queue = state.queues.entry((record.topic.clone(), partition)).or_default();
         queue.oldest.get_or_insert_with(Instant::now);
         queue.bytes += size_bytes;
@@ -302,7 +327,7 @@ impl Producer {
         state.buffered_bytes += size_bytes;
         drop(state);
         self.inner.changed.notify_all();
-        Ok(async move { result.await.map_err(|_| ClientError::Closed)? })
+        Ok(())
     }
 
     /// Sends everything queued now and waits until all of it is answered.
