@@ -19,3 +19,15 @@ import json, sys
 r = json.load(sys.stdin)["result"]
 assert r["write_bytes_per_s"] > 0, r
 print("disk smoke: ok")'
+./target/debug/mamba-bench e2e --embedded --duration-s 3 --warmup-s 1 --rate 20000 --output json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+d = r["delivery"]
+assert d["lost"] == 0 and d["duplicated"] == 0 and d["out_of_order"] == 0, d
+assert d["acknowledged"] > 0 and d["consumed"] >= d["acknowledged"], d
+for section in ("produce", "consume", "e2e"):
+    for key in ("records_per_s", "bytes_per_s", "latency_us"):
+        assert key in r[section], (section, key)
+    for p in ("p50", "p90", "p99", "p999", "p9999", "max"):
+        assert p in r[section]["latency_us"], (section, p)
+print("e2e smoke:", d["acknowledged"], "messages, none lost, duplicated or out of order")'

@@ -1,8 +1,11 @@
 //! `mamba-bench`: Mamba's load generator and benchmarks.
 
+mod delivery;
 mod disk_mode;
 mod engine_mode;
+mod load;
 mod machine;
+mod pacing;
 mod stats;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -41,8 +44,79 @@ enum DurabilityArg {
     None,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum KeysArg {
+    None,
+    RoundRobin,
+    Random,
+}
+
+/// What `produce`, `consume` and `e2e` share.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Brokers to load (comma-separated host:port).
+    #[arg(long, conflicts_with = "embedded", required_unless_present = "embedded")]
+    brokers: Option<String>,
+    /// Start a broker in this process on a free loopback port, with a
+    /// temporary data directory removed afterwards.
+    #[arg(long)]
+    embedded: bool,
+    /// Topic to use; created with --partitions and --durability if missing.
+    #[arg(long, default_value = "mamba-bench")]
+    topic: String,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Producer threads, each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Consumer threads; partitions are spread over them.
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Size of each message, in bytes (at least 24: id and send time).
+    #[arg(long, default_value_t = 1024)]
+    message_bytes: usize,
+    /// Producer batch size, in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    batch_bytes: usize,
+    /// How long a producer waits to fill a batch, in ms.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// Durability of the topic it creates.
+    #[arg(long, value_enum, default_value = "fsync")]
+    durability: DurabilityArg,
+    /// Messages per second over all producers; 0 = as fast as possible.
+    /// With a rate, latency counts from each message's intended send time.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Length of the run, in seconds (warm-up included).
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Seconds at the start left out of every figure.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    /// Message keys: none, round-robin (1024 keys) or random.
+    #[arg(long, value_enum, default_value = "none")]
+    keys: KeysArg,
+    /// Message contents: random, zeros, or a file's bytes.
+    #[arg(long, default_value = "random")]
+    payload: String,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
 #[derive(Subcommand)]
 enum Mode {
+    /// Produce through the broker and report ack throughput and latency.
+    Produce(LoadArgs),
+    /// Fill the topic for --duration-s, then read it back and report
+    /// consume throughput.
+    Consume(LoadArgs),
+    /// Produce and consume at once: publish-to-delivery latency, and a check
+    /// that every message arrives once, in order per partition.
+    E2e(LoadArgs),
     /// Append through the embeddable engine API (no network), then read
     /// everything back and verify it.
     Engine {
@@ -121,9 +195,119 @@ fn data_dir(given: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir
     }
 }
 
+fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, String> {
+    let acks = match a.acks.as_str() {
+        "0" => mamba_net::client::Acks::None,
+        "1" => mamba_net::client::Acks::Leader,
+        "all" | "-1" => mamba_net::client::Acks::All,
+        other => return Err(format!("--acks must be 0, 1 or all, not {other:?}")),
+    };
+    let payload = match a.payload.as_str() {
+        "random" => load::Payload::Random,
+        "zeros" => load::Payload::Zeros,
+        path => {
+            load::Payload::File(std::fs::read(path).map_err(|e| format!("--payload {path}: {e}"))?)
+        }
+    };
+    if a.warmup_s >= a.duration_s {
+        return Err("--warmup-s must be shorter than --duration-s".into());
+    }
+    Ok(load::LoadOptions {
+        mode,
+        brokers: if a.embedded { None } else { a.brokers.clone() },
+        topic: a.topic.clone(),
+        partitions: a.partitions.max(1),
+        producers: a.producers,
+        consumers: a.consumers,
+        message_bytes: a.message_bytes,
+        batch_bytes: a.batch_bytes.max(1024),
+        linger_ms: a.linger_ms,
+        acks,
+        durability: match a.durability {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::None => Durability::None,
+        },
+        rate_per_s: a.rate.max(0.0),
+        duration: Duration::from_secs(a.duration_s),
+        warmup: Duration::from_secs(a.warmup_s),
+        keys: match a.keys {
+            KeysArg::None => load::Keys::None,
+            KeysArg::RoundRobin => load::Keys::RoundRobin,
+            KeysArg::Random => load::Keys::Random,
+        },
+        payload,
+        progress: matches!(a.output, Output::Text),
+    })
+}
+
+fn print_section(name: &str, s: &Option<load::Section>) {
+    if let Some(s) = s {
+        println!(
+            "{name:<8} {:>10.0} records/s  {}  latency {}",
+            s.records_per_s,
+            stats::rate(s.bytes_per_s),
+            s.latency_us
+        );
+    }
+}
+
+fn run_load(
+    mode: load::Mode,
+    name: &str,
+    args: &LoadArgs,
+    machine: &machine::Machine,
+) -> Result<(), String> {
+    let options = load_options(mode, args)?;
+    let report = load::run(options)?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "mode": name,
+                "params": {
+                    "brokers": args.brokers, "embedded": args.embedded, "topic": args.topic,
+                    "partitions": args.partitions, "producers": args.producers, "consumers": args.consumers,
+                    "message_bytes": args.message_bytes, "batch_bytes": args.batch_bytes, "linger_ms": args.linger_ms,
+                    "acks": args.acks, "rate": args.rate, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
+                    "payload": args.payload,
+                },
+                "machine": machine,
+                "produce": report.produce,
+                "consume": report.consume,
+                "e2e": report.e2e,
+                "delivery": report.delivery,
+                "errors": report.errors,
+            })
+        ),
+        Output::Text => {
+            print_section("produce", &report.produce);
+            print_section("consume", &report.consume);
+            print_section("e2e", &report.e2e);
+            if let Some(d) = &report.delivery {
+                println!(
+                    "delivery {} acknowledged, {} consumed: lost {}, duplicated {}, out of order {}",
+                    d.acknowledged, d.consumed, d.lost, d.duplicated, d.out_of_order
+                );
+            }
+        }
+    }
+    if let Some(d) = &report.delivery {
+        if !d.ok() {
+            return Err(format!(
+                "delivery check failed: lost {}, duplicated {}, out of order {}",
+                d.lost, d.duplicated, d.out_of_order
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let machine = machine::Machine::detect();
     match cli.mode {
+        Mode::Produce(args) => run_load(load::Mode::Produce, "produce", &args, &machine)?,
+        Mode::Consume(args) => run_load(load::Mode::Consume, "consume", &args, &machine)?,
+        Mode::E2e(args) => run_load(load::Mode::E2e, "e2e", &args, &machine)?,
         Mode::Engine {
             data_dir: dir,
             partitions,

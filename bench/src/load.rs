@@ -1,0 +1,502 @@
+//! `mamba-bench produce|consume|e2e`: load through the broker and the Rust
+//! client, against running brokers or an embedded one.
+
+use crate::delivery::{account, DeliveryReport, Seen, SeqSet};
+use crate::pacing::{latency_us, Pacer};
+use crate::stats::{latency_histogram, record_us, LatencyUs};
+use hdrhistogram::Histogram;
+use mamba_engine::{Durability, Engine, EngineConfig};
+use mamba_net::client::{
+    block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, SeekTo,
+};
+use mamba_net::protocol::ConfigEntry;
+use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Bytes at the start of every message: producer, sequence, send time.
+pub const HEADER_BYTES: usize = 24;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Produce,
+    Consume,
+    E2e,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    None,
+    RoundRobin,
+    Random,
+}
+
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Random,
+    Zeros,
+    File(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub mode: Mode,
+    /// `None`: an embedded broker.
+    pub brokers: Option<String>,
+    pub topic: String,
+    pub partitions: u32,
+    pub producers: usize,
+    pub consumers: usize,
+    pub message_bytes: usize,
+    pub batch_bytes: usize,
+    pub linger_ms: u64,
+    pub acks: Acks,
+    pub durability: Durability,
+    pub rate_per_s: f64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub keys: Keys,
+    pub payload: Payload,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Section {
+    pub records: u64,
+    pub records_per_s: f64,
+    pub bytes_per_s: f64,
+    pub latency_us: LatencyUs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub produce: Option<Section>,
+    pub consume: Option<Section>,
+    pub e2e: Option<Section>,
+    pub delivery: Option<DeliveryReport>,
+    pub errors: u64,
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Live counters shared by every thread, for the progress line.
+struct Live {
+    acked: AtomicU64,
+    consumed: AtomicU64,
+    errors: AtomicU64,
+    /// Produce latencies since the last progress line.
+    recent: Mutex<Histogram<u64>>,
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            acked: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            recent: Mutex::new(latency_histogram()),
+        }
+    }
+}
+
+struct Embedded {
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the load goes: given brokers, or a broker started here.
+fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>), String> {
+    if let Some(brokers) = &options.brokers {
+        return Ok((brokers.clone(), None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mamba-bench-embedded-")
+        .tempdir_in(std::env::current_dir().map_err(|e| e.to_string())?)
+        .map_err(|e| format!("creating a data directory: {e}"))?;
+    let engine = Engine::open(dir.path(), EngineConfig::default()).map_err(|e| e.to_string())?;
+    let listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    let broker = Broker::start(
+        engine.clone(),
+        BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((broker.local_addr().to_string(), Some(Embedded { engine, _dir: dir })))
+}
+
+fn ensure_topic(brokers: &str, options: &LoadOptions) -> Result<(), String> {
+    let admin =
+        Admin::connect(brokers).map_err(|e| format!("{e} (is a broker running at {brokers}?)"))?;
+    let configs =
+        vec![ConfigEntry { name: "durability".into(), value: options.durability.to_string() }];
+    match block_on(admin.create_topic(&options.topic, options.partitions, configs)) {
+        Ok(()) => Ok(()),
+        Err(ClientError::Broker {
+            code: mamba_net::protocol::ErrorCode::TopicAlreadyExists,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(format!("creating topic {}: {e}", options.topic)),
+    }
+}
+
+fn payload_fill(options: &LoadOptions) -> Vec<u8> {
+    let n = options.message_bytes.saturating_sub(HEADER_BYTES);
+    match &options.payload {
+        Payload::Zeros => vec![0; n],
+        Payload::Random => {
+            let mut rng = fastrand::Rng::with_seed(42);
+            (0..n).map(|_| rng.u8(..)).collect()
+        }
+        Payload::File(bytes) if !bytes.is_empty() => {
+            bytes.iter().copied().cycle().take(n).collect()
+        }
+        Payload::File(_) => vec![0; n],
+    }
+}
+
+struct ProducerResult {
+    histogram: Histogram<u64>,
+    acked: SeqSet,
+    measured: u64,
+}
+
+fn run_producer(
+    index: u32,
+    brokers: &str,
+    options: &LoadOptions,
+    start: Instant,
+    stop: &AtomicBool,
+    live: &Arc<Live>,
+) -> Result<ProducerResult, String> {
+    let config = ProducerConfig {
+        acks: options.acks,
+        linger_ms: options.linger_ms,
+        batch_bytes: options.batch_bytes,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(brokers, config).map_err(|e| e.to_string())?;
+    let fill = payload_fill(options);
+    let shared = Arc::new(Mutex::new((latency_histogram(), SeqSet::default(), 0u64)));
+    let mut pacer = Pacer::new(start, options.rate_per_s / options.producers as f64);
+    let mut rng = fastrand::Rng::with_seed(u64::from(index) + 1);
+    let measure_from = start + options.warmup;
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let due = pacer.next_intended(now);
+        if due > now {
+            std::thread::sleep((due - now).min(Duration::from_millis(5)));
+            continue;
+        }
+        let intended = pacer.advance(now);
+        // The message: [producer u32][reserved u32][seq u64][send time ns u64][fill].
+        let mut value = Vec::with_capacity(options.message_bytes.max(HEADER_BYTES));
+        value.extend_from_slice(&index.to_le_bytes());
+        value.extend_from_slice(&0u32.to_le_bytes());
+        value.extend_from_slice(&seq.to_le_bytes());
+        value.extend_from_slice(&unix_ns().to_le_bytes());
+        value.extend_from_slice(&fill);
+        let key = match options.keys {
+            Keys::None => None,
+            Keys::RoundRobin => Some((seq % 1024).to_le_bytes().to_vec()),
+            Keys::Random => Some(rng.u64(..).to_le_bytes().to_vec()),
+        };
+        let record = ProducerRecord {
+            topic: options.topic.clone(),
+            key,
+            value,
+            ..ProducerRecord::default()
+        };
+        let (shared_cb, measured) = (shared.clone(), intended >= measure_from);
+        let this_seq = seq;
+        let live = live.clone();
+        let result = producer.send_with_callback(record, move |result| {
+            let done = Instant::now();
+            let mut s = shared_cb.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(_) => {
+                    s.1.insert(this_seq);
+                    live.acked.fetch_add(1, Ordering::Relaxed);
+                    let latency = latency_us(intended, done);
+                    record_us(&mut live.recent.lock().unwrap_or_else(|p| p.into_inner()), latency);
+                    if measured {
+                        record_us(&mut s.0, latency_us(intended, done));
+                        s.2 += 1;
+                    }
+                }
+                Err(_) => {
+                    live.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        if let Err(e) = result {
+            return Err(format!("producer {index}: {e}"));
+        }
+        seq += 1;
+    }
+    producer.close();
+    let (histogram, acked, measured) = {
+        let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        (s.0.clone(), s.1.clone(), s.2)
+    };
+    Ok(ProducerResult { histogram, acked, measured })
+}
+
+struct ConsumerResult {
+    e2e: Histogram<u64>,
+    seen: Seen,
+    measured: u64,
+    measured_bytes: u64,
+    consumed: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_consumer(
+    partitions: Vec<u32>,
+    brokers: &str,
+    options: &LoadOptions,
+    from: SeekTo,
+    measure_from_ns: u64,
+    producers_done: &AtomicBool,
+    expected: &AtomicU64,
+    deadline: Instant,
+    live: &Live,
+) -> Result<ConsumerResult, String> {
+    let mut consumer =
+        Consumer::connect(brokers, ConsumerConfig::default()).map_err(|e| e.to_string())?;
+    consumer.assign(&options.topic, &partitions, from).map_err(|e| e.to_string())?;
+    let mut result = ConsumerResult {
+        e2e: latency_histogram(),
+        seen: Seen::default(),
+        measured: 0,
+        measured_bytes: 0,
+        consumed: 0,
+    };
+    loop {
+        let records = consumer.poll(Duration::from_millis(100)).map_err(|e| e.to_string())?;
+        let now_ns = unix_ns();
+        for r in &records {
+            result.consumed += 1;
+            live.consumed.fetch_add(1, Ordering::Relaxed);
+            if r.value.len() < HEADER_BYTES {
+                continue;
+            }
+            let producer = u32::from_le_bytes([r.value[0], r.value[1], r.value[2], r.value[3]]);
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&r.value[8..16]);
+            let seq = u64::from_le_bytes(x);
+            x.copy_from_slice(&r.value[16..24]);
+            let sent_ns = u64::from_le_bytes(x);
+            result.seen.record(producer, r.partition, seq);
+            if sent_ns >= measure_from_ns {
+                record_us(&mut result.e2e, now_ns.saturating_sub(sent_ns) / 1000);
+                result.measured += 1;
+                result.measured_bytes += r.value.len() as u64;
+            }
+        }
+        let done = producers_done.load(Ordering::Acquire);
+        if done
+            && records.is_empty()
+            && live.consumed.load(Ordering::Relaxed) >= expected.load(Ordering::Acquire)
+        {
+            return Ok(result);
+        }
+        if Instant::now() > deadline {
+            return Ok(result);
+        }
+    }
+}
+
+fn section(records: u64, bytes: u64, window: Duration, histogram: &Histogram<u64>) -> Section {
+    let s = window.as_secs_f64().max(1e-9);
+    Section {
+        records,
+        records_per_s: records as f64 / s,
+        bytes_per_s: bytes as f64 / s,
+        latency_us: LatencyUs::of(histogram),
+    }
+}
+
+fn progress_line(live: &Live, started: Instant, last: &mut (Instant, u64), message_bytes: usize) {
+    let now = Instant::now();
+    let acked = live.acked.load(Ordering::Relaxed) + live.consumed.load(Ordering::Relaxed);
+    let rate = (acked - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
+    *last = (now, acked);
+    let p99 = {
+        let mut recent = live.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let p99 = recent.value_at_quantile(0.99);
+        recent.reset();
+        p99
+    };
+    print!(
+        "\r{:>5.1}s  {:>10.0} msgs/s  {:>8.1} MB/s  p99 {} µs  errors {}   ",
+        started.elapsed().as_secs_f64(),
+        rate,
+        rate * message_bytes as f64 / 1e6,
+        p99,
+        live.errors.load(Ordering::Relaxed)
+    );
+    if std::io::stdout().flush().is_err() {
+        // A closed stdout only loses the progress line.
+    }
+}
+
+pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
+    if options.message_bytes < HEADER_BYTES {
+        return Err(format!("--message-bytes must be at least {HEADER_BYTES} (the message carries its id and send time)"));
+    }
+    if options.producers == 0 && options.mode != Mode::Consume {
+        return Err("--producers must be at least 1".into());
+    }
+    let (brokers, embedded) = target(&options)?;
+    ensure_topic(&brokers, &options)?;
+    let live = Arc::new(Live::default());
+    let stop = AtomicBool::new(false);
+    let producers_done = AtomicBool::new(false);
+    let expected = AtomicU64::new(u64::MAX);
+    let consumers = if options.mode == Mode::Produce { 0 } else { options.consumers.max(1) };
+
+    // `consume` reads data written before it starts: fill the topic first.
+    if options.mode == Mode::Consume {
+        let fill = LoadOptions {
+            mode: Mode::Produce,
+            progress: false,
+            warmup: Duration::ZERO,
+            ..options.clone()
+        };
+        let fill_stop = AtomicBool::new(false);
+        let start = Instant::now();
+        std::thread::scope(|s| -> Result<(), String> {
+            let handles: Vec<_> = (0..options.producers.max(1))
+                .map(|i| {
+                    let (brokers, fill, fill_stop, live) = (&brokers, &fill, &fill_stop, &live);
+                    s.spawn(move || run_producer(i as u32, brokers, fill, start, fill_stop, live))
+                })
+                .collect();
+            std::thread::sleep(options.duration);
+            fill_stop.store(true, Ordering::Release);
+            for h in handles {
+                h.join().map_err(|_| "producer thread panicked".to_string())??;
+            }
+            Ok(())
+        })?;
+    }
+
+    let start = Instant::now();
+    let measure_from_ns = unix_ns() + options.warmup.as_nanos() as u64;
+    let window = options.duration.saturating_sub(options.warmup);
+    let report = std::thread::scope(|s| -> Result<LoadReport, String> {
+        let from = if options.mode == Mode::Consume { SeekTo::Earliest } else { SeekTo::Latest };
+        let mut consumer_handles = Vec::new();
+        for c in 0..consumers {
+            let partitions: Vec<u32> =
+                (0..options.partitions).filter(|p| *p as usize % consumers == c).collect();
+            if partitions.is_empty() {
+                continue;
+            }
+            let (brokers, options, producers_done, expected, live) =
+                (&brokers, &options, &producers_done, &expected, &live);
+            let deadline = start + options.duration + Duration::from_secs(30);
+            consumer_handles.push(s.spawn(move || {
+                run_consumer(
+                    partitions,
+                    brokers,
+                    options,
+                    from,
+                    measure_from_ns,
+                    producers_done,
+                    expected,
+                    deadline,
+                    live,
+                )
+            }));
+        }
+        // Consumers position themselves before producers begin.
+        std::thread::sleep(Duration::from_millis(200));
+        let producer_start = Instant::now();
+        let producer_count = if options.mode == Mode::Consume { 0 } else { options.producers };
+        let producer_handles: Vec<_> = (0..producer_count)
+            .map(|i| {
+                let (brokers, options, stop, live) = (&brokers, &options, &stop, &live);
+                s.spawn(move || {
+                    run_producer(i as u32, brokers, options, producer_start, stop, live)
+                })
+            })
+            .collect();
+        let show = options.progress && std::io::stdout().is_terminal();
+        let mut last = (Instant::now(), 0u64);
+        while producer_start.elapsed() < options.duration {
+            std::thread::sleep(
+                Duration::from_millis(1000)
+                    .min(options.duration.saturating_sub(producer_start.elapsed())),
+            );
+            if show {
+                progress_line(&live, producer_start, &mut last, options.message_bytes);
+            }
+        }
+        stop.store(true, Ordering::Release);
+        let mut produce_hist = latency_histogram();
+        let mut acked = Vec::new();
+        let mut produced_measured = 0;
+        for h in producer_handles {
+            let r = h.join().map_err(|_| "producer thread panicked".to_string())??;
+            produce_hist.add(&r.histogram).map_err(|e| e.to_string())?;
+            produced_measured += r.measured;
+            acked.push(r.acked);
+        }
+        let total_acked: u64 = acked.iter().map(SeqSet::len).sum();
+        expected
+            .store(if options.mode == Mode::Consume { 0 } else { total_acked }, Ordering::Release);
+        producers_done.store(true, Ordering::Release);
+        let mut e2e_hist = latency_histogram();
+        let mut seen = Vec::new();
+        let (mut consumed_measured, mut consumed_bytes, mut consumed_total) = (0u64, 0u64, 0u64);
+        for h in consumer_handles {
+            let r = h.join().map_err(|_| "consumer thread panicked".to_string())??;
+            e2e_hist.add(&r.e2e).map_err(|e| e.to_string())?;
+            consumed_measured += r.measured;
+            consumed_bytes += r.measured_bytes;
+            consumed_total += r.consumed;
+            seen.push(r.seen);
+        }
+        if show {
+            println!();
+        }
+        let consume_window = if options.mode == Mode::Consume { start.elapsed() } else { window };
+        let produce = (options.mode != Mode::Consume).then(|| {
+            section(
+                produced_measured,
+                produced_measured * options.message_bytes as u64,
+                window,
+                &produce_hist,
+            )
+        });
+        let consume = (consumers > 0).then(|| {
+            let (records, bytes) = if options.mode == Mode::Consume {
+                (consumed_total, consumed_total * options.message_bytes as u64)
+            } else {
+                (consumed_measured, consumed_bytes)
+            };
+            section(records, bytes, consume_window, &e2e_hist)
+        });
+        let e2e = (options.mode == Mode::E2e)
+            .then(|| section(consumed_measured, consumed_bytes, window, &e2e_hist));
+        let delivery = (options.mode == Mode::E2e).then(|| account(&acked, &seen));
+        Ok(LoadReport {
+            produce,
+            consume,
+            e2e,
+            delivery,
+            errors: live.errors.load(Ordering::Relaxed),
+        })
+    })?;
+    if let Some(embedded) = embedded {
+        embedded.engine.close().map_err(|e| e.to_string())?;
+    }
+    Ok(report)
+}
