@@ -72,6 +72,15 @@ pub struct Section {
     pub latency_us: LatencyUs,
 }
 
+/// One second of the run, for the throughput plot.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelinePoint {
+    pub elapsed_s: f64,
+    pub produced_per_s: f64,
+    pub consumed_per_s: f64,
+    pub produce_p99_us: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub produce: Option<Section>,
@@ -79,6 +88,21 @@ pub struct LoadReport {
     pub e2e: Option<Section>,
     pub delivery: Option<DeliveryReport>,
     pub errors: u64,
+    pub timeline: Vec<TimelinePoint>,
+    /// (percentile, µs) of produce and end-to-end latency, for the plot.
+    pub produce_percentiles: Vec<(f64, u64)>,
+    pub e2e_percentiles: Vec<(f64, u64)>,
+}
+
+/// Latency at a fixed ladder of percentiles.
+fn percentiles(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]
+        .iter()
+        .map(|&p| (p, h.value_at_quantile(p / 100.0)))
+        .collect()
 }
 
 fn unix_ns() -> u64 {
@@ -322,28 +346,45 @@ fn section(records: u64, bytes: u64, window: Duration, histogram: &Histogram<u64
     }
 }
 
-fn progress_line(live: &Live, started: Instant, last: &mut (Instant, u64), message_bytes: usize) {
+/// Samples the last second; prints the progress line when `show`.
+fn sample(
+    live: &Live,
+    started: Instant,
+    last: &mut (Instant, u64, u64),
+    message_bytes: usize,
+    show: bool,
+) -> TimelinePoint {
     let now = Instant::now();
-    let acked = live.acked.load(Ordering::Relaxed) + live.consumed.load(Ordering::Relaxed);
-    let rate = (acked - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
-    *last = (now, acked);
-    let p99 = {
-        let mut recent = live.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let p99 = recent.value_at_quantile(0.99);
-        recent.reset();
-        p99
+    let acked = live.acked.load(Ordering::Relaxed);
+    let consumed = live.consumed.load(Ordering::Relaxed);
+    let seconds = now.duration_since(last.0).as_secs_f64().max(1e-9);
+    let point = TimelinePoint {
+        elapsed_s: started.elapsed().as_secs_f64(),
+        produced_per_s: (acked - last.1) as f64 / seconds,
+        consumed_per_s: (consumed - last.2) as f64 / seconds,
+        produce_p99_us: {
+            let mut recent = live.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let p99 = recent.value_at_quantile(0.99);
+            recent.reset();
+            p99
+        },
     };
-    print!(
-        "\r{:>5.1}s  {:>10.0} msgs/s  {:>8.1} MB/s  p99 {} µs  errors {}   ",
-        started.elapsed().as_secs_f64(),
-        rate,
-        rate * message_bytes as f64 / 1e6,
-        p99,
-        live.errors.load(Ordering::Relaxed)
-    );
-    if std::io::stdout().flush().is_err() {
-        // A closed stdout only loses the progress line.
+    *last = (now, acked, consumed);
+    if show {
+        let rate = point.produced_per_s.max(point.consumed_per_s);
+        print!(
+            "\r{:>5.1}s  {:>10.0} msgs/s  {:>8.1} MB/s  p99 {} µs  errors {}   ",
+            point.elapsed_s,
+            rate,
+            rate * message_bytes as f64 / 1e6,
+            point.produce_p99_us,
+            live.errors.load(Ordering::Relaxed)
+        );
+        if std::io::stdout().flush().is_err() {
+            // A closed stdout only loses the progress line.
+        }
     }
+    point
 }
 
 pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
@@ -429,15 +470,14 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             })
             .collect();
         let show = options.progress && std::io::stdout().is_terminal();
-        let mut last = (Instant::now(), 0u64);
+        let mut last = (Instant::now(), 0u64, 0u64);
+        let mut timeline = Vec::new();
         while producer_start.elapsed() < options.duration {
             std::thread::sleep(
                 Duration::from_millis(1000)
                     .min(options.duration.saturating_sub(producer_start.elapsed())),
             );
-            if show {
-                progress_line(&live, producer_start, &mut last, options.message_bytes);
-            }
+            timeline.push(sample(&live, producer_start, &mut last, options.message_bytes, show));
         }
         stop.store(true, Ordering::Release);
         let mut produce_hist = latency_histogram();
@@ -493,6 +533,9 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             e2e,
             delivery,
             errors: live.errors.load(Ordering::Relaxed),
+            timeline,
+            produce_percentiles: percentiles(&produce_hist),
+            e2e_percentiles: percentiles(&e2e_hist),
         })
     })?;
     if let Some(embedded) = embedded {

@@ -6,6 +6,7 @@ mod engine_mode;
 mod load;
 mod machine;
 mod pacing;
+mod report;
 mod stats;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -105,6 +106,14 @@ struct LoadArgs {
     payload: String,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Also write report.json, throughput.svg and latency.svg here.
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+    /// Also measure the disk reference (`disk` mode, 3 s) on the data disk
+    /// (the embedded broker's, or the current directory's) and report
+    /// produce throughput as a ratio of it.
+    #[arg(long)]
+    vs_disk: bool,
 }
 
 #[derive(Subcommand)]
@@ -258,27 +267,45 @@ fn run_load(
     machine: &machine::Machine,
 ) -> Result<(), String> {
     let options = load_options(mode, args)?;
+    let disk = if args.vs_disk {
+        let dir = std::env::current_dir().map_err(|e| e.to_string())?;
+        Some(disk_mode::run(disk_mode::DiskOptions {
+            dir,
+            write_bytes: 1 << 20,
+            queue_depth: 4,
+            duration: Duration::from_secs(3),
+        })?)
+    } else {
+        None
+    };
     let report = load::run(options)?;
+    let vs_disk = disk.as_ref().map(|d| {
+        let produce = report.produce.as_ref().map_or(0.0, |p| p.bytes_per_s);
+        json!({ "disk_write_bytes_per_s": d.write_bytes_per_s, "produce_ratio": produce / d.write_bytes_per_s.max(1.0) })
+    });
+    let document = json!({
+        "mode": name,
+        "params": {
+            "brokers": args.brokers, "embedded": args.embedded, "topic": args.topic,
+            "partitions": args.partitions, "producers": args.producers, "consumers": args.consumers,
+            "message_bytes": args.message_bytes, "batch_bytes": args.batch_bytes, "linger_ms": args.linger_ms,
+            "acks": args.acks, "rate": args.rate, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
+            "payload": args.payload,
+        },
+        "machine": machine,
+        "produce": report.produce,
+        "consume": report.consume,
+        "e2e": report.e2e,
+        "delivery": report.delivery,
+        "errors": report.errors,
+        "vs_disk": vs_disk,
+        "timeline": report.timeline,
+    });
+    if let Some(dir) = &args.report_dir {
+        report::write(dir, &document, &report)?;
+    }
     match args.output {
-        Output::Json => println!(
-            "{}",
-            json!({
-                "mode": name,
-                "params": {
-                    "brokers": args.brokers, "embedded": args.embedded, "topic": args.topic,
-                    "partitions": args.partitions, "producers": args.producers, "consumers": args.consumers,
-                    "message_bytes": args.message_bytes, "batch_bytes": args.batch_bytes, "linger_ms": args.linger_ms,
-                    "acks": args.acks, "rate": args.rate, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-                    "payload": args.payload,
-                },
-                "machine": machine,
-                "produce": report.produce,
-                "consume": report.consume,
-                "e2e": report.e2e,
-                "delivery": report.delivery,
-                "errors": report.errors,
-            })
-        ),
+        Output::Json => println!("{document}"),
         Output::Text => {
             print_section("produce", &report.produce);
             print_section("consume", &report.consume);
@@ -288,6 +315,15 @@ fn run_load(
                     "delivery {} acknowledged, {} consumed: lost {}, duplicated {}, out of order {}",
                     d.acknowledged, d.consumed, d.lost, d.duplicated, d.out_of_order
                 );
+            }
+            if let Some(v) = &vs_disk {
+                println!(
+                    "vs disk  produce = {:.2} of the disk's sequential write rate",
+                    v["produce_ratio"].as_f64().unwrap_or(0.0)
+                );
+            }
+            if let Some(dir) = &args.report_dir {
+                println!("report   {}", dir.display());
             }
         }
     }
