@@ -91,6 +91,7 @@ fn latency(path: &Path, report: &LoadReport) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_desc("percentile")
+        .x_labels(6)
         .x_label_formatter(&|x| match *x as i64 {
             0 => "0".into(),
             1 => "90".into(),
