@@ -73,15 +73,7 @@ impl Admin {
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
-        let meta = self.metadata(Some(vec![name.to_string()])).await?;
-        let topic = meta
-            .topics
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::UnknownTopic(name.to_string()))?;
-        if let Some(e) = ClientError::from_code(topic.error_code, format!("topic {name:?}")) {
-            return Err(e);
-        }
+        let topic = self.conn.topic_metadata(name).await?;
         let request = DescribeConfigsRequest { names: vec![name.to_string()] };
         let (configs, _) = self.conn.call::<_, DescribeConfigsResponse>(&request, &[]).await?;
         let configs = configs.topics.into_iter().next().map(|t| t.configs).unwrap_or_default();
@@ -95,22 +87,6 @@ impl Admin {
         partition: u32,
         timestamp: i64,
     ) -> Result<u64, ClientError> {
-        let request = ListOffsetsRequest {
-            partitions: vec![ListOffsetsPartition {
-                topic: topic.to_string(),
-                partition,
-                timestamp,
-            }],
-        };
-        let (answer, _) = self.conn.call::<_, ListOffsetsResponse>(&request, &[]).await?;
-        let result = answer
-            .partitions
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
-        match ClientError::from_code(result.error_code, format!("{topic}/{partition}")) {
-            Some(e) => Err(e),
-            None => Ok(result.offset),
-        }
+        self.conn.list_offset(topic, partition, timestamp).await
     }
 }

@@ -7,7 +7,9 @@
 
 use super::ClientError;
 use crate::protocol::{
-    encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FRAME_HEADER_BYTES,
+    encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, TopicMeta,
+    FRAME_HEADER_BYTES,
 };
 use futures::channel::oneshot;
 use rkyv::util::AlignedVec;
@@ -157,6 +159,54 @@ impl Connection {
             rx.await.map_err(|_| ClientError::Disconnected { addr: self.addr.to_string() })??;
         let answer = decode_answer::<A>(&frame)?;
         Ok((answer, frame))
+    }
+}
+
+impl Connection {
+    /// One topic's metadata. A topic the broker does not know is
+    /// `UnknownTopic`.
+    pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMeta, ClientError> {
+        let request = MetadataRequest { topics: Some(vec![topic.to_string()]) };
+        let (meta, _) = self.call::<_, MetadataResponse>(&request, &[]).await?;
+        let t = meta
+            .topics
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::UnknownTopic(topic.to_string()))?;
+        match ErrorCode::from_u16(t.error_code) {
+            ErrorCode::None if !t.partitions.is_empty() => Ok(t),
+            ErrorCode::None | ErrorCode::UnknownTopicOrPartition => {
+                Err(ClientError::UnknownTopic(topic.to_string()))
+            }
+            code => Err(ClientError::Broker { code, message: format!("topic {topic:?}") }),
+        }
+    }
+
+    /// The offset for `timestamp` (or `LATEST_TIMESTAMP`/`EARLIEST_TIMESTAMP`).
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<u64, ClientError> {
+        let request = ListOffsetsRequest {
+            partitions: vec![ListOffsetsPartition {
+                topic: topic.to_string(),
+                partition,
+                timestamp,
+            }],
+        };
+        let (answer, _) = self.call::<_, ListOffsetsResponse>(&request, &[]).await?;
+        let result = answer
+            .partitions
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
+        if result.error_code != 0 {
+            let code = ErrorCode::from_u16(result.error_code);
+            return Err(ClientError::Broker { code, message: format!("{topic}/{partition}") });
+        }
+        Ok(result.offset)
     }
 }
 

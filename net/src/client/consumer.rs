@@ -63,17 +63,7 @@ impl Consumer {
 
     /// The partitions of `topic`, from the broker.
     pub fn partitions(&self, topic: &str) -> Result<Vec<u32>, ClientError> {
-        let request = MetadataRequest { topics: Some(vec![topic.to_string()]) };
-        let (meta, _) =
-            futures::executor::block_on(self.conn.call::<_, MetadataResponse>(&request, &[]))?;
-        let t = meta
-            .topics
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::UnknownTopic(topic.to_string()))?;
-        if t.error_code != 0 {
-            return Err(ClientError::UnknownTopic(topic.to_string()));
-        }
+        let t = futures::executor::block_on(self.conn.topic_metadata(topic))?;
         Ok(t.partitions.iter().map(|p| p.partition).collect())
     }
 
@@ -111,24 +101,9 @@ impl Consumer {
             SeekTo::Latest => LATEST_TIMESTAMP,
             SeekTo::Timestamp(ts) => ts,
         };
-        let request = ListOffsetsRequest {
-            partitions: vec![ListOffsetsPartition {
-                topic: topic.to_string(),
-                partition,
-                timestamp,
-            }],
-        };
-        let (answer, _) =
-            futures::executor::block_on(self.conn.call::<_, ListOffsetsResponse>(&request, &[]))?;
-        let r = answer
-            .partitions
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
-        if let Some(e) = ClientError::from_code(r.error_code, format!("{topic}/{partition}")) {
-            return Err(e);
-        }
-        self.positions.insert((topic.to_string(), partition), r.offset);
+        let offset =
+            futures::executor::block_on(self.conn.list_offset(topic, partition, timestamp))?;
+        self.positions.insert((topic.to_string(), partition), offset);
         Ok(())
     }
 

@@ -227,18 +227,7 @@ impl Producer {
         if let Some(&n) = lock(&self.inner).partitions.get(topic) {
             return Ok(n);
         }
-        let request = MetadataRequest { topics: Some(vec![topic.to_string()]) };
-        let (meta, _) = futures::executor::block_on(
-            connection(&self.inner)?.call::<_, MetadataResponse>(&request, &[]),
-        )?;
-        let t = meta
-            .topics
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::UnknownTopic(topic.to_string()))?;
-        if t.error_code != 0 || t.partitions.is_empty() {
-            return Err(ClientError::UnknownTopic(topic.to_string()));
-        }
+        let t = futures::executor::block_on(connection(&self.inner)?.topic_metadata(topic))?;
         let n = t.partitions.len() as u32;
         lock(&self.inner).partitions.insert(topic.to_string(), n);
         Ok(n)
