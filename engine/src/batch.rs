@@ -27,6 +27,7 @@
 //! which checks length bounds, the CRC and the archive (bytecheck) before any
 //! zero-copy access.
 
+use crate::batch_writer::{BatchWriter, RecordRef};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::limits::{
     align_up, BATCH_ALIGN_BYTES, BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_RECORD_COUNT_MAX,
@@ -406,126 +407,76 @@ pub struct NewRecord {
     pub timestamp_ms: i64,
 }
 
-/// Builds a batch from records; the producer side of the format.
-#[derive(Debug, Default)]
+/// Builds a batch from owned records (see [`BatchWriter`] for borrowed
+/// ones, without a copy per record).
+#[derive(Debug)]
 pub struct BatchBuilder {
-    records: Vec<Record>,
-    first_timestamp_ms: i64,
-    max_timestamp_ms: i64,
-    producer_id: u64,
-    producer_epoch: u16,
-    base_sequence: u32,
-    attributes: u16,
+    writer: BatchWriter,
+    producer: Option<(u64, u16, u32)>,
+    /// The first record that did not fit the format, reported by `build`.
+    error: Option<BatchError>,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> BatchBuilder {
+        BatchBuilder::new()
+    }
 }
 
 impl BatchBuilder {
     pub fn new() -> BatchBuilder {
-        BatchBuilder {
-            records: Vec::new(),
-            first_timestamp_ms: 0,
-            max_timestamp_ms: 0,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: 0,
-            base_sequence: NO_SEQUENCE,
-            attributes: 0,
-        }
+        BatchBuilder { writer: BatchWriter::with_capacity(4096), producer: None, error: None }
     }
 
     /// Marks the batch as written by an idempotent producer.
     pub fn producer(mut self, producer_id: u64, producer_epoch: u16, base_sequence: u32) -> Self {
-        self.producer_id = producer_id;
-        self.producer_epoch = producer_epoch;
-        self.base_sequence = base_sequence;
+        self.producer = Some((producer_id, producer_epoch, base_sequence));
         self
     }
 
     pub fn record_count(&self) -> usize {
-        self.records.len()
+        self.writer.record_count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.writer.is_empty()
     }
 
     pub fn push(&mut self, record: NewRecord) {
-        if self.records.is_empty() {
-            self.first_timestamp_ms = record.timestamp_ms;
-            self.max_timestamp_ms = record.timestamp_ms;
-        }
-        self.max_timestamp_ms = self.max_timestamp_ms.max(record.timestamp_ms);
-        let offset_delta = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
-        self.records.push(Record {
-            offset_delta,
-            timestamp_delta_ms: record.timestamp_ms.saturating_sub(self.first_timestamp_ms),
-            key: record.key,
-            value: record.value,
-            headers: record
-                .headers
-                .into_iter()
-                .map(|(name, value)| RecordHeader { name, value })
-                .collect(),
+        let headers: Vec<(&str, &[u8])> =
+            record.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let pushed = self.writer.push(&RecordRef {
+            key: record.key.as_deref(),
+            value: &record.value,
+            headers: &headers,
+            timestamp_ms: record.timestamp_ms,
         });
+        if let Err(e) = pushed {
+            self.error.get_or_insert(e);
+        }
     }
 
     /// Encodes the batch with base offset 0 and epoch 0 (the leader patches
     /// both) and computes its CRC.
     pub fn build(self) -> Result<Batch, BatchError> {
-        let record_count = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
-        if record_count == 0 || record_count > BATCH_RECORD_COUNT_MAX {
-            return Err(BatchError::Inconsistent {
-                reason: "a batch carries between 1 and 2^20 records",
-            });
+        match self.error {
+            Some(e) => Err(e),
+            None => self.writer.finish(self.producer),
         }
-        // The first record's timestamp is the base; later ones may be earlier
-        // than it only by clock skew, which the deltas can still express.
-        let first_ts = self.first_timestamp_ms;
-        let min_ts = self
-            .records
-            .iter()
-            .map(|r| first_ts.saturating_add(r.timestamp_delta_ms))
-            .min()
-            .unwrap_or(first_ts);
-        let mut bytes = AlignedVec::<BATCH_ALIGN_BYTES>::with_capacity(
-            BATCH_HEADER_BYTES + self.records.iter().map(|r| r.value.len() + 64).sum::<usize>(),
-        );
-        bytes.resize(BATCH_HEADER_BYTES, 0);
-        let mut bytes =
-            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, bytes)
-                .map_err(|e| BatchError::BadArchive { reason: e.to_string() })?;
-        let length = bytes.len();
-        if length > BATCH_BYTES_MAX {
-            return Err(BatchError::BadLength {
-                length_bytes: u32::try_from(length).unwrap_or(u32::MAX),
-            });
-        }
-        bytes.resize(stored_bytes(length), 0);
-        let header = BatchHeader {
-            base_offset: Offset::ZERO,
-            batch_length: length as u32,
-            leader_epoch: LeaderEpoch(0),
-            crc: 0,
-            magic: MAGIC,
-            attributes: self.attributes,
-            last_offset_delta: record_count - 1,
-            record_count,
-            first_timestamp_ms: min_ts.min(first_ts),
-            max_timestamp_ms: self.max_timestamp_ms,
-            producer_id: self.producer_id,
-            producer_epoch: self.producer_epoch,
-            base_sequence: self.base_sequence,
-        };
-        encode_header(&header, &mut bytes[..BATCH_HEADER_BYTES]);
-        let crc = crc_of(&bytes[..length]);
-        bytes[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_le_bytes());
-        Batch::from_aligned(bytes)
     }
 }
 
-impl Batch {
-    fn from_aligned(bytes: AlignedVec<BATCH_ALIGN_BYTES>) -> Result<Batch, BatchError> {
-        let header = *BatchView::validate(&bytes)?.header();
-        Ok(Batch { bytes, header })
-    }
+/// Completes a batch whose records are encoded: writes `header` (with the
+/// CRC it computes) into the first bytes. The caller built the archive, so
+/// it is trusted; debug builds validate it anyway.
+pub(crate) fn seal(mut bytes: AlignedVec<BATCH_ALIGN_BYTES>, mut header: BatchHeader) -> Batch {
+    let length = header.batch_length as usize;
+    assert_eq!(bytes.len(), stored_bytes(length), "sealing a batch of another length");
+    encode_header(&header, &mut bytes[..BATCH_HEADER_BYTES]);
+    header.crc = crc_of(&bytes[..length]);
+    bytes[at::CRC..at::CRC + 4].copy_from_slice(&header.crc.to_le_bytes());
+    debug_assert_eq!(BatchView::validate(&bytes).map(|v| *v.header()), Ok(header));
+    Batch { bytes, header }
 }
 
 fn encode_header(h: &BatchHeader, out: &mut [u8]) {

@@ -39,6 +39,7 @@
 //! [`partition`] (one log), [`shard`] (group commit), [`engine`].
 pub mod appender;
 pub mod batch;
+pub mod batch_writer;
 pub mod catalog;
 pub mod config;
 pub mod disk;
