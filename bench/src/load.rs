@@ -5,10 +5,11 @@ use crate::delivery::{account, DeliveryReport, Seen, SeqSet};
 use crate::pacing::{latency_us, Pacer};
 use crate::stats::{latency_histogram, record_us, LatencyUs};
 use hdrhistogram::Histogram;
+use mamba_engine::batch_writer::RECORD_OVERHEAD_BYTES;
 use mamba_engine::{Durability, Engine, EngineConfig};
 use mamba_net::client::{
-    block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, SeekTo,
+    block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Delivery, DeliveryHandler,
+    Producer, ProducerConfig, SeekTo, SendRecord,
 };
 use mamba_net::protocol::ConfigEntry;
 use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
@@ -189,6 +190,46 @@ struct ProducerResult {
     measured: u64,
 }
 
+/// Intended send times of the messages in flight, by sequence number, so
+/// the delivery handler can time each acknowledged message while a send
+/// allocates nothing. The producer's buffer bounds the messages in flight;
+/// twice that many slots also cover a batch whose buffer space was freed
+/// just before its delivery report runs.
+struct SendTimes {
+    start: Instant,
+    /// Nanoseconds after `start`.
+    slots: Vec<AtomicU64>,
+    mask: u64,
+}
+
+impl SendTimes {
+    fn new(start: Instant, in_flight_max: usize) -> SendTimes {
+        let len = (2 * in_flight_max).next_power_of_two();
+        SendTimes {
+            start,
+            slots: (0..len).map(|_| AtomicU64::new(0)).collect(),
+            mask: len as u64 - 1,
+        }
+    }
+
+    fn set(&self, seq: u64, intended: Instant) {
+        let ns = intended.saturating_duration_since(self.start).as_nanos() as u64;
+        self.slots[(seq & self.mask) as usize].store(ns, Ordering::Relaxed);
+    }
+
+    fn get(&self, seq: u64) -> Instant {
+        self.start
+            + Duration::from_nanos(self.slots[(seq & self.mask) as usize].load(Ordering::Relaxed))
+    }
+}
+
+/// What a producer's delivery reports add up to.
+struct Acked {
+    histogram: Histogram<u64>,
+    seqs: SeqSet,
+    measured: u64,
+}
+
 fn run_producer(
     index: u32,
     brokers: &str,
@@ -203,12 +244,47 @@ fn run_producer(
         batch_bytes: options.batch_bytes,
         ..ProducerConfig::default()
     };
-    let producer = Producer::connect(brokers, config).map_err(|e| e.to_string())?;
-    let fill = payload_fill(options);
-    let shared = Arc::new(Mutex::new((latency_histogram(), SeqSet::default(), 0u64)));
+    let record_bytes = options.message_bytes + RECORD_OVERHEAD_BYTES;
+    let times = Arc::new(SendTimes::new(start, config.buffer_bytes_max / record_bytes + 1));
+    let acked = Arc::new(Mutex::new(Acked {
+        histogram: latency_histogram(),
+        seqs: SeqSet::default(),
+        measured: 0,
+    }));
+    let measure_from = start + options.warmup;
+    let handler: DeliveryHandler = {
+        let (times, acked, live) = (times.clone(), acked.clone(), live.clone());
+        Arc::new(move |delivery: &Delivery<'_>| {
+            let done = Instant::now();
+            let count = delivery.tagged.len() as u64;
+            if delivery.outcome.is_err() {
+                live.errors.fetch_add(count, Ordering::Relaxed);
+                return;
+            }
+            let mut acked = acked.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = live.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for &(_, seq) in delivery.tagged {
+                let intended = times.get(seq);
+                let latency = latency_us(intended, done);
+                acked.seqs.insert(seq);
+                record_us(&mut recent, latency);
+                if intended >= measure_from {
+                    record_us(&mut acked.histogram, latency);
+                    acked.measured += 1;
+                }
+            }
+            live.acked.fetch_add(count, Ordering::Relaxed);
+        })
+    };
+    let producer =
+        Producer::connect_with_delivery(brokers, config, handler).map_err(|e| e.to_string())?;
+    // The message: [producer u32][reserved u32][seq u64][send time ns u64][fill],
+    // rewritten in place for each send.
+    let mut value = vec![0u8; HEADER_BYTES];
+    value.extend_from_slice(&payload_fill(options));
+    value[..4].copy_from_slice(&index.to_le_bytes());
     let mut pacer = Pacer::new(start, options.rate_per_s / options.producers as f64);
     let mut rng = fastrand::Rng::with_seed(u64::from(index) + 1);
-    let measure_from = start + options.warmup;
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -218,57 +294,34 @@ fn run_producer(
             continue;
         }
         let intended = pacer.advance(now);
-        // The message: [producer u32][reserved u32][seq u64][send time ns u64][fill].
-        let mut value = Vec::with_capacity(options.message_bytes.max(HEADER_BYTES));
-        value.extend_from_slice(&index.to_le_bytes());
-        value.extend_from_slice(&0u32.to_le_bytes());
-        value.extend_from_slice(&seq.to_le_bytes());
-        value.extend_from_slice(&unix_ns().to_le_bytes());
-        value.extend_from_slice(&fill);
+        times.set(seq, intended);
+        let sent_ns = unix_ns();
+        value[8..16].copy_from_slice(&seq.to_le_bytes());
+        value[16..24].copy_from_slice(&sent_ns.to_le_bytes());
         let key = match options.keys {
             Keys::None => None,
-            Keys::RoundRobin => Some((seq % 1024).to_le_bytes().to_vec()),
-            Keys::Random => Some(rng.u64(..).to_le_bytes().to_vec()),
+            Keys::RoundRobin => Some((seq % 1024).to_le_bytes()),
+            Keys::Random => Some(rng.u64(..).to_le_bytes()),
         };
-        let record = ProducerRecord {
-            topic: options.topic.clone(),
-            key,
-            value,
-            ..ProducerRecord::default()
+        let record = SendRecord {
+            topic: &options.topic,
+            key: key.as_ref().map(|k| &k[..]),
+            value: &value,
+            timestamp_ms: Some((sent_ns / 1_000_000) as i64),
+            ..SendRecord::default()
         };
-        let (shared_cb, measured) = (shared.clone(), intended >= measure_from);
-        let this_seq = seq;
-        let live = live.clone();
-        let result = producer.send_with_callback(record, move |result| {
-            let done = Instant::now();
-            let mut s = shared_cb.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
-                Ok(_) => {
-                    s.1.insert(this_seq);
-                    live.acked.fetch_add(1, Ordering::Relaxed);
-                    let latency = latency_us(intended, done);
-                    record_us(&mut live.recent.lock().unwrap_or_else(|p| p.into_inner()), latency);
-                    if measured {
-                        record_us(&mut s.0, latency_us(intended, done));
-                        s.2 += 1;
-                    }
-                }
-                Err(_) => {
-                    live.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        if let Err(e) = result {
+        if let Err(e) = producer.send_tagged(&record, seq) {
             return Err(format!("producer {index}: {e}"));
         }
         seq += 1;
     }
     producer.close();
-    let (histogram, acked, measured) = {
-        let s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        (s.0.clone(), s.1.clone(), s.2)
-    };
-    Ok(ProducerResult { histogram, acked, measured })
+    let acked = acked.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(ProducerResult {
+        histogram: acked.histogram.clone(),
+        acked: acked.seqs.clone(),
+        measured: acked.measured,
+    })
 }
 
 struct ConsumerResult {

@@ -390,6 +390,18 @@ impl Batch {
         bytes::Bytes::from_owner(self.bytes)
     }
 
+    /// Renumbers an idempotent producer's batch (after an earlier batch of
+    /// its partition failed for good); the CRC covers the field, so it is
+    /// computed again.
+    pub fn set_base_sequence(&mut self, base_sequence: u32) {
+        self.header.base_sequence = base_sequence;
+        self.bytes[at::BASE_SEQUENCE..at::BASE_SEQUENCE + 4]
+            .copy_from_slice(&base_sequence.to_le_bytes());
+        let length = self.header.batch_length as usize;
+        self.header.crc = crc_of(&self.bytes[..length]);
+        self.bytes[at::CRC..at::CRC + 4].copy_from_slice(&self.header.crc.to_le_bytes());
+    }
+
     /// Sets the leader-assigned fields.
     pub fn set_base_offset_and_epoch(&mut self, base_offset: Offset, epoch: LeaderEpoch) {
         patch_base_offset_and_epoch(&mut self.bytes, base_offset, epoch);

@@ -212,10 +212,12 @@ impl BatchWriter {
         self.bytes.len() + self.records.len() * RECORD_OVERHEAD_BYTES + 16
     }
 
-    /// Whether `record` still fits under `limit_bytes` (a first record always
-    /// fits: a batch is never empty).
+    /// Whether `record` still fits under `limit_bytes` and the record count
+    /// limit (a first record always fits: a batch is never empty).
     pub fn fits(&self, record: &RecordRef<'_>, limit_bytes: usize) -> bool {
-        self.records.is_empty() || self.estimated_bytes() + record.encoded_bytes() <= limit_bytes
+        self.records.is_empty()
+            || (self.records.len() < BATCH_RECORD_COUNT_MAX as usize
+                && self.estimated_bytes() + record.encoded_bytes() <= limit_bytes)
     }
 
     /// Appends a record: its key, value and headers are copied into the
@@ -261,7 +263,9 @@ impl BatchWriter {
         let refs: Vec<HeaderRef<'_>> =
             headers.iter().map(|&(name, value)| HeaderRef { name, value }).collect();
         let bytes = &mut self.bytes;
-        let resolver = rkyv::util::with_arena(|arena| {
+        // The resolver keeps the array's position private; the array is the
+        // last thing rkyv wrote, so the position is known anyway.
+        let _resolver = rkyv::util::with_arena(|arena| {
             let mut serializer = rkyv::ser::Serializer::new(
                 &mut *bytes,
                 arena.acquire(),
@@ -273,9 +277,6 @@ impl BatchWriter {
             )
         })
         .map_err(|e: rkyv::rancor::Error| BatchError::BadArchive { reason: e.to_string() })?;
-        drop(resolver);
-        // The array is the last thing rkyv wrote (the resolver keeps its
-        // position private).
         let array_bytes = headers.len() * std::mem::size_of::<ArchivedRecordHeader>();
         Ok(Run::new(self.bytes.len() - array_bytes, headers.len()))
     }
@@ -338,7 +339,9 @@ mod tests {
     use super::*;
     use crate::batch::{BatchView, Record, RecordHeader};
 
-    fn sample() -> Vec<(Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    type Sample = (Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    fn sample() -> Vec<Sample> {
         vec![
             (None, b"plain".to_vec(), vec![]),
             (Some(b"k".to_vec()), vec![], vec![]),

@@ -16,6 +16,7 @@ use crate::runtime::{self, ExecutorOptions};
 use crate::segment::SegmentReport;
 use crate::shard::{self, OpenSpec, PartitionKey, Reply, ShardRequest};
 use futures::channel::oneshot;
+use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -251,13 +252,24 @@ impl Engine {
         shard: ShardId,
         make: impl FnOnce(Reply<T>) -> ShardRequest,
     ) -> EngineResult<T> {
+        let response = self.submit(shard, make).await?;
+        response.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Puts a request in the shard's inbox (waiting for room) and returns
+    /// the future of its reply.
+    async fn submit<T>(
+        &self,
+        shard: ShardId,
+        make: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> EngineResult<oneshot::Receiver<EngineResult<T>>> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(EngineError::ShuttingDown);
         }
         let (reply, response) = oneshot::channel();
         let inbox = &self.inner.shards[shard.0 as usize];
         inbox.send(make(reply)).await.map_err(|_| EngineError::ShuttingDown)?;
-        response.await.map_err(|_| EngineError::ShuttingDown)?
+        Ok(response)
     }
 
     fn route(&self, topic: &str, partition: PartitionId) -> EngineResult<(ShardId, PartitionKey)> {
@@ -399,6 +411,24 @@ impl Engine {
     ) -> EngineResult<AppendInfo> {
         let (shard, key) = self.route(topic, partition)?;
         self.call(shard, |reply| ShardRequest::Append { key, batch, wait, reply }).await
+    }
+
+    /// Hands a batch to its partition now and returns the future of its
+    /// outcome. Batches submitted one after another (each submission
+    /// awaited before the next) reach their partition in that order, even
+    /// while earlier ones are still being written: how a connection keeps
+    /// several produce requests in flight without reordering them.
+    pub async fn submit_append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: Batch,
+        wait: AppendWait,
+    ) -> EngineResult<impl Future<Output = EngineResult<AppendInfo>> + use<>> {
+        let (shard, key) = self.route(topic, partition)?;
+        let response =
+            self.submit(shard, |reply| ShardRequest::Append { key, batch, wait, reply }).await?;
+        Ok(async move { response.await.map_err(|_| EngineError::ShuttingDown)? })
     }
 
     /// Like `append`, but fails with `Busy` at once when the owning shard's

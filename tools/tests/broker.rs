@@ -530,3 +530,113 @@ fn a_producer_reconnects_after_a_broker_restart() {
     producer.close();
     broker.stop();
 }
+
+#[test]
+fn a_pipelined_producer_loses_nothing_and_keeps_order_across_a_kill_9() {
+    use mamba_net::client::{Delivery, DeliveryHandler, SendRecord};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let addr = broker.addr.clone();
+    let admin = Admin::connect(&addr).expect("admin");
+    block_on(admin.create_topic("piped", 2, vec![])).expect("create");
+    drop(admin);
+    // Small batches, five in flight per partition: many requests overlap.
+    let config = ProducerConfig {
+        batch_bytes: 4096,
+        linger_ms: 1,
+        max_in_flight: 5,
+        retry_backoff_ms: 50,
+        ..ProducerConfig::default()
+    };
+    let acked: Arc<Mutex<HashMap<u64, (u32, u64)>>> = Arc::default();
+    let (acks, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let handler: DeliveryHandler = {
+        let (acked, acks, errors) = (acked.clone(), acks.clone(), errors.clone());
+        Arc::new(move |d: &Delivery<'_>| match d.outcome {
+            Ok(base) => {
+                let base = base.expect("acks=all gives offsets");
+                let mut acked = acked.lock().expect("lock");
+                for &(delta, tag) in d.tagged {
+                    assert!(acked.insert(tag, (d.partition, base + u64::from(delta))).is_none());
+                }
+                acks.fetch_add(d.tagged.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                errors.fetch_add(d.tagged.len() as u64, Ordering::Relaxed);
+            }
+        })
+    };
+    let producer = Producer::connect_with_delivery(&addr, config, handler).expect("producer");
+    const RECORDS: u64 = 20_000;
+    let sender = {
+        let producer = producer.clone();
+        std::thread::spawn(move || {
+            for i in 0..RECORDS {
+                let key = format!("k{}", i % 8);
+                let value = format!("{key}:{i}:{}", "x".repeat(100));
+                let record = SendRecord {
+                    topic: "piped",
+                    key: Some(key.as_bytes()),
+                    value: value.as_bytes(),
+                    ..SendRecord::default()
+                };
+                producer.send_tagged(&record, i).expect("send");
+            }
+            producer.flush();
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acks.load(Ordering::Relaxed) < RECORDS / 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dir_path = broker.kill9();
+    let acked_at_kill = acks.load(Ordering::Relaxed);
+    assert!(acked_at_kill < RECORDS, "the broker died mid-stream");
+    let broker = Broker::start_on(&dir_path, 2, &addr);
+    sender.join().expect("sender");
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "retries carried every batch through");
+    let acked = acked.lock().expect("lock").clone();
+    assert_eq!(acked.len() as u64, RECORDS);
+    let records = consume_all(&broker.addr, "piped", RECORDS as usize);
+    if records.len() as u64 != RECORDS {
+        let seen: std::collections::HashSet<(u32, u64)> =
+            records.iter().map(|r| (r.partition, r.offset)).collect();
+        let mut missing: Vec<(u64, (u32, u64))> =
+            acked.iter().filter(|(_, at)| !seen.contains(at)).map(|(i, at)| (*i, *at)).collect();
+        missing.sort();
+        let ends: Vec<(u32, u64)> = (0..2)
+            .map(|p| {
+                (
+                    p,
+                    records
+                        .iter()
+                        .filter(|r| r.partition == p)
+                        .map(|r| r.offset)
+                        .max()
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        eprintln!(
+            "missing {} e.g. {:?}; read up to {ends:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    assert_eq!(records.len() as u64, RECORDS, "every record exactly once");
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for r in &records {
+        let value = String::from_utf8(r.value.clone()).expect("utf8");
+        let mut parts = value.split(':');
+        let (key, i) = (parts.next().expect("key"), parts.next().expect("i"));
+        let i: u64 = i.parse().expect("index");
+        assert_eq!(acked[&i], (r.partition, r.offset), "acknowledged where it was read");
+        let previous = last.insert(key.to_string(), i as i64).unwrap_or(-1);
+        assert!(i as i64 > previous, "per-key order kept: {key} {i} after {previous}");
+    }
+    producer.close();
+    broker.stop();
+}

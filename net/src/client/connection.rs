@@ -7,14 +7,14 @@
 
 use super::ClientError;
 use crate::protocol::{
-    encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, ListOffsetsPartition,
+    encode_frame_head, ErrorCode, ErrorResponse, Frame, FrameHeader, ListOffsetsPartition,
     ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, TopicMeta,
     FRAME_HEADER_BYTES,
 };
 use futures::channel::oneshot;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,12 +127,16 @@ impl Connection {
             body_bytes: 0,
             payload_bytes: 0,
         };
-        let frame = encode_frame(header, &body, payload);
+        // The payload (record batches) goes out from where it is.
+        let head = encode_frame_head(header, &body, payload.iter().map(|p| p.len()).sum());
+        let mut pieces: Vec<IoSlice<'_>> = Vec::with_capacity(1 + payload.len());
+        pieces.push(IoSlice::new(&head));
+        pieces.extend(payload.iter().map(|p| IoSlice::new(p)));
         let mut writer = lock(&self.writer);
         if let Some(waiter) = waiter {
             lock(&self.pending).insert(correlation_id, waiter);
         }
-        if let Err(e) = writer.write_all(&frame) {
+        if let Err(e) = write_all_vectored(&mut *writer, &mut pieces) {
             self.alive.store(false, Ordering::Release);
             drop(writer);
             if let Some(waiter) = lock(&self.pending).remove(&correlation_id) {
@@ -208,6 +212,19 @@ impl Connection {
         }
         Ok(result.offset)
     }
+}
+
+/// Writes every piece, in as few system calls as the socket allows.
+fn write_all_vectored(out: &mut impl Write, mut pieces: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    while !pieces.is_empty() {
+        match out.write_vectored(pieces) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut pieces, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a response body, turning a frame-level error into `Broker`.

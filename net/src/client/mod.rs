@@ -14,7 +14,10 @@ pub use admin::{Admin, TopicDescription};
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use futures::executor::block_on;
-pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    Acks, Delivery, DeliveryHandler, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    SendRecord,
+};
 
 use crate::protocol::ErrorCode;
 use std::time::Duration;

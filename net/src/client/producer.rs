@@ -1,22 +1,31 @@
 //! The producer: batches records per partition and sends them.
 //!
-//! `send` picks the partition (explicit; murmur2 of the key as Kafka's
+//! A send picks the partition (explicit; murmur2 of the key as Kafka's
 //! default partitioner does; sticky for keyless records, moving on with
-//! each new batch), appends the record to that partition's queue and
-//! returns a future of its `(partition, offset)`. A sender thread turns
-//! queues into batches when they reach `batch_bytes` or have waited
-//! `linger_ms` (or on `flush`), keeps one request in flight per partition
-//! (so order is kept across retries), and retries retriable errors with a
-//! backoff. Buffered bytes are bounded: `send` waits for room up to
+//! each new batch) and encodes the record straight into that partition's
+//! open batch ([`BatchWriter`]): one copy of its bytes, no allocation. A
+//! batch closes when the next record would not fit `batch_bytes`; a sender
+//! thread sends closed batches, and open ones once they have waited
+//! `linger_ms` (or on `flush`). It keeps one request in flight per
+//! partition (so order is kept across retries) and retries retriable errors
+//! with a backoff. Buffered bytes are bounded: a send waits for room up to
 //! `max_block_ms`, then fails.
+//!
+//! How a send ends reaches the caller three ways: a future ([`Producer::send`]),
+//! a callback per record ([`Producer::send_with_callback`]), or, cheapest, a
+//! tag handed to the producer's [`DeliveryHandler`] once per batch
+//! ([`Producer::send_tagged`], like librdkafka's delivery reports).
 
 use super::murmur2::partition_for_key;
 use super::{connect_any, ClientError, Connection};
 use crate::client::connection::{decode_answer, Waiter};
 use crate::protocol::*;
 use futures::channel::oneshot;
-use mamba_engine::{Batch, BatchBuilder, NewRecord};
-use std::collections::{HashMap, VecDeque};
+use mamba_engine::batch_writer::{BatchWriter, RecordRef};
+use mamba_engine::limits::BATCH_BYTES_MAX;
+use mamba_engine::producer_state::RECENT_BATCHES_MAX;
+use mamba_engine::Batch;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,6 +60,11 @@ pub struct ProducerConfig {
     pub max_block_ms: u64,
     pub retries: u32,
     pub retry_backoff_ms: u64,
+    /// Requests in flight per partition (Kafka's
+    /// `max.in.flight.requests.per.connection`): more overlaps sending,
+    /// writing and syncing. At most 5 with idempotence (what the broker
+    /// remembers per producer to recognise retries).
+    pub max_in_flight: usize,
     /// With `Acks::All`: the broker drops retried batches it already wrote
     /// (producer id + per-partition sequence numbers), so a retry never
     /// duplicates.
@@ -67,6 +81,7 @@ impl Default for ProducerConfig {
             max_block_ms: 60_000,
             retries: 5,
             retry_backoff_ms: 100,
+            max_in_flight: 5,
             idempotence: true,
         }
     }
@@ -84,6 +99,35 @@ pub struct ProducerRecord {
     pub timestamp_ms: Option<i64>,
 }
 
+/// A record to send, borrowed: the producer copies it into a batch before
+/// the send call returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendRecord<'a> {
+    pub topic: &'a str,
+    pub partition: Option<u32>,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Defaults to now.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// How one batch of tagged sends ended, given to the [`DeliveryHandler`].
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    /// The offset of the batch's first record (`None` with `Acks::None`),
+    /// or why the batch failed.
+    pub outcome: Result<Option<u64>, &'a ClientError>,
+    /// `(offset delta in the batch, tag)` of each tagged record in it.
+    pub tagged: &'a [(u32, u64)],
+}
+
+/// Runs on a client thread once per batch with tagged records: keep it
+/// short, it delays other answers.
+pub type DeliveryHandler = Arc<dyn Fn(&Delivery<'_>) + Send + Sync>;
+
 /// Where a record landed. `offset` is `None` with `Acks::None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
@@ -96,48 +140,71 @@ enum Completion {
     Future(oneshot::Sender<Result<RecordMetadata, ClientError>>),
     /// Runs on the client's reader (or sender) thread: keep it short.
     Callback(Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>),
+    /// For the delivery handler.
+    Tag(u64),
 }
 
-struct Queued {
-    record: NewRecord,
+/// A batch being filled, or closed and waiting for its turn.
+struct OpenBatch {
+    writer: BatchWriter,
+    completions: Vec<Completion>,
     size_bytes: usize,
-    done: Completion,
+    opened: Instant,
 }
 
 /// A batch sent (or to be re-sent) with the records it answers for.
 struct InFlight {
+    /// Its place in the partition's order of batches.
+    number: u64,
     batch: Arc<Batch>,
     completions: Vec<Completion>,
     size_bytes: usize,
     attempts: u32,
 }
 
-impl InFlight {
-    fn base_sequence(&self) -> u32 {
-        self.batch.header().base_sequence
-    }
-}
-
+/// One partition's batches. Order is kept across retries: once a batch
+/// fails retriably, nothing new is sent until every batch in flight has
+/// answered; then the failed ones go again, in their original order, before
+/// anything else.
 #[derive(Default)]
 struct PartitionQueue {
-    records: VecDeque<Queued>,
-    bytes: usize,
-    oldest: Option<Instant>,
-    in_flight: bool,
-    /// A failed batch waiting for its retry, sent before anything else.
-    retry: Option<(Instant, InFlight)>,
-    /// Sequence number of the next record (idempotence).
+    open: Option<OpenBatch>,
+    closed: VecDeque<OpenBatch>,
+    /// Numbers of the batches sent and not answered yet.
+    in_flight: BTreeSet<u64>,
+    /// Batches to send again, by number, and when.
+    retries: BTreeMap<u64, InFlight>,
+    retry_at: Option<Instant>,
+    /// Idempotence: a batch failed for good, so the broker never got these
+    /// sequence numbers; the batches re-sent after it are renumbered from
+    /// here.
+    resequence_from: Option<u32>,
+    /// Sequence number of the next batch's first record (idempotence).
     next_sequence: u32,
+    next_number: u64,
+}
+
+struct TopicQueues {
+    partitions: Vec<PartitionQueue>,
+    /// Where keyless records go until that partition's batch closes.
+    sticky: u32,
 }
 
 #[derive(Default)]
 struct State {
-    partitions: HashMap<String, u32>,
-    sticky: HashMap<String, u32>,
-    queues: HashMap<(String, u32), PartitionQueue>,
+    topics: HashMap<String, TopicQueues>,
     buffered_bytes: usize,
     flushing: usize,
     closed: bool,
+}
+
+/// A topic name and a partition of it.
+type TopicPartition = (String, u32);
+
+/// A batch taken for sending, not yet encoded to the end.
+enum Ready {
+    Retry(InFlight),
+    Fresh { batch: OpenBatch, number: u64, base_sequence: u32 },
 }
 
 struct Inner {
@@ -148,6 +215,7 @@ struct Inner {
     config: ProducerConfig,
     /// Producer id and epoch, when idempotent.
     identity: Option<(u64, u16)>,
+    delivery: Option<DeliveryHandler>,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -177,26 +245,40 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn complete(done: Completion, result: Result<RecordMetadata, ClientError>) {
-    match done {
-        Completion::Future(tx) => {
-            if tx.send(result).is_err() {
-                tracing::trace!("a send's caller stopped waiting");
-            }
-        }
-        Completion::Callback(f) => f(result),
-    }
-}
-
 impl Producer {
     pub fn connect(brokers: &str, config: ProducerConfig) -> Result<Producer, ClientError> {
+        Producer::start(brokers, config, None)
+    }
+
+    /// A producer whose tagged sends ([`Producer::send_tagged`]) end at
+    /// `handler`, once per batch.
+    pub fn connect_with_delivery(
+        brokers: &str,
+        config: ProducerConfig,
+        handler: DeliveryHandler,
+    ) -> Result<Producer, ClientError> {
+        Producer::start(brokers, config, Some(handler))
+    }
+
+    fn start(
+        brokers: &str,
+        config: ProducerConfig,
+        delivery: Option<DeliveryHandler>,
+    ) -> Result<Producer, ClientError> {
         if config.batch_bytes == 0 || config.buffer_bytes_max < config.batch_bytes {
             return Err(ClientError::InvalidArgument(
                 "batch_bytes must be positive and at most buffer_bytes_max".into(),
             ));
         }
+        let idempotent = config.idempotence && config.acks == Acks::All;
+        let in_flight_max = if idempotent { RECENT_BATCHES_MAX } else { usize::MAX };
+        if config.max_in_flight == 0 || config.max_in_flight > in_flight_max {
+            return Err(ClientError::InvalidArgument(format!(
+                "max_in_flight must be between 1 and {RECENT_BATCHES_MAX} with idempotence"
+            )));
+        }
         let conn = connect_any(brokers)?;
-        let identity = if config.idempotence && config.acks == Acks::All {
+        let identity = if idempotent {
             let (answer, _) = futures::executor::block_on(
                 conn.call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]),
             )?;
@@ -212,6 +294,7 @@ impl Producer {
             conn: Mutex::new(Arc::new(conn)),
             config,
             identity,
+            delivery,
             state: Mutex::default(),
             changed: Condvar::new(),
         });
@@ -223,23 +306,13 @@ impl Producer {
         Ok(Producer { inner })
     }
 
-    fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(&n) = lock(&self.inner).partitions.get(topic) {
-            return Ok(n);
-        }
-        let t = futures::executor::block_on(connection(&self.inner)?.topic_metadata(topic))?;
-        let n = t.partitions.len() as u32;
-        lock(&self.inner).partitions.insert(topic.to_string(), n);
-        Ok(n)
-    }
-
     /// Queues `record`; the future resolves when the broker answers.
     pub fn send(
         &self,
         record: ProducerRecord,
     ) -> Result<impl Future<Output = Result<RecordMetadata, ClientError>>, ClientError> {
         let (done, result) = oneshot::channel();
-        self.enqueue(record, Completion::Future(done))?;
+        self.enqueue_owned(&record, Completion::Future(done))?;
         Ok(async move { result.await.map_err(|_| ClientError::Closed)? })
     }
 
@@ -250,17 +323,66 @@ impl Producer {
         record: ProducerRecord,
         callback: impl FnOnce(Result<RecordMetadata, ClientError>) + Send + 'static,
     ) -> Result<(), ClientError> {
-        self.enqueue(record, Completion::Callback(Box::new(callback)))
+        self.enqueue_owned(&record, Completion::Callback(Box::new(callback)))
     }
 
-    fn enqueue(&self, record: ProducerRecord, done: Completion) -> Result<(), ClientError> {
-        let partitions = self.partition_count(&record.topic)?;
-        let size_bytes = record.value.len()
-            + record.key.as_ref().map_or(0, Vec::len)
-            + record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            + 32;
-        let config = &self.inner.config;
+    /// Copies `record` into its batch; the delivery handler gets `tag` with
+    /// the batch's outcome. Allocates nothing per record.
+    pub fn send_tagged(&self, record: &SendRecord<'_>, tag: u64) -> Result<(), ClientError> {
+        if self.inner.delivery.is_none() {
+            return Err(ClientError::InvalidArgument(
+                "send_tagged needs a producer made with connect_with_delivery".into(),
+            ));
+        }
+        self.enqueue(record, Completion::Tag(tag))
+    }
+
+    fn enqueue_owned(&self, record: &ProducerRecord, done: Completion) -> Result<(), ClientError> {
+        let headers: Vec<(&str, &[u8])> =
+            record.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let record = SendRecord {
+            topic: &record.topic,
+            partition: record.partition,
+            key: record.key.as_deref(),
+            value: &record.value,
+            headers: &headers,
+            timestamp_ms: record.timestamp_ms,
+        };
+        self.enqueue(&record, done)
+    }
+
+    /// The topic's queues, learning its partition count on first use.
+    fn known_topic(&self, topic: &str) -> Result<MutexGuard<'_, State>, ClientError> {
+        let state = lock(&self.inner);
+        if state.topics.contains_key(topic) {
+            return Ok(state);
+        }
+        drop(state);
+        let meta = futures::executor::block_on(connection(&self.inner)?.topic_metadata(topic))?;
+        let n = meta.partitions.len() as u32;
         let mut state = lock(&self.inner);
+        state.topics.entry(topic.to_string()).or_insert_with(|| TopicQueues {
+            partitions: (0..n).map(|_| PartitionQueue::default()).collect(),
+            sticky: spread_start(n),
+        });
+        Ok(state)
+    }
+
+    fn enqueue(&self, record: &SendRecord<'_>, done: Completion) -> Result<(), ClientError> {
+        let config = &self.inner.config;
+        let encoded = RecordRef {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+        };
+        let size_bytes = encoded.encoded_bytes();
+        if size_bytes + 1024 > BATCH_BYTES_MAX {
+            return Err(ClientError::InvalidArgument(format!(
+                "a record of {size_bytes} bytes does not fit in a batch ({BATCH_BYTES_MAX} bytes)"
+            )));
+        }
+        let mut state = self.known_topic(record.topic)?;
         let started = Instant::now();
         while state.buffered_bytes + size_bytes > config.buffer_bytes_max
             && state.buffered_bytes > 0
@@ -286,7 +408,13 @@ impl Producer {
         if state.closed {
             return Err(ClientError::Closed);
         }
-        let partition = match (record.partition, &record.key) {
+        let batch_limit = config.batch_bytes.min(BATCH_BYTES_MAX - 1024);
+        let state = &mut *state;
+        let Some(topic) = state.topics.get_mut(record.topic) else {
+            return Err(ClientError::UnknownTopic(record.topic.to_string()));
+        };
+        let partitions = topic.partitions.len() as u32;
+        let partition = match (record.partition, record.key) {
             (Some(p), _) if p < partitions => p,
             (Some(p), _) => {
                 return Err(ClientError::InvalidArgument(format!(
@@ -295,27 +423,37 @@ impl Producer {
                 )))
             }
             (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => *state
-                .sticky
-                .entry(record.topic.clone())
-                .or_insert_with(|| fastrand_u32(partitions)),
+            (None, None) => {
+                // Keyless records move on when the sticky batch is full.
+                let sticky = &topic.partitions[topic.sticky as usize];
+                if sticky.open.as_ref().is_some_and(|b| !b.writer.fits(&encoded, batch_limit)) {
+                    topic.sticky = (topic.sticky + 1) % partitions;
+                }
+                topic.sticky
+            }
         };
-        let queue = state.queues.entry((record.topic.clone(), partition)).or_default();
-        queue.oldest.get_or_insert_with(Instant::now);
-        queue.bytes += size_bytes;
-        queue.records.push_back(Queued {
-            record: NewRecord {
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
-                timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
-            },
-            size_bytes,
-            done,
+        let queue = &mut topic.partitions[partition as usize];
+        let mut wake_sender = false;
+        if queue.open.as_ref().is_some_and(|b| !b.writer.fits(&encoded, batch_limit)) {
+            queue.closed.extend(queue.open.take());
+            wake_sender = true;
+        }
+        let batch = queue.open.get_or_insert_with(|| {
+            wake_sender = true;
+            OpenBatch {
+                writer: BatchWriter::with_capacity(batch_limit.min(size_bytes.max(batch_limit))),
+                completions: Vec::new(),
+                size_bytes: 0,
+                opened: Instant::now(),
+            }
         });
+        batch.writer.push(&encoded)?;
+        batch.completions.push(done);
+        batch.size_bytes += size_bytes;
         state.buffered_bytes += size_bytes;
-        drop(state);
-        self.inner.changed.notify_all();
+        if wake_sender {
+            self.inner.changed.notify_all();
+        }
         Ok(())
     }
 
@@ -339,85 +477,88 @@ impl Producer {
 }
 
 /// A start partition for keyless records, spread over producers.
-fn fastrand_u32(below: u32) -> u32 {
+fn spread_start(partitions: u32) -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    nanos % below
+    nanos % partitions.max(1)
 }
 
-/// Takes what is ready to send: a due retry, or a batch of queued records.
-fn take_ready(inner: &Inner, state: &mut State, now: Instant) -> Vec<((String, u32), InFlight)> {
-    let config = &inner.config;
-    let linger = Duration::from_millis(config.linger_ms);
+/// Takes what is ready to send (due retries, closed batches, open ones
+/// that lingered long enough), and when to look again otherwise.
+fn take_ready(
+    inner: &Inner,
+    state: &mut State,
+    now: Instant,
+) -> (Vec<(TopicPartition, Ready)>, Option<Instant>) {
+    let linger = Duration::from_millis(inner.config.linger_ms);
+    let in_flight_max = inner.config.max_in_flight;
     let flushing = state.flushing > 0 || state.closed;
     let mut ready = Vec::new();
-    let mut rotate = Vec::new();
-    for (key, queue) in state.queues.iter_mut() {
-        if queue.in_flight {
-            continue;
-        }
-        if let Some((at, _)) = &queue.retry {
-            if *at <= now {
-                if let Some((_, batch)) = queue.retry.take() {
-                    queue.in_flight = true;
-                    ready.push((key.clone(), batch));
+    let mut next_due: Option<Instant> = None;
+    let mut due_at = |at: Instant| next_due = Some(next_due.map_or(at, |n| n.min(at)));
+    for (name, topic) in state.topics.iter_mut() {
+        let partitions = topic.partitions.len() as u32;
+        for (p, queue) in topic.partitions.iter_mut().enumerate() {
+            let key = || (name.clone(), p as u32);
+            if !queue.retries.is_empty() || queue.resequence_from.is_some() {
+                // Resend only once every answer is in, so the order holds.
+                if !queue.in_flight.is_empty() {
+                    continue;
+                }
+                if let Some(at) = queue.retry_at.filter(|at| *at > now) {
+                    due_at(at);
+                    continue;
+                }
+                if let Some(from) = queue.resequence_from.take() {
+                    let mut sequence = from;
+                    for flight in queue.retries.values_mut() {
+                        Arc::make_mut(&mut flight.batch).set_base_sequence(sequence);
+                        sequence = sequence.wrapping_add(flight.batch.header().record_count);
+                    }
+                    queue.next_sequence = sequence;
+                }
+                queue.retry_at = None;
+                while queue.in_flight.len() < in_flight_max {
+                    let Some((number, flight)) = queue.retries.pop_first() else { break };
+                    queue.in_flight.insert(number);
+                    ready.push((key(), Ready::Retry(flight)));
+                }
+                if !queue.retries.is_empty() {
+                    continue;
                 }
             }
-            continue;
-        }
-        let due = queue.bytes >= config.batch_bytes
-            || flushing
-            || queue.oldest.is_some_and(|t| now - t >= linger);
-        if queue.records.is_empty() || !due {
-            continue;
-        }
-        let mut builder = match inner.identity {
-            Some((id, epoch)) => BatchBuilder::new().producer(id, epoch, queue.next_sequence),
-            None => BatchBuilder::new(),
-        };
-        let mut completions = Vec::new();
-        let mut size_bytes = 0;
-        while let Some(q) = queue.records.front() {
-            if !completions.is_empty() && size_bytes + q.size_bytes > config.batch_bytes {
-                break;
-            }
-            let Some(q) = queue.records.pop_front() else { break };
-            size_bytes += q.size_bytes;
-            builder.push(q.record);
-            completions.push(q.done);
-        }
-        queue.bytes -= size_bytes;
-        queue.oldest = if queue.records.is_empty() { None } else { Some(now) };
-        match builder.build() {
-            Ok(batch) => {
+            while queue.in_flight.len() < in_flight_max {
+                let batch = match queue.closed.pop_front() {
+                    Some(batch) => batch,
+                    None => match &queue.open {
+                        Some(open) if flushing || now >= open.opened + linger => {
+                            if topic.sticky == p as u32 {
+                                topic.sticky = (topic.sticky + 1) % partitions;
+                            }
+                            let Some(batch) = queue.open.take() else { break };
+                            batch
+                        }
+                        Some(open) => {
+                            due_at(open.opened + linger);
+                            break;
+                        }
+                        None => break,
+                    },
+                };
+                let base_sequence = queue.next_sequence;
                 if inner.identity.is_some() {
                     queue.next_sequence =
-                        queue.next_sequence.wrapping_add(batch.header().record_count);
+                        base_sequence.wrapping_add(batch.writer.record_count() as u32);
                 }
-                queue.in_flight = true;
-                ready.push((
-                    key.clone(),
-                    InFlight { batch: Arc::new(batch), completions, size_bytes, attempts: 0 },
-                ));
-                rotate.push(key.0.clone());
-            }
-            Err(e) => {
-                state.buffered_bytes -= size_bytes;
-                for done in completions {
-                    complete(done, Err(ClientError::Batch(e.clone())));
-                }
+                let number = queue.next_number;
+                queue.next_number += 1;
+                queue.in_flight.insert(number);
+                ready.push((key(), Ready::Fresh { batch, number, base_sequence }));
             }
         }
     }
-    // Keyless records stick to a partition until it has a batch going.
-    for topic in rotate {
-        let n = state.partitions.get(&topic).copied().unwrap_or(1);
-        if let Some(p) = state.sticky.get_mut(&topic) {
-            *p = (*p + 1) % n;
-        }
-    }
-    ready
+    (ready, next_due)
 }
 
 fn run_sender(inner: &Arc<Inner>) {
@@ -429,23 +570,70 @@ fn run_sender(inner: &Arc<Inner>) {
                     return;
                 }
                 let now = Instant::now();
-                let ready = take_ready(inner, &mut state, now);
+                let (ready, next_due) = take_ready(inner, &mut state, now);
                 if !ready.is_empty() {
                     break ready;
                 }
-                // Sleep until something may be due: a linger or a retry.
-                let wait = Duration::from_millis(inner.config.linger_ms.clamp(1, 50));
+                // Sleep until a linger or a retry is due, or a send wakes us.
+                let wait = next_due.map_or(Duration::from_millis(50), |at| at - now);
                 state =
                     inner.changed.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
             }
         };
-        for (key, flight) in ready {
+        // Encoding ends (record array, header, CRC) outside the lock.
+        for (key, ready) in ready {
+            let flight = match ready {
+                Ready::Retry(flight) => flight,
+                Ready::Fresh { batch, number, base_sequence } => {
+                    let producer = inner.identity.map(|(id, epoch)| (id, epoch, base_sequence));
+                    match batch.writer.finish(producer) {
+                        Ok(built) => InFlight {
+                            number,
+                            batch: Arc::new(built),
+                            completions: batch.completions,
+                            size_bytes: batch.size_bytes,
+                            attempts: 0,
+                        },
+                        Err(e) => {
+                            let unsent = (number, batch.completions, batch.size_bytes);
+                            fail_unsent(inner, &key, unsent, base_sequence, ClientError::Batch(e));
+                            continue;
+                        }
+                    }
+                }
+            };
             send_batch(inner, key, flight);
         }
     }
 }
 
-fn send_batch(inner: &Arc<Inner>, key: (String, u32), flight: InFlight) {
+/// A batch that could not be encoded: its records fail, its sequence
+/// numbers go to the batches after it.
+fn fail_unsent(
+    inner: &Inner,
+    key: &TopicPartition,
+    (number, completions, size_bytes): (u64, Vec<Completion>, usize),
+    base_sequence: u32,
+    error: ClientError,
+) {
+    let mut state = lock(inner);
+    if let Some(queue) = queue_of(&mut state, key) {
+        queue.in_flight.remove(&number);
+        if inner.identity.is_some() {
+            queue.resequence_from =
+                Some(queue.resequence_from.map_or(base_sequence, |s| s.min(base_sequence)));
+        }
+    }
+    drop(state);
+    deliver(inner, key, completions, Err(error));
+    release(inner, size_bytes);
+}
+
+fn queue_of<'s>(state: &'s mut State, key: &TopicPartition) -> Option<&'s mut PartitionQueue> {
+    state.topics.get_mut(&key.0)?.partitions.get_mut(key.1 as usize)
+}
+
+fn send_batch(inner: &Arc<Inner>, key: TopicPartition, flight: InFlight) {
     let request = ProduceRequest {
         acks: inner.config.acks.wire(),
         timeout_ms: 30_000,
@@ -497,40 +685,87 @@ fn send_batch(inner: &Arc<Inner>, key: (String, u32), flight: InFlight) {
 /// Resolves a batch's records, or schedules its retry.
 fn finish(
     inner: &Inner,
-    key: &(String, u32),
+    key: &TopicPartition,
     mut flight: InFlight,
     outcome: Result<Option<u64>, ClientError>,
 ) {
     let mut state = lock(inner);
-    let retry = match &outcome {
-        Err(e) => e.is_retriable() && flight.attempts < inner.config.retries && !state.closed,
-        Ok(_) => false,
+    let closed = state.closed;
+    let Some(queue) = queue_of(&mut state, key) else {
+        unreachable!("a batch in flight for {key:?}, which has no queue")
     };
-    let queue = state.queues.entry(key.clone()).or_default();
-    queue.in_flight = false;
-    if retry {
-        flight.attempts += 1;
-        let backoff =
-            Duration::from_millis(inner.config.retry_backoff_ms << flight.attempts.min(6));
-        queue.retry = Some((Instant::now() + backoff, flight));
-    } else {
-        if outcome.is_err() && inner.identity.is_some() {
-            // The batch was not written (one batch in flight per partition,
-            // so nothing after it was built): its sequence numbers go to
-            // the next batch.
-            queue.next_sequence = flight.base_sequence();
+    queue.in_flight.remove(&flight.number);
+    if let Err(e) = &outcome {
+        // A batch refused as out of order because an earlier one of this
+        // partition failed goes again after it.
+        let behind_a_failure = matches!(
+            e,
+            ClientError::Broker { code: crate::protocol::ErrorCode::OutOfOrderSequence, .. }
+        ) && (queue.in_flight.first().is_some_and(|n| *n < flight.number)
+            || queue.retries.first_key_value().is_some_and(|(n, _)| *n < flight.number)
+            || queue.resequence_from.is_some());
+        let retriable = e.is_retriable() || behind_a_failure;
+        if retriable && flight.attempts < inner.config.retries && !closed {
+            flight.attempts += 1;
+            let backoff =
+                Duration::from_millis(inner.config.retry_backoff_ms << flight.attempts.min(6));
+            let at = Instant::now() + backoff;
+            queue.retry_at = Some(queue.retry_at.map_or(at, |t| t.max(at)));
+            queue.retries.insert(flight.number, flight);
+            drop(state);
+            inner.changed.notify_all();
+            return;
         }
-        state.buffered_bytes -= flight.size_bytes;
-        for (i, done) in flight.completions.into_iter().enumerate() {
-            let result = match &outcome {
-                Ok(base) => {
-                    Ok(RecordMetadata { partition: key.1, offset: base.map(|b| b + i as u64) })
-                }
-                Err(e) => Err(e.clone()),
-            };
-            complete(done, result);
+        if inner.identity.is_some() && matches!(e, ClientError::Broker { .. }) {
+            // Refused by the broker, so never written: the batches after it
+            // take over its sequence numbers. (After a connection failure
+            // it may have been written; renumbering could then make a later
+            // batch look like its duplicate, so the numbers stay.)
+            let base = flight.batch.header().base_sequence;
+            queue.resequence_from = Some(queue.resequence_from.map_or(base, |s| s.min(base)));
         }
     }
     drop(state);
+    deliver(inner, key, flight.completions, outcome);
+    release(inner, flight.size_bytes);
+}
+
+/// Frees buffer space once its records' senders know how they ended (so
+/// `flush` returns after every delivery).
+fn release(inner: &Inner, size_bytes: usize) {
+    lock(inner).buffered_bytes -= size_bytes;
     inner.changed.notify_all();
+}
+
+/// Tells each record's sender how it ended, in offset order.
+fn deliver(
+    inner: &Inner,
+    key: &TopicPartition,
+    completions: Vec<Completion>,
+    outcome: Result<Option<u64>, ClientError>,
+) {
+    let mut tagged = Vec::new();
+    for (i, done) in completions.into_iter().enumerate() {
+        let result = || match &outcome {
+            Ok(base) => Ok(RecordMetadata { partition: key.1, offset: base.map(|b| b + i as u64) }),
+            Err(e) => Err(e.clone()),
+        };
+        match done {
+            Completion::Future(tx) => {
+                if tx.send(result()).is_err() {
+                    tracing::trace!("a send's caller stopped waiting");
+                }
+            }
+            Completion::Callback(f) => f(result()),
+            Completion::Tag(tag) => tagged.push((i as u32, tag)),
+        }
+    }
+    if let (Some(handler), false) = (&inner.delivery, tagged.is_empty()) {
+        handler(&Delivery {
+            topic: &key.0,
+            partition: key.1,
+            outcome: outcome.as_ref().map(|o| *o),
+            tagged: &tagged,
+        });
+    }
 }

@@ -175,26 +175,39 @@ impl Frame {
 /// Builds a frame: header, body, then the payload pieces back to back.
 /// Each payload piece must be a multiple of 16 bytes (record batches are).
 pub fn encode_frame(
-    mut header: FrameHeader,
+    header: FrameHeader,
     body: &[u8],
     payload: &[&[u8]],
 ) -> AlignedVec<FRAME_ALIGN_BYTES> {
-    header.body_bytes = u32::try_from(body.len()).expect("bodies are far below 4 GiB");
     let payload_bytes: usize = payload.iter().map(|p| p.len()).sum();
-    header.payload_bytes =
-        u32::try_from(payload_bytes).expect("payloads are bounded by the frame limit");
-    let mut out = AlignedVec::<FRAME_ALIGN_BYTES>::with_capacity(header.frame_bytes());
-    out.extend_from_slice(&header.encode());
-    out.extend_from_slice(body);
-    out.resize(FRAME_HEADER_BYTES + align16(body.len()), 0);
+    let mut out = encode_frame_head(header, body, payload_bytes);
+    out.reserve(payload_bytes);
     for piece in payload {
-        assert!(
-            piece.len().is_multiple_of(FRAME_ALIGN_BYTES),
-            "payload pieces are 16-byte multiples"
-        );
         out.extend_from_slice(piece);
     }
-    debug_assert_eq!(out.len(), header.frame_bytes());
+    out
+}
+
+/// The frame up to its payload (header, body, padding), for writers that
+/// send the payload pieces from where they are (vectored writes).
+pub fn encode_frame_head(
+    mut header: FrameHeader,
+    body: &[u8],
+    payload_bytes: usize,
+) -> AlignedVec<FRAME_ALIGN_BYTES> {
+    assert!(
+        payload_bytes.is_multiple_of(FRAME_ALIGN_BYTES),
+        "payload pieces are 16-byte multiples"
+    );
+    header.body_bytes = u32::try_from(body.len()).expect("bodies are far below 4 GiB");
+    header.payload_bytes =
+        u32::try_from(payload_bytes).expect("payloads are bounded by the frame limit");
+    let head_bytes = FRAME_HEADER_BYTES + align16(body.len());
+    let mut out = AlignedVec::<FRAME_ALIGN_BYTES>::with_capacity(head_bytes);
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(body);
+    out.resize(head_bytes, 0);
+    debug_assert_eq!(out.len() + payload_bytes, header.frame_bytes());
     out
 }
 

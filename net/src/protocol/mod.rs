@@ -5,5 +5,8 @@ pub mod frame;
 pub mod messages;
 
 pub use error_code::ErrorCode;
-pub use frame::{encode_frame, Frame, FrameError, FrameHeader, FLAG_RESPONSE, FRAME_HEADER_BYTES};
+pub use frame::{
+    encode_frame, encode_frame_head, Frame, FrameError, FrameHeader, FLAG_RESPONSE,
+    FRAME_HEADER_BYTES,
+};
 pub use messages::*;

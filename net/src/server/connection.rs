@@ -143,9 +143,12 @@ async fn serve(
             break;
         }
         let frame = Frame::from_parts(header, bytes);
-        let (context, answers) = (context.clone(), answers.clone());
+        // Produce batches enter their partitions here, in the order they
+        // arrived; the answer is awaited on its own task.
+        let answer = handlers::start(frame, context.clone()).await;
+        let answers = answers.clone();
         glommio::spawn_local(async move {
-            if let Some(answer) = handlers::handle(frame, &context).await {
+            if let Some(answer) = answer.await {
                 if answers.send(answer).await.is_err() {
                     tracing::trace!("connection closed before its answer");
                 }

@@ -4,8 +4,10 @@ use super::connection::error_frame;
 use super::ServerContext;
 use crate::protocol::*;
 use crate::topic_config;
+use futures::future::LocalBoxFuture;
 use mamba_engine::{AppendWait, Batch, EngineError, Offset, PartitionId, TopicConfig};
 use rkyv::util::AlignedVec;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn response(request: &FrameHeader, body: &impl Message, payload: &[&[u8]]) -> AlignedVec<16> {
@@ -161,7 +163,8 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
         }
         api::PRODUCE => {
             let request = decode!(ProduceRequest);
-            let answer = produce(ctx, &request, frame.payload()).await;
+            let answer =
+                complete_produce(submit_produce(ctx, &request, frame.payload()).await).await;
             (request.acks != 0).then(|| response(&h, &answer, &[]))
         }
         api::FETCH => {
@@ -227,12 +230,28 @@ fn metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataResponse {
     MetadataResponse { brokers, topics }
 }
 
-async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) -> ProduceResponse {
+/// A produce request's batches, handed to their partitions: each one's
+/// outcome to come, or why it was refused on the spot.
+type Submitted =
+    Vec<(ProducePartitionResult, Result<LocalBoxFuture<'static, AppendOutcome>, (u16, String)>)>;
+type AppendOutcome = Result<mamba_engine::AppendInfo, EngineError>;
+
+/// The first half of a produce request: verifies each batch (bounds, CRC,
+/// archive) and hands it to its partition. The connection's reader runs it
+/// before reading the next frame, so the batches of one connection reach
+/// a partition in the order they were sent, however many requests the
+/// producer keeps in flight.
+async fn submit_produce(
+    ctx: &ServerContext,
+    request: &ProduceRequest,
+    payload: &[u8],
+) -> Submitted {
     // acks=all waits until the batch is durable under the topic's policy;
     // acks=1 (and 0) once the leader has it in its log.
     let wait = if request.acks == -1 { AppendWait::Visible } else { AppendWait::Appended };
-    let appends = request.partitions.iter().map(|p| async move {
-        let mut result = ProducePartitionResult {
+    let mut submitted = Vec::with_capacity(request.partitions.len());
+    for p in &request.partitions {
+        let result = ProducePartitionResult {
             topic: p.topic.clone(),
             partition: p.partition,
             error_code: 0,
@@ -240,8 +259,7 @@ async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) 
             base_offset: 0,
             last_offset: 0,
         };
-        // Verify the batch (bounds, CRC, archive) before it gets an offset.
-        let outcome = match slice_of(payload, p.batch) {
+        let pending = match slice_of(payload, p.batch) {
             None => Err((
                 ErrorCode::InvalidRequest.as_u16(),
                 "batch slice outside the payload".to_string(),
@@ -250,10 +268,23 @@ async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) 
                 Err(e) => Err((ErrorCode::CorruptBatch.as_u16(), e.to_string())),
                 Ok(batch) => ctx
                     .engine
-                    .append_with(&p.topic, PartitionId(p.partition), batch, wait)
+                    .submit_append(&p.topic, PartitionId(p.partition), batch, wait)
                     .await
+                    .map(|outcome| Box::pin(outcome) as LocalBoxFuture<'static, AppendOutcome>)
                     .map_err(|e| (code_of(&e), e.to_string())),
             },
+        };
+        submitted.push((result, pending));
+    }
+    submitted
+}
+
+/// The second half: waits for every batch's outcome.
+async fn complete_produce(submitted: Submitted) -> ProduceResponse {
+    let outcomes = submitted.into_iter().map(|(mut result, pending)| async move {
+        let outcome = match pending {
+            Ok(outcome) => outcome.await.map_err(|e| (code_of(&e), e.to_string())),
+            Err(refused) => Err(refused),
         };
         match outcome {
             Ok(info) => {
@@ -267,7 +298,26 @@ async fn produce(ctx: &ServerContext, request: &ProduceRequest, payload: &[u8]) 
         }
         result
     });
-    ProduceResponse { partitions: futures::future::join_all(appends).await }
+    ProduceResponse { partitions: futures::future::join_all(outcomes).await }
+}
+
+/// Starts a request and returns the future of its answer. Produce requests
+/// are submitted to their partitions before this returns (see
+/// `submit_produce`); everything else starts when the future is polled.
+pub(crate) async fn start(
+    frame: Frame,
+    ctx: Arc<ServerContext>,
+) -> LocalBoxFuture<'static, Option<AlignedVec<16>>> {
+    let h = frame.header;
+    let produce_v0 = h.api_key == api::PRODUCE && h.api_version == 0 && !h.is_response();
+    if let (true, Ok(request)) = (produce_v0, ProduceRequest::decode(frame.body())) {
+        let submitted = submit_produce(&ctx, &request, frame.payload()).await;
+        return Box::pin(async move {
+            let answer = complete_produce(submitted).await;
+            (request.acks != 0).then(|| response(&h, &answer, &[]))
+        });
+    }
+    Box::pin(async move { handle(frame, &ctx).await })
 }
 
 async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, Vec<bytes::Bytes>) {
