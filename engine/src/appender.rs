@@ -133,6 +133,7 @@ impl Appender {
                 // keep the chunk buffer, instead of a fresh chunk per flush.
                 let mut out = self.file.alloc_buffer(aligned_len);
                 out[..self.current_len].copy_from_slice(&self.current[..self.current_len]);
+                out[self.current_len..].fill(0);
                 writes.push((self.current_start_bytes, out));
                 self.current.copy_within(kept_start..self.current_len, 0);
             } else {

@@ -360,11 +360,16 @@ impl Batch {
     pub fn from_bytes(bytes: &[u8]) -> Result<Batch, BatchError> {
         let mut aligned = AlignedVec::<BATCH_ALIGN_BYTES>::with_capacity(bytes.len());
         aligned.extend_from_slice(bytes);
-        let header = *BatchView::validate(&aligned)?.header();
-        if header.stored_bytes() != aligned.len() {
+        Batch::from_aligned(aligned)
+    }
+
+    /// Validates untrusted aligned bytes holding exactly one batch, in place.
+    pub fn from_aligned(bytes: AlignedVec<BATCH_ALIGN_BYTES>) -> Result<Batch, BatchError> {
+        let header = *BatchView::validate(&bytes)?.header();
+        if header.stored_bytes() != bytes.len() {
             return Err(BatchError::Inconsistent { reason: "bytes continue after the batch" });
         }
-        Ok(Batch { bytes: aligned, header })
+        Ok(Batch { bytes, header })
     }
 
     pub fn header(&self) -> &BatchHeader {

@@ -28,9 +28,7 @@ impl StorageFile for DiskFile {
     }
 
     fn alloc_buffer(&self, size_bytes: usize) -> IoBuf {
-        let mut buf = self.file.alloc_dma_buffer(size_bytes);
-        buf.as_bytes_mut().fill(0);
-        IoBuf::Dma(buf)
+        IoBuf::Dma(self.file.alloc_dma_buffer(size_bytes))
     }
 
     fn write_at(&self, buf: IoBuf, position_bytes: u64) -> LocalBoxFuture<'_, StorageResult<()>> {

@@ -24,6 +24,8 @@ use std::rc::Rc;
 
 /// A disk sector: the unit a crash never tears.
 pub const SECTOR_BYTES: usize = 512;
+/// What a fresh buffer holds before anyone writes it.
+const UNWRITTEN_BYTE: u8 = 0xA5;
 
 /// What goes wrong, and how often.
 #[derive(Debug, Clone)]
@@ -160,7 +162,8 @@ impl StorageFile for MemFile {
     }
 
     fn alloc_buffer(&self, size_bytes: usize) -> IoBuf {
-        IoBuf::Heap(vec![0u8; size_bytes])
+        // Not zeros: code that forgets to fill its padding shows up here.
+        IoBuf::Heap(vec![UNWRITTEN_BYTE; size_bytes])
     }
 
     fn write_at(&self, buf: IoBuf, position_bytes: u64) -> LocalBoxFuture<'_, StorageResult<()>> {

@@ -589,6 +589,7 @@ impl PartitionLog {
         if !tail.is_empty() {
             let mut block = file.alloc_buffer(BLOCK_BYTES as usize);
             block[..tail.len()].copy_from_slice(&tail);
+            block[tail.len()..].fill(0);
             file.write_at(block, tail_start).await?;
         }
         file.sync().await?;

@@ -264,6 +264,7 @@ impl Segment {
             if !tail.is_empty() {
                 let mut block = log.alloc_buffer(BLOCK_BYTES as usize);
                 block[..tail.len()].copy_from_slice(&tail);
+                block[tail.len()..].fill(0);
                 log.write_at(block, tail_start).await?;
             }
         }

@@ -96,8 +96,10 @@ impl Deref for ReadBuf {
 /// One open file. Owned by a single shard (`!Send`).
 pub trait StorageFile {
     fn path(&self) -> &Path;
-    /// A zeroed buffer of `size_bytes` (a multiple of the block size)
-    /// suitable for `write_at` on this file.
+    /// A buffer of `size_bytes` (a multiple of the block size) suitable for
+    /// `write_at` on this file. Its contents are unspecified (zeroing a
+    /// megabyte per write is not free): callers write every byte they hand
+    /// to `write_at`, padding included.
     fn alloc_buffer(&self, size_bytes: usize) -> IoBuf;
     /// Writes all of `buf` at `position_bytes`. A short write is an error.
     fn write_at(&self, buf: IoBuf, position_bytes: u64) -> LocalBoxFuture<'_, StorageResult<()>>;

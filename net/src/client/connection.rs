@@ -259,15 +259,20 @@ fn read_responses(mut stream: TcpStream, pending: Pending, alive: Arc<AtomicBool
             Ok(h) => h,
             Err(e) => break format!("bad response frame: {e}"),
         };
-        let mut bytes = AlignedVec::<16>::with_capacity(header.frame_bytes());
-        bytes.extend_from_slice(&head);
-        bytes.resize(header.frame_bytes(), 0);
-        if let Err(e) = stream.read_exact(&mut bytes[FRAME_HEADER_BYTES..]) {
+        let mut frame_head = AlignedVec::<16>::with_capacity(header.head_bytes());
+        frame_head.extend_from_slice(&head);
+        frame_head.resize(header.head_bytes(), 0);
+        let mut payload = AlignedVec::<16>::with_capacity(header.payload_bytes as usize);
+        payload.resize(header.payload_bytes as usize, 0);
+        if let Err(e) = stream
+            .read_exact(&mut frame_head[FRAME_HEADER_BYTES..])
+            .and_then(|()| stream.read_exact(&mut payload))
+        {
             break e.to_string();
         }
         let waiter = lock(&pending).remove(&header.correlation_id);
         match waiter {
-            Some(waiter) => waiter.complete(Ok(Frame::from_parts(header, bytes))),
+            Some(waiter) => waiter.complete(Ok(Frame::from_parts(header, frame_head, payload))),
             None => {
                 tracing::warn!(correlation_id = header.correlation_id, "response to no request")
             }

@@ -66,7 +66,12 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 impl FrameHeader {
     /// Total bytes of the frame this header describes, length field included.
     pub fn frame_bytes(&self) -> usize {
-        FRAME_HEADER_BYTES + align16(self.body_bytes as usize) + self.payload_bytes as usize
+        self.head_bytes() + self.payload_bytes as usize
+    }
+
+    /// The header and the padded body: everything before the payload.
+    pub fn head_bytes(&self) -> usize {
+        FRAME_HEADER_BYTES + align16(self.body_bytes as usize)
     }
 
     pub fn is_response(&self) -> bool {
@@ -127,17 +132,26 @@ impl FrameHeader {
     }
 }
 
-/// A whole frame in 16-byte aligned memory.
+/// A whole frame in 16-byte aligned memory: the head (header and body) and
+/// the payload in separate buffers, so a payload holding one record batch
+/// can become that batch without a copy.
 pub struct Frame {
     pub header: FrameHeader,
-    bytes: AlignedVec<FRAME_ALIGN_BYTES>,
+    head: AlignedVec<FRAME_ALIGN_BYTES>,
+    payload: AlignedVec<FRAME_ALIGN_BYTES>,
 }
 
 impl Frame {
-    /// Wraps received bytes (header included) whose header was decoded.
-    pub fn from_parts(header: FrameHeader, bytes: AlignedVec<FRAME_ALIGN_BYTES>) -> Frame {
-        assert_eq!(bytes.len(), header.frame_bytes(), "frame bytes must match the header");
-        Frame { header, bytes }
+    /// Wraps received bytes whose header was decoded: `head` from the
+    /// header to the end of the padded body, then the payload.
+    pub fn from_parts(
+        header: FrameHeader,
+        head: AlignedVec<FRAME_ALIGN_BYTES>,
+        payload: AlignedVec<FRAME_ALIGN_BYTES>,
+    ) -> Frame {
+        assert_eq!(head.len(), header.head_bytes(), "frame head must match the header");
+        assert_eq!(payload.len(), header.payload_bytes as usize, "payload must match the header");
+        Frame { header, head, payload }
     }
 
     /// Decodes a complete frame from `bytes` (tests, fuzzing).
@@ -153,22 +167,26 @@ impl Frame {
                 payload_bytes: header.payload_bytes,
             });
         }
-        let mut aligned = AlignedVec::<FRAME_ALIGN_BYTES>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        Ok(Frame { header, bytes: aligned })
+        let (head, payload) = bytes.split_at(header.head_bytes());
+        let aligned = |piece: &[u8]| {
+            let mut out = AlignedVec::<FRAME_ALIGN_BYTES>::with_capacity(piece.len());
+            out.extend_from_slice(piece);
+            out
+        };
+        Ok(Frame { header, head: aligned(head), payload: aligned(payload) })
     }
 
     pub fn body(&self) -> &[u8] {
-        &self.bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + self.header.body_bytes as usize]
+        &self.head[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + self.header.body_bytes as usize]
     }
 
     pub fn payload(&self) -> &[u8] {
-        let start = FRAME_HEADER_BYTES + align16(self.header.body_bytes as usize);
-        &self.bytes[start..]
+        &self.payload
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The payload buffer itself.
+    pub fn into_payload(self) -> AlignedVec<FRAME_ALIGN_BYTES> {
+        self.payload
     }
 }
 

@@ -136,13 +136,17 @@ async fn serve(
         let Ok(held) = memory.acquire_static_permit(header.frame_bytes() as u64).await else {
             break;
         };
-        let mut bytes = AlignedVec::<16>::with_capacity(header.frame_bytes());
-        bytes.extend_from_slice(&head);
-        bytes.resize(header.frame_bytes(), 0);
-        if reader.read_exact(&mut bytes[FRAME_HEADER_BYTES..]).await.is_err() {
+        let mut frame_head = AlignedVec::<16>::with_capacity(header.head_bytes());
+        frame_head.extend_from_slice(&head);
+        frame_head.resize(header.head_bytes(), 0);
+        let mut payload = AlignedVec::<16>::with_capacity(header.payload_bytes as usize);
+        payload.resize(header.payload_bytes as usize, 0);
+        if reader.read_exact(&mut frame_head[FRAME_HEADER_BYTES..]).await.is_err()
+            || reader.read_exact(&mut payload).await.is_err()
+        {
             break;
         }
-        let frame = Frame::from_parts(header, bytes);
+        let frame = Frame::from_parts(header, frame_head, payload);
         // Produce batches enter their partitions here, in the order they
         // arrived; the answer is awaited on its own task.
         let answer = handlers::start(frame, context.clone()).await;

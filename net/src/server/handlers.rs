@@ -164,7 +164,7 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
         api::PRODUCE => {
             let request = decode!(ProduceRequest);
             let answer =
-                complete_produce(submit_produce(ctx, &request, frame.payload()).await).await;
+                complete_produce(submit_produce(ctx, &request, frame.into_payload()).await).await;
             (request.acks != 0).then(|| response(&h, &answer, &[]))
         }
         api::FETCH => {
@@ -244,7 +244,7 @@ type AppendOutcome = Result<mamba_engine::AppendInfo, EngineError>;
 async fn submit_produce(
     ctx: &ServerContext,
     request: &ProduceRequest,
-    payload: &[u8],
+    mut payload: AlignedVec<16>,
 ) -> Submitted {
     // acks=all waits until the batch is durable under the topic's policy;
     // acks=1 (and 0) once the leader has it in its log.
@@ -259,12 +259,22 @@ async fn submit_produce(
             base_offset: 0,
             last_offset: 0,
         };
-        let pending = match slice_of(payload, p.batch) {
+        // A request with one batch (what our producer sends) hands the
+        // payload buffer over as the batch; others copy each batch out.
+        let whole_payload = request.partitions.len() == 1
+            && p.batch.offset == 0
+            && p.batch.len as usize == payload.len();
+        let batch = if whole_payload {
+            Some(Batch::from_aligned(std::mem::replace(&mut payload, AlignedVec::new())))
+        } else {
+            slice_of(&payload, p.batch).map(Batch::from_bytes)
+        };
+        let pending = match batch {
             None => Err((
                 ErrorCode::InvalidRequest.as_u16(),
                 "batch slice outside the payload".to_string(),
             )),
-            Some(bytes) => match Batch::from_bytes(bytes) {
+            Some(batch) => match batch {
                 Err(e) => Err((ErrorCode::CorruptBatch.as_u16(), e.to_string())),
                 Ok(batch) => ctx
                     .engine
@@ -311,7 +321,7 @@ pub(crate) async fn start(
     let h = frame.header;
     let produce_v0 = h.api_key == api::PRODUCE && h.api_version == 0 && !h.is_response();
     if let (true, Ok(request)) = (produce_v0, ProduceRequest::decode(frame.body())) {
-        let submitted = submit_produce(&ctx, &request, frame.payload()).await;
+        let submitted = submit_produce(&ctx, &request, frame.into_payload()).await;
         return Box::pin(async move {
             let answer = complete_produce(submitted).await;
             (request.acks != 0).then(|| response(&h, &answer, &[]))
