@@ -31,3 +31,16 @@ for section in ("produce", "consume", "e2e"):
     for p in ("p50", "p90", "p99", "p999", "p9999", "max"):
         assert p in r[section]["latency_us"], (section, p)
 print("e2e smoke:", d["acknowledged"], "messages, none lost, duplicated or out of order")'
+./target/debug/mamba-bench e2e --embedded --workload bench/workloads/smoke.yaml --output json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+d = r["delivery"]
+assert r["params"]["topics"] == 2 and r["params"]["subscriptions"] == 2, r["params"]
+assert d["lost"] == 0 and d["duplicated"] == 0 and d["out_of_order"] == 0, d
+assert d["acknowledged"] > 0 and d["consumed"] == d["acknowledged"], d
+print("workload smoke:", d["acknowledged"], "deliveries over 2 topics x 2 subscriptions, all exactly once")'
+if ./target/debug/mamba-bench e2e --embedded --workload /nonexistent/workload.yaml 2>/tmp/mamba-smoke-err; then
+    echo "a missing workload file must fail"; exit 1
+fi
+grep -q "workload" /tmp/mamba-smoke-err
+echo "bad workload smoke: one clear line"

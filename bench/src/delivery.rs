@@ -79,7 +79,7 @@ impl Seen {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct DeliveryReport {
     pub acknowledged: u64,
     pub consumed: u64,
@@ -89,6 +89,17 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryReport {
+    /// Both reports' counts (subscriptions of one run add up).
+    pub fn plus(&self, other: &DeliveryReport) -> DeliveryReport {
+        DeliveryReport {
+            acknowledged: self.acknowledged + other.acknowledged,
+            consumed: self.consumed + other.consumed,
+            lost: self.lost + other.lost,
+            duplicated: self.duplicated + other.duplicated,
+            out_of_order: self.out_of_order + other.out_of_order,
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.out_of_order == 0
     }

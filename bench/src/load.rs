@@ -48,10 +48,16 @@ pub struct LoadOptions {
     pub mode: Mode,
     /// `None`: an embedded broker.
     pub brokers: Option<String>,
+    /// The topic's name; with several topics, the prefix of `NAME-0`, ….
     pub topic: String,
+    pub topics: u32,
     pub partitions: u32,
+    /// Producer threads per topic.
     pub producers: usize,
+    /// Consumer threads per subscription; partitions are spread over them.
     pub consumers: usize,
+    /// Subscriptions per topic: each one reads every message.
+    pub subscriptions: u32,
     pub message_bytes: usize,
     pub batch_bytes: usize,
     pub linger_ms: u64,
@@ -154,18 +160,31 @@ fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>), String> {
     Ok((broker.local_addr().to_string(), Some(Embedded { engine, _dir: dir })))
 }
 
-fn ensure_topic(brokers: &str, options: &LoadOptions) -> Result<(), String> {
+impl LoadOptions {
+    pub fn topic_names(&self) -> Vec<String> {
+        match self.topics {
+            1 => vec![self.topic.clone()],
+            n => (0..n).map(|i| format!("{}-{i}", self.topic)).collect(),
+        }
+    }
+
+    fn producer_count(&self) -> usize {
+        self.producers * self.topics as usize
+    }
+}
+
+fn ensure_topic(brokers: &str, topic: &str, options: &LoadOptions) -> Result<(), String> {
     let admin =
         Admin::connect(brokers).map_err(|e| format!("{e} (is a broker running at {brokers}?)"))?;
     let configs =
         vec![ConfigEntry { name: "durability".into(), value: options.durability.to_string() }];
-    match block_on(admin.create_topic(&options.topic, options.partitions, configs)) {
+    match block_on(admin.create_topic(topic, options.partitions, configs)) {
         Ok(()) => Ok(()),
         Err(ClientError::Broker {
             code: mamba_net::protocol::ErrorCode::TopicAlreadyExists,
             ..
         }) => Ok(()),
-        Err(e) => Err(format!("creating topic {}: {e}", options.topic)),
+        Err(e) => Err(format!("creating topic {topic}: {e}")),
     }
 }
 
@@ -232,6 +251,7 @@ struct Acked {
 
 fn run_producer(
     index: u32,
+    topic: &str,
     brokers: &str,
     options: &LoadOptions,
     start: Instant,
@@ -283,7 +303,7 @@ fn run_producer(
     let mut value = vec![0u8; HEADER_BYTES];
     value.extend_from_slice(&payload_fill(options));
     value[..4].copy_from_slice(&index.to_le_bytes());
-    let mut pacer = Pacer::new(start, options.rate_per_s / options.producers as f64);
+    let mut pacer = Pacer::new(start, options.rate_per_s / options.producer_count() as f64);
     let mut rng = fastrand::Rng::with_seed(u64::from(index) + 1);
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -304,7 +324,7 @@ fn run_producer(
             Keys::Random => Some(rng.u64(..).to_le_bytes()),
         };
         let record = SendRecord {
-            topic: &options.topic,
+            topic,
             key: key.as_ref().map(|k| &k[..]),
             value: &value,
             timestamp_ms: Some((sent_ns / 1_000_000) as i64),
@@ -334,9 +354,9 @@ struct ConsumerResult {
 
 #[allow(clippy::too_many_arguments)]
 fn run_consumer(
+    topic: &str,
     partitions: Vec<u32>,
     brokers: &str,
-    options: &LoadOptions,
     from: SeekTo,
     measure_from_ns: u64,
     producers_done: &AtomicBool,
@@ -346,7 +366,7 @@ fn run_consumer(
 ) -> Result<ConsumerResult, String> {
     let mut consumer =
         Consumer::connect(brokers, ConsumerConfig::default()).map_err(|e| e.to_string())?;
-    consumer.assign(&options.topic, &partitions, from).map_err(|e| e.to_string())?;
+    consumer.assign(topic, &partitions, from).map_err(|e| e.to_string())?;
     let mut result = ConsumerResult {
         e2e: latency_histogram(),
         seen: Seen::default(),
@@ -447,8 +467,17 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     if options.producers == 0 && options.mode != Mode::Consume {
         return Err("--producers must be at least 1".into());
     }
+    if options.topics == 0 || options.subscriptions == 0 {
+        return Err("topics and subscriptions must be at least 1".into());
+    }
     let (brokers, embedded) = target(&options)?;
-    ensure_topic(&brokers, &options)?;
+    let topics = options.topic_names();
+    for topic in &topics {
+        ensure_topic(&brokers, topic, &options)?;
+    }
+    // Producer i writes to topic i / producers: its index is unique over
+    // all topics, so delivery accounting tells every producer apart.
+    let topic_of = |producer: usize| topics[producer / options.producers.max(1)].as_str();
     let live = Arc::new(Live::default());
     let stop = AtomicBool::new(false);
     let producers_done = AtomicBool::new(false);
@@ -466,10 +495,14 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
         let fill_stop = AtomicBool::new(false);
         let start = Instant::now();
         std::thread::scope(|s| -> Result<(), String> {
-            let handles: Vec<_> = (0..options.producers.max(1))
+            let fill_producers = options.producers.max(1) * topics.len();
+            let handles: Vec<_> = (0..fill_producers)
                 .map(|i| {
                     let (brokers, fill, fill_stop, live) = (&brokers, &fill, &fill_stop, &live);
-                    s.spawn(move || run_producer(i as u32, brokers, fill, start, fill_stop, live))
+                    let topic = topic_of(i);
+                    s.spawn(move || {
+                        run_producer(i as u32, topic, brokers, fill, start, fill_stop, live)
+                    })
                 })
                 .collect();
             std::thread::sleep(options.duration);
@@ -486,8 +519,13 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     let window = options.duration.saturating_sub(options.warmup);
     let report = std::thread::scope(|s| -> Result<LoadReport, String> {
         let from = if options.mode == Mode::Consume { SeekTo::Earliest } else { SeekTo::Latest };
+        // (subscription, consumer thread) for every topic.
         let mut consumer_handles = Vec::new();
-        for c in 0..consumers {
+        let members =
+            (0..options.subscriptions).flat_map(|sub| (0..consumers).map(move |c| (sub, c)));
+        for (topic, (subscription, c)) in
+            topics.iter().flat_map(|t| members.clone().map(move |m| (t, m)))
+        {
             let partitions: Vec<u32> =
                 (0..options.partitions).filter(|p| *p as usize % consumers == c).collect();
             if partitions.is_empty() {
@@ -496,29 +534,34 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             let (brokers, options, producers_done, expected, live) =
                 (&brokers, &options, &producers_done, &expected, &live);
             let deadline = start + options.duration + Duration::from_secs(30);
-            consumer_handles.push(s.spawn(move || {
-                run_consumer(
-                    partitions,
-                    brokers,
-                    options,
-                    from,
-                    measure_from_ns,
-                    producers_done,
-                    expected,
-                    deadline,
-                    live,
-                )
-            }));
+            consumer_handles.push((
+                subscription,
+                s.spawn(move || {
+                    run_consumer(
+                        topic,
+                        partitions,
+                        brokers,
+                        from,
+                        measure_from_ns,
+                        producers_done,
+                        expected,
+                        deadline,
+                        live,
+                    )
+                }),
+            ));
         }
         // Consumers position themselves before producers begin.
         std::thread::sleep(Duration::from_millis(200));
         let producer_start = Instant::now();
-        let producer_count = if options.mode == Mode::Consume { 0 } else { options.producers };
+        let producer_count =
+            if options.mode == Mode::Consume { 0 } else { options.producer_count() };
         let producer_handles: Vec<_> = (0..producer_count)
             .map(|i| {
                 let (brokers, options, stop, live) = (&brokers, &options, &stop, &live);
+                let topic = topic_of(i);
                 s.spawn(move || {
-                    run_producer(i as u32, brokers, options, producer_start, stop, live)
+                    run_producer(i as u32, topic, brokers, options, producer_start, stop, live)
                 })
             })
             .collect();
@@ -543,19 +586,23 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             acked.push(r.acked);
         }
         let total_acked: u64 = acked.iter().map(SeqSet::len).sum();
-        expected
-            .store(if options.mode == Mode::Consume { 0 } else { total_acked }, Ordering::Release);
+        // Every subscription reads every message.
+        let expected_total = total_acked * u64::from(options.subscriptions);
+        expected.store(
+            if options.mode == Mode::Consume { 0 } else { expected_total },
+            Ordering::Release,
+        );
         producers_done.store(true, Ordering::Release);
         let mut e2e_hist = latency_histogram();
-        let mut seen = Vec::new();
+        let mut seen: Vec<Vec<Seen>> = (0..options.subscriptions).map(|_| Vec::new()).collect();
         let (mut consumed_measured, mut consumed_bytes, mut consumed_total) = (0u64, 0u64, 0u64);
-        for h in consumer_handles {
+        for (subscription, h) in consumer_handles {
             let r = h.join().map_err(|_| "consumer thread panicked".to_string())??;
             e2e_hist.add(&r.e2e).map_err(|e| e.to_string())?;
             consumed_measured += r.measured;
             consumed_bytes += r.measured_bytes;
             consumed_total += r.consumed;
-            seen.push(r.seen);
+            seen[subscription as usize].push(r.seen);
         }
         if show {
             println!();
@@ -579,7 +626,12 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
         });
         let e2e = (options.mode == Mode::E2e)
             .then(|| section(consumed_measured, consumed_bytes, window, &e2e_hist));
-        let delivery = (options.mode == Mode::E2e).then(|| account(&acked, &seen));
+        // Each subscription must see every acknowledged message once.
+        let delivery = (options.mode == Mode::E2e).then(|| {
+            seen.iter()
+                .map(|subscription| account(&acked, subscription))
+                .fold(DeliveryReport::default(), |total, one| total.plus(&one))
+        });
         Ok(LoadReport {
             produce,
             consume,

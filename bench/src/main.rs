@@ -8,6 +8,7 @@ mod machine;
 mod pacing;
 mod report;
 mod stats;
+mod workload;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mamba_engine::Durability;
@@ -53,7 +54,7 @@ enum KeysArg {
 }
 
 /// What `produce`, `consume` and `e2e` share.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct LoadArgs {
     /// Brokers to load (comma-separated host:port).
     #[arg(long, conflicts_with = "embedded", required_unless_present = "embedded")]
@@ -63,21 +64,30 @@ struct LoadArgs {
     #[arg(long)]
     embedded: bool,
     /// Topic to use; created with --partitions and --durability if missing.
+    /// With --topics N > 1: NAME-0 … NAME-(N-1).
     #[arg(long, default_value = "mamba-bench")]
     topic: String,
+    /// Number of topics.
+    #[arg(long, default_value_t = 1)]
+    topics: u32,
+    /// Partitions per topic.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
-    /// Producer threads, each with its own connection.
+    /// Producer threads per topic, each with its own connection.
     #[arg(long, default_value_t = 1)]
     producers: usize,
-    /// Consumer threads; partitions are spread over them.
+    /// Consumer threads per subscription; a topic's partitions are spread
+    /// over them.
     #[arg(long, default_value_t = 1)]
     consumers: usize,
+    /// Subscriptions per topic: each one reads (and checks) every message.
+    #[arg(long, default_value_t = 1)]
+    subscriptions: u32,
     /// Size of each message, in bytes (at least 24: id and send time).
     #[arg(long, default_value_t = 1024)]
     message_bytes: usize,
     /// Producer batch size, in bytes.
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024)]
     batch_bytes: usize,
     /// How long a producer waits to fill a batch, in ms.
     #[arg(long, default_value_t = 5)]
@@ -106,6 +116,14 @@ struct LoadArgs {
     payload: String,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// An OpenMessaging Benchmark workload file (YAML): sets topics,
+    /// partitions, message size, payload, keys, producers and consumers,
+    /// subscriptions, rate, duration and warm-up instead of those flags.
+    #[arg(long, conflicts_with_all = [
+        "topics", "partitions", "producers", "consumers", "subscriptions", "message_bytes",
+        "rate", "duration_s", "warmup_s", "keys", "payload",
+    ])]
+    workload: Option<PathBuf>,
     /// Also write report.json, throughput.svg and latency.svg here.
     #[arg(long)]
     report_dir: Option<PathBuf>,
@@ -204,6 +222,35 @@ fn data_dir(given: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir
     }
 }
 
+/// The flags a workload file sets, taken from it.
+fn apply_workload(a: &LoadArgs) -> Result<LoadArgs, String> {
+    let Some(path) = &a.workload else { return Ok(a.clone()) };
+    let w = workload::Workload::load(path)?;
+    let minutes = |m: f64| (m * 60.0).round() as u64;
+    let warmup_s = minutes(w.warmup_duration_minutes);
+    Ok(LoadArgs {
+        topics: w.topics,
+        partitions: w.partitions_per_topic,
+        producers: w.producers_per_topic,
+        consumers: w.consumer_per_subscription,
+        subscriptions: w.subscriptions_per_topic,
+        message_bytes: w.message_size,
+        rate: w.producer_rate,
+        warmup_s,
+        duration_s: warmup_s + minutes(w.test_duration_minutes).max(1),
+        keys: match w.key_distributor {
+            workload::KeyDistributor::NoKey => KeysArg::None,
+            workload::KeyDistributor::KeyRoundRobin => KeysArg::RoundRobin,
+            workload::KeyDistributor::RandomNano => KeysArg::Random,
+        },
+        payload: match w.payload_path(path) {
+            Some(file) => file.display().to_string(),
+            None => "random".into(),
+        },
+        ..a.clone()
+    })
+}
+
 fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, String> {
     let acks = match a.acks.as_str() {
         "0" => mamba_net::client::Acks::None,
@@ -225,9 +272,11 @@ fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, Str
         mode,
         brokers: if a.embedded { None } else { a.brokers.clone() },
         topic: a.topic.clone(),
+        topics: a.topics,
         partitions: a.partitions.max(1),
         producers: a.producers,
         consumers: a.consumers,
+        subscriptions: a.subscriptions,
         message_bytes: a.message_bytes,
         batch_bytes: a.batch_bytes.max(1024),
         linger_ms: a.linger_ms,
@@ -266,6 +315,7 @@ fn run_load(
     args: &LoadArgs,
     machine: &machine::Machine,
 ) -> Result<(), String> {
+    let args = &apply_workload(args)?;
     let options = load_options(mode, args)?;
     let disk = if args.vs_disk {
         let dir = std::env::current_dir().map_err(|e| e.to_string())?;
@@ -287,7 +337,8 @@ fn run_load(
         "mode": name,
         "params": {
             "brokers": args.brokers, "embedded": args.embedded, "topic": args.topic,
-            "partitions": args.partitions, "producers": args.producers, "consumers": args.consumers,
+            "topics": args.topics, "partitions": args.partitions, "producers": args.producers,
+            "consumers": args.consumers, "subscriptions": args.subscriptions, "workload": args.workload,
             "message_bytes": args.message_bytes, "batch_bytes": args.batch_bytes, "linger_ms": args.linger_ms,
             "acks": args.acks, "rate": args.rate, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
             "payload": args.payload,
