@@ -375,30 +375,31 @@ fn run_consumer(
         consumed: 0,
     };
     loop {
-        let records = consumer.poll(Duration::from_millis(100)).map_err(|e| e.to_string())?;
-        let now_ns = unix_ns();
-        for r in &records {
-            result.consumed += 1;
-            live.consumed.fetch_add(1, Ordering::Relaxed);
-            if r.value.len() < HEADER_BYTES {
-                continue;
-            }
-            let producer = u32::from_le_bytes([r.value[0], r.value[1], r.value[2], r.value[3]]);
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&r.value[8..16]);
-            let seq = u64::from_le_bytes(x);
-            x.copy_from_slice(&r.value[16..24]);
-            let sent_ns = u64::from_le_bytes(x);
-            result.seen.record(producer, r.partition, seq);
-            if sent_ns >= measure_from_ns {
-                record_us(&mut result.e2e, now_ns.saturating_sub(sent_ns) / 1000);
-                result.measured += 1;
-                result.measured_bytes += r.value.len() as u64;
-            }
-        }
+        let count = consumer
+            .poll_each(Duration::from_millis(100), |d| {
+                let value = d.record.value();
+                result.consumed += 1;
+                if value.len() < HEADER_BYTES {
+                    return;
+                }
+                let producer = u32::from_le_bytes([value[0], value[1], value[2], value[3]]);
+                let mut x = [0u8; 8];
+                x.copy_from_slice(&value[8..16]);
+                let seq = u64::from_le_bytes(x);
+                x.copy_from_slice(&value[16..24]);
+                let sent_ns = u64::from_le_bytes(x);
+                result.seen.record(producer, d.partition, seq);
+                if sent_ns >= measure_from_ns {
+                    record_us(&mut result.e2e, unix_ns().saturating_sub(sent_ns) / 1000);
+                    result.measured += 1;
+                    result.measured_bytes += value.len() as u64;
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        live.consumed.fetch_add(count as u64, Ordering::Relaxed);
         let done = producers_done.load(Ordering::Acquire);
         if done
-            && records.is_empty()
+            && count == 0
             && live.consumed.load(Ordering::Relaxed) >= expected.load(Ordering::Acquire)
         {
             return Ok(result);

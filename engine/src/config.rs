@@ -156,8 +156,9 @@ pub struct EngineConfig {
     pub shards: Option<u32>,
     /// Pin shard `i` to core `i % cores`.
     pub pin_shards: bool,
-    /// Recent batches kept in memory per partition for tailing readers.
-    pub tail_cache_bytes_per_partition: usize,
+    /// Recent batches kept in memory for readers that follow the log's
+    /// tail, per shard; the shard's partitions share it equally.
+    pub tail_cache_bytes_per_shard: usize,
     /// How often retention runs.
     pub retention_check_interval_ms: u64,
 }
@@ -167,7 +168,7 @@ impl Default for EngineConfig {
         EngineConfig {
             shards: None,
             pin_shards: true,
-            tail_cache_bytes_per_partition: 4 * 1024 * 1024,
+            tail_cache_bytes_per_shard: 256 * 1024 * 1024,
             retention_check_interval_ms: 30_000,
         }
     }

@@ -93,7 +93,7 @@ fn log_options(config: &TopicConfig, engine: &EngineConfig) -> LogOptions {
         retention_ms: config.retention_ms,
         retention_bytes: config.retention_bytes,
         durability: config.durability,
-        tail_cache_bytes: engine.tail_cache_bytes_per_partition,
+        tail_cache_bytes: engine.tail_cache_bytes_per_shard,
     }
 }
 

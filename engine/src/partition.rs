@@ -38,6 +38,8 @@ pub struct LogOptions {
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub durability: Durability,
+    /// The tail cache budget of the partition's shard; each of the shard's
+    /// partitions gets an equal share (`share_tail_cache`).
     pub tail_cache_bytes: usize,
 }
 
@@ -237,6 +239,12 @@ impl PartitionLog {
 
     pub fn durability(&self) -> Durability {
         self.options.borrow().durability
+    }
+
+    /// Sizes the tail cache to this partition's share of its shard's budget.
+    pub fn share_tail_cache(&self, partitions_on_shard: usize) {
+        let share = self.options.borrow().tail_cache_bytes / partitions_on_shard.max(1);
+        self.state.borrow_mut().cache.set_size_bytes_max(share);
     }
 
     pub fn set_options(&self, options: LogOptions) {

@@ -334,7 +334,16 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
     });
     runtime::spawn_detached(writer(partition.clone(), rx));
     partitions.borrow_mut().insert(spec.key, partition);
+    share_tail_caches(partitions);
     Ok(reports)
+}
+
+/// The shard's tail cache budget, shared equally by its partitions.
+fn share_tail_caches(partitions: &Partitions) {
+    let partitions = partitions.borrow();
+    for p in partitions.values() {
+        p.log.share_tail_cache(partitions.len());
+    }
 }
 
 async fn close_partition(partition: &Partition) -> EngineResult<()> {
@@ -347,6 +356,7 @@ async fn close_partition(partition: &Partition) -> EngineResult<()> {
 
 async fn delete(key: &PartitionKey, partitions: &Partitions) -> EngineResult<()> {
     let partition = partitions.borrow_mut().remove(key);
+    share_tail_caches(partitions);
     if let Some(partition) = partition {
         // A failing disk must not keep a deleted topic around.
         if let Err(e) = close_partition(&partition).await {

@@ -14,8 +14,8 @@ pub const DEFAULT_DATA_DIR: &str = "./mamba-data";
 pub struct ServeArgs {
     /// TOML file with any of: data_dir, listen, shards, node_id,
     /// frame_bytes_max, connections_per_shard_max,
-    /// in_flight_per_connection_max, request_bytes_per_shard_max. Flags
-    /// override it.
+    /// in_flight_per_connection_max, request_bytes_per_shard_max,
+    /// tail_cache_bytes_per_shard. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Where topics are stored [default: ./mamba-data]
@@ -43,6 +43,7 @@ struct FileConfig {
     connections_per_shard_max: Option<usize>,
     in_flight_per_connection_max: Option<usize>,
     request_bytes_per_shard_max: Option<usize>,
+    tail_cache_bytes_per_shard: Option<usize>,
 }
 
 fn load(path: &PathBuf) -> Result<FileConfig, String> {
@@ -96,7 +97,15 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
-    let engine = Engine::open(&data_dir, EngineConfig { shards, ..EngineConfig::default() })
+    let engine_defaults = EngineConfig::default();
+    let engine_config = EngineConfig {
+        shards,
+        tail_cache_bytes_per_shard: file
+            .tail_cache_bytes_per_shard
+            .unwrap_or(engine_defaults.tail_cache_bytes_per_shard),
+        ..engine_defaults
+    };
+    let engine = Engine::open(&data_dir, engine_config)
         .map_err(|e| format!("cannot open data directory {}: {e}", data_dir.display()))?;
     let config =
         BrokerConfig { node_id: args.node_id.or(file.node_id).unwrap_or(0), listen, limits };

@@ -640,3 +640,42 @@ fn a_pipelined_producer_loses_nothing_and_keeps_order_across_a_kill_9() {
     producer.close();
     broker.stop();
 }
+
+#[test]
+fn a_consumer_reads_ahead_yet_seeks_and_hands_out_records_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    block_on(admin.create_topic("ahead", 1, vec![])).expect("create");
+    let config = ProducerConfig { batch_bytes: 1024, linger_ms: 0, ..ProducerConfig::default() };
+    let producer = Producer::connect(&broker.addr, config).expect("producer");
+    let sends: Vec<_> = (0..300)
+        .map(|i| producer.send(record("ahead", None, &format!("v{i}"))).expect("send"))
+        .collect();
+    producer.flush();
+    for send in sends {
+        block_on(send).expect("acknowledged");
+    }
+    // Small fetches: each poll returns part of the log and sends the next
+    // fetch before returning.
+    let small = ConsumerConfig { partition_max_bytes: 2048, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::connect(&broker.addr, small).expect("consumer");
+    consumer.assign("ahead", &[0], SeekTo::Earliest).expect("assign");
+    let mut offsets = Vec::new();
+    while offsets.len() < 300 {
+        let n = consumer
+            .poll_each(Duration::from_secs(5), |d| {
+                assert_eq!(d.record.value(), format!("v{}", d.record.offset.0).as_bytes());
+                offsets.push(d.record.offset.0);
+            })
+            .expect("poll");
+        assert!(n > 0, "data is there");
+    }
+    assert_eq!(offsets, (0..300).collect::<Vec<u64>>(), "each record once, in order");
+    // A seek drops what was read ahead.
+    consumer.seek("ahead", 0, SeekTo::Offset(42)).expect("seek");
+    let first = consumer.poll(Duration::from_secs(5)).expect("poll");
+    assert_eq!(first.first().map(|r| r.offset), Some(42));
+    producer.close();
+    broker.stop();
+}

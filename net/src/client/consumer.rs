@@ -1,10 +1,18 @@
 //! The consumer: reads assigned partitions from chosen positions, checking
 //! every batch's CRC again (end to end). Consumer groups come later; the
 //! positions here are the consumer's own.
+//!
+//! Like Kafka's consumer it pre-fetches: once a fetch answers with data,
+//! the next fetch (from the positions after it) goes out before the records
+//! are handed over, so the broker works while the caller does. Records are
+//! handed over borrowed from the answer ([`Consumer::poll_each`]) or copied
+//! out ([`Consumer::poll`]).
 
+use super::connection::{decode_answer, Waiter};
 use super::{connect_any, ClientError, Connection};
 use crate::protocol::*;
-use mamba_engine::batch::iter_batches;
+use futures::channel::oneshot;
+use mamba_engine::batch::{iter_batches, peek_stored_bytes, BatchHeader, RecordView};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -49,16 +57,33 @@ pub struct ConsumerRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+/// A record borrowed from a fetch answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub record: RecordView<'a>,
+}
+
+type FetchAnswer = oneshot::Receiver<Result<Frame, ClientError>>;
+
 pub struct Consumer {
     conn: Connection,
     config: ConsumerConfig,
     /// (topic, partition) -> next offset to read.
     positions: BTreeMap<(String, u32), u64>,
+    /// The fetch already sent for the current positions.
+    prefetched: Option<FetchAnswer>,
 }
 
 impl Consumer {
     pub fn connect(brokers: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
-        Ok(Consumer { conn: connect_any(brokers)?, config, positions: BTreeMap::new() })
+        Ok(Consumer {
+            conn: connect_any(brokers)?,
+            config,
+            positions: BTreeMap::new(),
+            prefetched: None,
+        })
     }
 
     /// The partitions of `topic`, from the broker.
@@ -92,6 +117,8 @@ impl Consumer {
     }
 
     pub fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> Result<(), ClientError> {
+        // A fetch already sent reads from the old position.
+        self.prefetched = None;
         let timestamp = match to {
             SeekTo::Offset(offset) => {
                 self.positions.insert((topic.to_string(), partition), offset);
@@ -120,9 +147,103 @@ impl Consumer {
         &mut self,
         timeout: Duration,
     ) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let mut records = Vec::new();
+        self.poll_each_async(timeout, |d| {
+            let r = d.record;
+            records.push(ConsumerRecord {
+                topic: d.topic.to_string(),
+                partition: d.partition,
+                offset: r.offset.0,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key().map(<[u8]>::to_vec),
+                value: r.value().to_vec(),
+                headers: r.headers().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+            });
+        })
+        .await?;
+        Ok(records)
+    }
+
+    /// Waits up to `timeout` for records and calls `each` with every one,
+    /// in offset order per partition, borrowed from the answer (no copy).
+    /// Returns how many there were.
+    pub fn poll_each(
+        &mut self,
+        timeout: Duration,
+        each: impl FnMut(Delivered<'_>),
+    ) -> Result<usize, ClientError> {
+        futures::executor::block_on(self.poll_each_async(timeout, each))
+    }
+
+    pub async fn poll_each_async(
+        &mut self,
+        timeout: Duration,
+        mut each: impl FnMut(Delivered<'_>),
+    ) -> Result<usize, ClientError> {
         if self.positions.is_empty() {
             return Err(ClientError::InvalidArgument("assign partitions before polling".into()));
         }
+        let answer = match self.prefetched.take() {
+            Some(answer) => answer,
+            None => self.send_fetch(timeout)?,
+        };
+        let disconnected = || ClientError::Disconnected { addr: self.conn.addr().to_string() };
+        let frame = answer.await.map_err(|_| disconnected())??;
+        let answer = decode_answer::<FetchResponse>(&frame)?;
+        // Where each partition continues, from the batch headers, so the
+        // next fetch can go out before the records are checked and handed
+        // over.
+        let mut parts = Vec::with_capacity(answer.partitions.len());
+        for p in &answer.partitions {
+            if let Some(e) = ClientError::from_code(p.error_code, p.message.clone()) {
+                return Err(e);
+            }
+            let bytes = slice_of(frame.payload(), p.records)
+                .ok_or_else(|| ClientError::Protocol("records slice outside the payload".into()))?;
+            parts.push((p, bytes));
+        }
+        let before = self.positions.clone();
+        let parts: Vec<_> = parts
+            .into_iter()
+            .map(|(p, bytes)| {
+                let key = (p.topic.clone(), p.partition);
+                let from = self.positions.get(&key).copied().unwrap_or(0);
+                let next = next_offset_after(bytes).map_or(from, |n| n.max(from));
+                self.positions.insert(key, next);
+                (p, bytes, from)
+            })
+            .collect();
+        if parts.iter().any(|(_, bytes, _)| !bytes.is_empty()) {
+            self.prefetched = Some(self.send_fetch(timeout)?);
+        }
+        let mut delivered = 0;
+        for (p, bytes, from) in parts {
+            let mut next = from;
+            for batch in iter_batches(bytes) {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        // Read again from the bad batch; the fetch sent
+                        // ahead skipped it.
+                        self.prefetched = None;
+                        self.positions = before;
+                        self.positions.insert((p.topic.clone(), p.partition), next);
+                        return Err(e.into());
+                    }
+                };
+                for record in batch.iter() {
+                    if record.offset.0 >= next {
+                        each(Delivered { topic: &p.topic, partition: p.partition, record });
+                        delivered += 1;
+                    }
+                }
+                next = next.max(batch.header().last_offset().0 + 1);
+            }
+        }
+        Ok(delivered)
+    }
+
+    fn send_fetch(&self, timeout: Duration) -> Result<FetchAnswer, ClientError> {
         let request = FetchRequest {
             max_wait_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u32,
             min_bytes: self.config.fetch_min_bytes,
@@ -138,36 +259,19 @@ impl Consumer {
                 })
                 .collect(),
         };
-        let (answer, frame) = self.conn.call::<_, FetchResponse>(&request, &[]).await?;
-        let mut records = Vec::new();
-        for p in answer.partitions {
-            if let Some(e) = ClientError::from_code(p.error_code, p.message) {
-                return Err(e);
-            }
-            let bytes = slice_of(frame.payload(), p.records)
-                .ok_or_else(|| ClientError::Protocol("records slice outside the payload".into()))?;
-            let key = (p.topic.clone(), p.partition);
-            let mut next = self.positions.get(&key).copied().unwrap_or(0);
-            for batch in iter_batches(bytes) {
-                let batch = batch?;
-                for r in batch.iter() {
-                    if r.offset.0 < next {
-                        continue;
-                    }
-                    records.push(ConsumerRecord {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                        offset: r.offset.0,
-                        timestamp_ms: r.timestamp_ms,
-                        key: r.key().map(<[u8]>::to_vec),
-                        value: r.value().to_vec(),
-                        headers: r.headers().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
-                    });
-                }
-                next = next.max(batch.header().last_offset().0 + 1);
-            }
-            self.positions.insert(key, next);
-        }
-        Ok(records)
+        let (tx, rx) = oneshot::channel();
+        self.conn.send_with(&request, &[], Some(Waiter::Channel(tx)))?;
+        Ok(rx)
     }
+}
+
+/// The offset after the last batch in `bytes`, from the headers alone
+/// (`None` when there is no whole batch).
+fn next_offset_after(mut bytes: &[u8]) -> Option<u64> {
+    let mut next = None;
+    while let Some(stored) = peek_stored_bytes(bytes).filter(|n| *n <= bytes.len()) {
+        next = Some(BatchHeader::decode(bytes).ok()?.last_offset().0 + 1);
+        bytes = &bytes[stored..];
+    }
+    next
 }

@@ -12,7 +12,7 @@ mod producer;
 
 pub use admin::{Admin, TopicDescription};
 pub use connection::Connection;
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Delivered, SeekTo};
 pub use futures::executor::block_on;
 pub use producer::{
     Acks, Delivery, DeliveryHandler, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

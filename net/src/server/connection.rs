@@ -56,6 +56,45 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
     }
 }
 
+/// An answer frame: the head (header and body), then payload pieces sent
+/// from where they are (stored batches, not copied into the frame).
+pub(crate) struct Answer {
+    pub head: AlignedVec<16>,
+    pub payload: Vec<bytes::Bytes>,
+}
+
+impl From<AlignedVec<16>> for Answer {
+    fn from(head: AlignedVec<16>) -> Answer {
+        Answer { head, payload: Vec::new() }
+    }
+}
+
+/// Answers up to this size go out in one write (copied together); larger
+/// pieces are written as they are.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+impl Answer {
+    async fn write_to(
+        self,
+        out: &mut (impl futures::io::AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
+        let total: usize = self.head.len() + self.payload.iter().map(|p| p.len()).sum::<usize>();
+        if total <= COALESCE_BYTES {
+            let mut whole = Vec::with_capacity(total);
+            whole.extend_from_slice(&self.head);
+            for piece in &self.payload {
+                whole.extend_from_slice(piece);
+            }
+            return out.write_all(&whole).await;
+        }
+        out.write_all(&self.head).await?;
+        for piece in &self.payload {
+            out.write_all(piece).await?;
+        }
+        Ok(())
+    }
+}
+
 /// A frame-level error answer: the header carries the code, the body a
 /// message for people.
 pub(crate) fn error_frame(
@@ -88,11 +127,10 @@ async fn serve(
     }
     let (mut reader, mut writer) = stream.split();
     let limits = &context.config.limits;
-    let (answers, outbox) =
-        async_channel::bounded::<AlignedVec<16>>(limits.in_flight_per_connection_max);
+    let (answers, outbox) = async_channel::bounded::<Answer>(limits.in_flight_per_connection_max);
     let writer_task = glommio::spawn_local(async move {
-        while let Ok(frame) = outbox.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+        while let Ok(answer) = outbox.recv().await {
+            if answer.write_to(&mut writer).await.is_err() {
                 break;
             }
         }
@@ -122,7 +160,13 @@ async fn serve(
                 };
                 tracing::debug!(error = %e, "bad frame; closing the connection");
                 if answers
-                    .send(error_frame(api_key, version, correlation_id, code, e.to_string()))
+                    .send(Answer::from(error_frame(
+                        api_key,
+                        version,
+                        correlation_id,
+                        code,
+                        e.to_string(),
+                    )))
                     .await
                     .is_err()
                 {

@@ -1,16 +1,19 @@
 //! One function per API: decode the body, call the engine, encode the answer.
 
-use super::connection::error_frame;
+use super::connection::{error_frame, Answer};
 use super::ServerContext;
 use crate::protocol::*;
 use crate::topic_config;
+use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use mamba_engine::{AppendWait, Batch, EngineError, Offset, PartitionId, TopicConfig};
 use rkyv::util::AlignedVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn response(request: &FrameHeader, body: &impl Message, payload: &[&[u8]]) -> AlignedVec<16> {
+/// An answer frame; `payload` goes out from where it is (stored batches
+/// are not copied into the frame).
+fn response(request: &FrameHeader, body: &impl Message, payload: Vec<Bytes>) -> Answer {
     match body.encode() {
         Ok(bytes) => {
             let header = FrameHeader {
@@ -20,15 +23,16 @@ fn response(request: &FrameHeader, body: &impl Message, payload: &[&[u8]]) -> Al
                 payload_bytes: 0,
                 ..*request
             };
-            encode_frame(header, &bytes, payload)
+            let payload_bytes = payload.iter().map(Bytes::len).sum();
+            Answer { head: encode_frame_head(header, &bytes, payload_bytes), payload }
         }
-        Err(e) => error_frame(
+        Err(e) => Answer::from(error_frame(
             request.api_key,
             request.api_version,
             request.correlation_id,
             ErrorCode::Unknown,
             e.to_string(),
-        ),
+        )),
     }
 }
 
@@ -37,10 +41,10 @@ fn code_of(e: &EngineError) -> u16 {
 }
 
 /// Answers one request; `None` when no answer is due (produce with acks=0).
-pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedVec<16>> {
+pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<Answer> {
     let h = frame.header;
     let fail = |code: ErrorCode, message: String| {
-        Some(error_frame(h.api_key, h.api_version, h.correlation_id, code, message))
+        Some(Answer::from(error_frame(h.api_key, h.api_version, h.correlation_id, code, message)))
     };
     if h.is_response() {
         return fail(ErrorCode::InvalidRequest, "a client sent a response frame".into());
@@ -72,11 +76,11 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                     max_version,
                 })
                 .collect();
-            Some(response(&h, &ApiVersionsResponse { apis }, &[]))
+            Some(response(&h, &ApiVersionsResponse { apis }, Vec::new()))
         }
         api::METADATA => {
             let request = decode!(MetadataRequest);
-            Some(response(&h, &metadata(ctx, request), &[]))
+            Some(response(&h, &metadata(ctx, request), Vec::new()))
         }
         api::CREATE_TOPICS => {
             let request = decode!(CreateTopicsRequest);
@@ -97,7 +101,7 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                     message: result.1,
                 });
             }
-            Some(response(&h, &TopicResults { results }, &[]))
+            Some(response(&h, &TopicResults { results }, Vec::new()))
         }
         api::DELETE_TOPICS => {
             let request = decode!(DeleteTopicsRequest);
@@ -109,7 +113,7 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                 };
                 results.push(TopicResult { name, error_code, message });
             }
-            Some(response(&h, &TopicResults { results }, &[]))
+            Some(response(&h, &TopicResults { results }, Vec::new()))
         }
         api::DESCRIBE_CONFIGS => {
             let request = decode!(DescribeConfigsRequest);
@@ -133,7 +137,7 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                     },
                 })
                 .collect();
-            Some(response(&h, &DescribeConfigsResponse { topics }, &[]))
+            Some(response(&h, &DescribeConfigsResponse { topics }, Vec::new()))
         }
         api::ALTER_CONFIGS => {
             let request = decode!(AlterConfigsRequest);
@@ -159,23 +163,22 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                 };
                 results.push(TopicResult { name: topic.name, error_code, message });
             }
-            Some(response(&h, &TopicResults { results }, &[]))
+            Some(response(&h, &TopicResults { results }, Vec::new()))
         }
         api::PRODUCE => {
             let request = decode!(ProduceRequest);
             let answer =
                 complete_produce(submit_produce(ctx, &request, frame.into_payload()).await).await;
-            (request.acks != 0).then(|| response(&h, &answer, &[]))
+            (request.acks != 0).then(|| response(&h, &answer, Vec::new()))
         }
         api::FETCH => {
             let request = decode!(FetchRequest);
             let (answer, chunks) = fetch(ctx, &request).await;
-            let payload: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
-            Some(response(&h, &answer, &payload))
+            Some(response(&h, &answer, chunks))
         }
         api::LIST_OFFSETS => {
             let request = decode!(ListOffsetsRequest);
-            Some(response(&h, &list_offsets(ctx, request).await, &[]))
+            Some(response(&h, &list_offsets(ctx, request).await, Vec::new()))
         }
         api::INIT_PRODUCER_ID => {
             let _request = decode!(InitProducerIdRequest);
@@ -189,7 +192,7 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<AlignedV
                     producer_epoch: 0,
                 },
             };
-            Some(response(&h, &answer, &[]))
+            Some(response(&h, &answer, Vec::new()))
         }
         other => fail(ErrorCode::UnsupportedApi, format!("api key {other} is not supported")),
     }
@@ -317,14 +320,14 @@ async fn complete_produce(submitted: Submitted) -> ProduceResponse {
 pub(crate) async fn start(
     frame: Frame,
     ctx: Arc<ServerContext>,
-) -> LocalBoxFuture<'static, Option<AlignedVec<16>>> {
+) -> LocalBoxFuture<'static, Option<Answer>> {
     let h = frame.header;
     let produce_v0 = h.api_key == api::PRODUCE && h.api_version == 0 && !h.is_response();
     if let (true, Ok(request)) = (produce_v0, ProduceRequest::decode(frame.body())) {
         let submitted = submit_produce(&ctx, &request, frame.into_payload()).await;
         return Box::pin(async move {
             let answer = complete_produce(submitted).await;
-            (request.acks != 0).then(|| response(&h, &answer, &[]))
+            (request.acks != 0).then(|| response(&h, &answer, Vec::new()))
         });
     }
     Box::pin(async move { handle(frame, &ctx).await })
@@ -333,12 +336,19 @@ pub(crate) async fn start(
 async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, Vec<bytes::Bytes>) {
     let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
     loop {
+        // All partitions are read at once (each may live on another shard);
+        // the request's byte budget is shared out evenly, so no partition
+        // starves the ones after it.
+        let share = (request.max_bytes.max(1) as usize / request.partitions.len().max(1)).max(1);
+        let reads = request.partitions.iter().map(|p| {
+            let max_bytes = (p.max_bytes as usize).min(share).max(1);
+            ctx.engine.read(&p.topic, PartitionId(p.partition), Offset(p.offset), max_bytes)
+        });
+        let reads = futures::future::join_all(reads).await;
         let mut results = Vec::with_capacity(request.partitions.len());
         let mut chunks = Vec::new();
         let mut position = 0u32;
-        let mut budget = request.max_bytes.max(1) as usize;
-        for p in &request.partitions {
-            let max_bytes = (p.max_bytes as usize).min(budget).max(1);
+        for (p, read) in request.partitions.iter().zip(reads) {
             let mut result = FetchPartitionResult {
                 topic: p.topic.clone(),
                 partition: p.partition,
@@ -348,18 +358,13 @@ async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, V
                 log_start_offset: 0,
                 records: Slice::default(),
             };
-            match ctx
-                .engine
-                .read(&p.topic, PartitionId(p.partition), Offset(p.offset), max_bytes)
-                .await
-            {
+            match read {
                 Ok(read) => {
                     result.high_watermark = read.high_watermark.0;
                     result.log_start_offset = read.log_start_offset.0;
                     let len: usize = read.size_bytes();
                     result.records = Slice { offset: position, len: len as u32 };
                     position += len as u32;
-                    budget = budget.saturating_sub(len);
                     chunks.extend(read.chunks);
                 }
                 Err(e) => {
