@@ -168,7 +168,7 @@ impl Default for EngineConfig {
         EngineConfig {
             shards: None,
             pin_shards: true,
-            tail_cache_bytes_per_shard: 256 * 1024 * 1024,
+            tail_cache_bytes_per_shard: 64 * 1024 * 1024,
             retention_check_interval_ms: 30_000,
         }
     }

@@ -383,14 +383,14 @@ impl Producer {
             )));
         }
         let mut state = self.known_topic(record.topic)?;
-        let started = Instant::now();
+        let mut started = None;
         while state.buffered_bytes + size_bytes > config.buffer_bytes_max
             && state.buffered_bytes > 0
         {
             if state.closed {
                 return Err(ClientError::Closed);
             }
-            let waited = started.elapsed();
+            let waited = started.get_or_insert_with(Instant::now).elapsed();
             let limit = Duration::from_millis(config.max_block_ms);
             if waited >= limit {
                 return Err(ClientError::BufferFull {
