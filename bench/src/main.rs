@@ -199,6 +199,10 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
+    // An embedded broker and the load share this process; see the function.
+    if let Err(e) = mamba_engine::runtime::disable_transparent_huge_pages() {
+        eprintln!("mamba-bench: transparent huge pages stay on ({e}); expect latency spikes");
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

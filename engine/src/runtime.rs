@@ -36,6 +36,26 @@ pub fn memlock_limit_bytes() -> Option<u64> {
     }
 }
 
+/// Turns transparent huge pages off for this process.
+///
+/// With THP the first touch of fresh heap memory clears a whole 2 MiB page,
+/// after compacting memory to find one if need be: a stall of milliseconds
+/// to tens of milliseconds on whichever thread touched it. A broker takes a
+/// fresh buffer per request until its caches are warm, so the stalls land
+/// in the latency tail (measured here: single seconds with a 50 ms produce
+/// p99, e2e p99 4 → 11 ms at 325k msg/s). Our binaries call this first
+/// thing; programs embedding the engine may want to as well.
+pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches only this
+    // process's flags.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Cores this process may run on.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -62,6 +62,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Err(e) = mamba_engine::runtime::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "transparent huge pages stay on; expect latency spikes");
+    }
     let result = match cli.command {
         Command::Log(command) => return log_cmd::run(command, cli.output),
         Command::Serve(args) => serve::run(args),
