@@ -8,6 +8,8 @@ use mamba_net::protocol::Frame;
 fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = Frame::decode(data, 1 << 20) {
         assert!(frame.body().len() + frame.payload().len() <= data.len());
-        assert_eq!(frame.payload().as_ptr() as usize % 16, 0);
+        // Batches are read in place: a payload that holds any is aligned.
+        let payload = frame.payload();
+        assert!(payload.is_empty() || payload.as_ptr() as usize % 16 == 0);
     }
 });
