@@ -227,9 +227,8 @@ struct ProducerResult {
 
 /// Intended send times of the messages in flight, by sequence number, so
 /// the delivery handler can time each acknowledged message while a send
-/// allocates nothing. The producer's buffer bounds the messages in flight;
-/// twice that many slots also cover a batch whose buffer space was freed
-/// just before its delivery report runs.
+/// allocates nothing. The producer's buffer bounds the messages in flight
+/// (it frees a batch's space only after its delivery report ran).
 struct SendTimes {
     start: Instant,
     /// Nanoseconds after `start`.
@@ -239,7 +238,7 @@ struct SendTimes {
 
 impl SendTimes {
     fn new(start: Instant, in_flight_max: usize) -> SendTimes {
-        let len = (2 * in_flight_max).next_power_of_two();
+        let len = in_flight_max.next_power_of_two();
         SendTimes {
             start,
             slots: (0..len).map(|_| AtomicU64::new(0)).collect(),
@@ -429,6 +428,26 @@ fn run_consumer(
     }
 }
 
+/// Starts `options.producers` producer threads per topic. Producer i writes
+/// to topic i / producers; its index is unique over all topics, so delivery
+/// accounting tells every producer apart.
+fn spawn_producers<'scope, 'env>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    topics: &'env [String],
+    brokers: &'env str,
+    options: &'env LoadOptions,
+    start: Instant,
+    stop: &'env AtomicBool,
+    live: &'env Arc<Live>,
+) -> Vec<std::thread::ScopedJoinHandle<'scope, Result<ProducerResult, String>>> {
+    (0..options.producer_count())
+        .map(|i| {
+            let topic = topics[i / options.producers].as_str();
+            s.spawn(move || run_producer(i as u32, topic, brokers, options, start, stop, live))
+        })
+        .collect()
+}
+
 fn section(records: u64, bytes: u64, window: Duration, histogram: &Histogram<u64>) -> Section {
     let s = window.as_secs_f64().max(1e-9);
     Section {
@@ -495,9 +514,6 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     for topic in &topics {
         ensure_topic(&brokers, topic, &options)?;
     }
-    // Producer i writes to topic i / producers: its index is unique over
-    // all topics, so delivery accounting tells every producer apart.
-    let topic_of = |producer: usize| topics[producer / options.producers.max(1)].as_str();
     let live = Arc::new(Live::default());
     let stop = AtomicBool::new(false);
     let producers_done = AtomicBool::new(false);
@@ -510,21 +526,13 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             mode: Mode::Produce,
             progress: false,
             warmup: Duration::ZERO,
+            producers: options.producers.max(1),
             ..options.clone()
         };
         let fill_stop = AtomicBool::new(false);
         let start = Instant::now();
         std::thread::scope(|s| -> Result<(), String> {
-            let fill_producers = options.producers.max(1) * topics.len();
-            let handles: Vec<_> = (0..fill_producers)
-                .map(|i| {
-                    let (brokers, fill, fill_stop, live) = (&brokers, &fill, &fill_stop, &live);
-                    let topic = topic_of(i);
-                    s.spawn(move || {
-                        run_producer(i as u32, topic, brokers, fill, start, fill_stop, live)
-                    })
-                })
-                .collect();
+            let handles = spawn_producers(s, &topics, &brokers, &fill, start, &fill_stop, &live);
             std::thread::sleep(options.duration);
             fill_stop.store(true, Ordering::Release);
             for h in handles {
@@ -574,17 +582,10 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
         // Consumers position themselves before producers begin.
         std::thread::sleep(Duration::from_millis(200));
         let producer_start = Instant::now();
-        let producer_count =
-            if options.mode == Mode::Consume { 0 } else { options.producer_count() };
-        let producer_handles: Vec<_> = (0..producer_count)
-            .map(|i| {
-                let (brokers, options, stop, live) = (&brokers, &options, &stop, &live);
-                let topic = topic_of(i);
-                s.spawn(move || {
-                    run_producer(i as u32, topic, brokers, options, producer_start, stop, live)
-                })
-            })
-            .collect();
+        let producer_handles = match options.mode {
+            Mode::Consume => Vec::new(),
+            _ => spawn_producers(s, &topics, &brokers, &options, producer_start, &stop, &live),
+        };
         let show = options.progress && std::io::stdout().is_terminal();
         let mut last = (Instant::now(), 0u64, 0u64);
         let mut timeline = Vec::new();

@@ -409,8 +409,7 @@ impl Engine {
         batch: Batch,
         wait: AppendWait,
     ) -> EngineResult<AppendInfo> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Append { key, batch, wait, reply }).await
+        self.submit_append(topic, partition, batch, wait).await?.await
     }
 
     /// Hands a batch to its partition now and returns the future of its

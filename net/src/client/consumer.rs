@@ -200,34 +200,32 @@ impl Consumer {
             }
             let bytes = slice_of(frame.payload(), p.records)
                 .ok_or_else(|| ClientError::Protocol("records slice outside the payload".into()))?;
-            parts.push((p, bytes));
+            parts.push((p, bytes, 0));
         }
-        let before = self.positions.clone();
-        let parts: Vec<_> = parts
-            .into_iter()
-            .map(|(p, bytes)| {
-                let key = (p.topic.clone(), p.partition);
-                let from = self.positions.get(&key).copied().unwrap_or(0);
-                let next = next_offset_after(bytes).map_or(from, |n| n.max(from));
-                self.positions.insert(key, next);
-                (p, bytes, from)
-            })
-            .collect();
+        for (p, bytes, from) in &mut parts {
+            let key = (p.topic.clone(), p.partition);
+            *from = self.positions.get(&key).copied().unwrap_or(0);
+            let next = next_offset_after(bytes).map_or(*from, |n| n.max(*from));
+            self.positions.insert(key, next);
+        }
         if parts.iter().any(|(_, bytes, _)| !bytes.is_empty()) {
             self.prefetched = Some(self.send_fetch(timeout)?);
         }
         let mut delivered = 0;
-        for (p, bytes, from) in parts {
+        for (i, &(p, bytes, from)) in parts.iter().enumerate() {
             let mut next = from;
             for batch in iter_batches(bytes) {
                 let batch = match batch {
                     Ok(batch) => batch,
                     Err(e) => {
-                        // Read again from the bad batch; the fetch sent
-                        // ahead skipped it.
+                        // Read again from the bad batch, and the partitions
+                        // after it from where this poll found them; the
+                        // fetch sent ahead skipped them.
                         self.prefetched = None;
-                        self.positions = before;
                         self.positions.insert((p.topic.clone(), p.partition), next);
+                        for &(q, _, q_from) in &parts[i + 1..] {
+                            self.positions.insert((q.topic.clone(), q.partition), q_from);
+                        }
                         return Err(e.into());
                     }
                 };

@@ -198,6 +198,46 @@ struct State {
     closed: bool,
 }
 
+impl TopicQueues {
+    /// The queue `record` goes to: its partition, the murmur2 hash of its
+    /// key, or the sticky partition (moving on when its batch is full).
+    fn queue_for(
+        &mut self,
+        record: &SendRecord<'_>,
+        encoded: &RecordRef<'_>,
+        batch_limit: usize,
+    ) -> Result<&mut PartitionQueue, ClientError> {
+        let partitions = self.partitions.len() as u32;
+        let partition = match (record.partition, record.key) {
+            (Some(p), _) if p < partitions => p,
+            (Some(p), _) => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {:?} has no partition {p} (it has {partitions})",
+                    record.topic
+                )))
+            }
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => {
+                let sticky = &self.partitions[self.sticky as usize];
+                if sticky.open.as_ref().is_some_and(|b| !b.writer.fits(encoded, batch_limit)) {
+                    self.sticky = (self.sticky + 1) % partitions;
+                }
+                self.sticky
+            }
+        };
+        Ok(&mut self.partitions[partition as usize])
+    }
+}
+
+impl PartitionQueue {
+    /// The broker never got the batch numbered from `base_sequence`: the
+    /// batches re-sent after it are renumbered from its numbers.
+    fn never_written(&mut self, base_sequence: u32) {
+        self.resequence_from =
+            Some(self.resequence_from.map_or(base_sequence, |s| s.min(base_sequence)));
+    }
+}
+
 /// A topic name and a partition of it.
 type TopicPartition = (String, u32);
 
@@ -351,38 +391,22 @@ impl Producer {
         self.enqueue(&record, done)
     }
 
-    /// The topic's queues, learning its partition count on first use.
-    fn known_topic(&self, topic: &str) -> Result<MutexGuard<'_, State>, ClientError> {
-        let state = lock(&self.inner);
-        if state.topics.contains_key(topic) {
-            return Ok(state);
-        }
-        drop(state);
+    /// Learns a topic's partition count from the broker.
+    fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
         let meta = futures::executor::block_on(connection(&self.inner)?.topic_metadata(topic))?;
         let n = meta.partitions.len() as u32;
-        let mut state = lock(&self.inner);
-        state.topics.entry(topic.to_string()).or_insert_with(|| TopicQueues {
+        lock(&self.inner).topics.entry(topic.to_string()).or_insert_with(|| TopicQueues {
             partitions: (0..n).map(|_| PartitionQueue::default()).collect(),
             sticky: spread_start(n),
         });
-        Ok(state)
+        Ok(())
     }
 
-    fn enqueue(&self, record: &SendRecord<'_>, done: Completion) -> Result<(), ClientError> {
+    /// The state, once the buffer has room for `size_bytes` more (waiting
+    /// up to `max_block_ms`).
+    fn wait_for_room(&self, size_bytes: usize) -> Result<MutexGuard<'_, State>, ClientError> {
         let config = &self.inner.config;
-        let encoded = RecordRef {
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
-        };
-        let size_bytes = encoded.encoded_bytes();
-        if size_bytes + 1024 > BATCH_BYTES_MAX {
-            return Err(ClientError::InvalidArgument(format!(
-                "a record of {size_bytes} bytes does not fit in a batch ({BATCH_BYTES_MAX} bytes)"
-            )));
-        }
-        let mut state = self.known_topic(record.topic)?;
+        let mut state = lock(&self.inner);
         let mut started = None;
         while state.buffered_bytes + size_bytes > config.buffer_bytes_max
             && state.buffered_bytes > 0
@@ -408,53 +432,54 @@ impl Producer {
         if state.closed {
             return Err(ClientError::Closed);
         }
-        let batch_limit = config.batch_bytes.min(BATCH_BYTES_MAX - 1024);
-        let state = &mut *state;
-        let Some(topic) = state.topics.get_mut(record.topic) else {
-            return Err(ClientError::UnknownTopic(record.topic.to_string()));
+        Ok(state)
+    }
+
+    fn enqueue(&self, record: &SendRecord<'_>, done: Completion) -> Result<(), ClientError> {
+        let encoded = RecordRef {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
         };
-        let partitions = topic.partitions.len() as u32;
-        let partition = match (record.partition, record.key) {
-            (Some(p), _) if p < partitions => p,
-            (Some(p), _) => {
-                return Err(ClientError::InvalidArgument(format!(
-                    "topic {:?} has no partition {p} (it has {partitions})",
-                    record.topic
-                )))
-            }
-            (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => {
-                // Keyless records move on when the sticky batch is full.
-                let sticky = &topic.partitions[topic.sticky as usize];
-                if sticky.open.as_ref().is_some_and(|b| !b.writer.fits(&encoded, batch_limit)) {
-                    topic.sticky = (topic.sticky + 1) % partitions;
+        let size_bytes = encoded.encoded_bytes();
+        if size_bytes + 1024 > BATCH_BYTES_MAX {
+            return Err(ClientError::InvalidArgument(format!(
+                "a record of {size_bytes} bytes does not fit in a batch ({BATCH_BYTES_MAX} bytes)"
+            )));
+        }
+        let batch_limit = self.inner.config.batch_bytes.min(BATCH_BYTES_MAX - 1024);
+        loop {
+            let mut guard = self.wait_for_room(size_bytes)?;
+            let state = &mut *guard;
+            if let Some(topic) = state.topics.get_mut(record.topic) {
+                let queue = topic.queue_for(record, &encoded, batch_limit)?;
+                let mut wake_sender = false;
+                if queue.open.as_ref().is_some_and(|b| !b.writer.fits(&encoded, batch_limit)) {
+                    queue.closed.extend(queue.open.take());
+                    wake_sender = true;
                 }
-                topic.sticky
+                let batch = queue.open.get_or_insert_with(|| {
+                    wake_sender = true;
+                    OpenBatch {
+                        writer: BatchWriter::with_capacity(batch_limit.max(size_bytes)),
+                        completions: Vec::new(),
+                        size_bytes: 0,
+                        opened: Instant::now(),
+                    }
+                });
+                batch.writer.push(&encoded)?;
+                batch.completions.push(done);
+                batch.size_bytes += size_bytes;
+                state.buffered_bytes += size_bytes;
+                if wake_sender {
+                    self.inner.changed.notify_all();
+                }
+                return Ok(());
             }
-        };
-        let queue = &mut topic.partitions[partition as usize];
-        let mut wake_sender = false;
-        if queue.open.as_ref().is_some_and(|b| !b.writer.fits(&encoded, batch_limit)) {
-            queue.closed.extend(queue.open.take());
-            wake_sender = true;
+            drop(guard);
+            self.learn_topic(record.topic)?;
         }
-        let batch = queue.open.get_or_insert_with(|| {
-            wake_sender = true;
-            OpenBatch {
-                writer: BatchWriter::with_capacity(batch_limit.min(size_bytes.max(batch_limit))),
-                completions: Vec::new(),
-                size_bytes: 0,
-                opened: Instant::now(),
-            }
-        });
-        batch.writer.push(&encoded)?;
-        batch.completions.push(done);
-        batch.size_bytes += size_bytes;
-        state.buffered_bytes += size_bytes;
-        if wake_sender {
-            self.inner.changed.notify_all();
-        }
-        Ok(())
     }
 
     /// Sends everything queued now and waits until all of it is answered.
@@ -620,8 +645,7 @@ fn fail_unsent(
     if let Some(queue) = queue_of(&mut state, key) {
         queue.in_flight.remove(&number);
         if inner.identity.is_some() {
-            queue.resequence_from =
-                Some(queue.resequence_from.map_or(base_sequence, |s| s.min(base_sequence)));
+            queue.never_written(base_sequence);
         }
     }
     drop(state);
@@ -722,7 +746,7 @@ fn finish(
             // it may have been written; renumbering could then make a later
             // batch look like its duplicate, so the numbers stay.)
             let base = flight.batch.header().base_sequence;
-            queue.resequence_from = Some(queue.resequence_from.map_or(base, |s| s.min(base)));
+            queue.never_written(base);
         }
     }
     drop(state);

@@ -40,24 +40,37 @@ fn code_of(e: &EngineError) -> u16 {
     ErrorCode::from(e).as_u16()
 }
 
-/// Answers one request; `None` when no answer is due (produce with acks=0).
-pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<Answer> {
-    let h = frame.header;
-    let fail = |code: ErrorCode, message: String| {
-        Some(Answer::from(error_frame(h.api_key, h.api_version, h.correlation_id, code, message)))
-    };
+fn error_answer(h: &FrameHeader, code: ErrorCode, message: String) -> Answer {
+    Answer::from(error_frame(h.api_key, h.api_version, h.correlation_id, code, message))
+}
+
+/// A request this broker can take: a request (not a response) of an API
+/// and version it speaks.
+fn check_header(h: &FrameHeader) -> Result<(), Answer> {
     if h.is_response() {
-        return fail(ErrorCode::InvalidRequest, "a client sent a response frame".into());
+        return Err(error_answer(
+            h,
+            ErrorCode::InvalidRequest,
+            "a client sent a response frame".into(),
+        ));
     }
     let Some(&(_, min, max, _)) = SUPPORTED_APIS.iter().find(|(key, ..)| *key == h.api_key) else {
-        return fail(ErrorCode::UnsupportedApi, format!("api key {} is not supported", h.api_key));
+        let message = format!("api key {} is not supported", h.api_key);
+        return Err(error_answer(h, ErrorCode::UnsupportedApi, message));
     };
     if h.api_version < min || h.api_version > max {
-        return fail(
-            ErrorCode::UnsupportedVersion,
-            format!("api {} speaks versions {min}..={max}, not {}", h.api_key, h.api_version),
-        );
+        let message =
+            format!("api {} speaks versions {min}..={max}, not {}", h.api_key, h.api_version);
+        return Err(error_answer(h, ErrorCode::UnsupportedVersion, message));
     }
+    Ok(())
+}
+
+/// Answers one request whose header passed `check_header`; `None` when no
+/// answer is due (produce with acks=0).
+async fn handle(frame: Frame, ctx: &ServerContext) -> Option<Answer> {
+    let h = frame.header;
+    let fail = |code: ErrorCode, message: String| Some(error_answer(&h, code, message));
     macro_rules! decode {
         ($ty:ty) => {
             match <$ty>::decode(frame.body()) {
@@ -165,12 +178,7 @@ pub(crate) async fn handle(frame: Frame, ctx: &ServerContext) -> Option<Answer> 
             }
             Some(response(&h, &TopicResults { results }, Vec::new()))
         }
-        api::PRODUCE => {
-            let request = decode!(ProduceRequest);
-            let answer =
-                complete_produce(submit_produce(ctx, &request, frame.into_payload()).await).await;
-            (request.acks != 0).then(|| response(&h, &answer, Vec::new()))
-        }
+        api::PRODUCE => start_produce(frame, ctx).await.await,
         api::FETCH => {
             let request = decode!(FetchRequest);
             let (answer, chunks) = fetch(ctx, &request).await;
@@ -321,16 +329,33 @@ pub(crate) async fn start(
     frame: Frame,
     ctx: Arc<ServerContext>,
 ) -> LocalBoxFuture<'static, Option<Answer>> {
-    let h = frame.header;
-    let produce_v0 = h.api_key == api::PRODUCE && h.api_version == 0 && !h.is_response();
-    if let (true, Ok(request)) = (produce_v0, ProduceRequest::decode(frame.body())) {
-        let submitted = submit_produce(&ctx, &request, frame.into_payload()).await;
-        return Box::pin(async move {
-            let answer = complete_produce(submitted).await;
-            (request.acks != 0).then(|| response(&h, &answer, Vec::new()))
-        });
+    if let Err(answer) = check_header(&frame.header) {
+        return Box::pin(std::future::ready(Some(answer)));
+    }
+    if frame.header.api_key == api::PRODUCE {
+        return start_produce(frame, &ctx).await;
     }
     Box::pin(async move { handle(frame, &ctx).await })
+}
+
+/// Submits a produce request's batches now; the returned future answers.
+async fn start_produce(
+    frame: Frame,
+    ctx: &ServerContext,
+) -> LocalBoxFuture<'static, Option<Answer>> {
+    let h = frame.header;
+    let request = match ProduceRequest::decode(frame.body()) {
+        Ok(request) => request,
+        Err(e) => {
+            let answer = error_answer(&h, ErrorCode::InvalidRequest, e.to_string());
+            return Box::pin(std::future::ready(Some(answer)));
+        }
+    };
+    let submitted = submit_produce(ctx, &request, frame.into_payload()).await;
+    Box::pin(async move {
+        let answer = complete_produce(submitted).await;
+        (request.acks != 0).then(|| response(&h, &answer, Vec::new()))
+    })
 }
 
 async fn fetch(ctx: &ServerContext, request: &FetchRequest) -> (FetchResponse, Vec<bytes::Bytes>) {
