@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod protocol;
+mod receive;
 pub mod server;
 pub mod topic_config;

@@ -11,11 +11,13 @@ use crate::protocol::{
     ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, TopicMeta,
     FRAME_HEADER_BYTES,
 };
+use crate::receive::{header_of, BlockingReceiver};
 use futures::channel::oneshot;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -248,31 +250,30 @@ impl Drop for Connection {
     }
 }
 
-fn read_responses(mut stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
+fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
     let addr = stream.peer_addr().map_or_else(|_| "broker".to_string(), |a| a.to_string());
+    let mut receiver = BlockingReceiver::new(stream.as_raw_fd());
     let reason = loop {
-        let mut head = [0u8; FRAME_HEADER_BYTES];
-        if let Err(e) = stream.read_exact(&mut head) {
+        let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
+        if let Err(e) = receiver.fill(&mut head, FRAME_HEADER_BYTES, 0) {
             break e.to_string();
         }
-        let header = match FrameHeader::decode(&head, RESPONSE_BYTES_MAX) {
+        let header = match FrameHeader::decode(header_of(&head), RESPONSE_BYTES_MAX) {
             Ok(h) => h,
             Err(e) => break format!("bad response frame: {e}"),
         };
-        let mut frame_head = AlignedVec::<16>::with_capacity(header.head_bytes());
-        frame_head.extend_from_slice(&head);
-        frame_head.resize(header.head_bytes(), 0);
-        let mut payload = AlignedVec::<16>::with_capacity(header.payload_bytes as usize);
-        payload.resize(header.payload_bytes as usize, 0);
-        if let Err(e) = stream
-            .read_exact(&mut frame_head[FRAME_HEADER_BYTES..])
-            .and_then(|()| stream.read_exact(&mut payload))
+        let payload_bytes = header.payload_bytes as usize;
+        let mut payload = AlignedVec::<16>::with_capacity(payload_bytes);
+        if let Err(e) = receiver
+            .fill(&mut head, header.head_bytes(), payload_bytes)
+            .and_then(|()| receiver.fill(&mut payload, payload_bytes, 0))
         {
             break e.to_string();
         }
+        receiver.frame_done();
         let waiter = lock(&pending).remove(&header.correlation_id);
         match waiter {
-            Some(waiter) => waiter.complete(Ok(Frame::from_parts(header, frame_head, payload))),
+            Some(waiter) => waiter.complete(Ok(Frame::from_parts(header, head, payload))),
             None => {
                 tracing::warn!(correlation_id = header.correlation_id, "response to no request")
             }

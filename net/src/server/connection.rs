@@ -12,7 +12,8 @@ use crate::protocol::{
     encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FLAG_RESPONSE,
     FRAME_HEADER_BYTES,
 };
-use futures::io::{AsyncReadExt, AsyncWriteExt};
+use crate::receive::{header_of, ShardReceiver};
+use futures::io::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use rkyv::util::AlignedVec;
 use std::cell::Cell;
@@ -125,7 +126,14 @@ async fn serve(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
-    let (mut reader, mut writer) = stream.split();
+    let mut receiver = match ShardReceiver::new(&stream) {
+        Ok(receiver) => receiver,
+        Err(e) => {
+            tracing::warn!(error = %e, "connection dropped: its socket could not be duplicated");
+            return;
+        }
+    };
+    let mut writer = stream;
     let limits = &context.config.limits;
     let (answers, outbox) = async_channel::bounded::<Answer>(limits.in_flight_per_connection_max);
     let writer_task = glommio::spawn_local(async move {
@@ -142,11 +150,11 @@ async fn serve(
         Rc::new(glommio::sync::Semaphore::new(limits.in_flight_per_connection_max as u64));
     loop {
         let Ok(permit) = in_flight.acquire_static_permit(1).await else { break };
-        let mut head = [0u8; FRAME_HEADER_BYTES];
-        if reader.read_exact(&mut head).await.is_err() {
+        let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
+        if receiver.fill(&mut head, FRAME_HEADER_BYTES, 0).await.is_err() {
             break;
         }
-        let header = match FrameHeader::decode(&head, limits.frame_bytes_max) {
+        let header = match FrameHeader::decode(header_of(&head), limits.frame_bytes_max) {
             Ok(header) => header,
             Err(e) => {
                 // Answer what can be answered, then close only this
@@ -180,17 +188,15 @@ async fn serve(
         let Ok(held) = memory.acquire_static_permit(header.frame_bytes() as u64).await else {
             break;
         };
-        let mut frame_head = AlignedVec::<16>::with_capacity(header.head_bytes());
-        frame_head.extend_from_slice(&head);
-        frame_head.resize(header.head_bytes(), 0);
-        let mut payload = AlignedVec::<16>::with_capacity(header.payload_bytes as usize);
-        payload.resize(header.payload_bytes as usize, 0);
-        if reader.read_exact(&mut frame_head[FRAME_HEADER_BYTES..]).await.is_err()
-            || reader.read_exact(&mut payload).await.is_err()
+        let payload_bytes = header.payload_bytes as usize;
+        let mut payload = AlignedVec::<16>::with_capacity(payload_bytes);
+        if receiver.fill(&mut head, header.head_bytes(), payload_bytes).await.is_err()
+            || receiver.fill(&mut payload, payload_bytes, 0).await.is_err()
         {
             break;
         }
-        let frame = Frame::from_parts(header, frame_head, payload);
+        receiver.frame_done();
+        let frame = Frame::from_parts(header, head, payload);
         // Produce batches enter their partitions here, in the order they
         // arrived; the answer is awaited on its own task.
         let answer = handlers::start(frame, context.clone()).await;
