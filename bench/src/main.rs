@@ -199,7 +199,8 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    // An embedded broker and the load share this process; see the function.
+    // An embedded broker and the load share this process; see the functions.
+    mamba_engine::runtime::keep_freed_memory();
     if let Err(e) = mamba_engine::runtime::disable_transparent_huge_pages() {
         eprintln!("mamba-bench: transparent huge pages stay on ({e}); expect latency spikes");
     }

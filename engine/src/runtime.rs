@@ -56,6 +56,29 @@ pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     }
 }
 
+/// mimalloc's `mi_option_purge_delay` (v3 numbering; the test below checks
+/// it is the option whose default is v3's 1000 ms).
+#[cfg(feature = "mimalloc")]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc (the global allocator of our binaries) to keep freed
+/// memory instead of returning it to the kernel a second later.
+///
+/// Request and response buffers are up to a megabyte each, freed as fast
+/// as they come. Returned (`MADV_DONTNEED`), each one costs a TLB shootdown
+/// on every core running this process and a page fault per 4 KiB when
+/// reused: measured here at 500k msg/s, 170k faults per 10 s run and an
+/// end-to-end p99 of 16–57 ms, against 63k faults and 6–9 ms when kept.
+/// Memory stays at its high-water mark, which the broker's bounds (request
+/// memory, tail cache, fetch sizes) already cap. Call it first thing in
+/// `main`, before threads start.
+#[cfg(feature = "mimalloc")]
+pub fn keep_freed_memory() {
+    // SAFETY: sets one integer option; documented as not thread safe, so
+    // callers run it before spawning threads.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// Cores this process may run on.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -118,4 +141,22 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(all(test, feature = "mimalloc"))]
+mod tests {
+    use libmimalloc_sys::mi_option_get;
+
+    #[test]
+    fn keep_freed_memory_sets_mimallocs_purge_delay() {
+        // SAFETY: reads an integer option.
+        let default = unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let option = super::MI_OPTION_PURGE_DELAY;
+            assert_eq!(default, 1000, "option {option} is not mimalloc's purge delay");
+        }
+        super::keep_freed_memory();
+        // SAFETY: as above.
+        assert_eq!(unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) }, -1);
+    }
 }
