@@ -1,83 +1,35 @@
-//! Receiving frames: few wake-ups, no zeroing.
+//! Receiving frames straight into unzeroed memory.
 //!
-//! A TCP socket is readable as soon as one byte arrives, so a 1 MiB frame
-//! read as it trickles in costs a wake-up (and on a shard, an io_uring poll
-//! and a park) per arriving segment, often ten per frame. Once part of a
-//! frame is in, the reader knows how much more it needs; `SO_RCVLOWAT`
-//! tells the kernel not to report the socket readable until that much is
-//! there. The kernel caps the mark at half its largest receive buffer and
-//! grows the buffer to hold it, so a mark never waits for more than the
-//! socket can queue.
+//! A frame's head and payload go into buffers sized from its header. Safe
+//! reads need initialized memory, and zeroing a megabyte that `recv` is
+//! about to overwrite cost as much as the copy out of the kernel; so bytes
+//! are received into each buffer's spare capacity and only what `recv`
+//! wrote becomes part of it.
 //!
-//! Bytes are received straight into a buffer's spare capacity: zeroing
-//! memory that `recv` is about to overwrite cost as much as the copy out of
-//! the kernel.
-//!
-//! Waiting happens in `poll` (or the ring's poll), never inside `recv`: a
-//! `recv` blocked after copying part of the data would wait for the whole
-//! mark again and never wake.
+//! (Raising `SO_RCVLOWAT` to the rest of a frame, to wake readers once per
+//! frame rather than once per arriving segment, was tried and dropped: no
+//! gain in CPU or latency in paired runs, a system call more per frame.)
 
 use crate::protocol::FRAME_HEADER_BYTES;
 use rkyv::util::AlignedVec;
 use std::io;
 use std::os::fd::RawFd;
 
-/// Raising the mark costs a system call; below this many missing bytes a
-/// wake-up or two is cheaper.
-const RAISE_FROM_BYTES: usize = 16 * 1024;
-
-/// The receive low-water mark of one socket.
-struct LowWater {
-    fd: RawFd,
-    raised: bool,
-}
-
-impl LowWater {
-    /// The reader will not proceed before `missing_bytes` more arrive. A
-    /// mark once raised always follows the missing count down: left above
-    /// it, the socket would never become readable.
-    fn expect(&mut self, missing_bytes: usize) {
-        if missing_bytes >= RAISE_FROM_BYTES || self.raised {
-            self.set(missing_bytes.clamp(1, i32::MAX as usize) as i32);
-            self.raised = missing_bytes > 1;
-        }
-    }
-
-    /// Back to readable-on-any-byte, for the next frame's header.
-    fn reset(&mut self) {
-        if std::mem::take(&mut self.raised) {
-            self.set(1);
-        }
-    }
-
-    fn set(&self, bytes: i32) {
-        // SAFETY: a plain setsockopt on a descriptor the owner keeps open,
-        // with a pointer to a live i32 and its exact size.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                (&bytes as *const i32).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            // Only wake-ups are at stake; reading stays correct.
-            tracing::trace!(error = %io::Error::last_os_error(), "SO_RCVLOWAT not set");
-        }
-    }
-}
-
-/// What one non-blocking `recv` did.
+/// What one `recv` did.
 enum Received {
     Bytes,
     WouldBlock,
 }
 
-/// Receives what is there, up to `buf` holding `len` bytes, into its spare
+/// Receives what is there (waiting for it unless `flags` has
+/// `MSG_DONTWAIT`), up to `buf` holding `len` bytes, into its spare
 /// capacity.
-fn recv_spare(fd: RawFd, buf: &mut AlignedVec<16>, len: usize) -> io::Result<Received> {
+fn recv_spare(
+    fd: RawFd,
+    buf: &mut AlignedVec<16>,
+    len: usize,
+    flags: libc::c_int,
+) -> io::Result<Received> {
     if buf.capacity() < len {
         buf.reserve_exact(len - buf.len());
     }
@@ -86,9 +38,7 @@ fn recv_spare(fd: RawFd, buf: &mut AlignedVec<16>, len: usize) -> io::Result<Rec
     loop {
         // SAFETY: the kernel writes at most `len - filled` bytes starting at
         // `filled`, inside the capacity reserved above.
-        let n = unsafe {
-            libc::recv(fd, buf.as_mut_ptr().add(filled).cast(), len - filled, libc::MSG_DONTWAIT)
-        };
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().add(filled).cast(), len - filled, flags) };
         if n > 0 {
             // SAFETY: `recv` initialized exactly `n` bytes after `filled`.
             unsafe { buf.set_len(filled + n as usize) };
@@ -106,58 +56,24 @@ fn recv_spare(fd: RawFd, buf: &mut AlignedVec<16>, len: usize) -> io::Result<Rec
     }
 }
 
-/// Frames from a blocking socket (the client's reader thread).
-pub(crate) struct BlockingReceiver {
-    low_water: LowWater,
-}
-
-impl BlockingReceiver {
-    /// `fd` must stay open as long as this is used.
-    pub(crate) fn new(fd: RawFd) -> BlockingReceiver {
-        BlockingReceiver { low_water: LowWater { fd, raised: false } }
-    }
-
-    /// Receives until `buf` holds `len` bytes; `after_bytes` more of the
-    /// frame follow them.
-    pub(crate) fn fill(
-        &mut self,
-        buf: &mut AlignedVec<16>,
-        len: usize,
-        after_bytes: usize,
-    ) -> io::Result<()> {
-        while buf.len() < len {
-            if let Received::WouldBlock = recv_spare(self.low_water.fd, buf, len)? {
-                self.low_water.expect(len - buf.len() + after_bytes);
-                wait_readable(self.low_water.fd)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The frame is in; the next one starts with a small header.
-    pub(crate) fn frame_done(&mut self) {
-        self.low_water.reset();
-    }
-}
-
-fn wait_readable(fd: RawFd) -> io::Result<()> {
-    let mut poll_fd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd, count 1.
-    if unsafe { libc::poll(&mut poll_fd, 1, -1) } < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+/// Receives on a blocking socket (the client's reader thread) until `buf`
+/// holds `len` bytes.
+pub(crate) fn fill_blocking(fd: RawFd, buf: &mut AlignedVec<16>, len: usize) -> io::Result<()> {
+    while buf.len() < len {
+        if let Received::WouldBlock = recv_spare(fd, buf, len, 0)? {
+            // Only a receive timeout makes a blocking socket say this.
+            return Err(io::ErrorKind::TimedOut.into());
         }
     }
     Ok(())
 }
 
-/// Frames from a shard's socket. Bytes come by `recv` on the socket; the
-/// wait for more goes through a duplicate of it handed to glommio, whose
-/// one-byte peek completes when the ring sees the socket readable.
+/// Frames from a shard's socket. Bytes come by non-blocking `recv`; the
+/// wait for more goes through a duplicate of the socket handed to glommio,
+/// whose one-byte peek completes when the ring sees it readable.
 pub(crate) struct ShardReceiver {
     readiness: glommio::net::TcpStream,
-    low_water: LowWater,
+    fd: RawFd,
 }
 
 impl ShardReceiver {
@@ -169,32 +85,21 @@ impl ShardReceiver {
         let own = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
         let fd = own.try_clone_to_owned()?.into_raw_fd();
         // SAFETY: `fd` is a connected TCP socket we own (a fresh duplicate),
-        // given up to the stream, which closes it.
+        // given up to the stream, which closes it; `self.fd` lives no longer.
         let readiness = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
-        Ok(ShardReceiver { readiness, low_water: LowWater { fd, raised: false } })
+        Ok(ShardReceiver { readiness, fd })
     }
 
-    /// [`BlockingReceiver::fill`], waiting on the ring.
-    pub(crate) async fn fill(
-        &mut self,
-        buf: &mut AlignedVec<16>,
-        len: usize,
-        after_bytes: usize,
-    ) -> io::Result<()> {
+    /// Receives until `buf` holds `len` bytes.
+    pub(crate) async fn fill(&mut self, buf: &mut AlignedVec<16>, len: usize) -> io::Result<()> {
         while buf.len() < len {
-            if let Received::WouldBlock = recv_spare(self.low_water.fd, buf, len)? {
-                self.low_water.expect(len - buf.len() + after_bytes);
+            if let Received::WouldBlock = recv_spare(self.fd, buf, len, libc::MSG_DONTWAIT)? {
                 if self.readiness.peek(&mut [0u8; 1]).await? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
         }
         Ok(())
-    }
-
-    /// The frame is in; the next one starts with a small header.
-    pub(crate) fn frame_done(&mut self) {
-        self.low_water.reset();
     }
 }
 
@@ -214,7 +119,7 @@ mod tests {
     use std::time::Duration;
 
     /// A frame-sized message sent in small pieces with pauses, so the
-    /// receiver sees it trickle in and raises its mark several times.
+    /// receiver sees it trickle in.
     fn trickle(mut out: TcpStream, message: Vec<u8>, close_after_bytes: Option<usize>) {
         let end = close_after_bytes.unwrap_or(message.len());
         for (i, piece) in message[..end].chunks(7_919).enumerate() {
@@ -237,32 +142,31 @@ mod tests {
     }
 
     #[test]
-    fn blocking_receiver_reads_a_trickled_frame_whole_and_the_next_one() {
+    fn a_trickled_frame_arrives_whole_and_the_next_one_after_it() {
         let (client, server) = connected_pair();
         let (first, second) = (message(1 << 20), message(100));
         let sent = [first.clone(), second.clone()].concat();
         let sender = std::thread::spawn(move || trickle(client, sent, None));
-        let mut receiver = BlockingReceiver::new(server.as_raw_fd());
+        let fd = server.as_raw_fd();
         let mut buf = AlignedVec::<16>::new();
-        receiver.fill(&mut buf, 4096, first.len() - 4096).expect("head");
-        receiver.fill(&mut buf, first.len(), 0).expect("rest");
-        receiver.frame_done();
+        fill_blocking(fd, &mut buf, 4096).expect("head");
+        fill_blocking(fd, &mut buf, first.len()).expect("rest");
         assert!(buf.as_slice() == first.as_slice(), "first frame differs");
         let mut next = AlignedVec::<16>::new();
-        receiver.fill(&mut next, second.len(), 0).expect("second");
+        fill_blocking(fd, &mut next, second.len()).expect("second");
         assert_eq!(next.as_slice(), second.as_slice());
         sender.join().expect("sender");
     }
 
     #[test]
-    fn blocking_receiver_reports_a_peer_gone_mid_frame() {
+    fn a_peer_gone_mid_frame_is_an_end_of_stream_error() {
         let (client, server) = connected_pair();
         let sender = std::thread::spawn(move || trickle(client, message(1 << 20), Some(300_000)));
         let (done, result) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut receiver = BlockingReceiver::new(server.as_raw_fd());
             let mut buf = AlignedVec::<16>::new();
-            done.send(receiver.fill(&mut buf, 1 << 20, 0).map(|()| buf.len())).expect("report");
+            let outcome = fill_blocking(server.as_raw_fd(), &mut buf, 1 << 20).map(|()| buf.len());
+            done.send(outcome).expect("report");
         });
         sender.join().expect("sender");
         let outcome =
@@ -271,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn shard_receiver_reads_a_trickled_frame_and_leaves_the_socket_writable() {
+    fn a_shard_receives_a_trickled_frame_and_still_writes_on_the_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let frame = message(3 << 20);
@@ -296,9 +200,8 @@ mod tests {
             let stream = unsafe { glommio::net::TcpStream::from_raw_fd(server.into_raw_fd()) };
             let mut receiver = ShardReceiver::new(&stream).expect("receiver");
             let mut buf = AlignedVec::<16>::new();
-            receiver.fill(&mut buf, 64, (3 << 20) - 64).await.expect("head");
-            receiver.fill(&mut buf, 3 << 20, 0).await.expect("rest");
-            receiver.frame_done();
+            receiver.fill(&mut buf, 64).await.expect("head");
+            receiver.fill(&mut buf, 3 << 20).await.expect("rest");
             let mut writer = stream;
             writer.write_all(b"ok").await.expect("answer");
             buf.to_vec()

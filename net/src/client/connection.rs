@@ -11,7 +11,7 @@ use crate::protocol::{
     ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, TopicMeta,
     FRAME_HEADER_BYTES,
 };
-use crate::receive::{header_of, BlockingReceiver};
+use crate::receive::{fill_blocking, header_of};
 use futures::channel::oneshot;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
@@ -252,10 +252,10 @@ impl Drop for Connection {
 
 fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
     let addr = stream.peer_addr().map_or_else(|_| "broker".to_string(), |a| a.to_string());
-    let mut receiver = BlockingReceiver::new(stream.as_raw_fd());
+    let fd = stream.as_raw_fd();
     let reason = loop {
         let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
-        if let Err(e) = receiver.fill(&mut head, FRAME_HEADER_BYTES, 0) {
+        if let Err(e) = fill_blocking(fd, &mut head, FRAME_HEADER_BYTES) {
             break e.to_string();
         }
         let header = match FrameHeader::decode(header_of(&head), RESPONSE_BYTES_MAX) {
@@ -264,13 +264,11 @@ fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
         };
         let payload_bytes = header.payload_bytes as usize;
         let mut payload = AlignedVec::<16>::with_capacity(payload_bytes);
-        if let Err(e) = receiver
-            .fill(&mut head, header.head_bytes(), payload_bytes)
-            .and_then(|()| receiver.fill(&mut payload, payload_bytes, 0))
+        if let Err(e) = fill_blocking(fd, &mut head, header.head_bytes())
+            .and_then(|()| fill_blocking(fd, &mut payload, payload_bytes))
         {
             break e.to_string();
         }
-        receiver.frame_done();
         let waiter = lock(&pending).remove(&header.correlation_id);
         match waiter {
             Some(waiter) => waiter.complete(Ok(Frame::from_parts(header, head, payload))),

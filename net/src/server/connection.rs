@@ -151,7 +151,7 @@ async fn serve(
     loop {
         let Ok(permit) = in_flight.acquire_static_permit(1).await else { break };
         let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
-        if receiver.fill(&mut head, FRAME_HEADER_BYTES, 0).await.is_err() {
+        if receiver.fill(&mut head, FRAME_HEADER_BYTES).await.is_err() {
             break;
         }
         let header = match FrameHeader::decode(header_of(&head), limits.frame_bytes_max) {
@@ -190,12 +190,11 @@ async fn serve(
         };
         let payload_bytes = header.payload_bytes as usize;
         let mut payload = AlignedVec::<16>::with_capacity(payload_bytes);
-        if receiver.fill(&mut head, header.head_bytes(), payload_bytes).await.is_err()
-            || receiver.fill(&mut payload, payload_bytes, 0).await.is_err()
+        if receiver.fill(&mut head, header.head_bytes()).await.is_err()
+            || receiver.fill(&mut payload, payload_bytes).await.is_err()
         {
             break;
         }
-        receiver.frame_done();
         let frame = Frame::from_parts(header, head, payload);
         // Produce batches enter their partitions here, in the order they
         // arrived; the answer is awaited on its own task.
