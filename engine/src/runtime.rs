@@ -79,6 +79,30 @@ pub fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Raises this process's soft limit on open files to its hard limit and
+/// returns the new soft limit.
+///
+/// A broker holds two descriptors per connection (the stream, and the
+/// duplicate its shard waits on; see `mamba-net`'s `receive.rs`) plus three
+/// per segment, and the usual soft limit of 1024 would refuse connections
+/// long before `connections_per_shard_max`. Raising soft to hard needs no
+/// privilege (Go programs do it at start, as do most brokers' packages).
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Cores this process may run on.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -143,12 +167,21 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-#[cfg(all(test, feature = "mimalloc"))]
+#[cfg(test)]
 mod tests {
-    use libmimalloc_sys::mi_option_get;
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let raised = super::raise_open_file_limit().expect("raise");
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes one rlimit we own.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        assert_eq!((raised, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
+    }
 
+    #[cfg(feature = "mimalloc")]
     #[test]
     fn keep_freed_memory_sets_mimallocs_purge_delay() {
+        use libmimalloc_sys::mi_option_get;
         // SAFETY: reads an integer option.
         let default = unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {

@@ -90,6 +90,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    // Two descriptors per connection and three per segment; see the function.
+    let open_files_max = match mamba_engine::runtime::raise_open_file_limit() {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "open file limit not raised; connections may be refused");
+            None
+        }
+    };
     // Catch the signals before any thread starts, so every thread inherits
     // the handling and a signal during startup is not lost.
     let mut signals = signal_hook::iterator::Signals::new([
@@ -126,6 +134,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         durability_default = "fsync",
         partitions = report.partitions_opened,
         repaired_segments = report.repaired_segments.len(),
+        open_files_max = ?open_files_max,
         "mamba broker ready"
     );
     if let Some(signal) = signals.forever().next() {

@@ -694,3 +694,44 @@ fn the_broker_runs_without_transparent_huge_pages() {
     }
     broker.stop();
 }
+
+#[test]
+fn the_broker_raises_its_open_file_limit() {
+    // Two descriptors per connection: a soft limit of 256 would refuse
+    // connections long before the configured maximum.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --shards 1 --data-dir "$1""#)
+        .arg(env!("CARGO_BIN_EXE_mamba"))
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start mamba serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("mamba broker ready") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(20)).expect("broker ready");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert!(ready.contains(&format!("open_files_max=Some({hard})")), "{ready}");
+}
