@@ -396,10 +396,13 @@ impl Batch {
     }
 
     /// Renumbers an idempotent producer's batch (after an earlier batch of
-    /// its partition failed for good); the CRC covers the field, so it is
-    /// computed again.
-    pub fn set_base_sequence(&mut self, base_sequence: u32) {
+    /// its partition failed for good, or under a new epoch); the CRC covers
+    /// both fields, so it is computed again.
+    pub fn set_producer_sequence(&mut self, producer_epoch: u16, base_sequence: u32) {
+        self.header.producer_epoch = producer_epoch;
         self.header.base_sequence = base_sequence;
+        self.bytes[at::PRODUCER_EPOCH..at::PRODUCER_EPOCH + 2]
+            .copy_from_slice(&producer_epoch.to_le_bytes());
         self.bytes[at::BASE_SEQUENCE..at::BASE_SEQUENCE + 4]
             .copy_from_slice(&base_sequence.to_le_bytes());
         let length = self.header.batch_length as usize;
@@ -577,6 +580,15 @@ mod tests {
         assert_eq!(copy.header().base_offset, Offset(77));
         assert_eq!(copy.header().last_offset(), Offset(79));
         assert_eq!(copy.header().leader_epoch, LeaderEpoch(5));
+    }
+
+    #[test]
+    fn renumbering_a_producers_batch_recomputes_the_crc() {
+        let mut batch = sample(3);
+        batch.set_producer_sequence(9, 1234);
+        let copy = Batch::from_bytes(batch.as_bytes()).expect("still valid");
+        assert_eq!((copy.header().producer_epoch, copy.header().base_sequence), (9, 1234));
+        assert_eq!(copy.view().records().len(), 3);
     }
 
     #[test]

@@ -532,6 +532,41 @@ fn a_producer_reconnects_after_a_broker_restart() {
 }
 
 #[test]
+fn an_idempotent_producer_goes_on_after_giving_up_on_a_batch() {
+    // A batch whose retries run out while the broker is away may or may not
+    // have been written; the batches after it must not be refused forever
+    // as out of order.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let addr = broker.addr.clone();
+    let admin = Admin::connect(&addr).expect("admin");
+    block_on(admin.create_topic("gap", 1, vec![])).expect("create");
+    drop(admin);
+    let config = ProducerConfig { retries: 1, retry_backoff_ms: 10, ..ProducerConfig::default() };
+    let producer = Producer::connect(&addr, config).expect("producer");
+    let before = producer.send(record("gap", None, "before")).expect("send");
+    producer.flush();
+    block_on(before).expect("ack");
+    let dir_path = broker.stop();
+    let lost = producer.send(record("gap", None, "while away")).expect("send");
+    producer.flush();
+    block_on(lost).expect_err("no broker to take it");
+    let broker = Broker::start_on(&dir_path, 1, &addr);
+    for i in 0..3 {
+        let after = producer.send(record("gap", None, &format!("after {i}"))).expect("send");
+        producer.flush();
+        block_on(after).expect("acknowledged after giving up on the batch before");
+    }
+    let values: Vec<String> = consume_all(&broker.addr, "gap", 4)
+        .into_iter()
+        .map(|r| String::from_utf8(r.value).expect("utf8"))
+        .collect();
+    assert_eq!(values, ["before", "after 0", "after 1", "after 2"]);
+    producer.close();
+    broker.stop();
+}
+
+#[test]
 fn a_pipelined_producer_loses_nothing_and_keeps_order_across_a_kill_9() {
     use mamba_net::client::{Delivery, DeliveryHandler, SendRecord};
     use std::sync::atomic::{AtomicU64, Ordering};

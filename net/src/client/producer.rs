@@ -179,6 +179,17 @@ struct PartitionQueue {
     /// sequence numbers; the batches re-sent after it are renumbered from
     /// here.
     resequence_from: Option<u32>,
+    /// Idempotence: a batch gave up without knowing whether the broker
+    /// wrote it, so no sequence number after it can be trusted to follow
+    /// on; once nothing is in flight the partition moves to a new epoch,
+    /// which the broker takes from sequence 0 (Kafka's KIP-360). Batches
+    /// waiting to be resent go under the new epoch too: one the broker had
+    /// in fact written (its answer lost) is then written again, so across
+    /// such a failure delivery is at least once.
+    new_epoch_due: bool,
+    /// Epochs this partition moved to beyond the producer's own (the broker
+    /// keeps producer state per partition).
+    epoch_bumps: u16,
     /// Sequence number of the next batch's first record (idempotence).
     next_sequence: u32,
     next_number: u64,
@@ -236,6 +247,17 @@ impl PartitionQueue {
         self.resequence_from =
             Some(self.resequence_from.map_or(base_sequence, |s| s.min(base_sequence)));
     }
+
+    /// The epoch this partition's batches carry.
+    fn epoch(&self, producer_epoch: u16) -> u16 {
+        producer_epoch.saturating_add(self.epoch_bumps)
+    }
+
+    /// Whether sending must wait for every answer: resends and a new epoch
+    /// keep the order only when nothing is in flight.
+    fn needs_quiet(&self) -> bool {
+        !self.retries.is_empty() || self.resequence_from.is_some() || self.new_epoch_due
+    }
 }
 
 /// A topic name and a partition of it.
@@ -244,7 +266,7 @@ type TopicPartition = (String, u32);
 /// A batch taken for sending, not yet encoded to the end.
 enum Ready {
     Retry(InFlight),
-    Fresh { batch: OpenBatch, number: u64, base_sequence: u32 },
+    Fresh { batch: OpenBatch, number: u64, epoch: u16, base_sequence: u32 },
 }
 
 struct Inner {
@@ -518,6 +540,7 @@ fn take_ready(
 ) -> (Vec<(TopicPartition, Ready)>, Option<Instant>) {
     let linger = Duration::from_millis(inner.config.linger_ms);
     let in_flight_max = inner.config.max_in_flight;
+    let producer_epoch = inner.identity.map_or(0, |(_, epoch)| epoch);
     let flushing = state.flushing > 0 || state.closed;
     let mut ready = Vec::new();
     let mut next_due: Option<Instant> = None;
@@ -526,7 +549,7 @@ fn take_ready(
         let partitions = topic.partitions.len() as u32;
         for (p, queue) in topic.partitions.iter_mut().enumerate() {
             let key = || (name.clone(), p as u32);
-            if !queue.retries.is_empty() || queue.resequence_from.is_some() {
+            if queue.needs_quiet() {
                 // Resend only once every answer is in, so the order holds.
                 if !queue.in_flight.is_empty() {
                     continue;
@@ -535,10 +558,17 @@ fn take_ready(
                     due_at(at);
                     continue;
                 }
+                if std::mem::take(&mut queue.new_epoch_due) {
+                    // Everything still to send, resends included, starts
+                    // from 0 under the new epoch.
+                    queue.epoch_bumps = queue.epoch_bumps.saturating_add(1);
+                    queue.resequence_from = Some(0);
+                }
                 if let Some(from) = queue.resequence_from.take() {
+                    let epoch = queue.epoch(producer_epoch);
                     let mut sequence = from;
                     for flight in queue.retries.values_mut() {
-                        Arc::make_mut(&mut flight.batch).set_base_sequence(sequence);
+                        Arc::make_mut(&mut flight.batch).set_producer_sequence(epoch, sequence);
                         sequence = sequence.wrapping_add(flight.batch.header().record_count);
                     }
                     queue.next_sequence = sequence;
@@ -579,7 +609,8 @@ fn take_ready(
                 let number = queue.next_number;
                 queue.next_number += 1;
                 queue.in_flight.insert(number);
-                ready.push((key(), Ready::Fresh { batch, number, base_sequence }));
+                let epoch = queue.epoch(producer_epoch);
+                ready.push((key(), Ready::Fresh { batch, number, epoch, base_sequence }));
             }
         }
     }
@@ -609,8 +640,8 @@ fn run_sender(inner: &Arc<Inner>) {
         for (key, ready) in ready {
             let flight = match ready {
                 Ready::Retry(flight) => flight,
-                Ready::Fresh { batch, number, base_sequence } => {
-                    let producer = inner.identity.map(|(id, epoch)| (id, epoch, base_sequence));
+                Ready::Fresh { batch, number, epoch, base_sequence } => {
+                    let producer = inner.identity.map(|(id, _)| (id, epoch, base_sequence));
                     match batch.writer.finish(producer) {
                         Ok(built) => InFlight {
                             number,
@@ -727,7 +758,8 @@ fn finish(
             ClientError::Broker { code: crate::protocol::ErrorCode::OutOfOrderSequence, .. }
         ) && (queue.in_flight.first().is_some_and(|n| *n < flight.number)
             || queue.retries.first_key_value().is_some_and(|(n, _)| *n < flight.number)
-            || queue.resequence_from.is_some());
+            || queue.resequence_from.is_some()
+            || queue.new_epoch_due);
         let retriable = e.is_retriable() || behind_a_failure;
         if retriable && flight.attempts < inner.config.retries && !closed {
             flight.attempts += 1;
@@ -740,13 +772,18 @@ fn finish(
             inner.changed.notify_all();
             return;
         }
-        if inner.identity.is_some() && matches!(e, ClientError::Broker { .. }) {
-            // Refused by the broker, so never written: the batches after it
-            // take over its sequence numbers. (After a connection failure
-            // it may have been written; renumbering could then make a later
-            // batch look like its duplicate, so the numbers stay.)
-            let base = flight.batch.header().base_sequence;
-            queue.never_written(base);
+        if inner.identity.is_some() {
+            if matches!(e, ClientError::Broker { .. }) {
+                // Refused by the broker, so never written: the batches after
+                // it take over its sequence numbers.
+                queue.never_written(flight.batch.header().base_sequence);
+            } else {
+                // After a connection failure it may or may not have been
+                // written: renumbering could make a later batch look like
+                // its duplicate, keeping the numbers could leave a gap the
+                // broker refuses forever. A new epoch starts afresh.
+                queue.new_epoch_due = true;
+            }
         }
     }
     drop(state);
