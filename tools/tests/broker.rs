@@ -17,6 +17,15 @@ struct Broker {
     child: Child,
     addr: String,
     data_dir: PathBuf,
+    /// The log line announcing the broker ready.
+    ready: String,
+}
+
+fn serve_args(data_dir: &Path, shards: u32, listen: &str) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["serve", "--listen", listen, "--shards"].into_iter().map(Into::into).collect();
+    args.extend([shards.to_string().into(), "--data-dir".into(), data_dir.into()]);
+    args
 }
 
 impl Broker {
@@ -25,9 +34,15 @@ impl Broker {
     }
 
     fn start_on(data_dir: &Path, shards: u32, listen: &str) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mamba"))
-            .args(["serve", "--listen", listen, "--shards", &shards.to_string(), "--data-dir"])
-            .arg(data_dir)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mamba"));
+        command.args(serve_args(data_dir, shards, listen));
+        Broker::launch(command, data_dir)
+    }
+
+    /// Runs `command` (which ends up exec'ing `mamba serve`) and waits for
+    /// the broker's ready line.
+    fn launch(mut command: Command, data_dir: &Path) -> Broker {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -37,16 +52,15 @@ impl Broker {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listen=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
-                    if tx.send(addr).is_err() {
-                        break;
-                    }
+                if line.contains("listen=") && tx.send(line).is_err() {
+                    break;
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("broker announces its address");
-        Broker { child, addr, data_dir: data_dir.to_path_buf() }
+        let ready = rx.recv_timeout(Duration::from_secs(20)).expect("broker announces its address");
+        let rest = ready.split("listen=").nth(1).unwrap_or_default();
+        let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+        Broker { child, addr, data_dir: data_dir.to_path_buf(), ready }
     }
 
     fn kill9(mut self) -> PathBuf {
@@ -72,6 +86,21 @@ impl Drop for Broker {
         }
         let _reaped = self.child.wait();
     }
+}
+
+fn create_topic(addr: &str, name: &str, partitions: u32) {
+    let admin = Admin::connect(addr).expect("admin");
+    block_on(admin.create_topic(name, partitions, vec![])).expect("create");
+}
+
+/// Sends one record and waits for its answer.
+fn send_and_wait(
+    producer: &Producer,
+    record: ProducerRecord,
+) -> Result<mamba_net::client::RecordMetadata, mamba_net::client::ClientError> {
+    let sent = producer.send(record).expect("send");
+    producer.flush();
+    block_on(sent)
 }
 
 fn producer(broker: &Broker) -> Producer {
@@ -189,8 +218,7 @@ fn data_survives_a_clean_restart_and_memory_topics_start_empty() {
 fn acknowledged_records_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 2);
-    let admin = Admin::connect(&broker.addr).expect("admin");
-    block_on(admin.create_topic("durable", 3, vec![])).expect("create");
+    create_topic(&broker.addr, "durable", 3);
     let producer = producer(&broker);
     let mut acked = Vec::new();
     for i in 0..300 {
@@ -227,8 +255,7 @@ fn acknowledged_records_survive_kill_9() {
 fn hostile_bytes_close_only_their_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 2);
-    let admin = Admin::connect(&broker.addr).expect("admin");
-    block_on(admin.create_topic("safe", 1, vec![])).expect("create");
+    create_topic(&broker.addr, "safe", 1);
 
     // Random bytes.
     let mut garbage = TcpStream::connect(&broker.addr).expect("connect");
@@ -266,9 +293,7 @@ fn hostile_bytes_close_only_their_connection() {
 
     // The broker still serves everyone else, and lost nothing.
     let producer = producer(&broker);
-    let ack = producer.send(record("safe", None, "still here")).expect("send");
-    producer.flush();
-    block_on(ack).expect("ack");
+    send_and_wait(&producer, record("safe", None, "still here")).expect("ack");
     assert_eq!(consume_all(&broker.addr, "safe", 1)[0].value, b"still here");
     broker.stop();
 }
@@ -374,8 +399,7 @@ fn a_retried_produce_is_not_written_twice_and_gaps_are_refused() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 2);
-    let admin = Admin::connect(&broker.addr).expect("admin");
-    block_on(admin.create_topic("once", 1, vec![])).expect("create");
+    create_topic(&broker.addr, "once", 1);
     let conn = Connection::connect(&broker.addr, Duration::from_secs(5)).expect("connect");
     let (id, _) = block_on(conn.call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]))
         .expect("producer id");
@@ -465,14 +489,11 @@ fn bad_configs_and_unusable_data_directories_are_one_clear_error() {
 fn acks_1_and_0_produce_and_the_data_arrives() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 1);
-    let admin = Admin::connect(&broker.addr).expect("admin");
-    block_on(admin.create_topic("fast", 1, vec![])).expect("create");
+    create_topic(&broker.addr, "fast", 1);
     for acks in [mamba_net::client::Acks::Leader, mamba_net::client::Acks::None] {
         let config = ProducerConfig { acks, ..ProducerConfig::default() };
         let producer = Producer::connect(&broker.addr, config).expect("producer");
-        let sent = producer.send(record("fast", None, "quick")).expect("send");
-        producer.flush();
-        let meta = block_on(sent).expect("answered");
+        let meta = send_and_wait(&producer, record("fast", None, "quick")).expect("answered");
         assert_eq!(meta.offset.is_some(), acks == mamba_net::client::Acks::Leader);
         producer.close();
     }
@@ -484,8 +505,7 @@ fn acks_1_and_0_produce_and_the_data_arrives() {
 fn a_long_poll_returns_data_produced_while_it_waits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 2);
-    let admin = Admin::connect(&broker.addr).expect("admin");
-    block_on(admin.create_topic("tail", 2, vec![])).expect("create");
+    create_topic(&broker.addr, "tail", 2);
     let mut consumer =
         Consumer::connect(&broker.addr, ConsumerConfig::default()).expect("consumer");
     consumer.assign("tail", &[], SeekTo::Latest).expect("assign");
@@ -493,9 +513,7 @@ fn a_long_poll_returns_data_produced_while_it_waits() {
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
         let producer = Producer::connect(&addr, ProducerConfig::default()).expect("producer");
-        let sent = producer.send(record("tail", Some("k"), "late")).expect("send");
-        producer.flush();
-        block_on(sent).expect("ack");
+        send_and_wait(&producer, record("tail", Some("k"), "late")).expect("ack");
         producer.close();
     });
     // One poll with a long timeout: it must come back with the record.
@@ -511,18 +529,13 @@ fn a_producer_reconnects_after_a_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 1);
     let addr = broker.addr.clone();
-    let admin = Admin::connect(&addr).expect("admin");
-    block_on(admin.create_topic("again", 1, vec![])).expect("create");
-    drop(admin);
+    create_topic(&addr, "again", 1);
     let producer = producer(&broker);
-    let first = producer.send(record("again", None, "before")).expect("send");
-    producer.flush();
-    block_on(first).expect("ack");
+    send_and_wait(&producer, record("again", None, "before")).expect("ack");
     let dir_path = broker.stop();
     let broker = Broker::start_on(&dir_path, 1, &addr);
-    let second = producer.send(record("again", None, "after")).expect("send");
-    producer.flush();
-    let meta = block_on(second).expect("acknowledged after reconnecting");
+    let meta = send_and_wait(&producer, record("again", None, "after"))
+        .expect("acknowledged after reconnecting");
     assert_eq!(meta.offset, Some(1));
     let values: Vec<Vec<u8>> =
         consume_all(&broker.addr, "again", 2).into_iter().map(|r| r.value).collect();
@@ -539,23 +552,16 @@ fn an_idempotent_producer_goes_on_after_giving_up_on_a_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 1);
     let addr = broker.addr.clone();
-    let admin = Admin::connect(&addr).expect("admin");
-    block_on(admin.create_topic("gap", 1, vec![])).expect("create");
-    drop(admin);
+    create_topic(&addr, "gap", 1);
     let config = ProducerConfig { retries: 1, retry_backoff_ms: 10, ..ProducerConfig::default() };
     let producer = Producer::connect(&addr, config).expect("producer");
-    let before = producer.send(record("gap", None, "before")).expect("send");
-    producer.flush();
-    block_on(before).expect("ack");
+    send_and_wait(&producer, record("gap", None, "before")).expect("ack");
     let dir_path = broker.stop();
-    let lost = producer.send(record("gap", None, "while away")).expect("send");
-    producer.flush();
-    block_on(lost).expect_err("no broker to take it");
+    send_and_wait(&producer, record("gap", None, "while away")).expect_err("no broker to take it");
     let broker = Broker::start_on(&dir_path, 1, &addr);
     for i in 0..3 {
-        let after = producer.send(record("gap", None, &format!("after {i}"))).expect("send");
-        producer.flush();
-        block_on(after).expect("acknowledged after giving up on the batch before");
+        send_and_wait(&producer, record("gap", None, &format!("after {i}")))
+            .expect("acknowledged after giving up on the batch before");
     }
     let values: Vec<String> = consume_all(&broker.addr, "gap", 4)
         .into_iter()
@@ -575,9 +581,7 @@ fn a_pipelined_producer_loses_nothing_and_keeps_order_across_a_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 2);
     let addr = broker.addr.clone();
-    let admin = Admin::connect(&addr).expect("admin");
-    block_on(admin.create_topic("piped", 2, vec![])).expect("create");
-    drop(admin);
+    create_topic(&addr, "piped", 2);
     // Small batches, five in flight per partition: many requests overlap.
     let config = ProducerConfig {
         batch_bytes: 4096,
@@ -680,8 +684,7 @@ fn a_pipelined_producer_loses_nothing_and_keeps_order_across_a_kill_9() {
 fn a_consumer_reads_ahead_yet_seeks_and_hands_out_records_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), 1);
-    let admin = Admin::connect(&broker.addr).expect("admin");
-    block_on(admin.create_topic("ahead", 1, vec![])).expect("create");
+    create_topic(&broker.addr, "ahead", 1);
     let config = ProducerConfig { batch_bytes: 1024, linger_ms: 0, ..ProducerConfig::default() };
     let producer = Producer::connect(&broker.addr, config).expect("producer");
     let sends: Vec<_> = (0..300)
@@ -734,39 +737,18 @@ fn the_broker_runs_without_transparent_huge_pages() {
 fn the_broker_raises_its_open_file_limit() {
     // Two descriptors per connection: a soft limit of 256 would refuse
     // connections long before the configured maximum.
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --shards 1 --data-dir "$1""#)
-        .arg(env!("CARGO_BIN_EXE_mamba"))
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start mamba serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let child = Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("mamba broker ready") && tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(20)).expect("broker ready");
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).expect("limits");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", r#"ulimit -Sn 256 && exec "$@""#, "sh", env!("CARGO_BIN_EXE_mamba")])
+        .args(serve_args(dir.path(), 1, "127.0.0.1:0"));
+    let broker = Broker::launch(command, dir.path());
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", broker.child.id())).expect("limits");
     let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line");
     let fields: Vec<&str> = line.split_whitespace().collect();
     let (soft, hard) = (fields[3], fields[4]);
     assert_eq!(soft, hard, "{line}");
-    assert!(ready.contains(&format!("open_files_max=Some({hard})")), "{ready}");
+    assert!(broker.ready.contains(&format!("open_files_max=Some({hard})")), "{}", broker.ready);
+    broker.stop();
 }
