@@ -239,7 +239,7 @@ impl<'a> BatchView<'a> {
         if !(bytes.as_ptr() as usize).is_multiple_of(BATCH_ALIGN_BYTES) {
             return Err(BatchError::Misaligned);
         }
-        let records = rkyv::access::<ArchivedVec<ArchivedRecord>, rkyv::rancor::Error>(
+        let records = rkyv::access::<ArchivedVec<ArchivedRecord>, rkyv::rancor::BoxedError>(
             &bytes[BATCH_HEADER_BYTES..length],
         )
         .map_err(|e| BatchError::BadArchive { reason: e.to_string() })?;

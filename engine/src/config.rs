@@ -161,6 +161,10 @@ pub struct EngineConfig {
     pub tail_cache_bytes_per_shard: usize,
     /// How often retention runs.
     pub retention_check_interval_ms: u64,
+    /// How often each shard checkpoints its partitions' recovery points
+    /// (when one moved). Recovery after a crash verifies what was written
+    /// since; a clean shutdown always checkpoints.
+    pub recovery_point_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -170,6 +174,7 @@ impl Default for EngineConfig {
             pin_shards: true,
             tail_cache_bytes_per_shard: 64 * 1024 * 1024,
             retention_check_interval_ms: 30_000,
+            recovery_point_interval_ms: 10_000,
         }
     }
 }

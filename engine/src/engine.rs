@@ -12,10 +12,13 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::{Offset, PartitionId, ShardId};
 use crate::limits::SHARD_INBOX_CAPACITY;
 use crate::partition::{AppendInfo, AppendWait, LogOffsets, LogOptions, ReadOutcome};
+use crate::recovery_point::{PointKey, RecoveryPoint};
 use crate::runtime::{self, ExecutorOptions};
 use crate::segment::SegmentReport;
 use crate::shard::{self, OpenSpec, PartitionKey, Reply, ShardRequest};
 use futures::channel::oneshot;
+use futures::StreamExt;
+use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -32,7 +35,25 @@ pub struct OpenReport {
     pub partitions_opened: usize,
     /// Segments whose tail recovery cut or whose index it rebuilt.
     pub repaired_segments: Vec<SegmentReport>,
+    /// Partitions that could not be opened and serve nothing until an
+    /// operator repairs them (the rest of the engine serves on).
+    pub offline_partitions: Vec<OfflinePartition>,
 }
+
+/// A partition `Engine::open` could not open, and why.
+#[derive(Debug, Clone)]
+pub struct OfflinePartition {
+    pub topic: String,
+    pub partition: PartitionId,
+    pub error: EngineError,
+}
+
+/// A partition's name and what opening it gave.
+type PartitionOpened = ((Arc<str>, PartitionId), EngineResult<Vec<SegmentReport>>);
+
+/// Partitions opened at once at start: bounds the memory (read buffers,
+/// registered I/O memory) recovery holds, however many partitions there are.
+const OPENS_IN_FLIGHT_MAX: usize = 32;
 
 /// A handle to a running engine. Cheap to clone; usable from any thread.
 #[derive(Clone)]
@@ -188,16 +209,30 @@ impl Engine {
             }
         }
         *engine.write_catalog() = Arc::new(loaded.clone());
-        let opened = block_on(futures::future::join_all(
-            loaded.topics.values().flat_map(|meta| engine.open_partitions(meta)),
-        ));
-        for result in opened {
-            let segments = result?;
-            report.partitions_opened += 1;
-            report
-                .repaired_segments
-                .extend(segments.into_iter().filter(|s| s.torn.is_some() || s.index_rebuilt));
+        let points = crate::recovery_point::load_all(&data_dir)?;
+        let opens = loaded.topics.values().flat_map(|meta| engine.open_partitions(meta, &points));
+        let opened: Vec<_> = block_on(
+            futures::stream::iter(opens).buffer_unordered(OPENS_IN_FLIGHT_MAX).collect::<Vec<_>>(),
+        );
+        for ((topic, partition), result) in opened {
+            match result {
+                Ok(segments) => {
+                    report.partitions_opened += 1;
+                    report.repaired_segments.extend(
+                        segments.into_iter().filter(|s| s.torn.is_some() || s.index_rebuilt),
+                    );
+                }
+                Err(error) => report.offline_partitions.push(OfflinePartition {
+                    topic: topic.to_string(),
+                    partition,
+                    error,
+                }),
+            }
         }
+        // Record where every partition starts before anything is appended,
+        // then drop the files of shards that no longer exist.
+        block_on(engine.checkpoint_all())?;
+        crate::recovery_point::remove_beyond(&data_dir, shard_count)?;
         engine.inner.open_report.get_or_init(|| report);
         Ok(engine)
     }
@@ -223,25 +258,46 @@ impl Engine {
         self.inner.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
+    /// One future per partition of `meta` that opens it on its shard and
+    /// resolves to its name and the outcome.
     fn open_partitions(
         &self,
         meta: &TopicMeta,
-    ) -> Vec<impl std::future::Future<Output = EngineResult<Vec<SegmentReport>>>> {
+        points: &HashMap<PointKey, (RecoveryPoint, bool)>,
+    ) -> Vec<impl Future<Output = PartitionOpened> + use<>> {
         let topic: Arc<str> = Arc::from(meta.name.as_str());
         (0..meta.config.partitions)
             .map(|p| {
                 let partition = PartitionId(p);
                 let shard = meta.placement[p as usize];
+                let point_key = PointKey {
+                    topic: meta.name.clone(),
+                    topic_created_ms: meta.created_ms,
+                    partition,
+                };
                 let spec = OpenSpec {
                     key: PartitionKey { topic: topic.clone(), partition },
+                    topic_created_ms: meta.created_ms,
                     dir: catalog::partition_dir(&self.inner.data_dir, &meta.name, partition),
                     options: log_options(&meta.config, &self.inner.config),
                     storage: meta.config.storage,
+                    recovery_point: points.get(&point_key).copied(),
                 };
                 let engine = self.clone();
-                async move { engine.call(shard, |reply| ShardRequest::Open { spec, reply }).await }
+                let name = (topic.clone(), partition);
+                async move {
+                    (name, engine.call(shard, |reply| ShardRequest::Open { spec, reply }).await)
+                }
             })
             .collect()
+    }
+
+    /// Makes every shard checkpoint its recovery points now.
+    async fn checkpoint_all(&self) -> EngineResult<()> {
+        for i in 0..self.shard_count() {
+            self.call(ShardId(i as u32), |reply| ShardRequest::Checkpoint { reply }).await?;
+        }
+        Ok(())
     }
 
     /// Sends a request to `shard` and waits for its reply. A full inbox
@@ -309,14 +365,47 @@ impl Engine {
             .collect();
         let meta =
             TopicMeta { name: name.to_string(), config, placement, created_ms: runtime::now_ms() };
-        catalog::store(&self.inner.data_dir, &meta)?;
-        for result in futures::future::join_all(self.open_partitions(&meta)).await {
-            result?;
+        // The partitions first, `topic.json` last: the topic exists once
+        // that file does. A crash before it leaves a directory without it,
+        // which the next open removes; a failure here removes it at once.
+        let opens = self.open_partitions(&meta, &HashMap::new());
+        let opened: Vec<_> =
+            futures::stream::iter(opens).buffer_unordered(OPENS_IN_FLIGHT_MAX).collect().await;
+        let failed = opened.into_iter().find_map(|(_, result)| result.err());
+        let created = match failed {
+            Some(e) => Err(e),
+            None => catalog::store(&self.inner.data_dir, &meta),
+        };
+        if let Err(e) = created {
+            self.remove_partitions(&meta).await;
+            return Err(e);
         }
+        // A checkpoint now records where the new partitions start (memory
+        // logs take appends only once it is written).
+        self.checkpoint_all().await?;
         let mut next = (*catalog).clone();
         next.topics.insert(name.to_string(), meta.clone());
         *self.write_catalog() = Arc::new(next);
         Ok(meta)
+    }
+
+    /// Undoes a creation that failed: closes whatever partitions opened and
+    /// removes the topic's directory. Best effort: what remains has no
+    /// `topic.json`, so the next open removes it.
+    async fn remove_partitions(&self, meta: &TopicMeta) {
+        let topic: Arc<str> = Arc::from(meta.name.as_str());
+        for (p, shard) in meta.placement.iter().enumerate() {
+            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
+            if let Err(e) = self.call(*shard, |reply| ShardRequest::Delete { key, reply }).await {
+                tracing::warn!(topic = %meta.name, partition = p, error = %e, "cleaning up a failed topic creation");
+            }
+        }
+        let dir = catalog::topic_dir(&self.inner.data_dir, &meta.name);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cleaning up a failed topic creation; the next start removes it");
+            }
+        }
     }
 
     /// Changes a topic's retention, segment and durability settings. The

@@ -30,8 +30,15 @@ pub enum EngineError {
     /// them again once the log has been re-verified (see `Partition`).
     #[error("partition is fenced after a storage error: {0}")]
     Fenced(Arc<StorageError>),
-    #[error("corrupt log {path}: {reason} (run `mamba log check` on it)")]
-    Corrupt { path: String, reason: String },
+    /// Stored data failed verification: damage, not a torn write. The
+    /// partition serves what lies before it; `mamba log check` shows it
+    /// and `mamba log recover --force` cuts the log there.
+    #[error("corrupt data at offset {offset} in {path} (byte {position_bytes}): {reason}")]
+    Corrupt { path: String, offset: Offset, position_bytes: u64, reason: String },
+    /// The partition could not be opened and serves nothing until an
+    /// operator repairs it; the rest of the broker serves on.
+    #[error("partition offline: {0}")]
+    Offline(Box<EngineError>),
     #[error("producer {producer_id}: sequence {got} where {expected} was expected")]
     OutOfOrderSequence { producer_id: u64, expected: u32, got: u32 },
     #[error("producer {producer_id}: epoch {epoch} is older than the current {current_epoch}")]

@@ -6,8 +6,9 @@ use crate::catalog::{TOPICS_DIR, TOPIC_FILE};
 use crate::config::Durability;
 use crate::disk::{prime_io_poll_probe, DiskStorage};
 use crate::error::{EngineError, EngineResult};
-use crate::ids::Offset;
+use crate::ids::{Offset, PartitionId, ShardId};
 use crate::partition::{LogOptions, PartitionLog};
+use crate::recovery_point::{Checkpoint, PointKey};
 use crate::runtime::{self, ExecutorOptions};
 use crate::scan::{scan_segment, ScanEnd};
 use crate::segment::{list_segments, SegmentPaths, SegmentReport};
@@ -281,14 +282,92 @@ async fn read_all(storage: &DiskStorage, path: &Path) -> EngineResult<Option<Vec
     Ok(Some(read[..(size as usize).min(read.len())].to_vec()))
 }
 
-/// Runs the recovery the engine runs at open on one partition and closes it.
-/// With `force`, damage inside a closed segment is repaired too: the log is
-/// cut at the first bad batch and every later segment is deleted (data after
-/// the damage is lost; the engine never does this on its own).
+/// Where a partition's recovery points are kept, if it belongs to a topic
+/// of a data directory: its key, and the shard whose file holds it.
+fn point_location(dir: &Path) -> Option<(PathBuf, PointKey, ShardId)> {
+    let partition = PartitionId(dir.file_name()?.to_str()?.parse().ok()?);
+    let topic_dir = dir.parent()?;
+    let data_dir = topic_dir.parent()?.parent()?;
+    let meta: crate::catalog::TopicMeta =
+        serde_json::from_slice(&std::fs::read(topic_dir.join(TOPIC_FILE)).ok()?).ok()?;
+    let shard = meta.shard_of(partition)?;
+    let key = PointKey { topic: meta.name, topic_created_ms: meta.created_ms, partition };
+    Some((data_dir.to_path_buf(), key, shard))
+}
+
+/// The damage `check` found in a partition, as recovery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    None,
+    /// Past the recovery point in the active segment: recovery cuts it.
+    TornTail,
+    /// In a closed segment or below the recovery point: cut only with
+    /// `--force`, losing every offset from `offset` on.
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// Classifies the first damage `findings` name, given the partition's
+/// recovery point: what the engine would cut at open, and what it refuses.
+pub fn classify(dir: &Path, findings: &[Finding]) -> EngineResult<Damage> {
+    let Some(damage) = findings.iter().find(|f| f.damaged_log) else { return Ok(Damage::None) };
+    let bases = list_segments(&DiskStorage, dir)?;
+    let active = bases.last().map(|b| SegmentPaths::new(dir, *b).log);
+    let corrupt = |reason: &str| {
+        Ok(Damage::Corrupt {
+            file: damage.file.clone(),
+            offset: damage.valid_end_offset,
+            reason: format!("{reason}: {}", damage.problem),
+        })
+    };
+    if active.as_ref() != Some(&damage.file) {
+        return corrupt("damage in a closed segment");
+    }
+    let point = point_location(dir).and_then(|(data_dir, key, _)| {
+        crate::recovery_point::load_all(&data_dir).ok()?.get(&key).map(|(p, _)| *p)
+    });
+    match point {
+        Some(point) if Offset(damage.valid_end_offset) < point.offset => {
+            corrupt(&format!("damage below the recovery point (offset {})", point.offset))
+        }
+        _ => Ok(Damage::TornTail),
+    }
+}
+
+/// Runs the recovery the engine runs at open on one partition and closes it,
+/// after verifying every batch as `check` does: a torn tail past the
+/// recovery point is cut (as the engine would); other damage is refused
+/// with `Corrupt` unless `force`. With `force` the log is cut at the first
+/// bad batch and every later segment is deleted (data after the damage is
+/// lost; the engine never does this on its own). Afterwards the
+/// partition's recovery point is its new end.
 pub async fn recover_partition(dir: &Path, force: bool) -> EngineResult<Vec<SegmentReport>> {
     let storage: StorageRef = Rc::new(DiskStorage);
-    if force {
-        let findings = scan_partition(dir, false, |_| {}).await?;
+    let findings = scan_partition(dir, false, |_| {}).await?;
+    let damage = classify(dir, &findings)?;
+    let location = point_location(dir);
+    let mut point = location.as_ref().and_then(|(data_dir, key, _)| {
+        crate::recovery_point::load_all(data_dir).ok()?.get(key).copied()
+    });
+    if let Damage::Corrupt { file, offset, reason } = &damage {
+        if !force {
+            return Err(EngineError::Corrupt {
+                path: file.display().to_string(),
+                offset: Offset(*offset),
+                position_bytes: findings
+                    .iter()
+                    .find(|f| f.damaged_log)
+                    .map_or(0, |f| f.valid_end_bytes),
+                reason: format!(
+                    "{reason}; `--force` cuts the log there, losing offsets {offset} and later"
+                ),
+            });
+        }
+    }
+    if damage != Damage::None && (force || point.is_none()) {
         if let Some(damage) = findings.iter().find(|f| f.damaged_log) {
             let bases = list_segments(&*storage, dir)?;
             let damaged_base =
@@ -307,6 +386,8 @@ pub async fn recover_partition(dir: &Path, force: bool) -> EngineResult<Vec<Segm
                 storage.remove_file(&paths.time_index).await?;
             }
         }
+        // The log now ends below its old recovery point.
+        point = None;
     }
     let options = LogOptions {
         segment_bytes: u64::MAX,
@@ -316,7 +397,19 @@ pub async fn recover_partition(dir: &Path, force: bool) -> EngineResult<Vec<Segm
         durability: Durability::Fsync,
         tail_cache_bytes: 0,
     };
-    let (log, reports) = PartitionLog::open(storage, dir, options, runtime::now_ms()).await?;
+    let (log, reports) =
+        PartitionLog::open(storage, dir, options, point.map(|(p, _)| p), runtime::now_ms()).await?;
     log.close().await?;
+    if let Some((data_dir, key, shard)) = location {
+        // Everything kept is durable now: the new end is the point.
+        let file = crate::recovery_point::shard_file(&data_dir, shard);
+        let mut checkpoint = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| Checkpoint::decode(&bytes).ok())
+            .unwrap_or_default();
+        checkpoint.clean = false;
+        checkpoint.points.insert(key, log.recovery_point());
+        crate::recovery_point::write_atomically(&DiskStorage, &file, &checkpoint.encode()).await?;
+    }
     Ok(reports)
 }

@@ -52,6 +52,7 @@ pub mod memfs;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod recovery_point;
 pub mod runtime;
 pub mod scan;
 pub mod segment;

@@ -19,8 +19,11 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::limits::{align_down, align_up, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use crate::producer_state::{ProducerStates, SequenceCheck};
+use crate::recovery_point::RecoveryPoint;
 use crate::scan::Window;
-use crate::segment::{list_segments, IndexFlush, RecoveryMode, Segment, SegmentReport};
+use crate::segment::{
+    list_segments, IndexFlush, RecoveryMode, Segment, SegmentReport, VerifiedSegment, VerifyFrom,
+};
 use crate::storage::{FileRef, StorageError, StorageRef};
 use crate::tail_cache::TailCache;
 use bytes::Bytes;
@@ -100,10 +103,17 @@ struct LogState {
     high_watermark: Offset,
     written_offset: Offset,
     durable_offset: Offset,
+    /// Where `durable_offset` starts in the log; checkpointed by the shard.
+    recovery_point: RecoveryPoint,
     cache: TailCache,
     /// Set by a failed write or sync; cleared by `recover_after_error`.
     fenced: Option<Arc<StorageError>>,
     producers: ProducerStates,
+    /// Damaged batches reads ran into, and the last one logged.
+    corrupt_reads: u64,
+    corrupt_logged: Option<(String, u64)>,
+    /// Appends may not assign offsets at or past this (memory logs).
+    offset_lease_end: Option<Offset>,
 }
 
 impl LogState {
@@ -133,50 +143,84 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     /// Opens (recovering) or creates the log in `dir`.
+    ///
+    /// Every segment is verified before any file is changed: closed
+    /// segments from their last index entry (they were synced at their
+    /// roll), the active one from the recovery point (or, without one,
+    /// from its last index entry). Damage in a closed segment or below the
+    /// recovery point is corruption: the open fails with `Corrupt` and no
+    /// file was touched. Past the recovery point it is a torn tail, cut.
     pub async fn open(
         storage: StorageRef,
         dir: &Path,
         options: LogOptions,
+        recovery_point: Option<RecoveryPoint>,
         now_ms: i64,
     ) -> EngineResult<(PartitionLog, Vec<SegmentReport>)> {
         storage.create_dir_all(dir).await?;
         let bases = list_segments(&*storage, dir)?;
-        let mut segments = VecDeque::new();
-        let mut reports = Vec::new();
+        let mut verified: Vec<VerifiedSegment> = Vec::with_capacity(bases.len());
         for (i, &base) in bases.iter().enumerate() {
-            let last = i + 1 == bases.len();
-            let (segment, report) =
-                Segment::open(&*storage, dir, base, RecoveryMode::Repair, last, now_ms).await?;
-            if !last && report.torn.is_some() {
-                // A closed segment was synced before the roll; damage in it
-                // is corruption, not a torn write. Cutting it would drop every
-                // later segment, so leave that decision to an operator.
-                return Err(EngineError::Corrupt {
+            let active = i + 1 == bases.len();
+            let from = match recovery_point {
+                Some(point) if active => active_verify_from(point, base, dir)?,
+                _ => VerifyFrom::LastIndexEntry,
+            };
+            let segment = Segment::verify(&*storage, dir, base, from).await?;
+            let report = segment.report();
+            let corrupt = |position_bytes: u64, offset: Offset, reason: String| {
+                Err(EngineError::Corrupt {
                     path: report.log_path.display().to_string(),
-                    reason: format!(
-                        "closed segment is damaged at byte {}: {}",
-                        report.valid_end_bytes,
-                        report.torn.unwrap_or_default()
-                    ),
-                });
+                    offset,
+                    position_bytes,
+                    reason,
+                })
+            };
+            if let Some(reason) = &report.below_recovery_point {
+                return corrupt(report.valid_end_bytes, report.next_offset, reason.clone());
             }
-            if let Some(previous) = segments.back() {
-                let previous: &Segment = previous;
-                if previous.next_offset() != base {
-                    return Err(EngineError::Corrupt {
-                        path: report.log_path.display().to_string(),
-                        reason: format!(
-                            "segment starts at offset {base} but the previous one ends before {}",
-                            previous.next_offset()
-                        ),
-                    });
+            if !active {
+                if let Some(reason) = &report.torn {
+                    // A closed segment was synced before the roll; damage in
+                    // it is corruption, not a torn write. Cutting it would
+                    // drop every later segment: an operator's decision.
+                    return corrupt(
+                        report.valid_end_bytes,
+                        report.next_offset,
+                        format!("closed segment is damaged: {reason}"),
+                    );
                 }
             }
+            if let Some(previous) = verified.last() {
+                let previous_end = previous.report().next_offset;
+                if previous_end != base {
+                    return corrupt(
+                        0,
+                        previous_end,
+                        format!(
+                            "segment starts at offset {base} but the previous one ends before {previous_end}"
+                        ),
+                    );
+                }
+            }
+            verified.push(segment);
+        }
+        let mut segments = VecDeque::with_capacity(verified.len());
+        let mut reports = Vec::with_capacity(verified.len());
+        let count = verified.len();
+        for (i, segment) in verified.into_iter().enumerate() {
+            let writable = i + 1 == count;
+            let (segment, report) =
+                segment.finish(&*storage, RecoveryMode::Repair, writable, now_ms).await?;
             segments.push_back(segment);
             reports.push(report);
         }
         if segments.is_empty() {
-            segments.push_back(Segment::create(&*storage, dir, Offset::ZERO, now_ms).await?);
+            // A new log, a memory log after a restart, or a disk log whose
+            // files are gone: it continues at its recovery point, so no
+            // offset is ever handed out twice.
+            let start = recovery_point.map_or(Offset::ZERO, |p| p.offset);
+            segments.push_back(Segment::create(&*storage, dir, start, now_ms).await?);
         }
         let log_start_offset = segments.front().map_or(Offset::ZERO, Segment::base_offset);
         let next = segments.back().map_or(Offset::ZERO, Segment::next_offset);
@@ -186,9 +230,13 @@ impl PartitionLog {
             high_watermark: next,
             written_offset: next,
             durable_offset: next,
+            recovery_point: RecoveryPoint::ZERO,
             cache: TailCache::new(options.tail_cache_bytes),
             fenced: None,
             producers: ProducerStates::default(),
+            corrupt_reads: 0,
+            corrupt_logged: None,
+            offset_lease_end: None,
         };
         state.check_offsets();
         let log = PartitionLog {
@@ -197,8 +245,43 @@ impl PartitionLog {
             options: RefCell::new(options),
             state: RefCell::new(state),
         };
+        log.state.borrow_mut().recovery_point = log.end_point();
         log.rebuild_producer_states().await?;
         Ok((log, reports))
+    }
+
+    /// The recovery point at the log's end (everything written is durable).
+    fn end_point(&self) -> RecoveryPoint {
+        let st = self.state.borrow();
+        let active = st.active();
+        RecoveryPoint {
+            offset: active.next_offset(),
+            segment_base: active.base_offset(),
+            position_bytes: active.flushed_bytes(),
+        }
+    }
+
+    /// The point at the end of everything appended (durable or not): what
+    /// a memory log checkpoints, so a restart never reuses its offsets.
+    pub fn appended_point(&self) -> RecoveryPoint {
+        let st = self.state.borrow();
+        let active = st.active();
+        RecoveryPoint {
+            offset: active.next_offset(),
+            segment_base: active.base_offset(),
+            position_bytes: active.size_bytes(),
+        }
+    }
+
+    /// Bounds the offsets appends may assign (memory logs: below what the
+    /// last checkpoint allows; see `recovery_point.rs`).
+    pub fn set_offset_lease_end(&self, end: Offset) {
+        self.state.borrow_mut().offset_lease_end = Some(end);
+    }
+
+    /// Below this point everything is durable (see `recovery_point.rs`).
+    pub fn recovery_point(&self) -> RecoveryPoint {
+        self.state.borrow().recovery_point
     }
 
     /// Rebuilds the idempotent-producer state from the last two segments
@@ -284,6 +367,12 @@ impl PartitionLog {
         self.roll_if_needed(batch.as_bytes().len() as u64, now_ms).await?;
         let mut st = self.state.borrow_mut();
         let next = st.next_offset();
+        if let Some(end) = st.offset_lease_end {
+            if next.plus(u64::from(batch.header().last_offset_delta)) >= end {
+                // The checkpoint that extends the lease is behind.
+                return Err(EngineError::Busy);
+            }
+        }
         match mode {
             AppendMode::Leader { epoch } => {
                 if let SequenceCheck::Duplicate(info) = st.producers.check(batch.header())? {
@@ -397,16 +486,25 @@ impl PartitionLog {
     /// Syncs what has been written (fdatasync of the active segment).
     pub async fn sync(&self) -> EngineResult<()> {
         self.check_fenced()?;
-        let (file, target) = {
+        let (file, target, point) = {
             let st = self.state.borrow();
             if st.durable_offset == st.written_offset {
                 return Ok(());
             }
-            (st.active().log().clone(), st.written_offset)
+            let active = st.active();
+            let point = RecoveryPoint {
+                offset: st.written_offset,
+                segment_base: active.base_offset(),
+                position_bytes: active.flushed_bytes(),
+            };
+            (active.log().clone(), st.written_offset, point)
         };
         self.fence_on_error(file.sync().await)?;
         let mut st = self.state.borrow_mut();
         st.durable_offset = st.durable_offset.max(target);
+        if point.offset >= st.recovery_point.offset {
+            st.recovery_point = point;
+        }
         if self.options.borrow().durability == Durability::Fsync {
             st.high_watermark = st.high_watermark.max(target);
         }
@@ -444,6 +542,7 @@ impl PartitionLog {
             st.fenced = None;
             st.check_offsets();
         }
+        self.state.borrow_mut().recovery_point = self.end_point();
         // Batches of the failed flush may be missing: forget what the
         // producers were told and read it back from the disk.
         self.rebuild_producer_states().await
@@ -456,7 +555,7 @@ impl PartitionLog {
     /// Reads stored batches from the one holding `offset`, up to `max_bytes`
     /// (always at least one whole batch), never past the high watermark.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> EngineResult<ReadOutcome> {
-        let (file, start_position, readable_end, high_watermark, log_start_offset) = {
+        let (file, start, readable_end, high_watermark, log_start_offset) = {
             let st = self.state.borrow();
             let (hw, start) = (st.high_watermark, st.log_start_offset);
             if offset < start || offset > hw {
@@ -479,20 +578,31 @@ impl PartitionLog {
             let segment = &st.segments[i.saturating_sub(1)];
             (segment.log().clone(), segment.locate(offset), segment.flushed_bytes(), hw, start)
         };
-        let chunk = read_from_segment(
-            &file,
-            start_position,
-            readable_end,
-            offset,
-            max_bytes,
-            high_watermark,
-        )
-        .await?;
+        let chunk =
+            read_from_segment(&file, start, readable_end, offset, max_bytes, high_watermark).await;
+        let chunk = chunk.inspect_err(|e| self.on_read_error(e))?;
         Ok(ReadOutcome {
             chunks: if chunk.is_empty() { Vec::new() } else { vec![chunk] },
             high_watermark,
             log_start_offset,
         })
+    }
+
+    /// Counts damage a read ran into, and logs it the first time.
+    fn on_read_error(&self, e: &EngineError) {
+        let EngineError::Corrupt { position_bytes, path, .. } = e else { return };
+        let mut st = self.state.borrow_mut();
+        st.corrupt_reads += 1;
+        let first = st.corrupt_logged.replace((path.clone(), *position_bytes))
+            != Some((path.clone(), *position_bytes));
+        if first {
+            tracing::error!(error = %e, "a read met corrupt data; the partition serves what lies before it (`mamba log check` shows it, `mamba log recover --force` cuts it)");
+        }
+    }
+
+    /// Reads that met damaged data since the log was opened.
+    pub fn corrupt_reads(&self) -> u64 {
+        self.state.borrow().corrupt_reads
     }
 
     /// The first offset whose record timestamp is at or after
@@ -501,7 +611,7 @@ impl PartitionLog {
         &self,
         timestamp_ms: i64,
     ) -> EngineResult<Option<(Offset, i64)>> {
-        let candidates: Vec<(FileRef, u64, u64)> = {
+        let candidates: Vec<(FileRef, (u64, Offset), u64)> = {
             let st = self.state.borrow();
             st.segments
                 .iter()
@@ -510,27 +620,34 @@ impl PartitionLog {
                 .collect()
         };
         let high_watermark = self.state.borrow().high_watermark;
-        for (file, start, end) in candidates {
+        for (file, (mut position, mut expected), end) in candidates {
+            let corrupt = |position_bytes: u64, offset: Offset, reason: String| {
+                let e = EngineError::Corrupt {
+                    path: file.path().display().to_string(),
+                    offset,
+                    position_bytes,
+                    reason,
+                };
+                self.on_read_error(&e);
+                e
+            };
             let mut window = Window::new(&file, end);
-            let mut position = start;
             while position < end {
                 let head = window.get(position, BATCH_HEADER_BYTES).await?;
-                let (header, stored) = decode_stored_header(head, file.path(), position)?;
+                let (header, stored) = stored_header(head, expected)
+                    .map_err(|reason| corrupt(position, expected, reason))?;
                 if header.base_offset >= high_watermark {
                     return Ok(None);
                 }
                 if header.max_timestamp_ms >= timestamp_ms {
                     let bytes = window.get(position, stored).await?;
-                    let view = crate::batch::BatchView::validate(bytes).map_err(|e| {
-                        EngineError::Corrupt {
-                            path: file.path().display().to_string(),
-                            reason: format!("at byte {position}: {e}"),
-                        }
-                    })?;
+                    let view = crate::batch::BatchView::validate(bytes)
+                        .map_err(|e| corrupt(position, expected, e.to_string()))?;
                     if let Some(r) = view.iter().find(|r| r.timestamp_ms >= timestamp_ms) {
                         return Ok(Some((r.offset, r.timestamp_ms)));
                     }
                 }
+                expected = header.last_offset().plus(1);
                 position += stored as u64;
             }
         }
@@ -568,11 +685,18 @@ impl PartitionLog {
             (s.log().clone(), s.locate(offset), s.flushed_bytes())
         };
         let mut window = Window::new(&file, end);
-        let mut position = start;
+        let (mut position, mut expected) = start;
         let mut cut = None;
         while position < end {
             let head = window.get(position, BATCH_HEADER_BYTES).await?;
-            let (header, stored) = decode_stored_header(head, file.path(), position)?;
+            let (header, stored) =
+                stored_header(head, expected).map_err(|reason| EngineError::Corrupt {
+                    path: file.path().display().to_string(),
+                    offset: expected,
+                    position_bytes: position,
+                    reason,
+                })?;
+            expected = header.last_offset().plus(1);
             if header.base_offset == offset {
                 cut = Some(position);
                 break;
@@ -614,6 +738,8 @@ impl PartitionLog {
         st.cache.truncate(offset);
         st.producers.truncate(offset);
         st.check_offsets();
+        drop(st);
+        self.state.borrow_mut().recovery_point = self.end_point();
         Ok(())
     }
 
@@ -697,67 +823,116 @@ impl PartitionLog {
     }
 }
 
-fn decode_stored_header(
-    head: &[u8],
-    path: &Path,
-    position: u64,
-) -> EngineResult<(BatchHeader, usize)> {
-    let corrupt =
-        |reason: String| EngineError::Corrupt { path: path.display().to_string(), reason };
-    let stored = peek_stored_bytes(head)
-        .ok_or_else(|| corrupt(format!("no valid batch header at byte {position}")))?;
-    let header =
-        BatchHeader::decode(head).map_err(|e| corrupt(format!("at byte {position}: {e}")))?;
-    Ok((header, stored))
-}
-
 /// Reads whole batches from `file` starting with the one that holds
-/// `offset`, scanning from `start` (a batch boundary at or before it).
+/// `offset`, scanning from `start` (a batch boundary at or before it, with
+/// the offset of the batch there). Every batch handed out is verified
+/// (bounds, CRC, archive): damage ends the read after the good batches
+/// before it, and a read that starts at damage fails with `Corrupt`.
 async fn read_from_segment(
     file: &FileRef,
-    start: u64,
+    start: (u64, Offset),
     readable_end: u64,
     offset: Offset,
     max_bytes: usize,
     high_watermark: Offset,
 ) -> EngineResult<Bytes> {
+    let corrupt = |position_bytes: u64, offset: Offset, reason: String| EngineError::Corrupt {
+        path: file.path().display().to_string(),
+        offset,
+        position_bytes,
+        reason,
+    };
     let mut window = Window::new(file, readable_end);
-    let mut position = start;
-    // Find the batch that holds `offset`.
+    let (mut position, mut expected) = start;
+    // Find the batch that holds `offset` (headers only: batches skipped
+    // here are not handed out).
     loop {
         if position >= readable_end {
             return Ok(Bytes::new());
         }
         let head = window.get(position, BATCH_HEADER_BYTES).await?;
-        let (header, stored) = decode_stored_header(head, file.path(), position)?;
+        let (header, stored) =
+            stored_header(head, expected).map_err(|reason| corrupt(position, expected, reason))?;
         if header.last_offset() >= offset {
             break;
         }
+        expected = header.last_offset().plus(1);
         position += stored as u64;
     }
     // Take whole batches from there, with one read for all of them.
     let first = position;
     let head = window.get(first, BATCH_HEADER_BYTES).await?;
-    let (_, first_stored) = decode_stored_header(head, file.path(), first)?;
+    let (_, first_stored) =
+        stored_header(head, expected).map_err(|reason| corrupt(first, expected, reason))?;
     let bytes = window.get(first, max_bytes.max(first_stored)).await?;
     let mut taken = 0usize;
+    let mut damage = None;
     while taken + BATCH_HEADER_BYTES <= bytes.len() {
-        let (header, stored) =
-            decode_stored_header(&bytes[taken..], file.path(), first + taken as u64)?;
+        let at = first + taken as u64;
+        let (header, stored) = match stored_header(&bytes[taken..], expected) {
+            Ok(found) => found,
+            Err(reason) => {
+                damage = Some(corrupt(at, expected, reason));
+                break;
+            }
+        };
         let fits = taken + stored <= bytes.len() && (taken == 0 || taken + stored <= max_bytes);
         if header.base_offset >= high_watermark || !fits {
             break;
         }
+        if let Err(e) = crate::batch::BatchView::validate(&bytes[taken..taken + stored]) {
+            damage = Some(corrupt(at, expected, e.to_string()));
+            break;
+        }
+        expected = header.last_offset().plus(1);
         taken += stored;
     }
     if taken == 0 {
-        return Err(EngineError::Corrupt {
-            path: file.path().display().to_string(),
-            reason: format!("batch at byte {first} extends past the written end {readable_end}"),
-        });
+        return Err(damage.unwrap_or_else(|| {
+            corrupt(first, expected, format!("batch extends past the written end {readable_end}"))
+        }));
     }
     let bytes = &bytes[..taken];
     let mut out = AlignedVec::<16>::with_capacity(taken);
     out.extend_from_slice(bytes);
     Ok(Bytes::from_owner(out))
+}
+
+/// The header of the stored batch at the start of `head`, which must begin
+/// at offset `expected`, and its stored length.
+fn stored_header(head: &[u8], expected: Offset) -> Result<(BatchHeader, usize), String> {
+    let stored = peek_stored_bytes(head).ok_or("no valid batch header")?;
+    let header = BatchHeader::decode(head).map_err(|e| e.to_string())?;
+    if header.base_offset != expected {
+        return Err(format!(
+            "batch has base offset {} where offset {expected} was expected",
+            header.base_offset
+        ));
+    }
+    Ok((header, stored))
+}
+
+/// Where to verify the active segment (base `base`) from, given the
+/// partition's recovery point.
+fn active_verify_from(point: RecoveryPoint, base: Offset, dir: &Path) -> EngineResult<VerifyFrom> {
+    if point.segment_base == base {
+        return Ok(VerifyFrom::RecoveryPoint {
+            offset: point.offset,
+            position_bytes: point.position_bytes,
+        });
+    }
+    if point.offset <= base {
+        // The point lies in an earlier segment (synced at its roll): all of
+        // the active segment is past it.
+        return Ok(VerifyFrom::RecoveryPoint { offset: base, position_bytes: 0 });
+    }
+    Err(EngineError::Corrupt {
+        path: dir.display().to_string(),
+        offset: point.offset,
+        position_bytes: point.position_bytes,
+        reason: format!(
+            "the log ends in the segment at offset {base}, below its recovery point (offset {} in the segment at offset {})",
+            point.offset, point.segment_base
+        ),
+    })
 }

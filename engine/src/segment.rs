@@ -79,6 +79,9 @@ pub struct SegmentReport {
     pub next_offset: Offset,
     /// Bytes of the file after the valid end that are not zero padding.
     pub torn: Option<String>,
+    /// Damage or a mismatch at or before the recovery point: corruption,
+    /// never cut by recovery.
+    pub below_recovery_point: Option<String>,
     pub file_size_bytes: u64,
     /// The indexes were missing, stale or behind, and were rebuilt.
     pub index_rebuilt: bool,
@@ -132,6 +135,122 @@ impl SegmentFlush {
     }
 }
 
+/// Where the verification of a segment starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyFrom {
+    /// The last entry both index files agree on: a closed segment (synced
+    /// at its roll), or a log without a recovery point.
+    LastIndexEntry,
+    /// The partition's recovery point lies in this segment (or before it:
+    /// then offset = base, position 0): the batch at `offset` starts at
+    /// `position_bytes` and everything before it is durable. Verification
+    /// starts at the last index entry at or before it; damage found before
+    /// the point is corruption, after it a torn tail.
+    RecoveryPoint { offset: Offset, position_bytes: u64 },
+}
+
+/// A segment that `Segment::verify` read without changing anything.
+pub struct VerifiedSegment {
+    base_offset: Offset,
+    paths: SegmentPaths,
+    log: FileRef,
+    index: SegmentIndex,
+    report: SegmentReport,
+    /// The bytes of the last partial block before the valid end.
+    tail: Vec<u8>,
+    from: VerifyFrom,
+}
+
+impl VerifiedSegment {
+    pub fn report(&self) -> &SegmentReport {
+        &self.report
+    }
+
+    /// Applies the repairs recovery decided on and returns the segment. In
+    /// `Repair` mode a torn tail is cut off (and the cut made durable) and
+    /// stale indexes are rewritten; `writable` resumes appends after the
+    /// valid end.
+    pub async fn finish(
+        self,
+        storage: &dyn Storage,
+        mode: RecoveryMode,
+        writable: bool,
+        now_ms: i64,
+    ) -> StorageResult<(Segment, SegmentReport)> {
+        let VerifiedSegment { base_offset, paths, log, index, report, tail, from } = self;
+        let valid_end = report.valid_end_bytes;
+        let tail_start = align_down(valid_end, BLOCK_BYTES);
+        let cut =
+            report.torn.is_some() || report.file_size_bytes > align_up(valid_end, BLOCK_BYTES);
+        if mode == RecoveryMode::Repair && cut {
+            // Cut the file to the valid end and zero the rest of its last
+            // block now, durably: bytes left after the end could otherwise
+            // be taken for batches by a later recovery.
+            log.truncate(align_up(valid_end, BLOCK_BYTES)).await?;
+            if !tail.is_empty() {
+                let mut block = log.alloc_buffer(BLOCK_BYTES as usize);
+                block[..tail.len()].copy_from_slice(&tail);
+                block[tail.len()..].fill(0);
+                log.write_at(block, tail_start).await?;
+            }
+        }
+        // Data up to a recovery point is known durable; anything recovery
+        // verified past it (or everything, without one) may have been
+        // written but not synced before a crash. Whatever recovery leaves
+        // visible must be durable, or it could vanish in the next crash.
+        let known_durable = match from {
+            VerifyFrom::RecoveryPoint { position_bytes, .. } => !cut && valid_end == position_bytes,
+            VerifyFrom::LastIndexEntry => false,
+        };
+        if mode == RecoveryMode::Repair && writable && !known_durable {
+            log.sync().await?;
+        }
+        let mut appender = None;
+        let mut index_files = (None, None);
+        if mode == RecoveryMode::Repair {
+            if report.index_rebuilt {
+                rewrite_index_files(storage, &paths, &index).await?;
+            }
+            if writable {
+                appender = Some(Appender::resume(log.clone(), WRITE_CHUNK_BYTES, valid_end, &tail));
+                let (offsets_bytes, times_bytes) = index.encoded();
+                let index_file = storage.open(&paths.index, true).await?;
+                let time_file = storage.open(&paths.time_index, true).await?;
+                index_files = (
+                    Some(resume_at_end(index_file, &offsets_bytes)),
+                    Some(resume_at_end(time_file, &times_bytes)),
+                );
+            }
+        }
+        let mut with_files = SegmentIndex::new(index_files.0, index_files.1);
+        with_files.load(index.offsets().to_vec(), index.times().to_vec());
+        if index.max_timestamp_ms() > with_files.max_timestamp_ms() {
+            // The running maximum covers batches after the last entry too.
+            with_files.raise_max_timestamp(index.max_timestamp_ms());
+        }
+        let segment = Segment {
+            base_offset,
+            paths,
+            log,
+            appender,
+            index: with_files,
+            size_bytes: valid_end,
+            flushed_bytes: valid_end,
+            next_offset: report.next_offset,
+            created_ms: now_ms,
+            index_flush_ends: [None, None],
+        };
+        Ok((segment, report))
+    }
+}
+
+/// Whether `file` holds exactly `expected` followed by nothing but zeros.
+fn holds_exactly(file: &[u8], expected: &[u8]) -> bool {
+    file.len() >= expected.len()
+        && file[..expected.len()] == *expected
+        && file[expected.len()..].iter().all(|&b| b == 0)
+}
+
 impl Segment {
     /// Creates the files of a new, empty segment.
     pub async fn create(
@@ -167,18 +286,16 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment and verifies it from its last index entry
-    /// to its end. In `Repair` mode a torn tail is cut off (and the cut made
-    /// durable) and stale indexes are rewritten; `writable` resumes appends
-    /// after the valid end.
-    pub async fn open(
+    /// Opens an existing segment and verifies it (see `VerifyFrom`)
+    /// without changing any file; `VerifiedSegment::finish` then applies
+    /// what recovery decided. Verifying every segment of a log before
+    /// repairing any means a log that is refused was never changed.
+    pub async fn verify(
         storage: &dyn Storage,
         dir: &Path,
         base_offset: Offset,
-        mode: RecoveryMode,
-        writable: bool,
-        now_ms: i64,
-    ) -> StorageResult<(Segment, SegmentReport)> {
+        from: VerifyFrom,
+    ) -> StorageResult<VerifiedSegment> {
         let paths = SegmentPaths::new(dir, base_offset);
         let log = storage.open(&paths.log, false).await?;
         let file_size = log.size_bytes().await?;
@@ -187,11 +304,18 @@ impl Segment {
         let offsets = decode_offset_entries(&index_bytes, file_size);
         let times = decode_time_entries(&time_bytes, file_size);
 
-        // Trust the indexes only as far as they agree with each other.
+        // Trust the indexes only as far as they agree with each other, and
+        // (with a recovery point) only up to it: entries past it point into
+        // data that is not known durable yet.
+        let point_position = match from {
+            VerifyFrom::LastIndexEntry => u64::MAX,
+            VerifyFrom::RecoveryPoint { position_bytes, .. } => position_bytes,
+        };
         let mut trusted = offsets.len().min(times.len());
         while trusted > 0
             && (offsets[trusted - 1].relative_offset != times[trusted - 1].relative_offset
-                || offsets[trusted - 1].position_bytes != times[trusted - 1].position_bytes)
+                || offsets[trusted - 1].position_bytes != times[trusted - 1].position_bytes
+                || u64::from(offsets[trusted - 1].position_bytes) > point_position)
         {
             trusted -= 1;
         }
@@ -202,7 +326,8 @@ impl Segment {
             .last()
             .copied()
             .unwrap_or(IndexEntry { relative_offset: 0, position_bytes: 0 });
-        let loaded_entries = trusted;
+        // Whether a batch starts at the recovery point with the offset it names.
+        let mut point_seen = None;
         let mut scan = scan_segment(
             &log,
             file_size,
@@ -210,18 +335,25 @@ impl Segment {
             base_offset.plus(u64::from(start.relative_offset)),
             |view, position| {
                 let h = view.header();
+                if position == point_position {
+                    point_seen = Some(h.base_offset);
+                }
                 index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
             },
         )
         .await?;
         let mut verified_from = u64::from(start.position_bytes);
-        if loaded_entries > 0 && scan.batch_count == 0 {
+        if trusted > 0 && scan.batch_count == 0 {
             // The last entry pointed at something that is not a batch: the
             // index is stale. Rebuild it from the start of the segment.
             index = SegmentIndex::new(None, None);
             verified_from = 0;
+            point_seen = None;
             scan = scan_segment(&log, file_size, 0, base_offset, |view, position| {
                 let h = view.header();
+                if position == point_position {
+                    point_seen = Some(h.base_offset);
+                }
                 index.on_batch(relative(base_offset, h.base_offset), position, h.max_timestamp_ms);
             })
             .await?;
@@ -231,22 +363,36 @@ impl Segment {
             ScanEnd::Torn { reason } => Some(reason.clone()),
         };
         let valid_end = scan.valid_end_bytes;
-        // Rewrite the index files when what they hold differs from what the
-        // log says they should: missing, stale, or behind the log.
-        let index_rebuilt = index.offsets().len() != offsets.len()
-            || index.times().len() != times.len()
-            || loaded_entries != offsets.len();
-        let report = SegmentReport {
-            log_path: paths.log.clone(),
-            base_offset,
-            valid_end_bytes: valid_end,
-            next_offset: scan.next_offset,
-            torn,
-            file_size_bytes: file_size,
-            index_rebuilt,
-            verified_from_bytes: verified_from,
+        let below_recovery_point = match from {
+            VerifyFrom::LastIndexEntry => None,
+            VerifyFrom::RecoveryPoint { offset, position_bytes } => {
+                let found =
+                    if valid_end == position_bytes { Some(scan.next_offset) } else { point_seen };
+                if valid_end < position_bytes {
+                    Some(format!(
+                        "valid data ends at byte {valid_end} (offset {}), below the recovery point at byte {position_bytes} (offset {offset}): {}",
+                        scan.next_offset,
+                        torn.as_deref().unwrap_or("the file is shorter")
+                    ))
+                } else if found != Some(offset) {
+                    Some(format!(
+                        "the recovery point says offset {offset} starts at byte {position_bytes}, but {}",
+                        match found {
+                            Some(other) => format!("offset {other} starts there"),
+                            None => "no batch starts there".to_string(),
+                        }
+                    ))
+                } else {
+                    None
+                }
+            }
         };
-
+        // The index files are rewritten when what they hold differs from
+        // what the log says they should: missing, stale, behind the log, or
+        // with bytes after their valid entries.
+        let (offsets_bytes, times_bytes) = index.encoded();
+        let index_rebuilt = !holds_exactly(&index_bytes, &offsets_bytes)
+            || !holds_exactly(&time_bytes, &times_bytes);
         let tail_start = align_down(valid_end, BLOCK_BYTES);
         let tail: Vec<u8> = if valid_end > tail_start {
             let read = log.read_at(tail_start, BLOCK_BYTES as usize).await?;
@@ -254,65 +400,33 @@ impl Segment {
         } else {
             Vec::new()
         };
-        if mode == RecoveryMode::Repair
-            && (report.torn.is_some() || file_size > align_up(valid_end, BLOCK_BYTES))
-        {
-            // Cut the file to the valid end and zero the rest of its last
-            // block now, durably: bytes left after the end could otherwise
-            // be taken for batches by a later recovery.
-            log.truncate(align_up(valid_end, BLOCK_BYTES)).await?;
-            if !tail.is_empty() {
-                let mut block = log.alloc_buffer(BLOCK_BYTES as usize);
-                block[..tail.len()].copy_from_slice(&tail);
-                block[tail.len()..].fill(0);
-                log.write_at(block, tail_start).await?;
-            }
-        }
-        if mode == RecoveryMode::Repair && writable {
-            // Whatever recovery leaves visible must be durable: a batch that
-            // was written but not synced before the crash would otherwise be
-            // served now and could vanish in the next crash.
-            log.sync().await?;
-        }
-        let mut appender = None;
-        let mut index_files = (None, None);
-        if mode == RecoveryMode::Repair {
-            // A segment that takes appends again always gets fresh index
-            // files: bytes after their valid prefix could otherwise be read
-            // as entries once new ones are written before them.
-            if index_rebuilt || writable {
-                rewrite_index_files(storage, &paths, &index).await?;
-            }
-            if writable {
-                appender = Some(Appender::resume(log.clone(), WRITE_CHUNK_BYTES, valid_end, &tail));
-                let (offsets_bytes, times_bytes) = index.encoded();
-                let index_file = storage.open(&paths.index, true).await?;
-                let time_file = storage.open(&paths.time_index, true).await?;
-                index_files = (
-                    Some(resume_at_end(index_file, &offsets_bytes)),
-                    Some(resume_at_end(time_file, &times_bytes)),
-                );
-            }
-        }
-        let mut with_files = SegmentIndex::new(index_files.0, index_files.1);
-        with_files.load(index.offsets().to_vec(), index.times().to_vec());
-        if index.max_timestamp_ms() > with_files.max_timestamp_ms() {
-            // The running maximum covers batches after the last entry too.
-            with_files.raise_max_timestamp(index.max_timestamp_ms());
-        }
-        let segment = Segment {
+        let report = SegmentReport {
+            log_path: paths.log.clone(),
             base_offset,
-            paths,
-            log,
-            appender,
-            index: with_files,
-            size_bytes: valid_end,
-            flushed_bytes: valid_end,
+            valid_end_bytes: valid_end,
             next_offset: scan.next_offset,
-            created_ms: now_ms,
-            index_flush_ends: [None, None],
+            torn,
+            below_recovery_point,
+            file_size_bytes: file_size,
+            index_rebuilt,
+            verified_from_bytes: verified_from,
         };
-        Ok((segment, report))
+        Ok(VerifiedSegment { base_offset, paths, log, index, report, tail, from })
+    }
+
+    /// `verify` then `finish`: what `mamba log recover` and the engine's
+    /// repair after an I/O error do to one segment.
+    pub async fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: Offset,
+        mode: RecoveryMode,
+        writable: bool,
+        now_ms: i64,
+    ) -> StorageResult<(Segment, SegmentReport)> {
+        let verified =
+            Segment::verify(storage, dir, base_offset, VerifyFrom::LastIndexEntry).await?;
+        verified.finish(storage, mode, writable, now_ms).await
     }
 
     pub fn base_offset(&self) -> Offset {
@@ -435,14 +549,17 @@ impl Segment {
         self.index.detach_files();
     }
 
-    /// Where to start scanning for `offset`.
-    pub fn locate(&self, offset: Offset) -> u64 {
-        u64::from(self.index.lookup_offset(relative(self.base_offset, offset)).position_bytes)
+    /// Where to start scanning for `offset`: a batch boundary at or before
+    /// it, and the offset of the batch that starts there.
+    pub fn locate(&self, offset: Offset) -> (u64, Offset) {
+        let entry = self.index.lookup_offset(relative(self.base_offset, offset));
+        (u64::from(entry.position_bytes), self.base_offset.plus(u64::from(entry.relative_offset)))
     }
 
     /// Where to start scanning for the first record at or after `timestamp_ms`.
-    pub fn locate_time(&self, timestamp_ms: i64) -> u64 {
-        u64::from(self.index.lookup_time(timestamp_ms).position_bytes)
+    pub fn locate_time(&self, timestamp_ms: i64) -> (u64, Offset) {
+        let entry = self.index.lookup_time(timestamp_ms);
+        (u64::from(entry.position_bytes), self.base_offset.plus(u64::from(entry.relative_offset)))
     }
 
     /// Index files, for syncing at close.

@@ -23,6 +23,7 @@ use crate::memfs::MemFs;
 use crate::partition::{
     AppendInfo, AppendMode, AppendWait, LogOffsets, LogOptions, PartitionLog, ReadOutcome,
 };
+use crate::recovery_point::{Checkpoint, PointKey, RecoveryPoint, MEMORY_OFFSET_LEASE};
 use crate::runtime;
 use crate::segment::SegmentReport;
 use crate::storage::StorageRef;
@@ -55,9 +56,14 @@ pub struct PartitionKey {
 
 pub struct OpenSpec {
     pub key: PartitionKey,
+    /// The topic's `created_ms`, which tells incarnations of a name apart.
+    pub topic_created_ms: i64,
     pub dir: PathBuf,
     pub options: LogOptions,
     pub storage: StorageMode,
+    /// The last checkpointed recovery point, and whether it was written by
+    /// a clean shutdown.
+    pub recovery_point: Option<(RecoveryPoint, bool)>,
 }
 
 /// What a shard can be asked to do.
@@ -102,6 +108,11 @@ pub enum ShardRequest {
         key: PartitionKey,
         reply: Reply<()>,
     },
+    /// Write this shard's recovery points now (after opening partitions,
+    /// so they and their memory logs' offsets survive a crash).
+    Checkpoint {
+        reply: Reply<()>,
+    },
     /// Run a task on this shard (a service of the embedding program, such
     /// as the broker's listener), next to its partitions.
     Spawn {
@@ -132,6 +143,8 @@ enum WriterCommand {
 /// A partition as its shard holds it.
 struct Partition {
     log: Rc<PartitionLog>,
+    point_key: PointKey,
+    memory: bool,
     writer: async_channel::Sender<WriterCommand>,
     sync_due: Cell<bool>,
     retention_due: Cell<bool>,
@@ -176,7 +189,31 @@ impl Partition {
     }
 }
 
-type Partitions = Rc<RefCell<HashMap<PartitionKey, Rc<Partition>>>>;
+/// A partition that could not be opened: every request gets its error
+/// until an operator repairs it; its recovery point is kept in the
+/// checkpoints, so the damage is still recognized as such next time.
+struct OfflinePartition {
+    error: EngineError,
+    point_key: PointKey,
+    point: Option<RecoveryPoint>,
+}
+
+enum Slot {
+    Online(Rc<Partition>),
+    Offline(OfflinePartition),
+}
+
+type Partitions = Rc<RefCell<HashMap<PartitionKey, Slot>>>;
+
+/// What a shard's tasks share.
+struct ShardState {
+    id: ShardId,
+    data_dir: PathBuf,
+    partitions: Partitions,
+    /// The points last written, so an idle shard writes nothing; the lock
+    /// keeps one checkpoint write at a time.
+    checkpointed: futures::lock::Mutex<HashMap<PointKey, RecoveryPoint>>,
+}
 
 /// Runs shard `id` until its inbox closes or it is asked to shut down.
 /// `ready` learns whether the shard could start.
@@ -194,9 +231,14 @@ pub async fn run(
     }
     ready.send(Ok(())).ok();
     drop(ready);
-    let partitions: Partitions = Rc::new(RefCell::new(HashMap::new()));
+    let shard = Rc::new(ShardState {
+        id,
+        data_dir,
+        partitions: Rc::new(RefCell::new(HashMap::new())),
+        checkpointed: futures::lock::Mutex::new(HashMap::new()),
+    });
     let stopped = Rc::new(Cell::new(false));
-    runtime::spawn_detached(timers(partitions.clone(), config.clone(), stopped.clone()));
+    runtime::spawn_detached(timers(shard.clone(), config.clone(), stopped.clone()));
     let parked = Rc::new(Cell::new(0usize));
     let mut shutdown_reply = None;
     while let Ok(request) = inbox.recv().await {
@@ -205,27 +247,75 @@ pub async fn run(
                 shutdown_reply = Some(reply);
                 break;
             }
-            request => handle(request, &partitions, &parked),
+            request => handle(request, &shard, &parked),
         }
         while parked.get() >= PARKED_APPENDS_MAX {
             runtime::sleep(Duration::from_micros(100)).await;
         }
     }
     stopped.set(true);
-    let result = close_all(&partitions).await;
+    let mut result = close_all(&shard.partitions).await;
     if let Err(e) = &result {
         tracing::error!(shard = %id, error = %e, "closing partitions failed");
     }
+    // Only a shutdown that closed every partition is clean: memory logs
+    // then continue exactly where they stopped.
+    let checkpoint = checkpoint(&shard, result.is_ok()).await;
+    if let Err(e) = &checkpoint {
+        tracing::error!(shard = %id, error = %e, "writing the recovery points failed");
+    }
+    result = result.and(checkpoint);
+    shard.partitions.borrow_mut().clear();
     if let Some(reply) = shutdown_reply {
         respond(reply, result);
     }
 }
 
 fn lookup(partitions: &Partitions, key: &PartitionKey) -> EngineResult<Rc<Partition>> {
-    partitions.borrow().get(key).cloned().ok_or_else(|| EngineError::UnknownPartition {
-        topic: key.topic.to_string(),
-        partition: key.partition,
-    })
+    match partitions.borrow().get(key) {
+        Some(Slot::Online(p)) => Ok(p.clone()),
+        Some(Slot::Offline(offline)) => Err(offline.error.clone()),
+        None => Err(EngineError::UnknownPartition {
+            topic: key.topic.to_string(),
+            partition: key.partition,
+        }),
+    }
+}
+
+/// Writes the shard's recovery points when one moved since the last write
+/// (or always, for a clean shutdown), then extends the offset lease of its
+/// memory logs past what was written.
+async fn checkpoint(shard: &ShardState, clean: bool) -> EngineResult<()> {
+    let mut written = shard.checkpointed.lock().await;
+    let mut points = HashMap::new();
+    let mut memory = Vec::new();
+    for slot in shard.partitions.borrow().values() {
+        match slot {
+            Slot::Online(p) => {
+                let point = if p.memory { p.log.appended_point() } else { p.log.recovery_point() };
+                if p.memory {
+                    memory.push((p.clone(), point.offset));
+                }
+                points.insert(p.point_key.clone(), point);
+            }
+            Slot::Offline(offline) => {
+                if let Some(point) = offline.point {
+                    points.insert(offline.point_key.clone(), point);
+                }
+            }
+        }
+    }
+    if !clean && points == *written {
+        return Ok(());
+    }
+    let file = crate::recovery_point::shard_file(&shard.data_dir, shard.id);
+    let bytes = Checkpoint { clean, points: points.clone() }.encode();
+    crate::recovery_point::write_atomically(&DiskStorage, &file, &bytes).await?;
+    *written = points;
+    for (p, offset) in memory {
+        p.log.set_offset_lease_end(offset.plus(MEMORY_OFFSET_LEASE));
+    }
+    Ok(())
 }
 
 /// Appends waiting for room in a full partition queue, per shard.
@@ -252,7 +342,8 @@ fn park(p: Rc<Partition>, command: WriterCommand, parked: &Rc<Cell<usize>>) {
     });
 }
 
-fn handle(request: ShardRequest, partitions: &Partitions, parked: &Rc<Cell<usize>>) {
+fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>>) {
+    let partitions = &shard.partitions;
     match request {
         ShardRequest::Append { key, batch, wait, reply } => match lookup(partitions, &key) {
             Ok(p) => match p.writer.try_send(WriterCommand::Append { batch, wait, reply }) {
@@ -298,21 +389,59 @@ fn handle(request: ShardRequest, partitions: &Partitions, parked: &Rc<Cell<usize
                 respond(reply, delete(&key, &partitions).await);
             });
         }
+        ShardRequest::Checkpoint { reply } => {
+            let shard = shard.clone();
+            runtime::spawn_detached(async move {
+                respond(reply, checkpoint(&shard, false).await);
+            });
+        }
         ShardRequest::Spawn { task } => runtime::spawn_detached(task()),
         ShardRequest::Shutdown { .. } => unreachable!("handled by the shard loop"),
     }
 }
 
+/// Opens a partition. One that cannot be opened (damaged, unreadable) is
+/// kept offline: its requests get the error, the rest of the shard serves.
 async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<SegmentReport>> {
     if partitions.borrow().contains_key(&spec.key) {
         return Ok(Vec::new());
     }
-    let storage: StorageRef = match spec.storage {
-        StorageMode::Disk => Rc::new(DiskStorage),
-        StorageMode::Memory => Rc::new(MemFs::new()),
+    let point_key = PointKey {
+        topic: spec.key.topic.to_string(),
+        topic_created_ms: spec.topic_created_ms,
+        partition: spec.key.partition,
     };
-    let (log, reports) =
-        PartitionLog::open(storage, &spec.dir, spec.options, runtime::now_ms()).await?;
+    let memory = spec.storage == StorageMode::Memory;
+    let (storage, recovery_point): (StorageRef, _) = match spec.storage {
+        StorageMode::Disk => (Rc::new(DiskStorage), spec.recovery_point.map(|(p, _)| p)),
+        // A memory log starts empty where the last one stopped; after a
+        // crash, past every offset it could have handed out.
+        StorageMode::Memory => (
+            Rc::new(MemFs::new()),
+            spec.recovery_point.map(|(point, clean)| {
+                let start =
+                    if clean { point.offset } else { point.offset.plus(MEMORY_OFFSET_LEASE) };
+                RecoveryPoint { offset: start, segment_base: start, position_bytes: 0 }
+            }),
+        ),
+    };
+    let opened =
+        PartitionLog::open(storage, &spec.dir, spec.options, recovery_point, runtime::now_ms())
+            .await;
+    let (log, reports) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::error!(topic = %spec.key.topic, partition = %spec.key.partition, %error, "partition offline: it serves nothing until repaired; the rest of the broker serves on");
+            let error = EngineError::Offline(Box::new(error));
+            let offline = OfflinePartition {
+                error: error.clone(),
+                point_key,
+                point: spec.recovery_point.map(|(p, _)| p),
+            };
+            partitions.borrow_mut().insert(spec.key, Slot::Offline(offline));
+            return Err(error);
+        }
+    };
     for report in &reports {
         if let Some(reason) = &report.torn {
             tracing::warn!(
@@ -323,9 +452,15 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
             );
         }
     }
+    if memory {
+        // No appends until a checkpoint records where this log starts.
+        log.set_offset_lease_end(log.appended_point().offset);
+    }
     let (tx, rx) = async_channel::bounded(PARTITION_INBOX_CAPACITY);
     let partition = Rc::new(Partition {
         log: Rc::new(log),
+        point_key,
+        memory,
         writer: tx,
         sync_due: Cell::new(false),
         retention_due: Cell::new(false),
@@ -333,7 +468,7 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
         watchers: RefCell::new(Vec::new()),
     });
     runtime::spawn_detached(writer(partition.clone(), rx));
-    partitions.borrow_mut().insert(spec.key, partition);
+    partitions.borrow_mut().insert(spec.key, Slot::Online(partition));
     share_tail_caches(partitions);
     Ok(reports)
 }
@@ -341,8 +476,10 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
 /// The shard's tail cache budget, shared equally by its partitions.
 fn share_tail_caches(partitions: &Partitions) {
     let partitions = partitions.borrow();
-    for p in partitions.values() {
-        p.log.share_tail_cache(partitions.len());
+    for slot in partitions.values() {
+        if let Slot::Online(p) = slot {
+            p.log.share_tail_cache(partitions.len());
+        }
     }
 }
 
@@ -355,20 +492,31 @@ async fn close_partition(partition: &Partition) -> EngineResult<()> {
 }
 
 async fn delete(key: &PartitionKey, partitions: &Partitions) -> EngineResult<()> {
-    let partition = partitions.borrow_mut().remove(key);
+    let slot = partitions.borrow_mut().remove(key);
     share_tail_caches(partitions);
-    if let Some(partition) = partition {
-        // A failing disk must not keep a deleted topic around.
-        if let Err(e) = close_partition(&partition).await {
-            tracing::warn!(error = %e, "closing a deleted partition failed");
+    match slot {
+        Some(Slot::Online(partition)) => {
+            // A failing disk must not keep a deleted topic around.
+            if let Err(e) = close_partition(&partition).await {
+                tracing::warn!(error = %e, "closing a deleted partition failed");
+            }
+            partition.log.delete().await?;
         }
-        partition.log.delete().await?;
+        // The engine removes the topic's directory, damaged files included.
+        Some(Slot::Offline(_)) | None => {}
     }
     Ok(())
 }
 
 async fn close_all(partitions: &Partitions) -> EngineResult<()> {
-    let all: Vec<Rc<Partition>> = partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+    let all: Vec<Rc<Partition>> = partitions
+        .borrow()
+        .values()
+        .filter_map(|slot| match slot {
+            Slot::Online(p) => Some(p.clone()),
+            Slot::Offline(_) => None,
+        })
+        .collect();
     let results = futures::future::join_all(all.iter().map(|p| close_partition(p))).await;
     results.into_iter().collect::<EngineResult<Vec<()>>>().map(|_| ())
 }
@@ -566,10 +714,12 @@ async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterComman
     }
 }
 
-/// Marks periodic syncs (`interval:<ms>`) and retention checks as due.
-async fn timers(partitions: Partitions, config: EngineConfig, stopped: Rc<Cell<bool>>) {
+/// Marks periodic syncs (`interval:<ms>`) and retention checks as due, and
+/// checkpoints recovery points every `recovery_point_interval_ms`.
+async fn timers(shard: Rc<ShardState>, config: EngineConfig, stopped: Rc<Cell<bool>>) {
     const TICK: Duration = Duration::from_millis(5);
     let mut last_retention_ms = runtime::now_ms();
+    let mut last_checkpoint_ms = runtime::now_ms();
     while !stopped.get() {
         runtime::sleep(TICK).await;
         let now = runtime::now_ms();
@@ -577,7 +727,24 @@ async fn timers(partitions: Partitions, config: EngineConfig, stopped: Rc<Cell<b
         if retention_due {
             last_retention_ms = now;
         }
-        let all: Vec<Rc<Partition>> = partitions.borrow().values().cloned().collect();
+        if now - last_checkpoint_ms >= config.recovery_point_interval_ms as i64 {
+            last_checkpoint_ms = now;
+            let shard = shard.clone();
+            runtime::spawn_detached(async move {
+                if let Err(e) = checkpoint(&shard, false).await {
+                    tracing::warn!(shard = %shard.id, error = %e, "writing the recovery points failed; retrying at the next interval");
+                }
+            });
+        }
+        let all: Vec<Rc<Partition>> = shard
+            .partitions
+            .borrow()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Online(p) => Some(p.clone()),
+                Slot::Offline(_) => None,
+            })
+            .collect();
         for p in all {
             let mut wake = false;
             if let Durability::Interval { interval_ms } = p.log.durability() {

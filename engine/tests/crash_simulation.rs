@@ -10,9 +10,11 @@
 use futures::executor::block_on;
 use mamba_engine::batch::{iter_batches, Batch, BatchBuilder, NewRecord};
 use mamba_engine::config::Durability;
+use mamba_engine::error::EngineError;
 use mamba_engine::ids::{LeaderEpoch, Offset};
 use mamba_engine::memfs::{FaultPlan, MemFs};
 use mamba_engine::partition::{AppendMode, LogOptions, PartitionLog};
+use mamba_engine::recovery_point::RecoveryPoint;
 use mamba_engine::storage::StorageRef;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,18 +44,22 @@ fn random_batch(rng: &mut fastrand::Rng, tag: u64) -> Batch {
     b.build().expect("batch")
 }
 
-/// Opens the log, retrying while injected faults make recovery fail.
-fn open(fs: &MemFs, options: &LogOptions, seed: u64) -> PartitionLog {
+/// Opens the log from its last checkpointed recovery point, retrying while
+/// injected faults make recovery fail.
+fn open(fs: &MemFs, options: &LogOptions, point: Option<RecoveryPoint>, seed: u64) -> PartitionLog {
     for _ in 0..100 {
         let storage: StorageRef = Rc::new(fs.clone());
-        match block_on(PartitionLog::open(storage, Path::new(DIR), options.clone(), 0)) {
+        match block_on(PartitionLog::open(storage, Path::new(DIR), options.clone(), point, 0)) {
             Ok((log, _)) => return log,
+            Err(EngineError::Corrupt { .. }) => {
+                panic!("seed {seed}: a crash was taken for corruption (point {point:?})")
+            }
             Err(_) => continue,
         }
     }
     fs.heal();
     let storage: StorageRef = Rc::new(fs.clone());
-    match block_on(PartitionLog::open(storage, Path::new(DIR), options.clone(), 0)) {
+    match block_on(PartitionLog::open(storage, Path::new(DIR), options.clone(), point, 0)) {
         Ok((log, _)) => log,
         Err(e) => panic!("seed {seed}: log does not open on a healed disk: {e}"),
     }
@@ -93,17 +99,24 @@ fn run(seed: u64) {
         sync_error_one_in: rng.u32(0..40),
     });
     let options = options(&mut rng);
-    let mut log = open(&fs, &options, seed);
+    let mut log = open(&fs, &options, None, seed);
+    // The recovery point as last checkpointed (the engine does so at open
+    // and now and then).
+    let mut checkpoint = Some(log.recovery_point());
     // Batches the log acknowledged as durable: base offset -> stored bytes.
     let mut durable: BTreeMap<Offset, Vec<u8>> = BTreeMap::new();
     let mut tag = 0u64;
     for _step in 0..rng.usize(20..80) {
+        if rng.u8(0..3) == 0 {
+            checkpoint = Some(log.recovery_point());
+        }
         match rng.u8(0..10) {
             0 => {
                 // Power loss, then restart.
                 drop(log);
                 fs.crash();
-                log = open(&fs, &options, seed);
+                log = open(&fs, &options, checkpoint, seed);
+                checkpoint = Some(log.recovery_point());
                 let present = read_everything(&log, seed);
                 for (offset, bytes) in &durable {
                     match present.get(offset) {

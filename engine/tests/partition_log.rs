@@ -43,7 +43,7 @@ fn batch(tag: u64, records: usize, timestamp_ms: i64) -> Batch {
 
 fn open(fs: &MemFs, options: LogOptions) -> PartitionLog {
     let storage: StorageRef = Rc::new(fs.clone());
-    block_on(PartitionLog::open(storage, Path::new(DIR), options, 0)).expect("open").0
+    block_on(PartitionLog::open(storage, Path::new(DIR), options, None, 0)).expect("open").0
 }
 
 /// Reads every visible record value from `from`, following the log.
@@ -135,7 +135,7 @@ fn recovers_after_torn_tail() {
 
     let storage: StorageRef = Rc::new(fs.clone());
     let (log, reports) =
-        block_on(PartitionLog::open(storage, Path::new(DIR), options(), 0)).expect("open");
+        block_on(PartitionLog::open(storage, Path::new(DIR), options(), None, 0)).expect("open");
     assert_eq!(reports.len(), 1);
     assert!(reports[0].torn.is_some(), "the torn batch is reported");
     assert_eq!(reports[0].valid_end_bytes, last_start as u64);
@@ -162,7 +162,7 @@ fn rebuilds_missing_index_files() {
     fs.set_file_bytes(&paths.index, Vec::new());
     let storage: StorageRef = Rc::new(fs.clone());
     let (log, reports) =
-        block_on(PartitionLog::open(storage, Path::new(DIR), options(), 0)).expect("open");
+        block_on(PartitionLog::open(storage, Path::new(DIR), options(), None, 0)).expect("open");
     assert!(reports[0].index_rebuilt);
     assert!(fs.file_bytes(&paths.index).is_some_and(|b| !b.is_empty()), "index rewritten");
     assert_eq!(read_all(&log, Offset(250)).len(), 150);
@@ -251,13 +251,118 @@ fn damage_in_a_closed_segment_refuses_to_open() {
     // Damage after the last index entry, where open verifies.
     let last_batch_start = n - 8192;
     bytes[last_batch_start..].iter_mut().for_each(|b| *b = 0xff);
-    fs.set_file_bytes(&path, bytes);
+    fs.set_file_bytes(&path, bytes.clone());
+    let files_before = all_files(&fs);
+    for _attempt in 0..2 {
+        let storage: StorageRef = Rc::new(fs.clone());
+        match block_on(PartitionLog::open(storage, Path::new(DIR), options(), None, 0)) {
+            Err(EngineError::Corrupt { path, offset, .. }) => {
+                assert!(path.ends_with("00000000000000000000.log"));
+                assert!(offset > Offset(0) && offset < Offset(600), "offset {offset}");
+            }
+            Err(e) => panic!("expected a corruption error, got {e}"),
+            Ok(_) => panic!("expected a corruption error, got an open log"),
+        }
+        // A refused open changes no file, so the next one says the same.
+        assert_eq!(all_files(&fs), files_before, "a refused open changed files");
+    }
+}
+
+/// Every file of the log directory with its bytes.
+fn all_files(fs: &MemFs) -> Vec<(String, Vec<u8>)> {
+    use mamba_engine::storage::Storage;
+    let names = fs.list_files(Path::new(DIR)).expect("list");
+    names
+        .into_iter()
+        .map(|name| {
+            let bytes = fs.file_bytes(&Path::new(DIR).join(&name)).expect("bytes");
+            (name, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn damage_below_the_recovery_point_is_corruption_and_a_torn_tail_past_it_is_cut() {
+    let fs = MemFs::new();
+    let log = open(&fs, options());
+    for tag in 0..40 {
+        block_on(log.append(batch(tag, 2, 0), LEADER, 0)).expect("append");
+    }
+    block_on(log.flush()).expect("flush");
+    let point = log.recovery_point();
+    assert_eq!(point.offset, Offset(80), "everything flushed under fsync is durable");
+    for tag in 40..50 {
+        block_on(log.append(batch(tag, 2, 0), LEADER, 0)).expect("append");
+    }
+    block_on(log.close()).expect("close");
+    drop(log);
+    let path = SegmentPaths::new(Path::new(DIR), Offset(0)).log;
+    let clean = fs.file_bytes(&path).expect("segment");
+
+    // Past the point: a torn tail, cut; offsets below the point all stay.
+    let mut torn = clean.clone();
+    let tail = point.position_bytes as usize + 100;
+    torn[tail] ^= 0xff;
+    fs.set_file_bytes(&path, torn);
     let storage: StorageRef = Rc::new(fs.clone());
-    match block_on(PartitionLog::open(storage, Path::new(DIR), options(), 0)) {
-        Err(EngineError::Corrupt { path, .. }) => {
-            assert!(path.ends_with("00000000000000000000.log"))
+    let (log, reports) =
+        block_on(PartitionLog::open(storage, Path::new(DIR), options(), Some(point), 0))
+            .expect("a torn tail past the recovery point is repaired");
+    assert!(reports.last().is_some_and(|r| r.torn.is_some()));
+    assert_eq!(log.offsets().next_offset, Offset(80));
+    drop(log);
+
+    // Below the point: corruption, and the file is left as it was.
+    let mut damaged = clean.clone();
+    damaged[point.position_bytes as usize - 100] ^= 0xff;
+    fs.set_file_bytes(&path, damaged.clone());
+    let index = SegmentPaths::new(Path::new(DIR), Offset(0)).index;
+    fs.set_file_bytes(&index, Vec::new());
+    let before = all_files(&fs);
+    let storage: StorageRef = Rc::new(fs.clone());
+    match block_on(PartitionLog::open(storage, Path::new(DIR), options(), Some(point), 0)) {
+        Err(EngineError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("below the recovery point"), "{reason}")
         }
         Err(e) => panic!("expected a corruption error, got {e}"),
         Ok(_) => panic!("expected a corruption error, got an open log"),
     }
+    assert_eq!(all_files(&fs), before, "a refused open changed files");
+}
+
+#[test]
+fn reads_return_the_batches_before_damage_and_then_name_its_offset() {
+    let fs = MemFs::new();
+    let mut opts = options();
+    opts.tail_cache_bytes = 0;
+    let log = open(&fs, opts.clone());
+    for tag in 0..30 {
+        block_on(log.append(batch(tag, 2, 0), LEADER, 0)).expect("append");
+    }
+    block_on(log.close()).expect("close");
+    let point = log.recovery_point();
+    drop(log);
+    let path = SegmentPaths::new(Path::new(DIR), Offset(0)).log;
+    let mut bytes = fs.file_bytes(&path).expect("segment");
+    // Find batch 10 (offsets 20..=21) and flip a byte in its records.
+    let mut position = 0usize;
+    for _ in 0..10 {
+        position += mamba_engine::batch::peek_stored_bytes(&bytes[position..]).expect("batch");
+    }
+    bytes[position + 80] ^= 0x01;
+    fs.set_file_bytes(&path, bytes);
+    let storage: StorageRef = Rc::new(fs.clone());
+    let (log, _) = block_on(PartitionLog::open(storage, Path::new(DIR), opts, Some(point), 0))
+        .expect("damage below the last index entry is not seen at open");
+    let read = block_on(log.read(Offset(0), 1 << 20)).expect("the good batches");
+    let served: usize =
+        read.chunks.iter().map(|c| mamba_engine::batch::iter_batches(c).count()).sum();
+    assert_eq!(served, 10, "the ten batches before the damage");
+    match block_on(log.read(Offset(20), 1 << 20)) {
+        Err(EngineError::Corrupt { offset, position_bytes, .. }) => {
+            assert_eq!((offset, position_bytes), (Offset(20), position as u64));
+        }
+        other => panic!("expected corrupt data at offset 20, got {other:?}"),
+    }
+    assert_eq!(log.corrupt_reads(), 1);
 }

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         durability: Durability::Fsync,
         tail_cache_bytes: 0,
     };
-    let Ok((log, _reports)) = block_on(PartitionLog::open(storage, dir, options, 0)) else {
+    let Ok((log, _reports)) = block_on(PartitionLog::open(storage, dir, options, None, 0)) else {
         return;
     };
     let mut next = log.offsets().log_start_offset;

@@ -33,6 +33,11 @@ pub enum ErrorCode {
     ShuttingDown = 16,
     /// The request was well-formed but timed out on the broker.
     Timeout = 17,
+    /// Stored data of the partition failed verification (damage on disk,
+    /// not a torn write): the message names the file, byte and offset.
+    /// The batches before it are still served; the partition may be
+    /// offline until an operator repairs it.
+    CorruptData = 18,
 }
 
 impl ErrorCode {
@@ -56,6 +61,7 @@ impl ErrorCode {
             15 => InvalidProducer,
             16 => ShuttingDown,
             17 => Timeout,
+            18 => CorruptData,
             _ => Unknown,
         }
     }
@@ -93,6 +99,7 @@ impl ErrorCode {
             InvalidProducer => "invalid producer",
             ShuttingDown => "shutting down",
             Timeout => "timeout",
+            CorruptData => "corrupt data",
         }
     }
 }
@@ -107,7 +114,9 @@ impl From<&mamba_engine::EngineError> for ErrorCode {
     fn from(e: &mamba_engine::EngineError) -> ErrorCode {
         use mamba_engine::EngineError as E;
         match e {
-            E::Storage(_) | E::Fenced(_) | E::Corrupt { .. } => ErrorCode::StorageError,
+            E::Storage(_) | E::Fenced(_) => ErrorCode::StorageError,
+            E::Corrupt { .. } => ErrorCode::CorruptData,
+            E::Offline(cause) => ErrorCode::from(&**cause),
             E::InvalidBatch(_) => ErrorCode::CorruptBatch,
             E::UnknownTopic(_) | E::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
             E::TopicExists(_) => ErrorCode::TopicAlreadyExists,
@@ -130,7 +139,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=17u16 {
+        for code in 0..=18u16 {
             if code == 1 {
                 continue;
             }

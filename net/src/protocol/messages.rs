@@ -56,7 +56,7 @@ macro_rules! messages {
                 rkyv::to_bytes::<rkyv::rancor::Error>(self).map_err(|e| BodyError { reason: e.to_string() })
             }
             fn decode(bytes: &[u8]) -> Result<Self, BodyError> {
-                rkyv::from_bytes::<$ty, rkyv::rancor::Error>(bytes).map_err(|e| BodyError { reason: e.to_string() })
+                rkyv::from_bytes::<$ty, rkyv::rancor::BoxedError>(bytes).map_err(|e| BodyError { reason: e.to_string() })
             }
         }
     )+)+};
