@@ -56,9 +56,10 @@ impl Appender {
         assert!((chunk_bytes as u64).is_multiple_of(BLOCK_BYTES));
         assert!(chunk_bytes as u64 >= BLOCK_BYTES);
         assert_eq!(tail_block.len() as u64, end_bytes % BLOCK_BYTES, "tail block length");
-        // Buffers start small and grow to `chunk_bytes` only for partitions
-        // that take that much between flushes: idle ones stay cheap.
-        let mut current = file.alloc_buffer(SMALL_FLUSH_BYTES.min(chunk_bytes));
+        // Buffers start at one block and grow to `chunk_bytes` only for
+        // partitions that take that much between flushes: a shard may hold
+        // thousands of idle partitions (three appenders each).
+        let mut current = file.alloc_buffer(BLOCK_BYTES as usize);
         current[..tail_block.len()].copy_from_slice(tail_block);
         Appender {
             file,

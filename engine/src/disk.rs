@@ -28,6 +28,11 @@ impl StorageFile for DiskFile {
     }
 
     fn alloc_buffer(&self, size_bytes: usize) -> IoBuf {
+        // glommio 0.9 panics on an empty DMA buffer once its registered
+        // memory is used up ("Buffer allocation failed"); nothing needs one.
+        if size_bytes == 0 {
+            return IoBuf::Heap(Vec::new());
+        }
         IoBuf::Dma(self.file.alloc_dma_buffer(size_bytes))
     }
 
@@ -65,6 +70,13 @@ impl StorageFile for DiskFile {
     ) -> LocalBoxFuture<'_, StorageResult<ReadBuf>> {
         async move {
             assert_aligned(position_bytes, size_bytes);
+            // glommio 0.9 panics on an empty read once its registered memory
+            // is used up (it asks for a zero-byte buffer, which its fallback
+            // allocator refuses): an empty file's index, read at open, did
+            // that past ~1 100 partitions.
+            if size_bytes == 0 {
+                return Ok(ReadBuf::Heap(Vec::new()));
+            }
             let result = self
                 .file
                 .read_at_aligned(position_bytes, size_bytes)

@@ -89,9 +89,10 @@ fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> EngineError {
     EngineError::DataDir { path: path.display().to_string(), reason: reason.to_string() }
 }
 
-/// Takes an exclusive lock on the data directory so two engines never
-/// write the same files.
-fn lock_data_dir(dir: &Path) -> EngineResult<std::fs::File> {
+/// Takes an exclusive lock on the data directory so two engines (or an
+/// engine and `mamba log recover`) never write the same files. Held until
+/// the returned file is dropped.
+pub fn lock_data_dir(dir: &Path) -> EngineResult<std::fs::File> {
     let path = dir.join(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -85,6 +85,13 @@ pub fn partition_dirs(path: &Path) -> EngineResult<Vec<PathBuf>> {
     Err(bad("neither a data directory, a topic directory nor a partition directory".into()))
 }
 
+/// The data directory `path` (a data, topic or partition directory) lies
+/// in, if any: the nearest ancestor holding a `topics` directory.
+pub fn find_data_dir(path: &Path) -> Option<PathBuf> {
+    let path = std::fs::canonicalize(path).ok()?;
+    path.ancestors().find(|dir| dir.join(TOPICS_DIR).is_dir()).map(Path::to_path_buf)
+}
+
 /// One record, for `dump --records`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RecordInfo {

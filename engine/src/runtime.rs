@@ -103,6 +103,23 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Makes a panic on any thread end the process (exit status 70) after the
+/// usual report: a shard that died would otherwise leave the process up
+/// with part of its partitions (or its listener) gone, hanging its callers.
+/// For binaries (`mamba serve`); a library must not decide this.
+pub fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("?"),
+            "a thread panicked; stopping the process"
+        );
+        std::process::exit(70);
+    }));
+}
+
 /// Cores this process may run on.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

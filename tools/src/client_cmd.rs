@@ -6,7 +6,7 @@ use mamba_net::client::{
     block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
     ProducerRecord, SeekTo,
 };
-use mamba_net::protocol::ConfigEntry;
+use mamba_net::protocol::{ConfigEntry, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use serde_json::json;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -96,12 +96,26 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
         }
         TopicCommand::Describe { name } => {
             let d = block_on(admin.describe_topic(&name)).map_err(err)?;
+            // Each partition's offsets, or why it serves nothing (offline).
+            let status: Vec<Result<(u64, u64), String>> = d
+                .partitions
+                .iter()
+                .map(|p| {
+                    let earliest =
+                        block_on(admin.list_offset(&name, p.partition, EARLIEST_TIMESTAMP));
+                    let latest = block_on(admin.list_offset(&name, p.partition, LATEST_TIMESTAMP));
+                    earliest.and_then(|e| latest.map(|l| (e, l))).map_err(|e| e.to_string())
+                })
+                .collect();
             match output {
                 Output::Json => println!(
                     "{}",
                     json!({
                         "name": d.name,
-                        "partitions": d.partitions.iter().map(|p| json!({"partition": p.partition, "leader": p.leader, "shard": p.shard})).collect::<Vec<_>>(),
+                        "partitions": d.partitions.iter().zip(&status).map(|(p, s)| match s {
+                            Ok((start, end)) => json!({"partition": p.partition, "leader": p.leader, "shard": p.shard, "status": "online", "log_start_offset": start, "high_watermark": end}),
+                            Err(e) => json!({"partition": p.partition, "leader": p.leader, "shard": p.shard, "status": "offline", "error": e}),
+                        }).collect::<Vec<_>>(),
                         "configs": d.configs.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
                     })
                 ),
@@ -110,9 +124,13 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
                     for c in &d.configs {
                         println!("  {} = {}", c.name, c.value);
                     }
-                    for p in &d.partitions {
+                    for (p, s) in d.partitions.iter().zip(&status) {
+                        let state = match s {
+                            Ok((start, end)) => format!("offsets {start}..{end}"),
+                            Err(e) => format!("OFFLINE: {e}"),
+                        };
                         println!(
-                            "  partition {}: leader {} shard {}",
+                            "  partition {}: leader {} shard {} {state}",
                             p.partition, p.leader, p.shard
                         );
                     }

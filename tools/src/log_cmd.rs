@@ -3,7 +3,7 @@
 
 use crate::Output;
 use clap::Subcommand;
-use mamba_engine::inspect::{self, BatchInfo, Finding};
+use mamba_engine::inspect::{self, BatchInfo, Damage, Finding};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,17 +20,23 @@ pub enum LogCommand {
         #[arg(long)]
         records: bool,
     },
-    /// Verify every batch and index. Exit 0 when clean, 1 when something is
-    /// torn, corrupt or stale (with the file, byte position and the offset
-    /// where valid data ends), 2 when the files cannot be read.
+    /// Verify every batch and index. Exit 0 when the data is intact (stale
+    /// index entries, which the broker rebuilds at start, are only noted),
+    /// 1 when a batch is torn or corrupt (with the file, byte position and
+    /// the offset where valid data ends), 2 when the files cannot be read.
+    /// Reads without the data directory's lock: on a running broker the
+    /// newest batches may still be in flight.
     Check { path: PathBuf },
-    /// Run the recovery the broker runs at startup: cut torn tails, rebuild
-    /// stale indexes, and report what changed. Stop the broker first.
+    /// Verify every batch as `check` does and repair what the broker would
+    /// repair at start: cut a torn tail past the recovery point, rebuild
+    /// stale indexes. Other damage (in a closed segment, or below the
+    /// recovery point) is reported and left alone unless --force. Takes the
+    /// data directory's lock: refuses while a broker runs on it.
     Recover {
         path: PathBuf,
-        /// Also repair damage inside closed segments by cutting the log at
-        /// the first bad batch; later segments are deleted (their data is
-        /// lost). The broker refuses to do this on its own.
+        /// Also repair corruption by cutting the log at the first bad
+        /// batch; later segments are deleted (their data is lost). The
+        /// broker never does this on its own.
         #[arg(long)]
         force: bool,
     },
@@ -38,15 +44,44 @@ pub enum LogCommand {
 
 pub fn run(command: LogCommand, output: Output) -> ExitCode {
     let result = match command {
-        LogCommand::Dump { path, records } => dump(&path, records, output),
-        LogCommand::Check { path } => check(&path, output),
-        LogCommand::Recover { path, force } => recover(&path, force, output),
+        LogCommand::Dump { path, records } => {
+            note_if_live(&path);
+            dump(&path, records, output)
+        }
+        LogCommand::Check { path } => {
+            note_if_live(&path);
+            check(&path, output)
+        }
+        LogCommand::Recover { path, force } => {
+            lock(&path).and_then(|_lock| recover(&path, force, output))
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mamba log: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Takes the lock of the data directory `path` lies in, as a broker does.
+fn lock(path: &Path) -> Result<Option<std::fs::File>, String> {
+    let Some(data_dir) = inspect::find_data_dir(path) else { return Ok(None) };
+    mamba_engine::engine::lock_data_dir(&data_dir).map(Some).map_err(|e| {
+        format!("{e}: stop the broker before `mamba log recover` (it rewrites the broker's files)")
+    })
+}
+
+/// Says so when a broker holds the data directory: reading works, but the
+/// newest batches may be mid-write.
+fn note_if_live(path: &Path) {
+    if let Some(data_dir) = inspect::find_data_dir(path) {
+        if mamba_engine::engine::lock_data_dir(&data_dir).is_err() {
+            eprintln!(
+                "note: a broker is running on {} (its lock is held); reading it live, without the lock: the newest batches may be mid-write",
+                data_dir.display()
+            );
         }
     }
 }
@@ -111,6 +146,12 @@ fn print_batch(out: &mut impl Write, b: &BatchInfo, output: Output) -> std::io::
 fn print_finding(out: &mut impl Write, f: &Finding, output: Output) -> std::io::Result<()> {
     match output {
         Output::Json => writeln!(out, "{}", serde_json::to_value(f).unwrap_or_default()),
+        Output::Text if !f.damaged_log => writeln!(
+            out,
+            "{}: {} (not damage: rebuilt from the log at open)",
+            f.file.display(),
+            f.problem
+        ),
         Output::Text => writeln!(
             out,
             "{}: {}; valid data ends at byte {} (offset {})",
@@ -154,34 +195,60 @@ fn dump(path: &Path, records: bool, output: Output) -> Result<ExitCode, String> 
 }
 
 fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
-    let mut problems = 0usize;
+    let mut damaged = 0usize;
+    let mut notes = 0usize;
     let mut partitions = 0usize;
     let mut batches = 0u64;
+    let mut corrupt = false;
     let stdout = std::io::stdout();
     for dir in inspect::partition_dirs(path).map_err(|e| e.to_string())? {
         partitions += 1;
         let scan_dir = dir.clone();
-        let (count, findings) = inspect::run_offline(&dir, move || async move {
+        let (count, findings, damage) = inspect::run_offline(&dir, move || async move {
             let mut count = 0u64;
             let findings = inspect::scan_partition(&scan_dir, false, |_| count += 1).await?;
-            Ok((count, findings))
+            let damage = inspect::classify(&scan_dir, &findings)?;
+            Ok((count, findings, damage))
         })
         .map_err(|e| e.to_string())?;
         batches += count;
         let mut out = stdout.lock();
         for f in &findings {
-            problems += 1;
+            if f.damaged_log {
+                damaged += 1;
+            } else {
+                notes += 1;
+            }
             print_finding(&mut out, f, output).map_err(|e| e.to_string())?;
+        }
+        let verdict = match &damage {
+            Damage::None => None,
+            Damage::TornTail => Some(format!(
+                "{}: a torn tail past the recovery point; the broker cuts it at start (or `mamba log recover`)",
+                dir.display()
+            )),
+            Damage::Corrupt { offset, .. } => {
+                corrupt = true;
+                Some(format!(
+                    "{}: corruption, not a torn write: the broker keeps this partition offline; `mamba log recover --force` cuts the log at offset {offset}, losing the offsets from there on",
+                    dir.display()
+                ))
+            }
+        };
+        if let (Some(verdict), Output::Text) = (verdict, output) {
+            writeln!(out, "{verdict}").map_err(|e| e.to_string())?;
         }
     }
     let mut out = stdout.lock();
     let summary = match output {
-        Output::Json => json!({"partitions": partitions, "batches": batches, "problems": problems, "clean": problems == 0}).to_string(),
-        Output::Text if problems == 0 => format!("clean: {partitions} partitions, {batches} batches verified"),
-        Output::Text => format!("{problems} problems in {partitions} partitions ({batches} valid batches); `mamba log recover` repairs them"),
+        Output::Json => json!({"partitions": partitions, "batches": batches, "problems": damaged, "index_notes": notes, "clean": damaged == 0}).to_string(),
+        Output::Text if damaged == 0 && notes == 0 => format!("clean: {partitions} partitions, {batches} batches verified"),
+        Output::Text if damaged == 0 => format!("data intact: {partitions} partitions, {batches} batches verified; {notes} stale index entries will be rebuilt at open"),
+        Output::Text if corrupt => format!("{damaged} damaged logs in {partitions} partitions ({batches} valid batches); see above for what repairs each"),
+        Output::Text => format!("{damaged} torn tails in {partitions} partitions ({batches} valid batches); `mamba log recover` cuts them"),
     };
     writeln!(out, "{summary}").map_err(|e| e.to_string())?;
-    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn recover(path: &Path, force: bool, output: Output) -> Result<ExitCode, String> {
@@ -191,13 +258,7 @@ fn recover(path: &Path, force: bool, output: Output) -> Result<ExitCode, String>
         let reports = inspect::run_offline(&dir, move || async move {
             inspect::recover_partition(&recover_dir, force).await
         })
-        .map_err(|e| {
-            format!(
-                "{}: {e}{}",
-                dir.display(),
-                if force { "" } else { " (use --force to cut the log at the damage)" }
-            )
-        })?;
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut out = stdout.lock();
         for r in &reports {
             let cut_bytes = r.file_size_bytes.saturating_sub(r.valid_end_bytes);

@@ -90,6 +90,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    // A dead shard must not leave a half-working broker behind.
+    mamba_engine::runtime::exit_on_panic();
     // Two descriptors per connection and three per segment; see the function.
     let open_files_max = match mamba_engine::runtime::raise_open_file_limit() {
         Ok(limit) => Some(limit),

@@ -752,3 +752,188 @@ fn the_broker_raises_its_open_file_limit() {
     assert!(broker.ready.contains(&format!("open_files_max=Some({hard})")), "{}", broker.ready);
     broker.stop();
 }
+
+/// Sends `count` records of about 1 KiB to one partition, one batch each.
+fn fill_partition(broker: &Broker, topic: &str, partition: u32, count: usize) {
+    let producer = Producer::connect(
+        &broker.addr,
+        ProducerConfig { linger_ms: 0, ..ProducerConfig::default() },
+    )
+    .expect("producer");
+    for i in 0..count {
+        let mut r = record(topic, None, &format!("{i:04} {}", "x".repeat(1000)));
+        r.partition = Some(partition);
+        send_and_wait(&producer, r).expect("ack");
+    }
+    producer.close();
+}
+
+/// Every file of a partition directory with its bytes.
+fn partition_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("partition dir")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("read");
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn mamba_cli(addr: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(args)
+        .args(["--brokers", addr])
+        .output()
+        .expect("run mamba")
+}
+
+#[test]
+fn a_damaged_partition_stays_offline_and_untouched_while_the_others_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    let small = vec![ConfigEntry { name: "segment.bytes".into(), value: "65536".into() }];
+    block_on(admin.create_topic("t", 2, small)).expect("create");
+    fill_partition(&broker, "t", 0, 150);
+    fill_partition(&broker, "t", 1, 10);
+    drop(admin);
+    let data = broker.stop();
+
+    // A flipped byte in partition 0's first segment, closed by a roll.
+    let p0 = data.join("topics/t/0");
+    let segment = p0.join("00000000000000000000.log");
+    assert!(p0.join("00000000000000000061.log").exists() || partition_files(&p0).len() > 3);
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    // In its last batch: start-up verifies a closed segment from its last
+    // index entry (reads find damage before it).
+    let end = bytes.iter().rposition(|&b| b != 0).expect("data");
+    bytes[end - 200] ^= 0x40;
+    std::fs::write(&segment, &bytes).expect("write");
+    let before = partition_files(&p0);
+
+    for _start in 0..2 {
+        let broker = Broker::start(&data, 1);
+        let describe = mamba_cli(&broker.addr, &["topic", "describe", "t"]);
+        let text = String::from_utf8_lossy(&describe.stdout);
+        let p0_line = text.lines().find(|l| l.contains("partition 0")).expect("partition 0");
+        assert!(
+            p0_line.contains("OFFLINE")
+                && p0_line.contains("corrupt data at offset")
+                && p0_line.contains("00000000000000000000.log"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l.contains("partition 1") && l.contains("offsets 0..10")));
+        // The healthy partition serves reads and writes.
+        let mut consumer =
+            Consumer::connect(&broker.addr, ConsumerConfig::default()).expect("consumer");
+        consumer.assign("t", &[1], SeekTo::Earliest).expect("assign");
+        let mut read = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while read.len() < 10 && Instant::now() < deadline {
+            read.extend(consumer.poll(Duration::from_millis(200)).expect("poll"));
+        }
+        assert_eq!(read.len(), 10);
+        let producer = producer(&broker);
+        let mut r = record("t", None, "to the damaged one");
+        r.partition = Some(0);
+        match send_and_wait(&producer, r) {
+            Err(mamba_net::client::ClientError::Broker { code, message }) => {
+                assert_eq!(code, ErrorCode::CorruptData, "{message}");
+            }
+            other => panic!("expected corrupt data, got {other:?}"),
+        }
+        producer.close();
+        broker.stop();
+        assert_eq!(partition_files(&p0), before, "a start changed the damaged partition's files");
+    }
+}
+
+#[test]
+fn a_read_returns_the_records_before_damage_then_names_its_offset_and_nothing_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    create_topic(&broker.addr, "t", 1);
+    fill_partition(&broker, "t", 0, 20);
+    let data = broker.stop();
+
+    // Damage inside batch 5 of the active segment, after a clean stop: all
+    // of it is below the recovery point, so it is corruption, never a
+    // torn tail to cut (and its offsets are never handed out again).
+    let segment = data.join("topics/t/0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    let mut position = 0usize;
+    for _ in 0..5 {
+        position += mamba_engine::batch::peek_stored_bytes(&bytes[position..]).expect("batch");
+    }
+    bytes[position + 200] ^= 0x01;
+    std::fs::write(&segment, &bytes).expect("write");
+
+    let broker = Broker::start(&data, 1);
+    let mut consumer =
+        Consumer::connect(&broker.addr, ConsumerConfig::default()).expect("consumer");
+    consumer.assign("t", &[0], SeekTo::Earliest).expect("assign");
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        assert!(Instant::now() < deadline, "no error after {} records", read.len());
+        match consumer.poll(Duration::from_millis(200)) {
+            Ok(records) => read.extend(records),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert_eq!(read.len(), 5, "the five records before the damage");
+    assert!(error.contains("corrupt data at offset 5"), "{error}");
+    let check = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["log", "check", &data.to_string_lossy()])
+        .output()
+        .expect("check");
+    assert_eq!(check.status.code(), Some(1));
+    broker.stop();
+    assert_eq!(std::fs::read(&segment).expect("segment"), bytes, "nothing was cut");
+}
+
+#[test]
+fn a_topic_whose_creation_failed_does_not_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", r#"ulimit -n 200 && exec "$@""#, "sh", env!("CARGO_BIN_EXE_mamba")])
+        .args(serve_args(dir.path(), 1, "127.0.0.1:0"));
+    let broker = Broker::launch(command, dir.path());
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    let failed = block_on(admin.create_topic("big", 200, vec![]));
+    assert!(failed.is_err(), "200 partitions cannot open under 200 descriptors");
+    assert!(block_on(admin.list_topics()).expect("list").iter().all(|t| t.name != "big"));
+    create_topic(&broker.addr, "small", 2);
+    drop(admin);
+    let data = broker.stop();
+    assert!(!data.join("topics/big").exists(), "the failed topic's files are gone");
+
+    let broker = Broker::start(&data, 1);
+    let admin = Admin::connect(&broker.addr).expect("admin");
+    let names: Vec<String> =
+        block_on(admin.list_topics()).expect("list").into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec!["small".to_string()]);
+    drop(admin);
+    broker.stop();
+}
+
+#[test]
+fn a_broker_restarts_with_many_partitions_under_a_small_memlock_limit() {
+    // 300 partitions under `ulimit -l 2048` made both shards panic in
+    // glommio ("Buffer allocation failed") and the process hang.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    create_topic(&broker.addr, "many", 400);
+    let data = broker.stop();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", r#"ulimit -l 2048 && exec "$@""#, "sh", env!("CARGO_BIN_EXE_mamba")])
+        .args(serve_args(&data, 2, "127.0.0.1:0"));
+    let broker = Broker::launch(command, &data);
+    assert!(broker.ready.contains("partitions=400"), "{}", broker.ready);
+    broker.stop();
+}

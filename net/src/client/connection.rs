@@ -210,7 +210,8 @@ impl Connection {
             .ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
         if result.error_code != 0 {
             let code = ErrorCode::from_u16(result.error_code);
-            return Err(ClientError::Broker { code, message: format!("{topic}/{partition}") });
+            let message = format!("{topic}/{partition}: {}", result.message);
+            return Err(ClientError::Broker { code, message });
         }
         Ok(result.offset)
     }

@@ -303,6 +303,8 @@ pub struct ListOffsetsResult {
     pub topic: String,
     pub partition: u32,
     pub error_code: u16,
+    /// Why, for people, when `error_code` is not 0.
+    pub message: String,
     /// The offset; for a timestamp with no record at or after it, the high
     /// watermark (where such a record would go).
     pub offset: u64,

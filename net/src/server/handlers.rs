@@ -459,14 +459,15 @@ async fn list_offsets(ctx: &ServerContext, request: ListOffsetsRequest) -> ListO
                 Err(e) => Err(e),
             },
         };
-        let (error_code, offset, timestamp) = match outcome {
-            Ok((offset, ts)) => (0, offset, ts),
-            Err(e) => (code_of(&e), 0, -1),
+        let (error_code, message, offset, timestamp) = match outcome {
+            Ok((offset, ts)) => (0, String::new(), offset, ts),
+            Err(e) => (code_of(&e), e.to_string(), 0, -1),
         };
         partitions.push(ListOffsetsResult {
             topic: p.topic,
             partition: p.partition,
             error_code,
+            message,
             offset,
             timestamp,
         });
