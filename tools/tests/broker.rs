@@ -752,3 +752,43 @@ fn the_broker_raises_its_open_file_limit() {
     assert!(broker.ready.contains(&format!("open_files_max=Some({hard})")), "{}", broker.ready);
     broker.stop();
 }
+
+#[test]
+fn a_second_broker_on_a_served_port_fails_and_the_first_keeps_serving() {
+    let (dir_a, dir_b) =
+        (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let first = Broker::start(dir_a.path(), 2);
+    let mut second = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(serve_args(dir_b.path(), 2, &first.addr))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a second mamba serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            second.kill().expect("kill the second broker");
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    second.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    let status = status.unwrap_or_else(|| panic!("the second broker kept running: {err}"));
+    assert!(!status.success());
+    assert!(err.to_lowercase().contains("address already in use"), "{err}");
+    assert!(!err.contains("mamba broker ready"), "{err}");
+
+    create_topic(&first.addr, "still", 2);
+    let producer = producer(&first);
+    for i in 0..20 {
+        send_and_wait(&producer, record("still", None, &format!("v{i}"))).expect("acknowledged");
+    }
+    assert_eq!(consume_all(&first.addr, "still", 20).len(), 20);
+    producer.close();
+    first.stop();
+}

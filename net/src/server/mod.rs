@@ -73,29 +73,72 @@ pub struct Broker {
     local_addr: SocketAddr,
 }
 
-fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Connections the kernel queues per shard before they are accepted.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Attempts at binding a port the kernel picks (port 0): another process
+/// may take the picked port between the probe and the shards' sockets.
+const PICKED_PORT_ATTEMPTS: usize = 3;
+
+fn tcp_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_port(true)?;
+    // Rebinding a port whose old connections linger in TIME_WAIT (a
+    // restart) is allowed; a port another socket listens on never is.
     socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+/// Claims `addr` for this process: binds it without SO_REUSEPORT, so the
+/// bind fails with "address already in use" if anyone listens there, even a
+/// broker whose sockets share the port among themselves. Returns the bound
+/// address (the picked port for port 0); the probe closes on return, and
+/// the shards' SO_REUSEPORT sockets bind right after. (Two brokers started
+/// within the microseconds between one's probe and its first `listen`
+/// could still share the port; any later one is refused.)
+fn claim_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let probe = tcp_socket(addr)?;
+    probe.bind(&addr.into())?;
+    probe.local_addr()?.as_socket().ok_or_else(|| std::io::ErrorKind::AddrNotAvailable.into())
+}
+
+fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = tcp_socket(addr)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// One listening socket per shard, all on the same port (SO_REUSEPORT),
+/// on a port no other process serves.
+fn listen_sockets(
+    addr: SocketAddr,
+    shards: usize,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let attempts = if addr.port() == 0 { PICKED_PORT_ATTEMPTS } else { 1 };
+    let mut attempt = 1;
+    loop {
+        let bound = claim_port(addr)?;
+        let listeners: std::io::Result<Vec<_>> =
+            (0..shards).map(|_| listen_socket(bound)).collect();
+        match listeners {
+            Ok(listeners) => return Ok((bound, listeners)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
+                tracing::debug!(port = bound.port(), "picked port taken meanwhile; picking again");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl Broker {
     /// Binds the client port on every shard and starts serving.
     pub fn start(engine: Engine, config: BrokerConfig) -> Result<Broker, BrokerError> {
-        let listen_error = |source| BrokerError::Listen { addr: config.listen, source };
-        // The first socket fixes the port (the configured one, or the one
-        // the kernel picked for port 0); the others share it.
-        let first = listen_socket(config.listen).map_err(listen_error)?;
-        let local_addr = first.local_addr().map_err(listen_error)?;
-        let mut listeners = vec![first];
-        for _ in 1..engine.shard_count() {
-            listeners.push(listen_socket(local_addr).map_err(listen_error)?);
-        }
+        let (local_addr, listeners) = listen_sockets(config.listen, engine.shard_count())
+            .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let context =
             Arc::new(ServerContext { engine: engine.clone(), config, advertised: local_addr });
         for (i, listener) in listeners.into_iter().enumerate() {
