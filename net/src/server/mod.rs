@@ -10,7 +10,9 @@
 //! files; all storage goes through `Engine`.
 
 mod connection;
+mod connection_table;
 mod handlers;
+mod request_memory;
 
 use mamba_engine::{Engine, EngineError, ShardId};
 use std::net::SocketAddr;
@@ -21,15 +23,24 @@ use std::sync::Arc;
 pub struct BrokerLimits {
     /// Largest frame accepted (a produce request carries its batches).
     pub frame_bytes_max: usize,
-    /// Connections each shard serves at once; more are refused.
+    /// Connections each shard serves at once. At the bound a new
+    /// connection takes the place of the least recently active one with no
+    /// request in flight (closed); only when every connection has one in
+    /// flight is the new one refused.
     pub connections_per_shard_max: usize,
     /// Requests read from one connection before its answers are written;
     /// beyond it the broker stops reading that socket.
     pub in_flight_per_connection_max: usize,
     /// Bytes of request frames one shard holds at once, over all its
-    /// connections; at the bound every connection of the shard waits before
-    /// reading its next frame.
+    /// connections, counted as they are received; at the bound connections
+    /// wait before reading more.
     pub request_bytes_per_shard_max: usize,
+    /// Time from the first byte of a frame to its last; a connection whose
+    /// frame takes longer is answered `timeout` and closed.
+    pub frame_receive_timeout_ms: u64,
+    /// A connection with no request in flight and no frame coming in for
+    /// this long is closed (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
 }
 
 impl Default for BrokerLimits {
@@ -39,7 +50,44 @@ impl Default for BrokerLimits {
             connections_per_shard_max: 4096,
             in_flight_per_connection_max: 64,
             request_bytes_per_shard_max: 256 << 20,
+            frame_receive_timeout_ms: 30_000,
+            connections_max_idle_ms: 600_000,
         }
+    }
+}
+
+/// The smallest `frame_bytes_max`: room for any request that carries no
+/// record batch.
+pub const FRAME_BYTES_MAX_MIN: usize = 1024;
+
+impl BrokerLimits {
+    /// Checks that the limits can work together.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let invalid = |reason: String| Err(BrokerError::InvalidLimits { reason });
+        if self.frame_bytes_max < FRAME_BYTES_MAX_MIN {
+            return invalid(format!(
+                "frame_bytes_max is {}, at least {FRAME_BYTES_MAX_MIN} is needed",
+                self.frame_bytes_max
+            ));
+        }
+        if self.request_bytes_per_shard_max < self.frame_bytes_max {
+            return invalid(format!(
+                "request_bytes_per_shard_max ({}) must be at least frame_bytes_max ({})",
+                self.request_bytes_per_shard_max, self.frame_bytes_max
+            ));
+        }
+        let positive = [
+            ("connections_per_shard_max", self.connections_per_shard_max as u64),
+            ("in_flight_per_connection_max", self.in_flight_per_connection_max as u64),
+            ("frame_receive_timeout_ms", self.frame_receive_timeout_ms),
+            ("connections_max_idle_ms", self.connections_max_idle_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return invalid(format!("{name} must be positive"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -54,6 +102,8 @@ pub struct BrokerConfig {
 pub enum BrokerError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid broker limits: {reason}")]
+    InvalidLimits { reason: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -137,6 +187,7 @@ fn listen_sockets(
 impl Broker {
     /// Binds the client port on every shard and starts serving.
     pub fn start(engine: Engine, config: BrokerConfig) -> Result<Broker, BrokerError> {
+        config.limits.validate()?;
         let (local_addr, listeners) = listen_sockets(config.listen, engine.shard_count())
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let context =
