@@ -93,13 +93,42 @@ impl ShardReceiver {
     /// Receives until `buf` holds `len` bytes.
     pub(crate) async fn fill(&mut self, buf: &mut AlignedVec<16>, len: usize) -> io::Result<()> {
         while buf.len() < len {
-            if let Received::WouldBlock = recv_spare(self.fd, buf, len, libc::MSG_DONTWAIT)? {
-                if self.readiness.peek(&mut [0u8; 1]).await? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
+            if self.receive_ready(buf, len)? == 0 {
+                self.readable().await?;
             }
         }
         Ok(())
+    }
+
+    /// Receives what is there now, without waiting, up to `buf` holding
+    /// `len` bytes; returns how many bytes came (0: none yet). `buf` grows
+    /// to `len` if its capacity is smaller; reserve more beforehand to
+    /// receive a buffer in several limited steps without reallocating it.
+    pub(crate) fn receive_ready(
+        &mut self,
+        buf: &mut AlignedVec<16>,
+        len: usize,
+    ) -> io::Result<usize> {
+        let before = buf.len();
+        match recv_spare(self.fd, buf, len, libc::MSG_DONTWAIT)? {
+            Received::Bytes => Ok(buf.len() - before),
+            Received::WouldBlock => Ok(0),
+        }
+    }
+
+    /// Waits until the socket has bytes to read; the end of the stream (or
+    /// a shutdown of the socket) is an `UnexpectedEof` error.
+    pub(crate) async fn readable(&mut self) -> io::Result<()> {
+        if self.readiness.peek(&mut [0u8; 1]).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    /// The socket's descriptor, open as long as this receiver (for
+    /// `shutdown(2)` by whoever closes the connection).
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
     }
 }
 

@@ -15,6 +15,7 @@ pub struct ServeArgs {
     /// TOML file with any of: data_dir, listen, shards, node_id,
     /// frame_bytes_max, connections_per_shard_max,
     /// in_flight_per_connection_max, request_bytes_per_shard_max,
+    /// frame_receive_timeout_ms, connections_max_idle_ms,
     /// tail_cache_bytes_per_shard. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -43,6 +44,8 @@ struct FileConfig {
     connections_per_shard_max: Option<usize>,
     in_flight_per_connection_max: Option<usize>,
     request_bytes_per_shard_max: Option<usize>,
+    frame_receive_timeout_ms: Option<u64>,
+    connections_max_idle_ms: Option<u64>,
     tail_cache_bytes_per_shard: Option<usize>,
 }
 
@@ -79,17 +82,17 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         request_bytes_per_shard_max: file
             .request_bytes_per_shard_max
             .unwrap_or(defaults.request_bytes_per_shard_max),
+        frame_receive_timeout_ms: file
+            .frame_receive_timeout_ms
+            .unwrap_or(defaults.frame_receive_timeout_ms),
+        connections_max_idle_ms: file
+            .connections_max_idle_ms
+            .unwrap_or(defaults.connections_max_idle_ms),
     };
-    if limits.frame_bytes_max < 1024
-        || limits.connections_per_shard_max == 0
-        || limits.in_flight_per_connection_max == 0
-        || limits.request_bytes_per_shard_max < limits.frame_bytes_max
-    {
-        return Err(
-            "limits must be positive, frame_bytes_max at least 1024, request_bytes_per_shard_max at least frame_bytes_max"
-                .into(),
-        );
-    }
+    limits.validate().map_err(|e| match &args.config {
+        Some(path) => format!("config {}: {e}", path.display()),
+        None => e.to_string(),
+    })?;
     // A dead shard must not leave a half-working broker behind.
     mamba_engine::runtime::exit_on_panic();
     // Two descriptors per connection and three per segment; see the function.

@@ -937,3 +937,209 @@ fn a_broker_restarts_with_many_partitions_under_a_small_memlock_limit() {
     assert!(broker.ready.contains("partitions=400"), "{}", broker.ready);
     broker.stop();
 }
+
+// Connections that hold resources without using them: stalled frames, idle
+// sockets, a second broker on the port.
+
+/// A broker on a free port with `config` (TOML) as its config file; data in
+/// `dir/data`.
+fn start_with_config(dir: &Path, shards: u32, config: &str) -> Broker {
+    let path = dir.join("broker.toml");
+    std::fs::write(&path, config).expect("write config");
+    let data_dir = dir.join("data");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mamba"));
+    command.args(serve_args(&data_dir, shards, "127.0.0.1:0")).arg("--config").arg(&path);
+    Broker::launch(command, &data_dir)
+}
+
+/// A connection the broker serves: one whole request made and answered,
+/// so the broker reads what comes next as soon as it arrives.
+fn served_connection(addr: &str) -> TcpStream {
+    use mamba_net::protocol::{encode_frame, ApiVersionsRequest, FrameHeader, Message};
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let body = ApiVersionsRequest {}.encode().expect("encode");
+    let header = FrameHeader {
+        api_key: 0,
+        api_version: 0,
+        correlation_id: 1,
+        flags: 0,
+        error_code: 0,
+        body_bytes: 0,
+        payload_bytes: 0,
+    };
+    stream.write_all(&encode_frame(header, &body, &[])).expect("request");
+    let mut head = [0u8; 32];
+    stream.read_exact(&mut head).expect("answer");
+    let frame_bytes = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize + 4;
+    let mut rest = vec![0u8; frame_bytes - head.len()];
+    stream.read_exact(&mut rest).expect("answer body");
+    stream
+}
+
+/// Sends the 32-byte header of a produce request of `frame_bytes`, and
+/// nothing after it.
+fn stall_in_frame(stream: &mut TcpStream, frame_bytes: u32, correlation_id: u32) {
+    let body_bytes = 16u32;
+    let mut head = [0u8; 32];
+    head[0..4].copy_from_slice(&(frame_bytes - 4).to_le_bytes());
+    head[4..6].copy_from_slice(&6u16.to_le_bytes()); // produce
+    head[8..12].copy_from_slice(&correlation_id.to_le_bytes());
+    head[16..20].copy_from_slice(&body_bytes.to_le_bytes());
+    head[20..24].copy_from_slice(&(frame_bytes - 32 - body_bytes).to_le_bytes());
+    stream.write_all(&head).expect("header");
+}
+
+/// Reads until the broker closes `stream`; what it sent before, and when.
+fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
+    stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let mut received = Vec::new();
+    stream.read_to_end(&mut received).expect("the broker closes the connection");
+    (received, Instant::now())
+}
+
+#[test]
+fn headers_of_huge_frames_that_never_finish_do_not_stall_other_clients() {
+    // 16 connections announcing 64 MiB frames (512 bytes sent in all) used
+    // to reserve the whole request memory of both shards.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    create_topic(&broker.addr, "live", 2);
+    let mut stalled: Vec<TcpStream> = (0..16).map(|_| served_connection(&broker.addr)).collect();
+    for (i, stream) in stalled.iter_mut().enumerate() {
+        stall_in_frame(stream, 64 << 20, 100 + i as u32);
+    }
+
+    let addr = broker.addr.clone();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let producer = Producer::connect(&addr, ProducerConfig::default()).expect("producer");
+        let sends: Vec<_> = (0..200)
+            .map(|i| producer.send(record("live", None, &format!("v{i}"))).expect("send"))
+            .collect();
+        producer.flush();
+        let acked = sends.into_iter().map(block_on).filter(Result::is_ok).count();
+        let read = consume_all(&addr, "live", 200).len();
+        producer.close();
+        done.send((acked, read)).expect("report");
+    });
+    let (acked, read) = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("produce and consume finish while the stalled frames hang");
+    assert_eq!((acked, read), (200, 200));
+    for stream in &mut stalled {
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let still_open =
+            matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(still_open, "a stalled frame is left alone until its deadline");
+    }
+    broker.stop();
+}
+
+#[test]
+fn a_stalled_frame_and_an_idle_connection_are_closed_after_their_deadlines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_with_config(
+        dir.path(),
+        1,
+        "frame_receive_timeout_ms = 500\nconnections_max_idle_ms = 1000\n",
+    );
+    create_topic(&broker.addr, "quiet", 1);
+
+    let start = Instant::now();
+    let mut idle = TcpStream::connect(&broker.addr).expect("connect");
+    let mut stalled = served_connection(&broker.addr);
+    stall_in_frame(&mut stalled, 1 << 20, 7);
+    let stalled_at = Instant::now();
+    let (answer, closed_at) = read_until_closed(&mut stalled);
+    assert!(closed_at - stalled_at >= Duration::from_millis(500), "not before the deadline");
+    assert!(answer.len() >= 32, "the broker says why it closes the connection");
+    assert_eq!(u32::from_le_bytes([answer[8], answer[9], answer[10], answer[11]]), 7);
+    assert_eq!(u16::from_le_bytes([answer[14], answer[15]]), ErrorCode::Timeout.as_u16());
+
+    let (nothing, closed_at) = read_until_closed(&mut idle);
+    assert!(nothing.is_empty());
+    assert!(closed_at - start >= Duration::from_millis(1000), "not before the idle timeout");
+
+    // A request in flight is not idleness: a long poll twice as long as
+    // the idle timeout is answered, and the connection still serves.
+    use mamba_net::client::Connection;
+    use mamba_net::protocol::{FetchPartition, FetchRequest, FetchResponse};
+    let conn = Connection::connect(&broker.addr, Duration::from_secs(5)).expect("connect");
+    let long_poll = FetchRequest {
+        max_wait_ms: 2000,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![FetchPartition {
+            topic: "quiet".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1 << 20,
+        }],
+    };
+    let (answer, _) = block_on(conn.call::<_, FetchResponse>(&long_poll, &[])).expect("answered");
+    assert_eq!(answer.partitions[0].error_code, 0);
+    let short_poll = FetchRequest { max_wait_ms: 0, ..long_poll };
+    block_on(conn.call::<_, FetchResponse>(&short_poll, &[])).expect("still connected");
+    broker.stop();
+}
+
+#[test]
+fn idle_connections_beyond_the_limit_do_not_lock_clients_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_with_config(dir.path(), 1, "connections_per_shard_max = 8\n");
+    let mut idle: Vec<TcpStream> =
+        (0..40).map(|_| TcpStream::connect(&broker.addr).expect("connect")).collect();
+
+    create_topic(&broker.addr, "open", 1);
+    let producer = producer(&broker);
+    send_and_wait(&producer, record("open", None, "in")).expect("acknowledged");
+    assert_eq!(consume_all(&broker.addr, "open", 1).len(), 1);
+    producer.close();
+
+    // The oldest idle connections made room.
+    let (nothing, _) = read_until_closed(&mut idle[0]);
+    assert!(nothing.is_empty());
+    broker.stop();
+}
+
+#[test]
+fn a_second_broker_on_a_served_port_fails_and_the_first_keeps_serving() {
+    let (dir_a, dir_b) =
+        (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let first = Broker::start(dir_a.path(), 2);
+    let mut second = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(serve_args(dir_b.path(), 2, &first.addr))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a second mamba serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            second.kill().expect("kill the second broker");
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    second.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    let status = status.unwrap_or_else(|| panic!("the second broker kept running: {err}"));
+    assert!(!status.success());
+    assert!(err.to_lowercase().contains("address already in use"), "{err}");
+    assert!(!err.contains("mamba broker ready"), "{err}");
+
+    create_topic(&first.addr, "still", 2);
+    let producer = producer(&first);
+    for i in 0..20 {
+        send_and_wait(&producer, record("still", None, &format!("v{i}"))).expect("acknowledged");
+    }
+    assert_eq!(consume_all(&first.addr, "still", 20).len(), 20);
+    producer.close();
+    first.stop();
+}

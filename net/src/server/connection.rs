@@ -5,8 +5,13 @@
 //! order they finish (clients match them by correlation id). A semaphore
 //! bounds the requests in flight: at the bound the reader stops reading the
 //! socket, so a fast client cannot make the broker buffer without limit.
+//! Request memory is charged as a frame's bytes arrive (request_memory.rs);
+//! the connection table closes stalled, idle and (at the connection limit)
+//! least recently active connections (connection_table.rs).
 
+use super::connection_table::{Activity, Admission, CloseReason, ConnectionTable};
 use super::handlers;
+use super::request_memory::{FrameMemory, RequestMemory};
 use super::ServerContext;
 use crate::protocol::{
     encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FLAG_RESPONSE,
@@ -16,7 +21,6 @@ use crate::receive::{header_of, ShardReceiver};
 use futures::io::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use rkyv::util::AlignedVec;
-use std::cell::Cell;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,35 +29,45 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
     // SAFETY: the descriptor comes from a listening socket we own and give
     // up here; nothing else closes it.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let connections = Rc::new(Cell::new(0usize));
-    let memory = Rc::new(glommio::sync::Semaphore::new(
-        context.config.limits.request_bytes_per_shard_max as u64,
-    ));
+    let limits = &context.config.limits;
+    let table = Rc::new(ConnectionTable::new(limits));
+    mamba_engine::runtime::spawn_detached(table.clone().sweep_forever());
+    let memory =
+        Rc::new(RequestMemory::new(limits.request_bytes_per_shard_max, limits.frame_bytes_max));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                mamba_engine::runtime::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
-        if connections.get() >= context.config.limits.connections_per_shard_max {
-            tracing::warn!(
-                limit = context.config.limits.connections_per_shard_max,
-                "connection refused: shard at its limit"
-            );
-            continue;
-        }
-        connections.set(connections.get() + 1);
-        let (context, connections, memory) = (context.clone(), connections.clone(), memory.clone());
-        glommio::spawn_local(async move {
-            let peer = stream.peer_addr().ok();
-            serve(stream, context, memory).await;
-            tracing::debug!(?peer, "connection closed");
-            connections.set(connections.get() - 1);
-        })
-        .detach();
+        let receiver = match ShardReceiver::new(&stream) {
+            Ok(receiver) => receiver,
+            Err(e) => {
+                tracing::warn!(error = %e, "connection dropped: its socket could not be duplicated");
+                continue;
+            }
+        };
+        let peer = stream.peer_addr().ok();
+        let activity = match table.admit(receiver.fd(), peer) {
+            Admission::Admitted(activity) => activity,
+            Admission::Refused => {
+                tracing::debug!(
+                    ?peer,
+                    "connection refused: every connection has requests in flight"
+                );
+                continue;
+            }
+        };
+        let connection = Connection {
+            context: context.clone(),
+            memory: memory.clone(),
+            table: table.clone(),
+            activity,
+        };
+        glommio::spawn_local(connection.serve(stream, receiver)).detach();
     }
 }
 
@@ -118,100 +132,177 @@ pub(crate) fn error_frame(
     encode_frame(header, &body, &[])
 }
 
-async fn serve(
-    stream: TcpStream,
+/// What one connection's tasks share.
+struct Connection {
     context: Arc<ServerContext>,
-    memory: Rc<glommio::sync::Semaphore>,
-) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY not set");
-    }
-    let mut receiver = match ShardReceiver::new(&stream) {
-        Ok(receiver) => receiver,
-        Err(e) => {
-            tracing::warn!(error = %e, "connection dropped: its socket could not be duplicated");
-            return;
+    memory: Rc<RequestMemory>,
+    table: Rc<ConnectionTable>,
+    activity: Rc<Activity>,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, mut receiver: ShardReceiver) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-    };
-    let mut writer = stream;
-    let limits = &context.config.limits;
-    let (answers, outbox) = async_channel::bounded::<Answer>(limits.in_flight_per_connection_max);
-    let writer_task = glommio::spawn_local(async move {
-        while let Ok(answer) = outbox.recv().await {
-            if answer.write_to(&mut writer).await.is_err() {
-                break;
-            }
-        }
-        if let Err(e) = writer.close().await {
-            tracing::trace!(error = %e, "closing a connection");
-        }
-    });
-    let in_flight =
-        Rc::new(glommio::sync::Semaphore::new(limits.in_flight_per_connection_max as u64));
-    loop {
-        let Ok(permit) = in_flight.acquire_static_permit(1).await else { break };
-        let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
-        if receiver.fill(&mut head, FRAME_HEADER_BYTES).await.is_err() {
-            break;
-        }
-        let header = match FrameHeader::decode(header_of(&head), limits.frame_bytes_max) {
-            Ok(header) => header,
-            Err(e) => {
-                // Answer what can be answered, then close only this
-                // connection: the stream can no longer be trusted.
-                let api_key = u16::from_le_bytes([head[4], head[5]]);
-                let version = u16::from_le_bytes([head[6], head[7]]);
-                let correlation_id = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-                let code = match e {
-                    crate::protocol::FrameError::TooLarge { .. } => ErrorCode::MessageTooLarge,
-                    _ => ErrorCode::InvalidRequest,
-                };
-                tracing::debug!(error = %e, "bad frame; closing the connection");
-                if answers
-                    .send(Answer::from(error_frame(
-                        api_key,
-                        version,
-                        correlation_id,
-                        code,
-                        e.to_string(),
-                    )))
-                    .await
-                    .is_err()
-                {
+        let mut writer = stream;
+        let limits = &self.context.config.limits;
+        let (answers, outbox) =
+            async_channel::bounded::<Answer>(limits.in_flight_per_connection_max);
+        let writer_task = glommio::spawn_local(async move {
+            while let Ok(answer) = outbox.recv().await {
+                if answer.write_to(&mut writer).await.is_err() {
                     break;
                 }
+            }
+            if let Err(e) = writer.close().await {
+                tracing::trace!(error = %e, "closing a connection");
+            }
+        });
+        let in_flight =
+            Rc::new(glommio::sync::Semaphore::new(limits.in_flight_per_connection_max as u64));
+        loop {
+            let Ok(permit) = in_flight.acquire_static_permit(1).await else { break };
+            let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
+            // Between frames the connection is idle (the table closes it
+            // after `connections_max_idle_ms`); from a frame's first byte,
+            // its receive deadline runs.
+            if first_bytes(&mut receiver, &mut head).await.is_err() {
                 break;
             }
-        };
-        // The shard's request memory is bounded: wait for room before
-        // reading the frame (the socket is not read meanwhile).
-        let Ok(held) = memory.acquire_static_permit(header.frame_bytes() as u64).await else {
-            break;
-        };
-        let payload_bytes = header.payload_bytes as usize;
-        let mut payload = AlignedVec::<16>::with_capacity(payload_bytes);
-        if receiver.fill(&mut head, header.head_bytes()).await.is_err()
-            || receiver.fill(&mut payload, payload_bytes).await.is_err()
-        {
-            break;
-        }
-        let frame = Frame::from_parts(header, head, payload);
-        // Produce batches enter their partitions here, in the order they
-        // arrived; the answer is awaited on its own task.
-        let answer = handlers::start(frame, context.clone()).await;
-        let answers = answers.clone();
-        glommio::spawn_local(async move {
-            if let Some(answer) = answer.await {
-                if answers.send(answer).await.is_err() {
-                    tracing::trace!("connection closed before its answer");
-                }
+            self.activity.frame_started();
+            if receiver.fill(&mut head, FRAME_HEADER_BYTES).await.is_err() {
+                break;
             }
-            drop(held);
-            drop(permit);
-        })
-        .detach();
+            let header = match FrameHeader::decode(header_of(&head), limits.frame_bytes_max) {
+                Ok(header) => header,
+                Err(e) => {
+                    // Answer what can be answered, then close only this
+                    // connection: the stream can no longer be trusted.
+                    let api_key = u16::from_le_bytes([head[4], head[5]]);
+                    let version = u16::from_le_bytes([head[6], head[7]]);
+                    let correlation_id = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+                    let code = match e {
+                        crate::protocol::FrameError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+                        _ => ErrorCode::InvalidRequest,
+                    };
+                    tracing::debug!(error = %e, "bad frame; closing the connection");
+                    let answer = error_frame(api_key, version, correlation_id, code, e.to_string());
+                    if answers.send(Answer::from(answer)).await.is_err() {
+                        tracing::trace!("connection closed before its error answer");
+                    }
+                    break;
+                }
+            };
+            let mut held =
+                FrameMemory::new(self.memory.clone(), header.frame_bytes() - FRAME_HEADER_BYTES);
+            let payload_bytes = header.payload_bytes as usize;
+            let mut payload = AlignedVec::<16>::new();
+            let received = match self
+                .receive(&mut receiver, &mut head, header.head_bytes(), &mut held)
+                .await
+            {
+                Ok(()) => self.receive(&mut receiver, &mut payload, payload_bytes, &mut held).await,
+                Err(e) => Err(e),
+            };
+            if received.is_err() {
+                if self.activity.close_reason() == Some(CloseReason::FrameTimeout) {
+                    let message = format!(
+                        "the frame did not arrive whole within {} ms (frame_receive_timeout_ms); closing the connection",
+                        limits.frame_receive_timeout_ms
+                    );
+                    let answer = error_frame(
+                        header.api_key,
+                        header.api_version,
+                        header.correlation_id,
+                        ErrorCode::Timeout,
+                        message,
+                    );
+                    if answers.send(Answer::from(answer)).await.is_err() {
+                        tracing::trace!("connection closed before its timeout answer");
+                    }
+                }
+                break;
+            }
+            self.activity.frame_received();
+            let frame = Frame::from_parts(header, head, payload);
+            // Produce batches enter their partitions here, in the order they
+            // arrived; the answer is awaited on its own task.
+            let answer = handlers::start(frame, self.context.clone()).await;
+            let (answers, activity) = (answers.clone(), self.activity.clone());
+            glommio::spawn_local(async move {
+                if let Some(answer) = answer.await {
+                    if answers.send(answer).await.is_err() {
+                        tracing::trace!("connection closed before its answer");
+                    }
+                }
+                activity.request_done();
+                drop(held);
+                drop(permit);
+            })
+            .detach();
+        }
+        // The writer ends once every request task has sent its answer.
+        drop(answers);
+        writer_task.await;
+        tracing::debug!(
+            peer = ?self.activity.peer,
+            closed_by_broker = ?self.activity.close_reason(),
+            "connection closed"
+        );
+        // Out of the table before the receiver closes the last descriptor
+        // (the table may shut the socket down until then).
+        self.table.remove(&self.activity);
+        drop(receiver);
     }
-    // The writer ends once every request task has sent its answer.
-    drop(answers);
-    writer_task.await;
+
+    /// Receives until `buf` holds `len` bytes, charging request memory for
+    /// the bytes as they arrive.
+    async fn receive(
+        &self,
+        receiver: &mut ShardReceiver,
+        buf: &mut AlignedVec<16>,
+        len: usize,
+        held: &mut FrameMemory,
+    ) -> std::io::Result<()> {
+        while buf.len() < len {
+            let Some(room) = held.room_bytes() else {
+                // The shared pool is spent. Wait for bytes first (a sender
+                // that stalls queues for nothing), then for the reserve to
+                // hold the rest of the frame; the broker is the slow one
+                // meanwhile, so the frame's deadline starts again after.
+                receiver.readable().await?;
+                self.activity.memory_wait_started();
+                let reserved = held.reserve_rest().await;
+                self.activity.memory_wait_ended();
+                reserved?;
+                continue;
+            };
+            if buf.capacity() < len {
+                // The whole buffer at once (no copy as it fills), when its
+                // first bytes are there to receive.
+                buf.reserve_exact(len - buf.len());
+            }
+            let received = receiver.receive_ready(buf, len.min(buf.len() + room))?;
+            held.received(received);
+            if received == 0 {
+                receiver.readable().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the first bytes of the next frame and receives them into
+/// `head`.
+async fn first_bytes(
+    receiver: &mut ShardReceiver,
+    head: &mut AlignedVec<16>,
+) -> std::io::Result<()> {
+    while head.is_empty() {
+        if receiver.receive_ready(head, FRAME_HEADER_BYTES)? == 0 {
+            receiver.readable().await?;
+        }
+    }
+    Ok(())
 }

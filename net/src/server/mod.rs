@@ -10,7 +10,9 @@
 //! files; all storage goes through `Engine`.
 
 mod connection;
+mod connection_table;
 mod handlers;
+mod request_memory;
 
 use mamba_engine::{Engine, EngineError, ShardId};
 use std::net::SocketAddr;
@@ -21,15 +23,24 @@ use std::sync::Arc;
 pub struct BrokerLimits {
     /// Largest frame accepted (a produce request carries its batches).
     pub frame_bytes_max: usize,
-    /// Connections each shard serves at once; more are refused.
+    /// Connections each shard serves at once. At the bound a new
+    /// connection takes the place of the least recently active one with no
+    /// request in flight (closed); only when every connection has one in
+    /// flight is the new one refused.
     pub connections_per_shard_max: usize,
     /// Requests read from one connection before its answers are written;
     /// beyond it the broker stops reading that socket.
     pub in_flight_per_connection_max: usize,
     /// Bytes of request frames one shard holds at once, over all its
-    /// connections; at the bound every connection of the shard waits before
-    /// reading its next frame.
+    /// connections, counted as they are received; at the bound connections
+    /// wait before reading more.
     pub request_bytes_per_shard_max: usize,
+    /// Time from the first byte of a frame to its last; a connection whose
+    /// frame takes longer is answered `timeout` and closed.
+    pub frame_receive_timeout_ms: u64,
+    /// A connection with no request in flight and no frame coming in for
+    /// this long is closed (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
 }
 
 impl Default for BrokerLimits {
@@ -39,7 +50,44 @@ impl Default for BrokerLimits {
             connections_per_shard_max: 4096,
             in_flight_per_connection_max: 64,
             request_bytes_per_shard_max: 256 << 20,
+            frame_receive_timeout_ms: 30_000,
+            connections_max_idle_ms: 600_000,
         }
+    }
+}
+
+/// The smallest `frame_bytes_max`: room for any request that carries no
+/// record batch.
+pub const FRAME_BYTES_MAX_MIN: usize = 1024;
+
+impl BrokerLimits {
+    /// Checks that the limits can work together.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let invalid = |reason: String| Err(BrokerError::InvalidLimits { reason });
+        if self.frame_bytes_max < FRAME_BYTES_MAX_MIN {
+            return invalid(format!(
+                "frame_bytes_max is {}, at least {FRAME_BYTES_MAX_MIN} is needed",
+                self.frame_bytes_max
+            ));
+        }
+        if self.request_bytes_per_shard_max < self.frame_bytes_max {
+            return invalid(format!(
+                "request_bytes_per_shard_max ({}) must be at least frame_bytes_max ({})",
+                self.request_bytes_per_shard_max, self.frame_bytes_max
+            ));
+        }
+        let positive = [
+            ("connections_per_shard_max", self.connections_per_shard_max as u64),
+            ("in_flight_per_connection_max", self.in_flight_per_connection_max as u64),
+            ("frame_receive_timeout_ms", self.frame_receive_timeout_ms),
+            ("connections_max_idle_ms", self.connections_max_idle_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return invalid(format!("{name} must be positive"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -54,6 +102,8 @@ pub struct BrokerConfig {
 pub enum BrokerError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid broker limits: {reason}")]
+    InvalidLimits { reason: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -73,29 +123,73 @@ pub struct Broker {
     local_addr: SocketAddr,
 }
 
-fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Connections the kernel queues per shard before they are accepted.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Attempts at binding a port the kernel picks (port 0): another process
+/// may take the picked port between the probe and the shards' sockets.
+const PICKED_PORT_ATTEMPTS: usize = 3;
+
+fn tcp_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_port(true)?;
+    // Rebinding a port whose old connections linger in TIME_WAIT (a
+    // restart) is allowed; a port another socket listens on never is.
     socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+/// Claims `addr` for this process: binds it without SO_REUSEPORT, so the
+/// bind fails with "address already in use" if anyone listens there, even a
+/// broker whose sockets share the port among themselves. Returns the bound
+/// address (the picked port for port 0); the probe closes on return, and
+/// the shards' SO_REUSEPORT sockets bind right after. (Two brokers started
+/// within the microseconds between one's probe and its first `listen`
+/// could still share the port; any later one is refused.)
+fn claim_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let probe = tcp_socket(addr)?;
+    probe.bind(&addr.into())?;
+    probe.local_addr()?.as_socket().ok_or_else(|| std::io::ErrorKind::AddrNotAvailable.into())
+}
+
+fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = tcp_socket(addr)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// One listening socket per shard, all on the same port (SO_REUSEPORT),
+/// on a port no other process serves.
+fn listen_sockets(
+    addr: SocketAddr,
+    shards: usize,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let attempts = if addr.port() == 0 { PICKED_PORT_ATTEMPTS } else { 1 };
+    let mut attempt = 1;
+    loop {
+        let bound = claim_port(addr)?;
+        let listeners: std::io::Result<Vec<_>> =
+            (0..shards).map(|_| listen_socket(bound)).collect();
+        match listeners {
+            Ok(listeners) => return Ok((bound, listeners)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
+                tracing::debug!(port = bound.port(), "picked port taken meanwhile; picking again");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl Broker {
     /// Binds the client port on every shard and starts serving.
     pub fn start(engine: Engine, config: BrokerConfig) -> Result<Broker, BrokerError> {
-        let listen_error = |source| BrokerError::Listen { addr: config.listen, source };
-        // The first socket fixes the port (the configured one, or the one
-        // the kernel picked for port 0); the others share it.
-        let first = listen_socket(config.listen).map_err(listen_error)?;
-        let local_addr = first.local_addr().map_err(listen_error)?;
-        let mut listeners = vec![first];
-        for _ in 1..engine.shard_count() {
-            listeners.push(listen_socket(local_addr).map_err(listen_error)?);
-        }
+        config.limits.validate()?;
+        let (local_addr, listeners) = listen_sockets(config.listen, engine.shard_count())
+            .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let context =
             Arc::new(ServerContext { engine: engine.clone(), config, advertised: local_addr });
         for (i, listener) in listeners.into_iter().enumerate() {
