@@ -514,7 +514,8 @@ impl PartitionLog {
 
     /// Re-verifies the log after an I/O error and takes writes again: the
     /// damaged segment is recovered like at open (what reached the disk
-    /// intact stays, the rest is cut) and a fresh segment follows it.
+    /// intact stays, the rest is cut) and a fresh segment follows it, unless
+    /// it kept nothing.
     pub async fn recover_after_error(&self, now_ms: i64) -> EngineResult<()> {
         let (base, fenced) = {
             let st = self.state.borrow();
@@ -527,13 +528,21 @@ impl PartitionLog {
             Segment::open(&*self.storage, &self.dir, base, RecoveryMode::Repair, true, now_ms)
                 .await?;
         let next = segment.next_offset();
-        segment.close_for_writes();
-        let fresh = Segment::create(&*self.storage, &self.dir, next, now_ms).await?;
+        // When nothing of the segment reached the disk (a full disk fails its
+        // first write, every time), a fresh one would start at the same
+        // offset, in the same file: each fence would leave one more segment,
+        // and descriptor, on it. Such a segment takes the writes itself.
+        let fresh = if segment.is_empty() {
+            None
+        } else {
+            segment.close_for_writes();
+            Some(Segment::create(&*self.storage, &self.dir, next, now_ms).await?)
+        };
         {
             let mut st = self.state.borrow_mut();
             st.segments.pop_back();
             st.segments.push_back(segment);
-            st.segments.push_back(fresh);
+            st.segments.extend(fresh);
             st.written_offset = next;
             st.durable_offset = next;
             // Batches that reached the disk intact are now durable and visible.
