@@ -603,6 +603,27 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_archive_says_what_was_wrong() {
+        let batch = sample(3);
+        let mut bytes = AlignedVec::<16>::new();
+        bytes.extend_from_slice(batch.as_bytes());
+        let length = batch.header().batch_length as usize;
+        // The root of the records archive (its last 8 bytes: the vector's
+        // relative pointer and length) points far out of bounds; the CRC is
+        // recomputed so only the archive check can object.
+        bytes[length - 4..length].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc_of(&bytes[..length]);
+        bytes[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        match BatchView::validate(&bytes) {
+            Err(BatchError::BadArchive { reason }) => {
+                assert!(!reason.contains("without error information"), "{reason}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("expected a bad archive, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn truncation_and_bad_lengths_are_typed_errors() {
         let batch = sample(2);
         let bytes = batch.as_bytes();
