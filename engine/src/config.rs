@@ -165,6 +165,11 @@ pub struct EngineConfig {
     /// (when one moved). Recovery after a crash verifies what was written
     /// since; a clean shutdown always checkpoints.
     pub recovery_point_interval_ms: u64,
+    /// Descriptors of segment and index files each shard keeps open; the
+    /// least recently used idle ones are closed beyond it (and reopened when
+    /// needed). `None`: a quarter of the open-file limit, split over the
+    /// shards (the rest is for connections).
+    pub open_files_per_shard_max: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -175,6 +180,7 @@ impl Default for EngineConfig {
             tail_cache_bytes_per_shard: 64 * 1024 * 1024,
             retention_check_interval_ms: 30_000,
             recovery_point_interval_ms: 10_000,
+            open_files_per_shard_max: None,
         }
     }
 }

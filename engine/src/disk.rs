@@ -9,6 +9,7 @@ use crate::storage::{
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use glommio::io::{DmaFile, OpenOptions};
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -16,15 +17,138 @@ use std::rc::Rc;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DiskStorage;
 
-/// An O_DIRECT file.
-pub struct DiskFile {
-    file: DmaFile,
+/// Open descriptors per shard (thread) before the least recently used
+/// idle ones are closed; set by `set_open_files_max`.
+const OPEN_FILES_MAX_DEFAULT: usize = 256;
+
+/// The descriptors of a shard's files. A `DiskFile` is a handle that stays
+/// valid whether or not its descriptor is open: every operation reopens it
+/// if the cache closed it. With thousands of partitions per shard, most
+/// idle, descriptors would otherwise run out long before memory does.
+///
+/// Closing and reopening is safe for the log's durability: fdatasync acts
+/// on the file, not on the descriptor, and O_DIRECT writes report their
+/// errors when they complete.
+struct OpenFiles {
+    /// Slots whose descriptor is open (maybe dropped since: pruned lazily).
+    open: Vec<std::rc::Weak<Slot>>,
+    /// Advances on every use; a slot's `last_used` orders evictions.
+    clock: u64,
+    open_files_max: usize,
+}
+
+thread_local! {
+    static OPEN_FILES: RefCell<OpenFiles> = const {
+        RefCell::new(OpenFiles { open: Vec::new(), clock: 0, open_files_max: OPEN_FILES_MAX_DEFAULT })
+    };
+}
+
+/// Bounds the descriptors this thread's `DiskFile`s keep open (at least 16).
+/// Operations in flight keep theirs until they complete, so the bound may
+/// be passed briefly.
+pub fn set_open_files_max(open_files_max: usize) {
+    OPEN_FILES.with(|files| files.borrow_mut().open_files_max = open_files_max.max(16));
+}
+
+/// Descriptors this thread's `DiskFile`s hold open now.
+pub fn open_files() -> usize {
+    OPEN_FILES.with(|files| {
+        files
+            .borrow()
+            .open
+            .iter()
+            .filter_map(std::rc::Weak::upgrade)
+            .filter(|s| s.is_open())
+            .count()
+    })
+}
+
+fn tick() -> u64 {
+    OPEN_FILES.with(|files| {
+        let mut files = files.borrow_mut();
+        files.clock += 1;
+        files.clock
+    })
+}
+
+/// Records that `slot` opened its descriptor; closes the least recently
+/// used idle ones when the bound is passed (an eighth of the bound at once,
+/// so the scan runs rarely).
+fn opened(slot: &Rc<Slot>) {
+    let evicted: Vec<Rc<Slot>> = OPEN_FILES.with(|files| {
+        let mut files = files.borrow_mut();
+        files.open.push(Rc::downgrade(slot));
+        if files.open.len() <= files.open_files_max {
+            return Vec::new();
+        }
+        let mut live: Vec<Rc<Slot>> =
+            files.open.iter().filter_map(std::rc::Weak::upgrade).filter(|s| s.is_open()).collect();
+        let max = files.open_files_max;
+        let mut evicted = Vec::new();
+        if live.len() > max {
+            live.sort_by_key(|s| s.last_used.get());
+            let excess = live.len() - max + max / 8;
+            evicted = live.drain(..excess.min(live.len())).collect();
+        }
+        files.open = live.iter().map(Rc::downgrade).collect();
+        evicted
+    });
+    for slot in evicted {
+        // Dropping the last handle closes the descriptor (glommio closes it
+        // asynchronously); an operation in flight holds its own.
+        drop(slot.file.borrow_mut().take());
+    }
+}
+
+/// A file's path and, while it is open, its descriptor.
+struct Slot {
     path: PathBuf,
+    file: RefCell<Option<Rc<DmaFile>>>,
+    last_used: Cell<u64>,
+}
+
+impl Slot {
+    fn is_open(&self) -> bool {
+        self.file.borrow().is_some()
+    }
+}
+
+/// An O_DIRECT file (see `OpenFiles` for its descriptor's lifecycle).
+pub struct DiskFile {
+    slot: Rc<Slot>,
+}
+
+async fn open_dma(path: &Path, create: bool) -> StorageResult<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| StorageError::new(if create { "create" } else { "open" }, path, e))
+}
+
+impl DiskFile {
+    /// The open descriptor, reopening the file if the cache closed it.
+    async fn dma(&self) -> StorageResult<Rc<DmaFile>> {
+        self.slot.last_used.set(tick());
+        if let Some(file) = self.slot.file.borrow().as_ref() {
+            return Ok(file.clone());
+        }
+        let file = Rc::new(open_dma(&self.slot.path, false).await?);
+        if let Some(raced) = self.slot.file.borrow().as_ref() {
+            // Another operation reopened it meanwhile; ours closes on drop.
+            return Ok(raced.clone());
+        }
+        *self.slot.file.borrow_mut() = Some(file.clone());
+        opened(&self.slot);
+        Ok(file)
+    }
 }
 
 impl StorageFile for DiskFile {
     fn path(&self) -> &Path {
-        &self.path
+        &self.slot.path
     }
 
     fn alloc_buffer(&self, size_bytes: usize) -> IoBuf {
@@ -33,7 +157,7 @@ impl StorageFile for DiskFile {
         if size_bytes == 0 {
             return IoBuf::Heap(Vec::new());
         }
-        IoBuf::Dma(self.file.alloc_dma_buffer(size_bytes))
+        IoBuf::Dma(glommio::allocate_dma_buffer(size_bytes))
     }
 
     fn write_at(&self, buf: IoBuf, position_bytes: u64) -> LocalBoxFuture<'_, StorageResult<()>> {
@@ -43,15 +167,17 @@ impl StorageFile for DiskFile {
                 panic!("DiskFile::write_at needs a buffer from DiskFile::alloc_buffer");
             };
             let len = buf.len();
+            let path = &self.slot.path;
             let written = self
-                .file
+                .dma()
+                .await?
                 .write_at(buf, position_bytes)
                 .await
-                .map_err(|e| StorageError::new("write", &self.path, e))?;
+                .map_err(|e| StorageError::new("write", path, e))?;
             if written != len {
                 return Err(StorageError::new(
                     "write",
-                    &self.path,
+                    path,
                     std::io::Error::new(
                         std::io::ErrorKind::WriteZero,
                         format!("short write: {written} of {len} bytes at {position_bytes}"),
@@ -78,10 +204,11 @@ impl StorageFile for DiskFile {
                 return Ok(ReadBuf::Heap(Vec::new()));
             }
             let result = self
-                .file
+                .dma()
+                .await?
                 .read_at_aligned(position_bytes, size_bytes)
                 .await
-                .map_err(|e| StorageError::new("read", &self.path, e))?;
+                .map_err(|e| StorageError::new("read", &self.slot.path, e))?;
             Ok(ReadBuf::Dma(result))
         }
         .boxed_local()
@@ -89,36 +216,45 @@ impl StorageFile for DiskFile {
 
     fn sync(&self) -> LocalBoxFuture<'_, StorageResult<()>> {
         async move {
-            self.file.fdatasync().await.map_err(|e| StorageError::new("fdatasync", &self.path, e))
+            self.dma()
+                .await?
+                .fdatasync()
+                .await
+                .map_err(|e| StorageError::new("fdatasync", &self.slot.path, e))
         }
         .boxed_local()
     }
 
     fn truncate(&self, size_bytes: u64) -> LocalBoxFuture<'_, StorageResult<()>> {
         async move {
-            self.file
+            self.dma()
+                .await?
                 .truncate(size_bytes)
                 .await
-                .map_err(|e| StorageError::new("truncate", &self.path, e))
+                .map_err(|e| StorageError::new("truncate", &self.slot.path, e))
         }
         .boxed_local()
     }
 
     fn size_bytes(&self) -> LocalBoxFuture<'_, StorageResult<u64>> {
         async move {
-            self.file
+            self.dma()
+                .await?
                 .file_size()
                 .await
-                .map_err(|e| StorageError::new("stat", &self.path, e))
+                .map_err(|e| StorageError::new("stat", &self.slot.path, e))
         }
         .boxed_local()
     }
 
     fn close(&self) -> LocalBoxFuture<'_, StorageResult<()>> {
-        // glommio closes a DmaFile on drop when `close` is not called; an
-        // explicit close needs ownership, which shared readers may still
-        // hold, so the fd is released when the last `Rc` goes.
-        async move { Ok(()) }.boxed_local()
+        // The descriptor goes now (operations in flight keep theirs until
+        // they complete); the handle stays usable and reopens on next use.
+        async move {
+            drop(self.slot.file.borrow_mut().take());
+            Ok(())
+        }
+        .boxed_local()
     }
 }
 
@@ -129,14 +265,15 @@ impl Storage for DiskStorage {
         create: bool,
     ) -> LocalBoxFuture<'a, StorageResult<FileRef>> {
         async move {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(create)
-                .dma_open(path)
-                .await
-                .map_err(|e| StorageError::new(if create { "create" } else { "open" }, path, e))?;
-            Ok(Rc::new(DiskFile { file, path: path.to_path_buf() }) as FileRef)
+            // Opened now, so a missing file is an error here, not later.
+            let file = Rc::new(open_dma(path, create).await?);
+            let slot = Rc::new(Slot {
+                path: path.to_path_buf(),
+                file: RefCell::new(Some(file)),
+                last_used: Cell::new(tick()),
+            });
+            opened(&slot);
+            Ok(Rc::new(DiskFile { slot }) as FileRef)
         }
         .boxed_local()
     }

@@ -2,7 +2,9 @@
 //! fails with ENOSPC (injected through the storage seam, so the test needs
 //! no root and no small file system) while recovery, which writes nothing
 //! into an empty segment, keeps succeeding. The writer fences and recovers
-//! once per attempt, for as long as the disk stays full.
+//! once per attempt, for as long as the disk stays full. The files are real
+//! because descriptors are what leaked: `MemFs` handles share one in-memory
+//! file and hold nothing a process could run out of.
 
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
