@@ -163,25 +163,48 @@ fn print_finding(out: &mut impl Write, f: &Finding, output: Output) -> std::io::
     }
 }
 
-fn dump(path: &Path, records: bool, output: Output) -> Result<ExitCode, String> {
-    let mut any_damage = false;
-    for dir in inspect::partition_dirs(path).map_err(|e| e.to_string())? {
-        let scan_dir = dir.clone();
-        let (batches, findings) = inspect::run_offline(&dir, move || async move {
-            let mut batches = Vec::new();
-            let findings = inspect::scan_partition(&scan_dir, records, |b| batches.push(b)).await?;
-            Ok((batches, findings))
-        })
-        .map_err(|e| e.to_string())?;
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        for b in &batches {
-            print_batch(&mut out, b, output).map_err(|e| e.to_string())?;
+/// Runs `work` over every partition directory under `path` on one offline
+/// executor (one per partition would leave each one's closing descriptors
+/// behind, thousands of them on a large data directory).
+fn for_each_partition<T: Send + 'static>(
+    path: &Path,
+    work: impl AsyncFnMut(PathBuf) -> Result<T, String> + Send + 'static,
+) -> Result<Vec<T>, String> {
+    let dirs = inspect::partition_dirs(path).map_err(|e| e.to_string())?;
+    let mut work = work;
+    inspect::run_offline(path, move || async move {
+        let mut out = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            out.push(work(dir).await);
         }
+        Ok(out)
+    })
+    .map_err(|e| e.to_string())?
+    .into_iter()
+    .collect()
+}
+
+fn dump(path: &Path, records: bool, output: Output) -> Result<ExitCode, String> {
+    let damage = for_each_partition(path, async move |dir| {
+        let stdout = std::io::stdout();
+        let mut failed = None;
+        let findings = inspect::scan_partition(&dir, records, |b| {
+            if failed.is_none() {
+                failed = print_batch(&mut stdout.lock(), &b, output).err();
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Some(e) = failed {
+            return Err(e.to_string());
+        }
+        let mut any_damage = false;
         for f in findings.iter().filter(|f| f.damaged_log) {
             any_damage = true;
             match output {
-                Output::Json => print_finding(&mut out, f, output).map_err(|e| e.to_string())?,
+                Output::Json => {
+                    print_finding(&mut stdout.lock(), f, output).map_err(|e| e.to_string())?
+                }
                 Output::Text => eprintln!(
                     "{}: {} (valid data ends at offset {})",
                     f.file.display(),
@@ -190,35 +213,21 @@ fn dump(path: &Path, records: bool, output: Output) -> Result<ExitCode, String> 
                 ),
             }
         }
-    }
-    Ok(if any_damage { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        Ok(any_damage)
+    })?;
+    Ok(if damage.contains(&true) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
-    let mut damaged = 0usize;
-    let mut notes = 0usize;
-    let mut partitions = 0usize;
-    let mut batches = 0u64;
-    let mut corrupt = false;
-    let stdout = std::io::stdout();
-    for dir in inspect::partition_dirs(path).map_err(|e| e.to_string())? {
-        partitions += 1;
-        let scan_dir = dir.clone();
-        let (count, findings, damage) = inspect::run_offline(&dir, move || async move {
-            let mut count = 0u64;
-            let findings = inspect::scan_partition(&scan_dir, false, |_| count += 1).await?;
-            let damage = inspect::classify(&scan_dir, &findings)?;
-            Ok((count, findings, damage))
-        })
-        .map_err(|e| e.to_string())?;
-        batches += count;
+    let per_partition = for_each_partition(path, async move |dir| {
+        let mut count = 0u64;
+        let findings = inspect::scan_partition(&dir, false, |_| count += 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let damage = inspect::classify(&dir, &findings).map_err(|e| e.to_string())?;
+        let stdout = std::io::stdout();
         let mut out = stdout.lock();
         for f in &findings {
-            if f.damaged_log {
-                damaged += 1;
-            } else {
-                notes += 1;
-            }
             print_finding(&mut out, f, output).map_err(|e| e.to_string())?;
         }
         let verdict = match &damage {
@@ -227,18 +236,24 @@ fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
                 "{}: a torn tail past the recovery point; the broker cuts it at start (or `mamba log recover`)",
                 dir.display()
             )),
-            Damage::Corrupt { offset, .. } => {
-                corrupt = true;
-                Some(format!(
-                    "{}: corruption, not a torn write: the broker keeps this partition offline; `mamba log recover --force` cuts the log at offset {offset}, losing the offsets from there on",
-                    dir.display()
-                ))
-            }
+            Damage::Corrupt { offset, .. } => Some(format!(
+                "{}: corruption, not a torn write: the broker keeps this partition offline; `mamba log recover --force` cuts the log at offset {offset}, losing the offsets from there on",
+                dir.display()
+            )),
         };
         if let (Some(verdict), Output::Text) = (verdict, output) {
             writeln!(out, "{verdict}").map_err(|e| e.to_string())?;
         }
-    }
+        let damaged = findings.iter().filter(|f| f.damaged_log).count();
+        let corrupt = matches!(damage, Damage::Corrupt { .. });
+        Ok((count, damaged, findings.len() - damaged, corrupt))
+    })?;
+    let partitions = per_partition.len();
+    let batches: u64 = per_partition.iter().map(|p| p.0).sum();
+    let damaged: usize = per_partition.iter().map(|p| p.1).sum();
+    let notes: usize = per_partition.iter().map(|p| p.2).sum();
+    let corrupt = per_partition.iter().any(|p| p.3);
+    let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let summary = match output {
         Output::Json => json!({"partitions": partitions, "batches": batches, "problems": damaged, "index_notes": notes, "clean": damaged == 0}).to_string(),
@@ -252,13 +267,11 @@ fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
 }
 
 fn recover(path: &Path, force: bool, output: Output) -> Result<ExitCode, String> {
-    let stdout = std::io::stdout();
-    for dir in inspect::partition_dirs(path).map_err(|e| e.to_string())? {
-        let recover_dir = dir.clone();
-        let reports = inspect::run_offline(&dir, move || async move {
-            inspect::recover_partition(&recover_dir, force).await
-        })
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    for_each_partition(path, async move |dir| {
+        let reports = inspect::recover_partition(&dir, force)
+            .await
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let stdout = std::io::stdout();
         let mut out = stdout.lock();
         for r in &reports {
             let cut_bytes = r.file_size_bytes.saturating_sub(r.valid_end_bytes);
@@ -285,6 +298,7 @@ fn recover(path: &Path, force: bool, output: Output) -> Result<ExitCode, String>
             };
             writeln!(out, "{line}").map_err(|e| e.to_string())?;
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
