@@ -136,6 +136,12 @@ impl Engine {
             None => runtime::available_cores(),
         };
         let cores = runtime::available_cores();
+        // Computed here, not on the shards: a pinned thread sees one core.
+        let mut config = config;
+        config.open_files_per_shard_max.get_or_insert_with(|| {
+            let limit = runtime::open_file_limit().unwrap_or(1 << 20) as usize;
+            (limit / 4 / shard_count).max(64)
+        });
         let mut io_memory = runtime::io_memory_per_shard_bytes(shard_count);
         let mut shards = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);

@@ -229,11 +229,9 @@ pub async fn run(
         ready.send(Err(e.to_string())).ok();
         return;
     }
-    crate::disk::set_open_files_max(config.open_files_per_shard_max.unwrap_or_else(|| {
-        let limit = runtime::open_file_limit().unwrap_or(1 << 20) as usize;
-        let shards = config.shards.map_or_else(runtime::available_cores, |n| n as usize);
-        (limit / 4 / shards.max(1)).max(64)
-    }));
+    if let Some(open_files_max) = config.open_files_per_shard_max {
+        crate::disk::set_open_files_max(open_files_max);
+    }
     ready.send(Ok(())).ok();
     drop(ready);
     let shard = Rc::new(ShardState {

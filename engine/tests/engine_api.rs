@@ -292,3 +292,29 @@ fn a_relative_data_directory_works() {
     block_on(engine.append("r", PartitionId(0), batch(&["x"], 0))).expect("append");
     engine.close().expect("close");
 }
+
+#[test]
+fn many_partitions_hold_a_bounded_number_of_descriptors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = std::fs::canonicalize(dir.path()).expect("canonical");
+    let config = EngineConfig { open_files_per_shard_max: Some(64), ..config() };
+    let engine = Engine::open(&data, config).expect("open");
+    block_on(
+        engine.create_topic("many", TopicConfig { partitions: 300, ..TopicConfig::default() }),
+    )
+    .expect("create");
+    for p in [0, 150, 299] {
+        block_on(engine.append("many", PartitionId(p), batch(&["x"], 0))).expect("append");
+    }
+    let descriptors = || {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("fd dir")
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|target| target.starts_with(&data))
+            .count()
+    };
+    assert!(eventually(|| descriptors() <= 2 * 64 + 8), "{} descriptors open", descriptors());
+    assert_eq!(values(&engine, "many", 150, 0), vec!["x"]);
+    engine.close().expect("close");
+}
