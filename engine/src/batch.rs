@@ -199,6 +199,33 @@ fn crc_of(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[at::CRC_COVERED_FROM..])
 }
 
+/// Checks the stored batch at the start of `bytes` as far as the disk can
+/// damage it: header, length bounds, format version, CRC and zero padding.
+/// The records archive inside was validated when the batch was accepted;
+/// a batch that passes this is byte for byte what was accepted.
+pub fn verify_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::decode(bytes)?;
+    let length = header.batch_length as usize;
+    if !(BATCH_HEADER_BYTES..=BATCH_BYTES_MAX).contains(&length) {
+        return Err(BatchError::BadLength { length_bytes: header.batch_length });
+    }
+    let stored_len = header.stored_bytes();
+    if bytes.len() < stored_len {
+        return Err(BatchError::Truncated { needed_bytes: stored_len, available_bytes: bytes.len() });
+    }
+    if header.magic != MAGIC {
+        return Err(BatchError::BadMagic { found: header.magic });
+    }
+    let actual = crc_of(&bytes[..length]);
+    if actual != header.crc {
+        return Err(BatchError::ChecksumMismatch { expected: header.crc, actual });
+    }
+    if bytes[length..stored_len].iter().any(|&b| b != 0) {
+        return Err(BatchError::DirtyPadding);
+    }
+    Ok(header)
+}
+
 /// A batch whose bytes were validated: bounds, CRC, archive.
 ///
 /// Borrows the bytes; `as_bytes` returns exactly the stored bytes (with
@@ -214,28 +241,9 @@ impl<'a> BatchView<'a> {
     /// Validates the batch at the start of `bytes` (which may continue with
     /// further batches). `bytes` must be 16-byte aligned in memory.
     pub fn validate(bytes: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
-        let header = BatchHeader::decode(bytes)?;
+        let header = verify_stored(bytes)?;
         let length = header.batch_length as usize;
-        if !(BATCH_HEADER_BYTES..=BATCH_BYTES_MAX).contains(&length) {
-            return Err(BatchError::BadLength { length_bytes: header.batch_length });
-        }
         let stored_len = header.stored_bytes();
-        if bytes.len() < stored_len {
-            return Err(BatchError::Truncated {
-                needed_bytes: stored_len,
-                available_bytes: bytes.len(),
-            });
-        }
-        if header.magic != MAGIC {
-            return Err(BatchError::BadMagic { found: header.magic });
-        }
-        let actual = crc_of(&bytes[..length]);
-        if actual != header.crc {
-            return Err(BatchError::ChecksumMismatch { expected: header.crc, actual });
-        }
-        if bytes[length..stored_len].iter().any(|&b| b != 0) {
-            return Err(BatchError::DirtyPadding);
-        }
         if !(bytes.as_ptr() as usize).is_multiple_of(BATCH_ALIGN_BYTES) {
             return Err(BatchError::Misaligned);
         }

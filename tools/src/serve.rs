@@ -139,6 +139,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         durability_default = "fsync",
         partitions = report.partitions_opened,
         repaired_segments = report.repaired_segments.len(),
+        offline_partitions = report.offline_partitions.len(),
         open_files_max = ?open_files_max,
         "mamba broker ready"
     );
