@@ -998,3 +998,21 @@ fn many_large_frames_through_a_small_request_memory_all_arrive() {
     assert_eq!(consume_all(&broker.addr, "squeezed", acked).len(), acked);
     broker.stop();
 }
+
+#[test]
+fn a_zero_connection_timeout_in_the_config_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("zero.toml");
+    std::fs::write(&config, "connections_max_idle_ms = 0\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zero.toml") && err.contains("connections_max_idle_ms"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
