@@ -1144,3 +1144,61 @@ fn a_second_broker_on_a_served_port_fails_and_the_first_keeps_serving() {
     producer.close();
     first.stop();
 }
+
+#[test]
+fn many_large_frames_through_a_small_request_memory_all_arrive() {
+    // Frames are charged as their bytes arrive; half-received frames that
+    // spend the shared pool finish one by one in the reserve instead of
+    // waiting on each other forever.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_with_config(
+        dir.path(),
+        1,
+        "frame_bytes_max = 1048576\nrequest_bytes_per_shard_max = 1572864\n",
+    );
+    create_topic(&broker.addr, "squeezed", 4);
+    const PRODUCERS: usize = 8;
+    const RECORDS: usize = 2000;
+    let senders: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let addr = broker.addr.clone();
+            std::thread::spawn(move || {
+                let config = ProducerConfig { batch_bytes: 256 << 10, ..ProducerConfig::default() };
+                let producer = Producer::connect(&addr, config).expect("producer");
+                let value = "x".repeat(1000);
+                let sends: Vec<_> = (0..RECORDS)
+                    .map(|i| {
+                        let key = format!("{p}-{}", i % 4);
+                        producer.send(record("squeezed", Some(&key), &value)).expect("send")
+                    })
+                    .collect();
+                producer.flush();
+                let acked = sends.into_iter().map(block_on).filter(Result::is_ok).count();
+                producer.close();
+                acked
+            })
+        })
+        .collect();
+    let acked: usize = senders.into_iter().map(|s| s.join().expect("producer thread")).sum();
+    assert_eq!(acked, PRODUCERS * RECORDS);
+    assert_eq!(consume_all(&broker.addr, "squeezed", acked).len(), acked);
+    broker.stop();
+}
+
+#[test]
+fn a_zero_connection_timeout_in_the_config_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("zero.toml");
+    std::fs::write(&config, "connections_max_idle_ms = 0\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zero.toml") && err.contains("connections_max_idle_ms"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

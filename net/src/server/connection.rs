@@ -272,6 +272,7 @@ impl Connection {
                 // hold the rest of the frame; the broker is the slow one
                 // meanwhile, so the frame's deadline starts again after.
                 receiver.readable().await?;
+                tracing::trace!(peer = ?self.activity.peer, "request memory spent; waiting for the reserve");
                 self.activity.memory_wait_started();
                 let reserved = held.reserve_rest().await;
                 self.activity.memory_wait_ended();

@@ -210,3 +210,36 @@ impl Broker {
         &self.engine
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_that_cannot_work_together_are_refused_with_the_reason() {
+        assert!(BrokerLimits::default().validate().is_ok());
+        let cases = [
+            (
+                BrokerLimits { frame_receive_timeout_ms: 0, ..BrokerLimits::default() },
+                "frame_receive_timeout_ms",
+            ),
+            (
+                BrokerLimits { connections_max_idle_ms: 0, ..BrokerLimits::default() },
+                "connections_max_idle_ms",
+            ),
+            (
+                BrokerLimits { connections_per_shard_max: 0, ..BrokerLimits::default() },
+                "connections_per_shard_max",
+            ),
+            (BrokerLimits { frame_bytes_max: 100, ..BrokerLimits::default() }, "frame_bytes_max"),
+            (
+                BrokerLimits { request_bytes_per_shard_max: 1 << 20, ..BrokerLimits::default() },
+                "request_bytes_per_shard_max",
+            ),
+        ];
+        for (limits, named) in cases {
+            let error = limits.validate().expect_err(named).to_string();
+            assert!(error.contains(named), "{error}");
+        }
+    }
+}
