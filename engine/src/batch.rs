@@ -211,7 +211,10 @@ pub fn verify_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let stored_len = header.stored_bytes();
     if bytes.len() < stored_len {
-        return Err(BatchError::Truncated { needed_bytes: stored_len, available_bytes: bytes.len() });
+        return Err(BatchError::Truncated {
+            needed_bytes: stored_len,
+            available_bytes: bytes.len(),
+        });
     }
     if header.magic != MAGIC {
         return Err(BatchError::BadMagic { found: header.magic });
