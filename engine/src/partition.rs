@@ -299,8 +299,7 @@ impl PartitionLog {
         };
         let mut states = ProducerStates::default();
         for (file, end, base) in segments {
-            crate::scan::scan_segment(&file, end, 0, base, |view, _| states.record(view.header()))
-                .await?;
+            for_each_header(&file, end, base, |header| states.record(header)).await?;
         }
         self.state.borrow_mut().producers = states;
         Ok(())
@@ -907,6 +906,29 @@ async fn read_from_segment(
     let mut out = AlignedVec::<16>::with_capacity(taken);
     out.extend_from_slice(bytes);
     Ok(Bytes::from_owner(out))
+}
+
+/// Calls `f` with every batch header of `file` below `end`, from its start
+/// (offset `base`): what the producer states need, read a header per batch
+/// instead of verifying every byte (recovery verified what was not known
+/// durable; with 1 MiB batches this reads a 16th of the segment). Stops at
+/// the first header that does not follow on: damage, which reads report.
+async fn for_each_header(
+    file: &FileRef,
+    end: u64,
+    base: Offset,
+    mut f: impl FnMut(&BatchHeader),
+) -> EngineResult<()> {
+    let mut window = Window::new(file, end);
+    let (mut position, mut expected) = (0u64, base);
+    while position < end {
+        let head = window.get(position, BATCH_HEADER_BYTES).await?;
+        let Ok((header, stored)) = stored_header(head, expected) else { break };
+        f(&header);
+        expected = header.last_offset().plus(1);
+        position += stored as u64;
+    }
+    Ok(())
 }
 
 /// The header of the stored batch at the start of `head`, which must begin
