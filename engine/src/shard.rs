@@ -511,15 +511,20 @@ async fn delete(key: &PartitionKey, partitions: &Partitions) -> EngineResult<()>
     Ok(())
 }
 
-async fn close_all(partitions: &Partitions) -> EngineResult<()> {
-    let all: Vec<Rc<Partition>> = partitions
+/// The partitions that are open (not offline).
+fn online(partitions: &Partitions) -> Vec<Rc<Partition>> {
+    partitions
         .borrow()
         .values()
         .filter_map(|slot| match slot {
             Slot::Online(p) => Some(p.clone()),
             Slot::Offline(_) => None,
         })
-        .collect();
+        .collect()
+}
+
+async fn close_all(partitions: &Partitions) -> EngineResult<()> {
+    let all = online(partitions);
     let results = futures::future::join_all(all.iter().map(|p| close_partition(p))).await;
     results.into_iter().collect::<EngineResult<Vec<()>>>().map(|_| ())
 }
@@ -739,16 +744,7 @@ async fn timers(shard: Rc<ShardState>, config: EngineConfig, stopped: Rc<Cell<bo
                 }
             });
         }
-        let all: Vec<Rc<Partition>> = shard
-            .partitions
-            .borrow()
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Online(p) => Some(p.clone()),
-                Slot::Offline(_) => None,
-            })
-            .collect();
-        for p in all {
+        for p in online(&shard.partitions) {
             let mut wake = false;
             if let Durability::Interval { interval_ms } = p.log.durability() {
                 if now - p.last_sync_ms.get() >= interval_ms as i64 && !p.sync_due.get() {
