@@ -11,6 +11,13 @@ use serde_json::json;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
+/// `println!` that ends quietly on a closed pipe (see `emit`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        emit(&mut std::io::stdout().lock(), &format!($($arg)*))
+    };
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TopicCommand {
     /// Create a topic.
@@ -79,8 +86,8 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
             configs.extend(segment_bytes.map(|v| entry("segment.bytes", v)));
             block_on(admin.create_topic(&name, partitions, configs)).map_err(err)?;
             match output {
-                Output::Json => println!("{}", json!({"created": name, "partitions": partitions})),
-                Output::Text => println!("created topic {name} with {partitions} partitions"),
+                Output::Json => say!("{}", json!({"created": name, "partitions": partitions}))?,
+                Output::Text => say!("created topic {name} with {partitions} partitions")?,
             }
         }
         TopicCommand::List => {
@@ -88,9 +95,9 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
             for t in topics {
                 match output {
                     Output::Json => {
-                        println!("{}", json!({"name": t.name, "partitions": t.partitions.len()}))
+                        say!("{}", json!({"name": t.name, "partitions": t.partitions.len()}))?
                     }
-                    Output::Text => println!("{}\t{} partitions", t.name, t.partitions.len()),
+                    Output::Text => say!("{}\t{} partitions", t.name, t.partitions.len())?,
                 }
             }
         }
@@ -108,7 +115,7 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
                 })
                 .collect();
             match output {
-                Output::Json => println!(
+                Output::Json => say!(
                     "{}",
                     json!({
                         "name": d.name,
@@ -118,21 +125,23 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
                         }).collect::<Vec<_>>(),
                         "configs": d.configs.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
                     })
-                ),
+                )?,
                 Output::Text => {
-                    println!("topic {} ({} partitions)", d.name, d.partitions.len());
+                    say!("topic {} ({} partitions)", d.name, d.partitions.len())?;
                     for c in &d.configs {
-                        println!("  {} = {}", c.name, c.value);
+                        say!("  {} = {}", c.name, c.value)?;
                     }
                     for (p, s) in d.partitions.iter().zip(&status) {
                         let state = match s {
                             Ok((start, end)) => format!("offsets {start}..{end}"),
                             Err(e) => format!("OFFLINE: {e}"),
                         };
-                        println!(
+                        say!(
                             "  partition {}: leader {} shard {} {state}",
-                            p.partition, p.leader, p.shard
-                        );
+                            p.partition,
+                            p.leader,
+                            p.shard
+                        )?;
                     }
                 }
             }
@@ -146,15 +155,15 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
             }
             block_on(admin.alter_topic(&name, configs)).map_err(err)?;
             match output {
-                Output::Json => println!("{}", json!({"altered": name})),
-                Output::Text => println!("altered topic {name}"),
+                Output::Json => say!("{}", json!({"altered": name}))?,
+                Output::Text => say!("altered topic {name}")?,
             }
         }
         TopicCommand::Delete { name } => {
             block_on(admin.delete_topic(&name)).map_err(err)?;
             match output {
-                Output::Json => println!("{}", json!({"deleted": name})),
-                Output::Text => println!("deleted topic {name}"),
+                Output::Json => say!("{}", json!({"deleted": name}))?,
+                Output::Text => say!("deleted topic {name}")?,
             }
         }
     }
@@ -167,7 +176,7 @@ pub struct ProduceArgs {
     /// The key of every record.
     #[arg(long, conflicts_with = "key_separator")]
     key: Option<String>,
-    /// Split each line at the first SEP into key and value.
+    /// Split each record at the first SEP into key and value.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
     /// Send every record to this partition (default: by key, or sticky).
@@ -179,6 +188,40 @@ pub struct ProduceArgs {
     /// A header on every record (repeatable).
     #[arg(long = "header", value_name = "K=V")]
     headers: Vec<String>,
+    /// The byte that ends each record on standard input: one character,
+    /// or an escape (\n, \0, \t, \xHH). Records are raw bytes; they need
+    /// not be UTF-8.
+    #[arg(long, value_name = "BYTE", default_value = "\\n", value_parser = parse_delimiter)]
+    delimiter: u8,
+}
+
+/// A record delimiter: one ASCII character or an escape.
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    let byte = match s {
+        "\\n" => Some(b'\n'),
+        "\\0" => Some(0),
+        "\\t" => Some(b'\t'),
+        "\\r" => Some(b'\r'),
+        _ if s.len() == 1 && s.is_ascii() => Some(s.as_bytes()[0]),
+        _ => s.strip_prefix("\\x").and_then(|hex| u8::from_str_radix(hex, 16).ok()),
+    };
+    byte.ok_or_else(|| {
+        format!("--delimiter wants one character or \\n, \\0, \\t, \\r, \\xHH, not {s:?}")
+    })
+}
+
+/// Records sent but not yet acknowledged before reading standard input
+/// waits: bounds the memory of `mamba produce` whatever the input length.
+const PRODUCE_UNACKED_MAX: usize = 16 * 1024;
+
+/// Writes `line` to standard output; a closed pipe (`| head`) ends the
+/// process quietly with status 0, as a reader that stopped reading wants.
+pub fn emit(out: &mut impl Write, line: &str) -> Result<(), String> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("writing to standard output: {e}")),
+    }
 }
 
 pub fn produce(brokers: &str, output: Output, args: ProduceArgs) -> Result<(), String> {
@@ -197,16 +240,57 @@ pub fn produce(brokers: &str, output: Output, args: ProduceArgs) -> Result<(), S
         .map_err(|e| {
             format!("{e} (is `mamba serve` running there? set --brokers or MAMBA_BROKERS)")
         })?;
-    let mut pending = Vec::new();
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+    // Acknowledgements are awaited, in send order, by a thread that prints
+    // each as it arrives; the bounded queue between makes reading wait
+    // when too many records are in flight.
+    let (acks_tx, acks_rx) = std::sync::mpsc::sync_channel(PRODUCE_UNACKED_MAX);
+    let printer = std::thread::spawn(move || -> Result<usize, String> {
+        let mut failed = 0usize;
+        let stdout = std::io::stdout();
+        for (number, ack) in acks_rx {
+            match block_on(ack) {
+                Ok(meta) => {
+                    let meta: mamba_net::client::RecordMetadata = meta;
+                    if output == Output::Json {
+                        let line = json!({"record": number, "partition": meta.partition, "offset": meta.offset});
+                        emit(&mut stdout.lock(), &line.to_string())?;
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("record {number} failed: {e}");
+                }
+            }
+        }
+        Ok(failed)
+    });
+    let mut input = std::io::BufReader::new(std::io::stdin().lock());
+    let mut record_bytes = Vec::new();
+    let mut number = 0u64;
+    let mut read_error = None;
+    loop {
+        record_bytes.clear();
+        match input.read_until(args.delimiter, &mut record_bytes) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                read_error = Some(format!("reading standard input: {e}"));
+                break;
+            }
+        }
+        if record_bytes.last() == Some(&args.delimiter) {
+            record_bytes.pop();
+        }
+        number += 1;
         let (key, value) = match (&args.key, &args.key_separator) {
-            (Some(k), _) => (Some(k.as_bytes().to_vec()), line.into_bytes()),
-            (None, Some(sep)) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(k.as_bytes().to_vec()), v.as_bytes().to_vec()),
-                None => (None, line.into_bytes()),
+            (Some(k), _) => (Some(k.as_bytes().to_vec()), record_bytes.clone()),
+            (None, Some(sep)) => match find(&record_bytes, sep.as_bytes()) {
+                Some(at) => {
+                    (Some(record_bytes[..at].to_vec()), record_bytes[at + sep.len()..].to_vec())
+                }
+                None => (None, record_bytes.clone()),
             },
-            (None, None) => (None, line.into_bytes()),
+            (None, None) => (None, record_bytes.clone()),
         };
         let record = ProducerRecord {
             topic: args.topic.clone(),
@@ -216,31 +300,38 @@ pub fn produce(brokers: &str, output: Output, args: ProduceArgs) -> Result<(), S
             headers: headers.clone(),
             timestamp_ms: None,
         };
-        pending.push(producer.send(record).map_err(|e| e.to_string())?);
-    }
-    producer.flush();
-    let mut failed = 0usize;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for (line, result) in pending.into_iter().enumerate() {
-        match block_on(result) {
-            Ok(meta) => {
-                if output == Output::Json {
-                    writeln!(out, "{}", json!({"line": line + 1, "partition": meta.partition, "offset": meta.offset}))
-                        .map_err(|e| e.to_string())?;
+        match producer.send(record) {
+            Ok(ack) => {
+                if acks_tx.send((number, ack)).is_err() {
+                    break; // the printer stopped: its error is reported below
                 }
             }
             Err(e) => {
-                failed += 1;
-                eprintln!("record on line {} failed: {e}", line + 1);
+                read_error = Some(format!("record {number}: {e}"));
+                break;
             }
         }
     }
+    producer.flush();
+    drop(acks_tx);
+    let failed =
+        printer.join().map_err(|_| "the acknowledgement printer panicked".to_string())??;
     producer.close();
+    if let Some(e) = read_error {
+        return Err(e);
+    }
     if failed > 0 {
-        return Err(format!("{failed} records were not acknowledged"));
+        return Err(format!("{failed} of {number} records were not acknowledged"));
     }
     Ok(())
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[derive(Args, Debug)]
@@ -320,8 +411,7 @@ pub fn consume(brokers: &str, output: Output, args: ConsumeArgs) -> Result<(), S
                 }
                 Output::Text => printable(&r.value),
             };
-            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+            emit(&mut out, &line)?;
         }
-        out.flush().map_err(|e| e.to_string())?;
     }
 }

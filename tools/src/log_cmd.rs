@@ -65,6 +65,16 @@ pub fn run(command: LogCommand, output: Output) -> ExitCode {
     }
 }
 
+/// The outcome of writing to standard output; a closed pipe (`| head`)
+/// ends the process quietly with status 0.
+fn written(result: std::io::Result<()>) -> Result<(), String> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("writing to standard output: {e}")),
+    }
+}
+
 /// Takes the lock of the data directory `path` lies in, as a broker does.
 fn lock(path: &Path) -> Result<Option<std::fs::File>, String> {
     let Some(data_dir) = inspect::find_data_dir(path) else { return Ok(None) };
@@ -196,15 +206,13 @@ fn dump(path: &Path, records: bool, output: Output) -> Result<ExitCode, String> 
         .await
         .map_err(|e| e.to_string())?;
         if let Some(e) = failed {
-            return Err(e.to_string());
+            written(Err(e))?;
         }
         let mut any_damage = false;
         for f in findings.iter().filter(|f| f.damaged_log) {
             any_damage = true;
             match output {
-                Output::Json => {
-                    print_finding(&mut stdout.lock(), f, output).map_err(|e| e.to_string())?
-                }
+                Output::Json => written(print_finding(&mut stdout.lock(), f, output))?,
                 Output::Text => eprintln!(
                     "{}: {} (valid data ends at offset {})",
                     f.file.display(),
@@ -228,7 +236,7 @@ fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         for f in &findings {
-            print_finding(&mut out, f, output).map_err(|e| e.to_string())?;
+            written(print_finding(&mut out, f, output))?;
         }
         let verdict = match &damage {
             Damage::None => None,
@@ -242,7 +250,7 @@ fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
             )),
         };
         if let (Some(verdict), Output::Text) = (verdict, output) {
-            writeln!(out, "{verdict}").map_err(|e| e.to_string())?;
+            written(writeln!(out, "{verdict}"))?;
         }
         let damaged = findings.iter().filter(|f| f.damaged_log).count();
         let corrupt = matches!(damage, Damage::Corrupt { .. });
@@ -262,7 +270,7 @@ fn check(path: &Path, output: Output) -> Result<ExitCode, String> {
         Output::Text if corrupt => format!("{damaged} damaged logs in {partitions} partitions ({batches} valid batches); see above for what repairs each"),
         Output::Text => format!("{damaged} torn tails in {partitions} partitions ({batches} valid batches); `mamba log recover` cuts them"),
     };
-    writeln!(out, "{summary}").map_err(|e| e.to_string())?;
+    written(writeln!(out, "{summary}"))?;
     Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -296,7 +304,7 @@ fn recover(path: &Path, force: bool, output: Output) -> Result<ExitCode, String>
                     (None, false) => format!("{}: intact to offset {}", r.log_path.display(), r.next_offset),
                 },
             };
-            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+            written(writeln!(out, "{line}"))?;
         }
         Ok(())
     })?;

@@ -1202,3 +1202,102 @@ fn a_zero_connection_timeout_in_the_config_is_one_clear_error() {
     assert!(err.contains("zero.toml") && err.contains("connections_max_idle_ms"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+#[test]
+fn produce_prints_each_ack_as_its_line_arrives_and_takes_any_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    create_topic(&broker.addr, "raw", 1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["produce", "raw", "--output", "json", "--brokers", &broker.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mamba produce");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first acknowledgement arrives while standard input is still open.
+    stdin.write_all(b"first\n").expect("write");
+    stdin.flush().expect("flush");
+    let ack: serde_json::Value = serde_json::from_str(
+        &rx.recv_timeout(Duration::from_secs(10)).expect("an ack before the input ends"),
+    )
+    .expect("json ack");
+    assert_eq!((ack["record"].as_u64(), ack["offset"].as_u64()), (Some(1), Some(0)), "{ack}");
+    // Values are bytes, not text.
+    stdin.write_all(b"\xff\xfe\nlast").expect("write");
+    drop(stdin);
+    let status = child.wait().expect("wait");
+    assert!(status.success());
+    let acks: Vec<String> = rx.iter().collect();
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    let values: Vec<Vec<u8>> =
+        consume_all(&broker.addr, "raw", 3).into_iter().map(|r| r.value).collect();
+    assert_eq!(values, vec![b"first".to_vec(), vec![0xff, 0xfe], b"last".to_vec()]);
+
+    // Other delimiters, and keys split from raw bytes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["produce", "raw", "--delimiter", "\\0", "--key-separator", ":"])
+        .args(["--brokers", &broker.addr])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mamba produce");
+    child.stdin.take().expect("stdin").write_all(b"k1:v\n1\0k2:v2\0").expect("write");
+    assert!(child.wait().expect("wait").success());
+    let records = consume_all(&broker.addr, "raw", 5);
+    let tail: Vec<(Option<Vec<u8>>, Vec<u8>)> =
+        records[3..].iter().map(|r| (r.key.clone(), r.value.clone())).collect();
+    assert_eq!(
+        tail,
+        vec![(Some(b"k1".to_vec()), b"v\n1".to_vec()), (Some(b"k2".to_vec()), b"v2".to_vec())]
+    );
+    broker.stop();
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_with_status_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    create_topic(&broker.addr, "many", 1);
+    let producer = producer(&broker);
+    let sends: Vec<_> = (0..2000)
+        // 200 KB of output: more than a pipe holds, so the writer meets
+        // the closed pipe.
+        .map(|i| {
+            let value = format!("record {i} {}", "x".repeat(100));
+            producer.send(record("many", None, &value)).expect("send")
+        })
+        .collect();
+    producer.flush();
+    for s in sends {
+        block_on(s).expect("ack");
+    }
+    producer.close();
+    let mamba = env!("CARGO_BIN_EXE_mamba");
+    let piped = |command: &str| {
+        let script = format!("set -o pipefail; {command} 2>\"$0.err\" | head -2 >/dev/null");
+        let err_file = dir.path().join("stderr");
+        let status = Command::new("bash")
+            .args(["-c", &script, &err_file.to_string_lossy()])
+            .status()
+            .expect("bash");
+        let stderr =
+            std::fs::read_to_string(format!("{}.err", err_file.display())).unwrap_or_default();
+        (status, stderr)
+    };
+    let (status, stderr) =
+        piped(&format!("{mamba} consume many --count 2000 --brokers {}", broker.addr));
+    assert!(status.success() && stderr.is_empty(), "{status}: {stderr}");
+    let data = broker.stop();
+    let (status, stderr) = piped(&format!("{mamba} log dump {} --records", data.display()));
+    assert!(status.success() && stderr.is_empty(), "{status}: {stderr}");
+}
