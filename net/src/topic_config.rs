@@ -8,15 +8,62 @@ use mamba_engine::TopicConfig;
 pub const CONFIG_NAMES: &[&str] =
     &["storage", "durability", "retention.ms", "retention.bytes", "segment.bytes", "segment.ms"];
 
-fn parse_u64(name: &str, value: &str) -> Result<u64, String> {
-    value.parse().map_err(|_| format!("{name} must be a whole number, got {value:?}"))
+/// A size in bytes: a whole number, optionally with a unit (`B`, `KB`,
+/// `MB`, `GB`, `TB` in powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` in powers
+/// of 1024; `k`, `m`, `g` as the binary ones), e.g. `256MiB`, `1 GB`.
+pub fn parse_bytes(name: &str, value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "KB" | "kB" => 1000,
+        "MB" => 1000_u64.pow(2),
+        "GB" => 1000_u64.pow(3),
+        "TB" => 1000_u64.pow(4),
+        "KiB" | "k" | "K" => 1 << 10,
+        "MiB" | "m" | "M" => 1 << 20,
+        "GiB" | "g" | "G" => 1 << 30,
+        "TiB" | "t" | "T" => 1 << 40,
+        _ => return Err(bad_bytes(name, value)),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| bad_bytes(name, value))
+}
+
+fn bad_bytes(name: &str, value: &str) -> String {
+    format!("{name} must be a size in bytes, e.g. 1048576, 256MiB or 1GB; got {value:?}")
+}
+
+/// A duration in milliseconds: a whole number of ms, or a duration with
+/// units (`500ms`, `30s`, `10m`, `12h`, `7d`, `1h 30m`).
+pub fn parse_ms(name: &str, value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    humantime::parse_duration(text)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            format!(
+                "{name} must be milliseconds or a duration, e.g. 60000, 30s, 10m or 7d; got {value:?}"
+            )
+        })
 }
 
 /// `none`/`unlimited`/`-1` mean no limit.
-fn parse_limit(name: &str, value: &str) -> Result<Option<u64>, String> {
+fn parse_limit(
+    name: &str,
+    value: &str,
+    parse: fn(&str, &str) -> Result<u64, String>,
+) -> Result<Option<u64>, String> {
     match value {
         "none" | "unlimited" | "-1" => Ok(None),
-        v => parse_u64(name, v).map(Some),
+        v => parse(name, v).map(Some),
     }
 }
 
@@ -26,10 +73,10 @@ pub fn apply(config: &mut TopicConfig, entries: &[ConfigEntry]) -> Result<(), St
         match name.as_str() {
             "storage" => config.storage = value.parse()?,
             "durability" => config.durability = value.parse()?,
-            "retention.ms" => config.retention_ms = parse_limit(name, value)?,
-            "retention.bytes" => config.retention_bytes = parse_limit(name, value)?,
-            "segment.bytes" => config.segment_bytes = parse_u64(name, value)?,
-            "segment.ms" => config.segment_ms = parse_u64(name, value)?,
+            "retention.ms" => config.retention_ms = parse_limit(name, value, parse_ms)?,
+            "retention.bytes" => config.retention_bytes = parse_limit(name, value, parse_bytes)?,
+            "segment.bytes" => config.segment_bytes = parse_bytes(name, value)?,
+            "segment.ms" => config.segment_ms = parse_ms(name, value)?,
             other => {
                 return Err(format!(
                     "unknown topic setting {other:?}; known: {}",
@@ -80,5 +127,30 @@ mod tests {
         assert_eq!(copy, config);
         assert!(apply(&mut config, &[set("colour", "blue")]).is_err());
         assert!(apply(&mut config, &[set("segment.bytes", "lots")]).is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_take_human_units_and_errors_name_the_key_as_typed() {
+        let mut config = TopicConfig::default();
+        let set = |n: &str, v: &str| ConfigEntry { name: n.into(), value: v.into() };
+        apply(
+            &mut config,
+            &[
+                set("segment.bytes", "256MiB"),
+                set("retention.bytes", "1 GB"),
+                set("retention.ms", "7d"),
+                set("segment.ms", "1h 30m"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.segment_bytes, 256 << 20);
+        assert_eq!(config.retention_bytes, Some(1_000_000_000));
+        assert_eq!(config.retention_ms, Some(7 * 24 * 3600 * 1000));
+        assert_eq!(config.segment_ms, 90 * 60 * 1000);
+        let error = apply(&mut config, &[set("retention.ms", "a week")]).expect_err("bad");
+        assert!(error.starts_with("retention.ms must be") && error.contains("7d"), "{error}");
+        let error = apply(&mut config, &[set("segment.bytes", "12 parsecs")]).expect_err("bad");
+        assert!(error.contains("256MiB") && error.contains("\"12 parsecs\""), "{error}");
+        assert!(parse_bytes("x", "18446744073709551615GiB").is_err(), "overflow is an error");
     }
 }

@@ -6,7 +6,7 @@ use mamba_net::client::{
     block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
     ProducerRecord, SeekTo,
 };
-use mamba_net::protocol::{ConfigEntry, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use mamba_net::protocol::{ConfigEntry, ErrorCode, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use serde_json::json;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ pub enum TopicCommand {
     /// Create a topic.
     Create {
         name: String,
-        #[arg(long, default_value_t = 1)]
+        #[arg(short, long, default_value_t = 1)]
         partitions: u32,
         /// disk (default) or memory (lost at restart).
         #[arg(long)]
@@ -31,15 +31,22 @@ pub enum TopicCommand {
         /// fsync (default), interval:MS or none.
         #[arg(long)]
         durability: Option<String>,
-        /// Delete data older than this many ms [default: 7 days].
+        /// Delete data older than this: ms or a duration (7d, 12h) [default: 7d].
+        #[arg(long, value_name = "DURATION")]
+        retention_ms: Option<String>,
+        /// Keep at most about this much per partition: bytes or a size
+        /// (10GiB) [default: unlimited].
+        #[arg(long, value_name = "SIZE")]
+        retention_bytes: Option<String>,
+        /// Roll segments at this size: bytes or a size (256MiB) [default: 1GiB].
+        #[arg(long, value_name = "SIZE")]
+        segment_bytes: Option<String>,
+        /// Any setting as KEY=VALUE (repeatable), as `topic alter --set` takes.
+        #[arg(short, long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Succeed without a change when the topic exists already.
         #[arg(long)]
-        retention_ms: Option<u64>,
-        /// Keep at most about this many bytes per partition [default: unlimited].
-        #[arg(long)]
-        retention_bytes: Option<u64>,
-        /// Roll segments at this size [default: 1 GiB].
-        #[arg(long)]
-        segment_bytes: Option<u64>,
+        if_not_exists: bool,
     },
     /// List topics.
     List,
@@ -52,13 +59,53 @@ pub enum TopicCommand {
         set: Vec<String>,
     },
     /// Delete a topic and its data.
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// Succeed without a change when there is no such topic.
+        #[arg(long)]
+        if_exists: bool,
+    },
+}
+
+/// `KEY=VALUE` settings as wire entries.
+fn settings(flag: &str, given: &[String]) -> Result<Vec<ConfigEntry>, String> {
+    given
+        .iter()
+        .map(|s| {
+            let (k, v) =
+                s.split_once('=').ok_or_else(|| format!("{flag} wants KEY=VALUE, got {s:?}"))?;
+            Ok(entry(k.trim(), v.trim()))
+        })
+        .collect()
+}
+
+/// "1 partition", "4 partitions".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Whether `e` is the broker saying `code`.
+fn is_code(e: &ClientError, code: ErrorCode) -> bool {
+    matches!(e, ClientError::Broker { code: c, .. } if *c == code)
 }
 
 fn admin(brokers: &str) -> Result<Admin, String> {
-    Admin::connect(brokers).map_err(|e| {
-        format!("{e} (is `mamba serve` running there? set --brokers or MAMBA_BROKERS)")
-    })
+    Admin::connect(brokers).map_err(connect_error)
+}
+
+/// A failed connection, with a hint where one helps: a refused or timed
+/// out connection may mean no broker runs there; a bad address does not.
+fn connect_error(e: ClientError) -> String {
+    match e {
+        ClientError::Connect { .. } => {
+            format!("{e} (is `mamba serve` running there? set --brokers or MAMBA_BROKERS)")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn entry(name: &str, value: impl ToString) -> ConfigEntry {
@@ -77,6 +124,8 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
             retention_ms,
             retention_bytes,
             segment_bytes,
+            config,
+            if_not_exists,
         } => {
             let mut configs = Vec::new();
             configs.extend(storage.map(|v| entry("storage", v)));
@@ -84,10 +133,22 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
             configs.extend(retention_ms.map(|v| entry("retention.ms", v)));
             configs.extend(retention_bytes.map(|v| entry("retention.bytes", v)));
             configs.extend(segment_bytes.map(|v| entry("segment.bytes", v)));
-            block_on(admin.create_topic(&name, partitions, configs)).map_err(err)?;
-            match output {
-                Output::Json => say!("{}", json!({"created": name, "partitions": partitions}))?,
-                Output::Text => say!("created topic {name} with {partitions} partitions")?,
+            configs.extend(settings("--config", &config)?);
+            match block_on(admin.create_topic(&name, partitions, configs)) {
+                Ok(()) => match output {
+                    Output::Json => say!("{}", json!({"created": name, "partitions": partitions}))?,
+                    Output::Text => say!(
+                        "created topic {name} with {}",
+                        count(partitions as usize, "partition")
+                    )?,
+                },
+                Err(e) if if_not_exists && is_code(&e, ErrorCode::TopicAlreadyExists) => {
+                    match output {
+                        Output::Json => say!("{}", json!({"exists": name}))?,
+                        Output::Text => say!("topic {name} exists already; nothing changed")?,
+                    }
+                }
+                Err(e) => return Err(err(e)),
             }
         }
         TopicCommand::List => {
@@ -97,7 +158,7 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
                     Output::Json => {
                         say!("{}", json!({"name": t.name, "partitions": t.partitions.len()}))?
                     }
-                    Output::Text => say!("{}\t{} partitions", t.name, t.partitions.len())?,
+                    Output::Text => say!("{}\t{}", t.name, count(t.partitions.len(), "partition"))?,
                 }
             }
         }
@@ -127,7 +188,7 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
                     })
                 )?,
                 Output::Text => {
-                    say!("topic {} ({} partitions)", d.name, d.partitions.len())?;
+                    say!("topic {} ({})", d.name, count(d.partitions.len(), "partition"))?;
                     for c in &d.configs {
                         say!("  {} = {}", c.name, c.value)?;
                     }
@@ -147,20 +208,24 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
             }
         }
         TopicCommand::Alter { name, set } => {
-            let mut configs = Vec::new();
-            for s in &set {
-                let (k, v) =
-                    s.split_once('=').ok_or_else(|| format!("--set wants KEY=VALUE, got {s:?}"))?;
-                configs.push(entry(k.trim(), v.trim()));
-            }
-            block_on(admin.alter_topic(&name, configs)).map_err(err)?;
+            block_on(admin.alter_topic(&name, settings("--set", &set)?)).map_err(err)?;
             match output {
                 Output::Json => say!("{}", json!({"altered": name}))?,
                 Output::Text => say!("altered topic {name}")?,
             }
         }
-        TopicCommand::Delete { name } => {
-            block_on(admin.delete_topic(&name)).map_err(err)?;
+        TopicCommand::Delete { name, if_exists } => {
+            match block_on(admin.delete_topic(&name)) {
+                Ok(()) => {}
+                Err(e) if if_exists && is_code(&e, ErrorCode::UnknownTopicOrPartition) => {
+                    match output {
+                        Output::Json => say!("{}", json!({"absent": name}))?,
+                        Output::Text => say!("no topic {name}; nothing changed")?,
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(err(e)),
+            }
             match output {
                 Output::Json => say!("{}", json!({"deleted": name}))?,
                 Output::Text => say!("deleted topic {name}")?,
@@ -174,13 +239,13 @@ pub fn topic(brokers: &str, output: Output, command: TopicCommand) -> Result<(),
 pub struct ProduceArgs {
     topic: String,
     /// The key of every record.
-    #[arg(long, conflicts_with = "key_separator")]
+    #[arg(short, long, conflicts_with = "key_separator")]
     key: Option<String>,
     /// Split each record at the first SEP into key and value.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
     /// Send every record to this partition (default: by key, or sticky).
-    #[arg(long)]
+    #[arg(short, long)]
     partition: Option<u32>,
     /// 0, 1 or all.
     #[arg(long, default_value = "all")]
@@ -237,9 +302,7 @@ pub fn produce(brokers: &str, output: Output, args: ProduceArgs) -> Result<(), S
         headers.push((k.to_string(), v.as_bytes().to_vec()));
     }
     let producer = Producer::connect(brokers, ProducerConfig { acks, ..ProducerConfig::default() })
-        .map_err(|e| {
-            format!("{e} (is `mamba serve` running there? set --brokers or MAMBA_BROKERS)")
-        })?;
+        .map_err(connect_error)?;
     // Acknowledgements are awaited, in send order, by a thread that prints
     // each as it arrives; the bounded queue between makes reading wait
     // when too many records are in flight.
@@ -338,7 +401,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub struct ConsumeArgs {
     topic: String,
     /// Read only this partition (default: all).
-    #[arg(long)]
+    #[arg(short, long)]
     partition: Option<u32>,
     /// earliest, latest, an offset, or @TIMESTAMP_MS.
     #[arg(long, default_value = "earliest")]
@@ -372,9 +435,8 @@ pub fn consume(brokers: &str, output: Output, args: ConsumeArgs) -> Result<(), S
             format!("--from wants earliest, latest, an offset or @TIMESTAMP_MS, not {s:?}")
         })?),
     };
-    let mut consumer = Consumer::connect(brokers, ConsumerConfig::default()).map_err(|e| {
-        format!("{e} (is `mamba serve` running there? set --brokers or MAMBA_BROKERS)")
-    })?;
+    let mut consumer =
+        Consumer::connect(brokers, ConsumerConfig::default()).map_err(connect_error)?;
     let partitions: Vec<u32> = args.partition.into_iter().collect();
     consumer.assign(&args.topic, &partitions, from).map_err(|e| e.to_string())?;
     let stdout = std::io::stdout();

@@ -16,10 +16,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "mamba", version, about = "Mamba, a thread-per-core message queue")]
 struct Cli {
-    /// Brokers to talk to, comma-separated.
-    #[arg(long, global = true, env = "MAMBA_BROKERS", default_value = serve::DEFAULT_LISTEN)]
+    /// Brokers to talk to, comma-separated HOST[:PORT] (port 9400 when
+    /// left out).
+    #[arg(short, long, global = true, env = "MAMBA_BROKERS", default_value = serve::DEFAULT_LISTEN)]
     brokers: String,
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(short, long, global = true, value_enum, default_value = "text")]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -49,6 +50,11 @@ enum Command {
     /// (<data-dir>/topics/<topic>/<partition>).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Print a shell completion script: `mamba completions bash >
+    /// /etc/bash_completion.d/mamba` (also zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `mamba man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,15 @@ fn main() -> ExitCode {
         tracing::warn!(error = %e, "transparent huge pages stay on; expect latency spikes");
     }
     let result = match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "mamba", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            page.render(&mut std::io::stdout()).map_err(|e| format!("writing the man page: {e}"))
+        }
         Command::Log(command) => return log_cmd::run(command, cli.output),
         Command::Serve(args) => serve::run(args),
         Command::Topic(command) => client_cmd::topic(&cli.brokers, cli.output, command),

@@ -1301,3 +1301,66 @@ fn output_into_a_closed_pipe_ends_quietly_with_status_0() {
     let (status, stderr) = piped(&format!("{mamba} log dump {} --records", data.display()));
     assert!(status.success() && stderr.is_empty(), "{status}: {stderr}");
 }
+
+#[test]
+fn topic_admin_takes_human_units_short_flags_and_idempotent_forms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let cli = |args: &[&str]| mamba_cli(&broker.addr, args);
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let create = cli(&["topic", "create", "units", "-p", "1", "--segment-bytes", "256MiB"]);
+    assert!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
+    assert_eq!(text(&create).trim(), "created topic units with 1 partition");
+    let again = cli(&["topic", "create", "units", "--retention-ms", "7d", "-c", "segment.ms=1h"]);
+    assert!(!again.status.success(), "a second create without --if-not-exists fails");
+    let again = cli(&["topic", "create", "units", "--if-not-exists"]);
+    assert!(again.status.success() && text(&again).contains("exists already"), "{}", text(&again));
+    let alter = cli(&["topic", "alter", "units", "--set", "retention.ms=7d"]);
+    assert!(alter.status.success(), "{}", String::from_utf8_lossy(&alter.stderr));
+    let describe = text(&cli(&["topic", "describe", "units", "-o", "json"]));
+    let described: serde_json::Value = serde_json::from_str(&describe).expect("json");
+    assert_eq!(described["configs"]["segment.bytes"], "268435456");
+    assert_eq!(described["configs"]["retention.ms"], "604800000");
+    let bad = cli(&["topic", "alter", "units", "--set", "Retention.Bytes=lots"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("\"Retention.Bytes\""), "{err}");
+    let bad = cli(&["topic", "alter", "units", "--set", "retention.bytes=12 parsecs"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("retention.bytes must be a size") && err.contains("256MiB"), "{err}");
+    for expected in ["deleted topic units", "no topic units; nothing changed"] {
+        let delete = cli(&["topic", "delete", "units", "--if-exists"]);
+        assert!(delete.status.success());
+        assert_eq!(text(&delete).trim(), expected);
+    }
+    broker.stop();
+}
+
+#[test]
+fn broker_addresses_default_to_port_9400_and_bad_ones_are_not_blamed_on_the_broker() {
+    let run = |brokers: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+            .args(["topic", "list", "-b", brokers])
+            .output()
+            .expect("run mamba");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Nothing listens on 127.0.0.2: the error names the port it tried.
+    let refused = run("127.0.0.2");
+    assert!(refused.contains("127.0.0.2:9400") && refused.contains("mamba serve"), "{refused}");
+    let bad = run("no such host!");
+    assert!(bad.contains("bad broker address") && !bad.contains("mamba serve"), "{bad}");
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    for (args, needle) in [
+        (&["completions", "bash"][..], "consume"),
+        (&["completions", "zsh"][..], "produce"),
+        (&["man"][..], ".TH"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("run");
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains(needle), "{args:?}");
+    }
+}

@@ -62,9 +62,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Connection {
     /// Connects to the first address `addr` resolves to that answers.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let addr = &super::with_default_port(addr);
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
-            .map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() })?
+            .map_err(|e| ClientError::Address { addr: addr.to_string(), reason: e.to_string() })?
             .collect();
         let mut last = format!("{addr} resolves to no address");
         for a in addrs {

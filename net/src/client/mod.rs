@@ -24,6 +24,9 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
+    /// The address itself is bad (syntax, or the name does not resolve).
+    #[error("bad broker address {addr:?}: {reason}")]
+    Address { addr: String, reason: String },
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
     #[error("connection to {addr} failed: {reason}")]
@@ -65,6 +68,30 @@ impl ClientError {
     }
 }
 
+/// The client port of a broker given without one (`--brokers HOST`).
+pub const DEFAULT_PORT: u16 = 9400;
+
+/// `addr` with `DEFAULT_PORT` added when it names no port: `host`,
+/// `1.2.3.4`, `::1` or `[::1]` get one; `host:9500` and `[::1]:9500` keep
+/// theirs.
+pub fn with_default_port(addr: &str) -> String {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        return format!("[{addr}]:{DEFAULT_PORT}");
+    }
+    if addr.starts_with('[') && addr.ends_with(']') {
+        return format!("{addr}:{DEFAULT_PORT}");
+    }
+    match addr.rsplit_once(':') {
+        Some((_, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            addr.to_string()
+        }
+        _ => format!("{addr}:{DEFAULT_PORT}"),
+    }
+}
+
 /// How long to wait for a broker to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,4 +105,24 @@ pub fn connect_any(brokers: &str) -> Result<Connection, ClientError> {
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::with_default_port;
+
+    #[test]
+    fn an_address_without_a_port_gets_9400() {
+        for (given, expected) in [
+            ("localhost", "localhost:9400"),
+            ("10.0.0.7", "10.0.0.7:9400"),
+            ("::1", "[::1]:9400"),
+            ("[::1]", "[::1]:9400"),
+            ("broker-1.example:9500", "broker-1.example:9500"),
+            ("[::1]:9500", "[::1]:9500"),
+            ("127.0.0.1:9401", "127.0.0.1:9401"),
+        ] {
+            assert_eq!(with_default_port(given), expected, "{given}");
+        }
+    }
 }
