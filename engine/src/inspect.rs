@@ -8,7 +8,7 @@ use crate::disk::{prime_io_poll_probe, DiskStorage};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{Offset, PartitionId, ShardId};
 use crate::partition::{LogOptions, PartitionLog};
-use crate::recovery_point::{Checkpoint, PointKey};
+use crate::recovery_point::{Checkpoint, PointKey, RecoveryPoint};
 use crate::runtime::{self, ExecutorOptions};
 use crate::scan::{scan_segment, ScanEnd};
 use crate::segment::{list_segments, SegmentPaths, SegmentReport};
@@ -317,9 +317,23 @@ pub enum Damage {
     },
 }
 
+/// The partition's last checkpointed recovery point, if any.
+fn recovery_point_of(dir: &Path) -> Option<(RecoveryPoint, bool)> {
+    let (data_dir, key, _) = point_location(dir)?;
+    crate::recovery_point::load_all(&data_dir).ok()?.get(&key).copied()
+}
+
 /// Classifies the first damage `findings` name, given the partition's
 /// recovery point: what the engine would cut at open, and what it refuses.
 pub fn classify(dir: &Path, findings: &[Finding]) -> EngineResult<Damage> {
+    classify_against(dir, findings, recovery_point_of(dir).map(|(p, _)| p))
+}
+
+fn classify_against(
+    dir: &Path,
+    findings: &[Finding],
+    point: Option<RecoveryPoint>,
+) -> EngineResult<Damage> {
     let Some(damage) = findings.iter().find(|f| f.damaged_log) else { return Ok(Damage::None) };
     let bases = list_segments(&DiskStorage, dir)?;
     let active = bases.last().map(|b| SegmentPaths::new(dir, *b).log);
@@ -333,9 +347,6 @@ pub fn classify(dir: &Path, findings: &[Finding]) -> EngineResult<Damage> {
     if active.as_ref() != Some(&damage.file) {
         return corrupt("damage in a closed segment");
     }
-    let point = point_location(dir).and_then(|(data_dir, key, _)| {
-        crate::recovery_point::load_all(&data_dir).ok()?.get(&key).map(|(p, _)| *p)
-    });
     match point {
         Some(point) if Offset(damage.valid_end_offset) < point.offset => {
             corrupt(&format!("damage below the recovery point (offset {})", point.offset))
@@ -354,11 +365,9 @@ pub fn classify(dir: &Path, findings: &[Finding]) -> EngineResult<Damage> {
 pub async fn recover_partition(dir: &Path, force: bool) -> EngineResult<Vec<SegmentReport>> {
     let storage: StorageRef = Rc::new(DiskStorage);
     let findings = scan_partition(dir, false, |_| {}).await?;
-    let damage = classify(dir, &findings)?;
+    let mut point = recovery_point_of(dir);
+    let damage = classify_against(dir, &findings, point.map(|(p, _)| p))?;
     let location = point_location(dir);
-    let mut point = location.as_ref().and_then(|(data_dir, key, _)| {
-        crate::recovery_point::load_all(data_dir).ok()?.get(key).copied()
-    });
     if let Damage::Corrupt { file, offset, reason } = &damage {
         if !force {
             return Err(EngineError::Corrupt {

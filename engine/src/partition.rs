@@ -250,15 +250,11 @@ impl PartitionLog {
         Ok((log, reports))
     }
 
-    /// The recovery point at the log's end (everything written is durable).
+    /// The recovery point at the log's end, where everything appended is
+    /// written and synced (after open, recovery and truncation).
     fn end_point(&self) -> RecoveryPoint {
-        let st = self.state.borrow();
-        let active = st.active();
-        RecoveryPoint {
-            offset: active.next_offset(),
-            segment_base: active.base_offset(),
-            position_bytes: active.flushed_bytes(),
-        }
+        assert!(!self.has_unsynced() && !self.has_unflushed(), "the log end is not durable");
+        self.appended_point()
     }
 
     /// The point at the end of everything appended (durable or not): what
