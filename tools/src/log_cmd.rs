@@ -1,13 +1,21 @@
 //! `mamba log dump|check|recover`: offline tools over segment files, using
 //! the engine's own scanning and recovery code.
 
-use crate::Output;
+use crate::cli::{CliError, Output, OutputArgs};
 use clap::Subcommand;
 use mamba_engine::inspect::{self, BatchInfo, Damage, Finding};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(subcommand)]
+    command: LogCommand,
+}
 
 #[derive(Subcommand)]
 pub enum LogCommand {
@@ -42,8 +50,9 @@ pub enum LogCommand {
     },
 }
 
-pub fn run(command: LogCommand, output: Output) -> ExitCode {
-    let result = match command {
+pub fn run(args: LogArgs) -> ExitCode {
+    let output = args.output.output;
+    let result = match args.command {
         LogCommand::Dump { path, records } => {
             note_if_live(&path);
             dump(&path, records, output)
@@ -59,7 +68,8 @@ pub fn run(command: LogCommand, output: Output) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mamba log: {e}");
+            // Files that cannot be read exit 2, as `check` documents.
+            CliError::io(format!("log: {e}")).report(output);
             ExitCode::from(2)
         }
     }

@@ -1,10 +1,14 @@
 //! `mamba`: the one binary operators run.
 
-mod client_cmd;
+mod cli;
+mod consume_cmd;
 mod log_cmd;
+mod produce_cmd;
 mod serve;
+mod topic_cmd;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use cli::{CliError, Output};
 use std::process::ExitCode;
 
 // DMA buffers beyond glommio's registered memory come from the global
@@ -16,20 +20,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "mamba", version, about = "Mamba, a thread-per-core message queue")]
 struct Cli {
-    /// Brokers to talk to, comma-separated HOST[:PORT] (port 9400 when
-    /// left out).
-    #[arg(short, long, global = true, env = "MAMBA_BROKERS", default_value = serve::DEFAULT_LISTEN)]
-    brokers: String,
-    #[arg(short, long, global = true, value_enum, default_value = "text")]
-    output: Output,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -37,19 +29,17 @@ enum Command {
     /// Run a broker (single node for now).
     Serve(serve::ServeArgs),
     /// Create, list, describe, alter and delete topics.
-    #[command(subcommand)]
-    Topic(client_cmd::TopicCommand),
+    Topic(topic_cmd::TopicArgs),
     /// Send one record per line of standard input.
-    Produce(client_cmd::ProduceArgs),
+    Produce(produce_cmd::ProduceArgs),
     /// Print records of a topic.
-    Consume(client_cmd::ConsumeArgs),
+    Consume(consume_cmd::ConsumeArgs),
     /// Look at and repair a data directory offline (no broker running).
     ///
     /// PATH may be a data directory, a topic directory
     /// (<data-dir>/topics/<topic>) or a partition directory
     /// (<data-dir>/topics/<topic>/<partition>).
-    #[command(subcommand)]
-    Log(log_cmd::LogCommand),
+    Log(log_cmd::LogArgs),
     /// Print a shell completion script: `mamba completions bash >
     /// /etc/bash_completion.d/mamba` (also zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -73,7 +63,14 @@ fn main() -> ExitCode {
     if let Err(e) = mamba_engine::runtime::disable_transparent_huge_pages() {
         tracing::warn!(error = %e, "transparent huge pages stay on; expect latency spikes");
     }
-    let result = match cli.command {
+    let output = match &cli.command {
+        Command::Topic(args) => args.client.output(),
+        Command::Produce(args) => args.client.output(),
+        Command::Consume(args) => args.client.output(),
+        Command::Log(args) => args.output.output,
+        Command::Serve(_) | Command::Completions { .. } | Command::Man => Output::Text,
+    };
+    let result: Result<(), CliError> = match cli.command {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "mamba", &mut std::io::stdout());
@@ -81,19 +78,17 @@ fn main() -> ExitCode {
         }
         Command::Man => {
             let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            page.render(&mut std::io::stdout()).map_err(|e| format!("writing the man page: {e}"))
+            page.render(&mut std::io::stdout())
+                .map_err(|e| CliError::io(format!("writing the man page: {e}")))
         }
-        Command::Log(command) => return log_cmd::run(command, cli.output),
-        Command::Serve(args) => serve::run(args),
-        Command::Topic(command) => client_cmd::topic(&cli.brokers, cli.output, command),
-        Command::Produce(args) => client_cmd::produce(&cli.brokers, cli.output, args),
-        Command::Consume(args) => client_cmd::consume(&cli.brokers, cli.output, args),
+        Command::Log(args) => return log_cmd::run(args),
+        Command::Serve(args) => serve::run(args).map_err(CliError::failed),
+        Command::Topic(args) => topic_cmd::run(args),
+        Command::Produce(args) => produce_cmd::run(args),
+        Command::Consume(args) => consume_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mamba: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => e.report(output),
     }
 }

@@ -12,121 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A broker process; killed when dropped.
-struct Broker {
-    child: Child,
-    addr: String,
-    data_dir: PathBuf,
-    /// The log line announcing the broker ready.
-    ready: String,
-}
-
-fn serve_args(data_dir: &Path, shards: u32, listen: &str) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> =
-        ["serve", "--listen", listen, "--shards"].into_iter().map(Into::into).collect();
-    args.extend([shards.to_string().into(), "--data-dir".into(), data_dir.into()]);
-    args
-}
-
-impl Broker {
-    fn start(data_dir: &Path, shards: u32) -> Broker {
-        Broker::start_on(data_dir, shards, "127.0.0.1:0")
-    }
-
-    fn start_on(data_dir: &Path, shards: u32, listen: &str) -> Broker {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mamba"));
-        command.args(serve_args(data_dir, shards, listen));
-        Broker::launch(command, data_dir)
-    }
-
-    /// Runs `command` (which ends up exec'ing `mamba serve`) and waits for
-    /// the broker's ready line.
-    fn launch(mut command: Command, data_dir: &Path) -> Broker {
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start mamba serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listen=") && tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = rx.recv_timeout(Duration::from_secs(20)).expect("broker announces its address");
-        let rest = ready.split("listen=").nth(1).unwrap_or_default();
-        let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
-        Broker { child, addr, data_dir: data_dir.to_path_buf(), ready }
-    }
-
-    fn kill9(mut self) -> PathBuf {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("wait");
-        self.data_dir.clone()
-    }
-
-    fn stop(mut self) -> PathBuf {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert_eq!(rc, 0, "SIGTERM");
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "clean shutdown exits 0, got {status}");
-        self.data_dir.clone()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Err(e) = self.child.kill() {
-            eprintln!("killing broker: {e}");
-        }
-        let _reaped = self.child.wait();
-    }
-}
-
-fn create_topic(addr: &str, name: &str, partitions: u32) {
-    let admin = Admin::connect(addr).expect("admin");
-    block_on(admin.create_topic(name, partitions, vec![])).expect("create");
-}
-
-/// Sends one record and waits for its answer.
-fn send_and_wait(
-    producer: &Producer,
-    record: ProducerRecord,
-) -> Result<mamba_net::client::RecordMetadata, mamba_net::client::ClientError> {
-    let sent = producer.send(record).expect("send");
-    producer.flush();
-    block_on(sent)
-}
-
-fn producer(broker: &Broker) -> Producer {
-    Producer::connect(&broker.addr, ProducerConfig::default()).expect("producer")
-}
-
-fn record(topic: &str, key: Option<&str>, value: &str) -> ProducerRecord {
-    ProducerRecord {
-        topic: topic.into(),
-        key: key.map(|k| k.as_bytes().to_vec()),
-        value: value.as_bytes().to_vec(),
-        ..ProducerRecord::default()
-    }
-}
-
-/// Every record of `topic` from the start, following until `expected` are read.
-fn consume_all(addr: &str, topic: &str, expected: usize) -> Vec<mamba_net::client::ConsumerRecord> {
-    let mut consumer = Consumer::connect(addr, ConsumerConfig::default()).expect("consumer");
-    consumer.assign(topic, &[], SeekTo::Earliest).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while out.len() < expected && Instant::now() < deadline {
-        out.extend(consumer.poll(Duration::from_millis(200)).expect("poll"));
-    }
-    out
-}
+mod common;
+use common::*;
 
 #[test]
 fn keyed_records_round_trip_once_in_key_order() {
@@ -365,7 +252,7 @@ fn cli_produces_and_consumes_and_explains_failures() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown topic"));
     let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
-        .args(["--brokers", "127.0.0.1:1", "topic", "list"])
+        .args(["topic", "list", "--brokers", "127.0.0.1:1"])
         .output()
         .expect("run");
     assert!(!out.status.success());
@@ -780,14 +667,6 @@ fn partition_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect();
     files.sort();
     files
-}
-
-fn mamba_cli(addr: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mamba"))
-        .args(args)
-        .args(["--brokers", addr])
-        .output()
-        .expect("run mamba")
 }
 
 #[test]

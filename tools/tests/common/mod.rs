@@ -1,0 +1,140 @@
+//! The harness every CLI test shares: a real `mamba serve` process on a
+//! loopback port, and helpers that run the `mamba` binary against it.
+#![allow(dead_code)] // each test file uses its own part
+
+use mamba_net::client::{
+    block_on, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A broker process; killed when dropped.
+pub struct Broker {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// The log line announcing the broker ready.
+    pub ready: String,
+}
+
+pub fn serve_args(data_dir: &Path, shards: u32, listen: &str) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["serve", "--listen", listen, "--shards"].into_iter().map(Into::into).collect();
+    args.extend([shards.to_string().into(), "--data-dir".into(), data_dir.into()]);
+    args
+}
+
+impl Broker {
+    pub fn start(data_dir: &Path, shards: u32) -> Broker {
+        Broker::start_on(data_dir, shards, "127.0.0.1:0")
+    }
+
+    pub fn start_on(data_dir: &Path, shards: u32, listen: &str) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mamba"));
+        command.args(serve_args(data_dir, shards, listen));
+        Broker::launch(command, data_dir)
+    }
+
+    /// Runs `command` (which ends up exec'ing `mamba serve`) and waits for
+    /// the broker's ready line.
+    pub fn launch(mut command: Command, data_dir: &Path) -> Broker {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mamba serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listen=") && tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(20)).expect("broker announces its address");
+        let rest = ready.split("listen=").nth(1).unwrap_or_default();
+        let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+        Broker { child, addr, data_dir: data_dir.to_path_buf(), ready }
+    }
+
+    pub fn kill9(mut self) -> PathBuf {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+        self.data_dir.clone()
+    }
+
+    pub fn stop(mut self) -> PathBuf {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "clean shutdown exits 0, got {status}");
+        self.data_dir.clone()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("killing broker: {e}");
+        }
+        let _reaped = self.child.wait();
+    }
+}
+
+pub fn create_topic(addr: &str, name: &str, partitions: u32) {
+    let admin = Admin::connect(addr).expect("admin");
+    block_on(admin.create_topic(name, partitions, vec![])).expect("create");
+}
+
+/// Sends one record and waits for its answer.
+pub fn send_and_wait(
+    producer: &Producer,
+    record: ProducerRecord,
+) -> Result<mamba_net::client::RecordMetadata, mamba_net::client::ClientError> {
+    let sent = producer.send(record).expect("send");
+    producer.flush();
+    block_on(sent)
+}
+
+pub fn producer(broker: &Broker) -> Producer {
+    Producer::connect(&broker.addr, ProducerConfig::default()).expect("producer")
+}
+
+pub fn record(topic: &str, key: Option<&str>, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.into(),
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value: value.as_bytes().to_vec(),
+        ..ProducerRecord::default()
+    }
+}
+
+/// Every record of `topic` from the start, following until `expected` are read.
+pub fn consume_all(
+    addr: &str,
+    topic: &str,
+    expected: usize,
+) -> Vec<mamba_net::client::ConsumerRecord> {
+    let mut consumer = Consumer::connect(addr, ConsumerConfig::default()).expect("consumer");
+    consumer.assign(topic, &[], SeekTo::Earliest).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.len() < expected && Instant::now() < deadline {
+        out.extend(consumer.poll(Duration::from_millis(200)).expect("poll"));
+    }
+    out
+}
+
+/// Runs `mamba ARGS --brokers ADDR`.
+pub fn mamba_cli(addr: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(args)
+        .args(["--brokers", addr])
+        .output()
+        .expect("run mamba")
+}
