@@ -170,3 +170,63 @@ pub fn count(n: usize, noun: &str) -> String {
         format!("{n} {noun}s")
     }
 }
+
+/// The forms a point in time takes after `@`, for error messages.
+pub const TIME_FORMS: &str =
+    "@2026-11-30T12:00:00Z (UTC), @-10m (that long ago: s, m, h, d), or @MS (ms since the epoch)";
+
+/// A point in time as ms since the epoch, from the text after `@`:
+/// RFC 3339 (`2026-11-30T12:00:00Z`), a duration ago (`-10m`, `-1h30m`),
+/// or ms since the epoch. `now_ms` anchors the relative form.
+pub fn parse_time_ms(text: &str, now_ms: i64) -> Result<i64, String> {
+    let bad = |why: String| format!("bad time {text:?}: {why}; use {TIME_FORMS}");
+    if let Some(ago) = text.strip_prefix('-') {
+        let ago = humantime::parse_duration(ago).map_err(|e| bad(e.to_string()))?;
+        let ago_ms = i64::try_from(ago.as_millis()).map_err(|_| bad("too long ago".into()))?;
+        return Ok(now_ms.saturating_sub(ago_ms).max(0));
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| bad("out of range".into()));
+    }
+    let at = humantime::parse_rfc3339_weak(text).map_err(|e| bad(e.to_string()))?;
+    let since_epoch =
+        at.duration_since(std::time::UNIX_EPOCH).map_err(|_| bad("before 1970".into()))?;
+    i64::try_from(since_epoch.as_millis()).map_err(|_| bad("out of range".into()))
+}
+
+/// Now, in ms since the epoch.
+pub fn now_ms() -> i64 {
+    let since_epoch =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_take_rfc3339_a_duration_ago_or_epoch_ms() {
+        let now = 1_764_504_000_000; // 2025-11-30T12:00:00Z
+        assert_eq!(parse_time_ms("2025-11-30T12:00:00Z", now), Ok(now));
+        assert_eq!(parse_time_ms("2025-11-30T11:50:00Z", now), Ok(now - 600_000));
+        assert_eq!(parse_time_ms("-10m", now), Ok(now - 600_000));
+        assert_eq!(parse_time_ms("-1h30m", now), Ok(now - 5_400_000));
+        assert_eq!(parse_time_ms("1764504000000", now), Ok(now));
+        for bad in ["", "yesterday", "-10 parsecs", "2025-13-01T00:00:00Z"] {
+            let err = parse_time_ms(bad, now).expect_err(bad);
+            assert!(err.contains("@-10m") && err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn json_errors_have_code_name_and_message() {
+        let e = CliError::usage("--from wants …");
+        assert_eq!((e.code, e.name), (local_code::USAGE, "usage"));
+        let broker = CliError::from(ClientError::Broker {
+            code: ErrorCode::InvalidConfig,
+            message: "retention.ms must be a duration".into(),
+        });
+        assert_eq!((broker.code, broker.name), (10, "invalid config"));
+    }
+}

@@ -41,7 +41,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         "earliest" => SeekTo::Earliest,
         "latest" => SeekTo::Latest,
         s if s.starts_with('@') => {
-            SeekTo::Timestamp(s[1..].parse().map_err(|_| format!("bad timestamp in --from {s:?}"))?)
+            SeekTo::Timestamp(crate::cli::parse_time_ms(&s[1..], crate::cli::now_ms())?)
         }
         s => SeekTo::Offset(s.parse().map_err(|_| {
             format!("--from wants earliest, latest, an offset or @TIMESTAMP_MS, not {s:?}")
