@@ -2,14 +2,14 @@
 //! Rust client and the CLI, restarts, kill -9, hostile bytes.
 
 use mamba_net::client::{
-    block_on, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    block_on, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, SeekTo,
 };
 use mamba_net::protocol::{ConfigEntry, ErrorCode};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
