@@ -1,7 +1,27 @@
 //! Topic administration and metadata.
+//!
+//! Requests go through a [`Link`]: after a broker restart or a timed out
+//! request the next call opens a new connection. Admin requests are not
+//! retried automatically (creating a topic twice is not the same as once);
+//! the caller sees the error and may call again.
 
-use super::{connect_any, ClientError, Connection};
+use super::{ClientError, Connection, Link, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// A request with no answer for this long fails with
+    /// `ClientError::Timeout` (and its connection is replaced).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> AdminConfig {
+        AdminConfig { request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT }
+    }
+}
 
 /// A topic as `describe` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +32,7 @@ pub struct TopicDescription {
 }
 
 pub struct Admin {
-    conn: Connection,
+    conn: Link,
 }
 
 fn first_result(results: TopicResults) -> Result<(), ClientError> {
@@ -24,11 +44,18 @@ fn first_result(results: TopicResults) -> Result<(), ClientError> {
 
 impl Admin {
     pub fn connect(brokers: &str) -> Result<Admin, ClientError> {
-        Ok(Admin { conn: connect_any(brokers)? })
+        Admin::connect_with(brokers, AdminConfig::default())
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    pub fn connect_with(brokers: &str, config: AdminConfig) -> Result<Admin, ClientError> {
+        let request_timeout = Duration::from_millis(config.request_timeout_ms);
+        Ok(Admin { conn: Link::connect(brokers, request_timeout)? })
+    }
+
+    /// The live connection (a new one if the last one died), for requests
+    /// this type has no method for.
+    pub fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        self.conn.connection()
     }
 
     pub async fn create_topic(

@@ -4,12 +4,27 @@
 //! a reader thread per connection decodes responses and completes each
 //! request's one-shot channel by correlation id, so many requests are in
 //! flight at once and the futures work on any runtime (or `block_on`).
+//!
+//! Every request with a waiter has a deadline (the connection's request
+//! timeout, or the caller's for a long poll). The reader thread looks for
+//! overdue requests between frames, at least every
+//! [`DEADLINE_CHECK_INTERVAL`], and fails them with
+//! [`ClientError::Timeout`]. Then it closes the connection, as Kafka's
+//! clients do: a broker that has not answered one request for the whole
+//! timeout is gone (a crashed host leaves a half-open socket that nothing
+//! else would notice: no reset ever comes) or stuck, and either way the
+//! way on is a new connection, which the owner ([`super::Link`], the
+//! producer) opens on its next use. Closing also settles what happens to
+//! the late answer: it cannot arrive. The other requests in flight on the
+//! connection fail as `Disconnected`, which is retriable; the consumer
+//! fetches again from its positions and the producer resends under
+//! idempotence, so neither loses nor duplicates records.
 
 use super::ClientError;
 use crate::protocol::{
     encode_frame_head, ErrorCode, ErrorResponse, Frame, FrameHeader, ListOffsetsPartition,
     ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, TopicMeta,
-    FRAME_HEADER_BYTES,
+    FRAME_HEADER_BYTES, SUPPORTED_APIS,
 };
 use crate::receive::{fill_blocking, header_of};
 use futures::channel::oneshot;
@@ -20,10 +35,14 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The largest response frame a client accepts.
 pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
+
+/// How often the reader thread looks for requests past their deadline: a
+/// timeout is noticed at most this late.
+pub const DEADLINE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Who waits for a response: a future, or a callback run on the reader
 /// thread (the producer's sender uses callbacks).
@@ -45,14 +64,34 @@ impl Waiter {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u32, Waiter>>>;
+/// A request waiting for its answer.
+struct Awaited {
+    waiter: Waiter,
+    /// The API's name, for the timeout error.
+    request: &'static str,
+    sent: Instant,
+    deadline: Instant,
+}
 
+type Pending = Arc<Mutex<HashMap<u32, Awaited>>>;
+
+/// A connection to one broker.
+///
+/// Lifecycle: alive from `connect` until the socket fails, the broker
+/// closes it, a request times out, or it is dropped; once dead it stays
+/// dead (every send fails with `Disconnected`) and its owner replaces it.
 pub struct Connection {
     addr: SocketAddr,
     writer: Mutex<TcpStream>,
     pending: Pending,
     next_correlation_id: AtomicU32,
     alive: Arc<AtomicBool>,
+    request_timeout: Duration,
+}
+
+/// The name of API `key`, for messages.
+fn api_name(key: u16) -> &'static str {
+    SUPPORTED_APIS.iter().find(|api| api.0 == key).map_or("a request", |api| api.3)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,24 +102,41 @@ impl Connection {
     /// Connects to the first address `addr` resolves to that answers.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
         let addr = &super::with_default_port(addr);
-        let addrs: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .map_err(|e| ClientError::Address { addr: addr.to_string(), reason: e.to_string() })?
-            .collect();
-        let mut last = format!("{addr} resolves to no address");
+        let address_error =
+            |source| ClientError::Address { addr: addr.to_string(), source: Arc::new(source) };
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(address_error)?.collect();
+        let mut last = None;
         for a in addrs {
             match TcpStream::connect_timeout(&a, timeout) {
                 Ok(stream) => return Connection::from_stream(a, stream),
-                Err(e) => last = e.to_string(),
+                Err(e) => last = Some(e),
             }
         }
-        Err(ClientError::Connect { addr: addr.to_string(), reason: last })
+        match last {
+            Some(e) => Err(ClientError::Connect { addr: addr.to_string(), source: Arc::new(e) }),
+            None => Err(address_error(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the name resolves to no address",
+            ))),
+        }
+    }
+
+    /// The same connection, its requests failing with `Timeout` when no
+    /// answer comes within `timeout` (default
+    /// [`super::REQUEST_TIMEOUT_MS_DEFAULT`]).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Connection {
+        self.request_timeout = timeout;
+        self
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     fn from_stream(addr: SocketAddr, stream: TcpStream) -> Result<Connection, ClientError> {
         let io = |e: std::io::Error| ClientError::Connect {
             addr: addr.to_string(),
-            reason: e.to_string(),
+            source: Arc::new(e),
         };
         stream.set_nodelay(true).map_err(io)?;
         let reader = stream.try_clone().map_err(io)?;
@@ -97,6 +153,7 @@ impl Connection {
             pending,
             next_correlation_id: AtomicU32::new(1),
             alive,
+            request_timeout: Duration::from_millis(super::REQUEST_TIMEOUT_MS_DEFAULT),
         })
     }
 
@@ -108,13 +165,26 @@ impl Connection {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// Sends a request frame; `waiter` (if any) gets the response. Without
-    /// a waiter (produce with acks=0) no response is expected.
+    /// Sends a request frame; `waiter` (if any) gets the response, or
+    /// `Timeout` after the request timeout. Without a waiter (produce with
+    /// acks=0) no response is expected.
     pub fn send_with<R: Message>(
         &self,
         request: &R,
         payload: &[&[u8]],
         waiter: Option<Waiter>,
+    ) -> Result<(), ClientError> {
+        self.send_within(request, payload, waiter, self.request_timeout)
+    }
+
+    /// `send_with`, the waiter giving up after `timeout` (a long poll waits
+    /// its own wait on top of the request timeout).
+    pub fn send_within<R: Message>(
+        &self,
+        request: &R,
+        payload: &[&[u8]],
+        waiter: Option<Waiter>,
+        timeout: Duration,
     ) -> Result<(), ClientError> {
         if !self.is_alive() {
             return Err(ClientError::Disconnected { addr: self.addr.to_string() });
@@ -137,19 +207,20 @@ impl Connection {
         pieces.extend(payload.iter().map(|p| IoSlice::new(p)));
         let mut writer = lock(&self.writer);
         if let Some(waiter) = waiter {
-            lock(&self.pending).insert(correlation_id, waiter);
+            let sent = Instant::now();
+            let awaited =
+                Awaited { waiter, request: api_name(R::API_KEY), sent, deadline: sent + timeout };
+            lock(&self.pending).insert(correlation_id, awaited);
         }
         if let Err(e) = write_all_vectored(&mut *writer, &mut pieces) {
             self.alive.store(false, Ordering::Release);
             drop(writer);
-            if let Some(waiter) = lock(&self.pending).remove(&correlation_id) {
-                waiter.complete(Err(ClientError::Io {
-                    addr: self.addr.to_string(),
-                    reason: e.to_string(),
-                }));
+            let error = ClientError::Io { addr: self.addr.to_string(), source: Arc::new(e) };
+            if let Some(awaited) = lock(&self.pending).remove(&correlation_id) {
+                awaited.waiter.complete(Err(error));
                 return Ok(());
             }
-            return Err(ClientError::Io { addr: self.addr.to_string(), reason: e.to_string() });
+            return Err(error);
         }
         Ok(())
     }
@@ -160,8 +231,18 @@ impl Connection {
         request: &R,
         payload: &[&[u8]],
     ) -> Result<(A, Frame), ClientError> {
+        self.call_within(request, payload, self.request_timeout).await
+    }
+
+    /// `call`, giving up after `timeout` instead of the request timeout.
+    pub async fn call_within<R: Message, A: Message>(
+        &self,
+        request: &R,
+        payload: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<(A, Frame), ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.send_with(request, payload, Some(Waiter::Channel(tx)))?;
+        self.send_within(request, payload, Some(Waiter::Channel(tx)), timeout)?;
         let frame =
             rx.await.map_err(|_| ClientError::Disconnected { addr: self.addr.to_string() })??;
         let answer = decode_answer::<A>(&frame)?;
@@ -255,7 +336,27 @@ impl Drop for Connection {
 fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
     let addr = stream.peer_addr().map_or_else(|_| "broker".to_string(), |a| a.to_string());
     let fd = stream.as_raw_fd();
-    let reason = loop {
+    let mut next_check = Instant::now() + DEADLINE_CHECK_INTERVAL;
+    let reason = 'frames: loop {
+        // Wait for the next frame, failing overdue requests meanwhile.
+        loop {
+            let now = Instant::now();
+            if now >= next_check {
+                next_check = now + DEADLINE_CHECK_INTERVAL;
+                if let Some(reason) = fail_overdue(&pending, &addr, now) {
+                    // See the module docs: a timeout ends the connection.
+                    if let Err(e) = stream.shutdown(std::net::Shutdown::Both) {
+                        tracing::trace!(error = %e, "closing a timed out connection");
+                    }
+                    break 'frames reason;
+                }
+            }
+            match wait_readable(fd, next_check - now) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => break 'frames e.to_string(),
+            }
+        }
         let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
         if let Err(e) = fill_blocking(fd, &mut head, FRAME_HEADER_BYTES) {
             break e.to_string();
@@ -271,9 +372,9 @@ fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
         {
             break e.to_string();
         }
-        let waiter = lock(&pending).remove(&header.correlation_id);
-        match waiter {
-            Some(waiter) => waiter.complete(Ok(Frame::from_parts(header, head, payload))),
+        let awaited = lock(&pending).remove(&header.correlation_id);
+        match awaited {
+            Some(awaited) => awaited.waiter.complete(Ok(Frame::from_parts(header, head, payload))),
             None => {
                 tracing::warn!(correlation_id = header.correlation_id, "response to no request")
             }
@@ -281,8 +382,44 @@ fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
     };
     alive.store(false, Ordering::Release);
     tracing::debug!(%addr, %reason, "connection closed");
-    let waiters: Vec<Waiter> = lock(&pending).drain().map(|(_, w)| w).collect();
+    let waiters: Vec<Waiter> = lock(&pending).drain().map(|(_, a)| a.waiter).collect();
     for waiter in waiters {
         waiter.complete(Err(ClientError::Disconnected { addr: addr.clone() }));
     }
+}
+
+/// Fails every request past its deadline with `Timeout`; returns why the
+/// connection must close if there was one.
+fn fail_overdue(pending: &Pending, addr: &str, now: Instant) -> Option<String> {
+    let overdue: Vec<Awaited> = {
+        let mut pending = lock(pending);
+        let ids: Vec<u32> =
+            pending.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+        ids.iter().filter_map(|id| pending.remove(id)).collect()
+    };
+    let reason = overdue.first().map(|a| format!("{} timed out", a.request));
+    for awaited in overdue {
+        let waited_ms = u64::try_from(now.duration_since(awaited.sent).as_millis()).unwrap_or(u64::MAX);
+        awaited.waiter.complete(Err(ClientError::Timeout {
+            request: awaited.request,
+            addr: addr.to_string(),
+            waited_ms,
+        }));
+    }
+    reason
+}
+
+/// Waits up to `timeout` for `fd` to have something to read (or to fail:
+/// the read then says how). `Ok(false)`: nothing yet.
+fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> std::io::Result<bool> {
+    let mut poll_fd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // Rounded up, so a wait never ends just before its deadline.
+    let timeout_ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let ready = unsafe { libc::poll(&mut poll_fd, 1, timeout_ms) };
+    if ready < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    }
+    Ok(ready > 0)
 }

@@ -7,9 +7,17 @@
 //! are handed over, so the broker works while the caller does. Records are
 //! handed over borrowed from the answer ([`Consumer::poll_each`]) or copied
 //! out ([`Consumer::poll`]).
+//!
+//! Broker restarts and lost connections: a poll whose fetch failed
+//! (`Disconnected`, `Timeout`, a busy or shutting-down broker; see
+//! [`ClientError::is_retriable`]) returns the error and leaves every
+//! position where it was, so the next poll connects again (through the
+//! consumer's [`Link`]) and fetches from the first record not handed over:
+//! nothing is skipped or handed over twice. How long to keep trying is the
+//! caller's choice; [`super::Backoff`] spaces the attempts.
 
 use super::connection::{decode_answer, Waiter};
-use super::{connect_any, ClientError, Connection};
+use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::*;
 use futures::channel::oneshot;
 use mamba_engine::batch::{iter_batches, peek_stored_bytes, BatchHeader, RecordView};
@@ -24,6 +32,10 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: u32,
     /// A fetch waits for at least this many bytes (or the poll timeout).
     pub fetch_min_bytes: u32,
+    /// A request with no answer for this long fails with
+    /// `ClientError::Timeout` and its connection is replaced; a fetch may
+    /// take its long poll (the poll timeout) on top.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -32,6 +44,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 16 << 20,
             partition_max_bytes: 4 << 20,
             fetch_min_bytes: 1,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -67,8 +80,10 @@ pub struct Delivered<'a> {
 
 type FetchAnswer = oneshot::Receiver<Result<Frame, ClientError>>;
 
+/// Lifecycle: `connect`, `assign` (or `seek`) partitions, then `poll` as
+/// long as wanted; positions only move past records handed over.
 pub struct Consumer {
-    conn: Connection,
+    conn: Link,
     config: ConsumerConfig,
     /// (topic, partition) -> next offset to read.
     positions: BTreeMap<(String, u32), u64>,
@@ -78,8 +93,9 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn connect(brokers: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        let request_timeout = Duration::from_millis(config.request_timeout_ms);
         Ok(Consumer {
-            conn: connect_any(brokers)?,
+            conn: Link::connect(brokers, request_timeout)?,
             config,
             positions: BTreeMap::new(),
             prefetched: None,
@@ -187,7 +203,7 @@ impl Consumer {
             Some(answer) => answer,
             None => self.send_fetch(timeout)?,
         };
-        let disconnected = || ClientError::Disconnected { addr: self.conn.addr().to_string() };
+        let disconnected = || ClientError::Disconnected { addr: self.conn.brokers().to_string() };
         let frame = answer.await.map_err(|_| disconnected())??;
         let answer = decode_answer::<FetchResponse>(&frame)?;
         // Where each partition continues, from the batch headers, so the
@@ -195,6 +211,16 @@ impl Consumer {
         // over.
         let mut parts = Vec::with_capacity(answer.partitions.len());
         for p in &answer.partitions {
+            if p.error_code == ErrorCode::OffsetOutOfRange.as_u16() {
+                let offset = self.position(&p.topic, p.partition).unwrap_or(0);
+                return Err(ClientError::OffsetOutOfRange {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset,
+                    log_start_offset: p.log_start_offset,
+                    log_end_offset: p.high_watermark,
+                });
+            }
             if let Some(e) = ClientError::from_code(p.error_code, p.message.clone()) {
                 return Err(e);
             }
@@ -209,7 +235,13 @@ impl Consumer {
             self.positions.insert(key, next);
         }
         if parts.iter().any(|(_, bytes, _)| !bytes.is_empty()) {
-            self.prefetched = Some(self.send_fetch(timeout)?);
+            // The records of this answer are handed over whatever happens
+            // to the fetch sent ahead: if it cannot go out (the connection
+            // just died), the next poll sends one from the positions.
+            match self.send_fetch(timeout) {
+                Ok(answer) => self.prefetched = Some(answer),
+                Err(e) => tracing::debug!(error = %e, "could not fetch ahead"),
+            }
         }
         let mut delivered = 0;
         for (i, &(p, bytes, from)) in parts.iter().enumerate() {
@@ -258,7 +290,10 @@ impl Consumer {
                 .collect(),
         };
         let (tx, rx) = oneshot::channel();
-        self.conn.send_with(&request, &[], Some(Waiter::Channel(tx)))?;
+        // The broker may hold a fetch for its whole long poll before it
+        // answers: that is not a late answer.
+        let deadline = self.conn.request_timeout() + timeout;
+        self.conn.connection()?.send_within(&request, &[], Some(Waiter::Channel(tx)), deadline)?;
         Ok(rx)
     }
 }

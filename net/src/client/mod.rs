@@ -5,36 +5,78 @@
 //! runtime, and [`block_on`] gives the blocking form.
 
 mod admin;
+mod backoff;
 mod connection;
 mod consumer;
+mod link;
 pub mod murmur2;
 mod producer;
 
-pub use admin::{Admin, TopicDescription};
+pub use admin::{Admin, AdminConfig, TopicDescription};
+pub use backoff::Backoff;
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Delivered, SeekTo};
 pub use futures::executor::block_on;
+pub use link::Link;
 pub use producer::{
     Acks, Delivery, DeliveryHandler, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     SendRecord,
 };
 
 use crate::protocol::ErrorCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a client call failed. Clone, so one failure can answer every record
+/// of a batch: causes from the system are shared (`Arc`), and kept as typed
+/// sources (`std::error::Error::source`), not flattened into text.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The address itself is bad (syntax, or the name does not resolve).
-    #[error("bad broker address {addr:?}: {reason}")]
-    Address { addr: String, reason: String },
-    #[error("cannot connect to {addr}: {reason}")]
-    Connect { addr: String, reason: String },
-    #[error("connection to {addr} failed: {reason}")]
-    Io { addr: String, reason: String },
+    #[error("bad broker address {addr:?}: {source}")]
+    Address {
+        addr: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("connection to {addr} closed")]
     Disconnected { addr: String },
+    /// No answer within the request timeout. The connection it went out on
+    /// was closed (see `connection.rs`); the next request opens a new one.
+    #[error(
+        "no answer to {request} from {addr} within {waited_ms} ms; the connection was closed \
+         and the next request opens a new one (raise request_timeout_ms if the broker is \
+         just slow)"
+    )]
+    Timeout { request: &'static str, addr: String, waited_ms: u64 },
     #[error("broker error: {code}: {message}")]
     Broker { code: ErrorCode, message: String },
+    /// A fetch position outside the partition's log: before its start
+    /// (retention deleted it) or past its end.
+    #[error(
+        "partition {partition} of topic {topic} has offsets {log_start_offset}..{log_end_offset}; \
+         {offset} is {}",
+        side_of_log(.offset, .log_start_offset)
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        log_start_offset: u64,
+        log_end_offset: u64,
+    },
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("invalid batch: {0}")]
@@ -51,13 +93,26 @@ pub enum ClientError {
     NoAnswer,
 }
 
+/// Where an offset outside a log lies, for `OffsetOutOfRange`.
+fn side_of_log(offset: &u64, log_start_offset: &u64) -> &'static str {
+    if offset < log_start_offset {
+        "before the start (retention deleted it)"
+    } else {
+        "beyond the end"
+    }
+}
+
 impl ClientError {
-    /// Whether sending the same request again may succeed.
+    /// Whether sending the same request again may succeed: the connection
+    /// failed or timed out (the next one is new), or the broker said to
+    /// come back (busy, shutting down, ...).
     pub fn is_retriable(&self) -> bool {
         match self {
+            ClientError::Broker { code: ErrorCode::ShuttingDown, .. } => true,
             ClientError::Broker { code, .. } => code.is_retriable(),
             ClientError::Io { .. }
             | ClientError::Disconnected { .. }
+            | ClientError::Timeout { .. }
             | ClientError::Connect { .. } => true,
             _ => false,
         }
@@ -95,12 +150,19 @@ pub fn with_default_port(addr: &str) -> String {
 /// How long to wait for a broker to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to the first broker of a comma-separated list that answers.
-pub fn connect_any(brokers: &str) -> Result<Connection, ClientError> {
-    let mut last = ClientError::InvalidArgument("no broker address given".into());
+/// How long a request waits for its answer by default (Kafka's
+/// `request.timeout.ms`); a fetch waits its long poll on top.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Connects to the first broker of a comma-separated list that answers;
+/// its requests time out after `request_timeout`.
+pub fn connect_any(brokers: &str, request_timeout: Duration) -> Result<Connection, ClientError> {
+    let mut last = ClientError::InvalidArgument(format!(
+        "no broker address given in {brokers:?}; give HOST[:PORT],..."
+    ));
     for addr in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match Connection::connect(addr, CONNECT_TIMEOUT) {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok(c.with_request_timeout(request_timeout)),
             Err(e) => last = e,
         }
     }

@@ -17,7 +17,7 @@
 //! ([`Producer::send_tagged`], like librdkafka's delivery reports).
 
 use super::murmur2::partition_for_key;
-use super::{connect_any, ClientError, Connection};
+use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::client::connection::{decode_answer, Waiter};
 use crate::protocol::*;
 use futures::channel::oneshot;
@@ -69,6 +69,9 @@ pub struct ProducerConfig {
     /// (producer id + per-partition sequence numbers), so a retry never
     /// duplicates.
     pub idempotence: bool,
+    /// A produce request with no answer for this long fails with
+    /// `ClientError::Timeout` (its connection is replaced) and is retried.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -83,6 +86,7 @@ impl Default for ProducerConfig {
             retry_backoff_ms: 100,
             max_in_flight: 5,
             idempotence: true,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -270,10 +274,9 @@ enum Ready {
 }
 
 struct Inner {
-    brokers: String,
-    /// Replaced by a new connection when the old one dies (a broker
-    /// restart): retried batches go out on the new one.
-    conn: Mutex<Arc<Connection>>,
+    /// Replaces its connection when the old one dies (a broker restart, a
+    /// timeout): retried batches go out on the new one.
+    link: Link,
     config: ProducerConfig,
     /// Producer id and epoch, when idempotent.
     identity: Option<(u64, u16)>,
@@ -286,15 +289,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<Inner>,
-}
-
-/// The live connection, reconnecting if the last one died.
-fn connection(inner: &Inner) -> Result<Arc<Connection>, ClientError> {
-    let mut conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-    if !conn.is_alive() {
-        *conn = Arc::new(connect_any(&inner.brokers)?);
-    }
-    Ok(conn.clone())
 }
 
 fn lock(inner: &Inner) -> MutexGuard<'_, State> {
@@ -339,10 +333,10 @@ impl Producer {
                 "max_in_flight must be between 1 and {RECENT_BATCHES_MAX} with idempotence"
             )));
         }
-        let conn = connect_any(brokers)?;
+        let link = Link::connect(brokers, Duration::from_millis(config.request_timeout_ms))?;
         let identity = if idempotent {
             let (answer, _) = futures::executor::block_on(
-                conn.call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]),
+                link.call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]),
             )?;
             if let Some(e) = ClientError::from_code(answer.error_code, "init producer id".into()) {
                 return Err(e);
@@ -352,8 +346,7 @@ impl Producer {
             None
         };
         let inner = Arc::new(Inner {
-            brokers: brokers.to_string(),
-            conn: Mutex::new(Arc::new(conn)),
+            link,
             config,
             identity,
             delivery,
@@ -364,7 +357,7 @@ impl Producer {
         std::thread::Builder::new()
             .name("mamba-producer".into())
             .spawn(move || run_sender(&sender))
-            .map_err(|e| ClientError::Io { addr: brokers.to_string(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Io { addr: brokers.to_string(), source: Arc::new(e) })?;
         Ok(Producer { inner })
     }
 
@@ -415,7 +408,7 @@ impl Producer {
 
     /// Learns a topic's partition count from the broker.
     fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
-        let meta = futures::executor::block_on(connection(&self.inner)?.topic_metadata(topic))?;
+        let meta = futures::executor::block_on(self.inner.link.topic_metadata(topic))?;
         let n = meta.partitions.len() as u32;
         lock(&self.inner).topics.entry(topic.to_string()).or_insert_with(|| TopicQueues {
             partitions: (0..n).map(|_| PartitionQueue::default()).collect(),
@@ -691,7 +684,7 @@ fn queue_of<'s>(state: &'s mut State, key: &TopicPartition) -> Option<&'s mut Pa
 fn send_batch(inner: &Arc<Inner>, key: TopicPartition, flight: InFlight) {
     let request = ProduceRequest {
         acks: inner.config.acks.wire(),
-        timeout_ms: 30_000,
+        timeout_ms: u32::try_from(inner.config.request_timeout_ms).unwrap_or(u32::MAX),
         partitions: vec![ProducePartition {
             topic: key.0.clone(),
             partition: key.1,
@@ -701,7 +694,8 @@ fn send_batch(inner: &Arc<Inner>, key: TopicPartition, flight: InFlight) {
     let batch = flight.batch.clone();
     let payload = [batch.as_bytes()];
     if inner.config.acks == Acks::None {
-        let result = connection(inner).and_then(|conn| conn.send_with(&request, &payload, None));
+        let result =
+            inner.link.connection().and_then(|conn| conn.send_with(&request, &payload, None));
         finish(inner, &key, flight, result.map(|()| None));
         return;
     }
@@ -728,7 +722,7 @@ fn send_batch(inner: &Arc<Inner>, key: TopicPartition, flight: InFlight) {
         }
     }));
     if let Err(e) =
-        connection(inner).and_then(|conn| conn.send_with(&request, &payload, Some(waiter)))
+        inner.link.connection().and_then(|conn| conn.send_with(&request, &payload, Some(waiter)))
     {
         let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(flight) = taken {
