@@ -62,8 +62,13 @@ pub mod local_code {
     pub const USAGE: u16 = 1000;
     /// No broker could be reached, or the connection was lost.
     pub const CONNECTION: u16 = 1001;
+    /// A broker did not answer a request within the request timeout.
+    pub const TIMEOUT: u16 = 1002;
     /// Reading or writing a local file or stream failed.
     pub const IO: u16 = 1003;
+    /// An input record cannot be used (a JSON line that does not parse,
+    /// text that does not follow the template).
+    pub const INPUT: u16 = 1004;
     /// The command failed in a way no other code describes.
     pub const FAILED: u16 = 1005;
 }
@@ -84,6 +89,10 @@ impl CliError {
 
     pub fn io(message: impl Into<String>) -> CliError {
         CliError { code: local_code::IO, name: "io", message: message.into() }
+    }
+
+    pub fn input(message: impl Into<String>) -> CliError {
+        CliError { code: local_code::INPUT, name: "bad input", message: message.into() }
     }
 
     pub fn failed(message: impl Into<String>) -> CliError {
@@ -125,6 +134,13 @@ impl From<ClientError> for CliError {
                 let code = ErrorCode::UnknownTopicOrPartition;
                 CliError { code: code.as_u16(), name: code.name(), message }
             }
+            ClientError::OffsetOutOfRange { .. } => {
+                let code = ErrorCode::OffsetOutOfRange;
+                CliError { code: code.as_u16(), name: code.name(), message }
+            }
+            ClientError::Timeout { .. } => {
+                CliError { code: local_code::TIMEOUT, name: "timeout", message }
+            }
             // A refused or timed out connection may mean no broker runs
             // there; a bad address does not.
             ClientError::Connect { .. } => CliError {
@@ -156,6 +172,16 @@ impl From<String> for CliError {
 /// process quietly with status 0, as a reader that stopped reading wants.
 pub fn emit(out: &mut impl Write, line: &str) -> Result<(), CliError> {
     match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(CliError::io(format!("writing to standard output: {e}"))),
+    }
+}
+
+/// Writes `bytes` as they are (no newline added) to standard output; a
+/// closed pipe ends the process quietly with status 0, as in `emit`.
+pub fn emit_bytes(out: &mut impl Write, bytes: &[u8]) -> Result<(), CliError> {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => Err(CliError::io(format!("writing to standard output: {e}"))),

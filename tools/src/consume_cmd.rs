@@ -1,8 +1,18 @@
-//! `mamba consume`: print a topic's records.
+//! `mamba consume`: print a topic's records, following it across broker
+//! restarts.
+//!
+//! A broker must answer at the start. Once reading, a lost broker (a
+//! restart, a dropped connection, a request timeout, a busy or
+//! shutting-down answer) is retried with a backoff of 100 ms doubling to
+//! 2 s, from the positions after the last record printed, so every record
+//! is printed exactly once. One line on standard error says the broker was
+//! lost and one that it is back; after `--reconnect-timeout` (60 s) with no
+//! answer the command fails with the last error.
 
-use crate::cli::{emit, CliError, ClientArgs, Output};
+use crate::cli::{emit, emit_bytes, now_ms, parse_time_ms, CliError, ClientArgs, Output};
+use crate::template::Template;
 use clap::Args;
-use mamba_net::client::{Consumer, ConsumerConfig, SeekTo};
+use mamba_net::client::{Backoff, ClientError, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -14,8 +24,11 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(short, long)]
     partition: Option<u32>,
-    /// earliest, latest, an offset, or @TIMESTAMP_MS.
-    #[arg(long, default_value = "earliest")]
+    /// Where to start in each partition: earliest, latest, OFFSET, -N (N
+    /// records before the end), +N (N after the log start), or a time:
+    /// @2026-11-30T12:00:00Z, @-10m (that long ago), @MS (ms since the
+    /// epoch).
+    #[arg(long, default_value = "earliest", allow_hyphen_values = true)]
     from: String,
     /// Stop after this many records (default: follow until interrupted).
     #[arg(long)]
@@ -24,8 +37,48 @@ pub struct ConsumeArgs {
     #[arg(long)]
     timeout_ms: Option<u64>,
     /// Text output prints key<TAB>value.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     print_key: bool,
+    /// Print each record by a template, as kcat's -f: %t topic, %p
+    /// partition, %o offset, %k key, %v value, %h headers (k=v,k2=v2), %T
+    /// timestamp ms; escapes \n \t \r \0 \\ and %%. Keys and values are
+    /// written as raw bytes. Example: '%p %o %k=%v\n'. `json` is the same
+    /// as --output json.
+    #[arg(short, long, value_name = "FORMAT")]
+    format: Option<String>,
+    /// Give up when no broker answers for this long after the connection
+    /// was lost (a duration: 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    reconnect_timeout: Duration,
+}
+
+/// The forms `--from` takes, for messages.
+pub const FROM_FORMS: &str = "earliest, latest, OFFSET, -N (N before the end), +N (N after the \
+     start), or a time: @2026-11-30T12:00:00Z, @-10m (that long ago) or @MS";
+
+/// `--from`, with `now_ms` anchoring `@-10m`.
+fn parse_from(text: &str, now_ms: i64) -> Result<SeekTo, String> {
+    let count = |digits: &str| {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+    };
+    match text {
+        "earliest" => return Ok(SeekTo::Earliest),
+        "latest" => return Ok(SeekTo::Latest),
+        _ => {}
+    }
+    if let Some(time) = text.strip_prefix('@') {
+        return parse_time_ms(time, now_ms)
+            .map(SeekTo::Timestamp)
+            .map_err(|e| format!("--from {text:?}: {e}"));
+    }
+    let parsed = match text.as_bytes().first() {
+        Some(b'-') => count(&text[1..]).map(SeekTo::BeforeEnd),
+        Some(b'+') => count(&text[1..]).map(SeekTo::AfterStart),
+        _ => count(text).map(SeekTo::Offset),
+    };
+    parsed.ok_or_else(|| format!("--from wants {FROM_FORMS}, not {text:?}"))
 }
 
 fn printable(bytes: &[u8]) -> String {
@@ -35,18 +88,63 @@ fn printable(bytes: &[u8]) -> String {
     }
 }
 
-pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
-    let output = args.client.output();
-    let from = match args.from.as_str() {
-        "earliest" => SeekTo::Earliest,
-        "latest" => SeekTo::Latest,
-        s if s.starts_with('@') => {
-            SeekTo::Timestamp(crate::cli::parse_time_ms(&s[1..], crate::cli::now_ms())?)
+/// How records are printed.
+enum Printer {
+    Json,
+    Text { print_key: bool },
+    Template(Template),
+}
+
+impl Printer {
+    fn print(&self, r: &ConsumerRecord, out: &mut impl std::io::Write) -> Result<(), CliError> {
+        match self {
+            Printer::Json => {
+                let line = json!({
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "timestamp_ms": r.timestamp_ms,
+                    "key": r.key.as_deref().map(printable),
+                    "value": printable(&r.value),
+                    "headers": r.headers.iter().map(|(k, v)| (k.clone(), json!(printable(v)))).collect::<serde_json::Map<_, _>>(),
+                });
+                emit(out, &line.to_string())
+            }
+            Printer::Text { print_key: true } => {
+                let key = r.key.as_deref().map(printable).unwrap_or_default();
+                emit(out, &format!("{key}\t{}", printable(&r.value)))
+            }
+            Printer::Text { print_key: false } => emit(out, &printable(&r.value)),
+            Printer::Template(template) => {
+                let mut bytes = Vec::with_capacity(r.value.len() + 64);
+                template.render(r, &mut bytes);
+                emit_bytes(out, &bytes)
+            }
         }
-        s => SeekTo::Offset(s.parse().map_err(|_| {
-            format!("--from wants earliest, latest, an offset or @TIMESTAMP_MS, not {s:?}")
-        })?),
+    }
+}
+
+/// Waits between attempts while the broker is away.
+const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Since when the broker has been away, and what the last attempt said.
+struct Outage {
+    since: Instant,
+    backoff: Backoff,
+}
+
+pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
+    let printer = match (args.format.as_deref(), args.client.output()) {
+        (Some("json"), _) | (None, Output::Json) => Printer::Json,
+        (None, Output::Text) => Printer::Text { print_key: args.print_key },
+        (Some(text), Output::Text) => Printer::Template(Template::parse(text)?),
+        (Some(text), Output::Json) => {
+            return Err(CliError::usage(format!(
+                "--format {text:?} and --output json both say how to print records: use one"
+            )))
+        }
     };
+    let from = parse_from(&args.from, now_ms())?;
     let mut consumer = Consumer::connect(&args.client.brokers, ConsumerConfig::default())?;
     let partitions: Vec<u32> = args.partition.into_iter().collect();
     consumer.assign(&args.topic, &partitions, from)?;
@@ -54,6 +152,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let mut seen = 0u64;
     let mut last_record = Instant::now();
     let poll = Duration::from_millis(args.timeout_ms.unwrap_or(500).min(500));
+    let mut outage: Option<Outage> = None;
     loop {
         if args.count.is_some_and(|n| seen >= n) {
             return Ok(());
@@ -61,7 +160,21 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         if args.timeout_ms.is_some_and(|t| last_record.elapsed() >= Duration::from_millis(t)) {
             return Ok(());
         }
-        let records = consumer.poll(poll)?;
+        let records = match consumer.poll(poll) {
+            Ok(records) => {
+                if outage.take().is_some() {
+                    eprintln!(
+                        "mamba: the broker answers again; reading on from where it stopped"
+                    );
+                }
+                records
+            }
+            Err(e) if e.is_retriable() => {
+                wait_for_broker(&mut outage, &e, &args)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut out = stdout.lock();
         for r in records {
             if args.count.is_some_and(|n| seen >= n) {
@@ -69,22 +182,58 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             }
             seen += 1;
             last_record = Instant::now();
-            let line = match output {
-                Output::Json => json!({
-                    "partition": r.partition,
-                    "offset": r.offset,
-                    "timestamp_ms": r.timestamp_ms,
-                    "key": r.key.as_deref().map(printable),
-                    "value": printable(&r.value),
-                    "headers": r.headers.iter().map(|(k, v)| (k.clone(), json!(printable(v)))).collect::<serde_json::Map<_, _>>(),
-                })
-                .to_string(),
-                Output::Text if args.print_key => {
-                    format!("{}\t{}", r.key.as_deref().map(printable).unwrap_or_default(), printable(&r.value))
-                }
-                Output::Text => printable(&r.value),
-            };
-            emit(&mut out, &line)?;
+            printer.print(&r, &mut out)?;
         }
+    }
+}
+
+/// After a retriable failure: says the broker is lost (once per outage),
+/// gives up after `--reconnect-timeout`, else waits a backoff step.
+fn wait_for_broker(
+    outage: &mut Option<Outage>,
+    error: &ClientError,
+    args: &ConsumeArgs,
+) -> Result<(), CliError> {
+    let outage = outage.get_or_insert_with(|| {
+        eprintln!(
+            "mamba: lost the broker ({error}); reconnecting to {} for up to {}",
+            args.client.brokers,
+            humantime::format_duration(args.reconnect_timeout)
+        );
+        Outage {
+            since: Instant::now(),
+            backoff: Backoff::new(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX),
+        }
+    });
+    let away = outage.since.elapsed();
+    if away >= args.reconnect_timeout {
+        return Err(CliError::from(error.clone()).context(format_args!(
+            "no broker answered for {} (--reconnect-timeout)",
+            humantime::format_duration(args.reconnect_timeout)
+        )));
+    }
+    std::thread::sleep(outage.backoff.next_wait().min(args.reconnect_timeout - away));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_takes_every_documented_form() {
+        let now = 1_764_504_000_000;
+        assert_eq!(parse_from("earliest", now), Ok(SeekTo::Earliest));
+        assert_eq!(parse_from("latest", now), Ok(SeekTo::Latest));
+        assert_eq!(parse_from("42", now), Ok(SeekTo::Offset(42)));
+        assert_eq!(parse_from("-5", now), Ok(SeekTo::BeforeEnd(5)));
+        assert_eq!(parse_from("+7", now), Ok(SeekTo::AfterStart(7)));
+        assert_eq!(parse_from("@-10m", now), Ok(SeekTo::Timestamp(now - 600_000)));
+        assert_eq!(parse_from("@2025-11-30T12:00:00Z", now), Ok(SeekTo::Timestamp(now)));
+        for bad in ["", "-", "+x", "soon", "-1.5", "@yesterday"] {
+            let e = parse_from(bad, now).expect_err(bad);
+            assert!(e.contains("@-10m"), "{e}");
+        }
+        assert!(parse_from("soon", now).expect_err("soon").contains("-N (N before the end)"));
     }
 }

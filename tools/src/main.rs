@@ -4,7 +4,9 @@ mod cli;
 mod consume_cmd;
 mod log_cmd;
 mod produce_cmd;
+mod record_input;
 mod serve;
+mod template;
 mod topic_cmd;
 
 use clap::{Parser, Subcommand};
@@ -30,7 +32,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, list, describe, alter and delete topics.
     Topic(topic_cmd::TopicArgs),
-    /// Send one record per line of standard input.
+    /// Send records: one per line of standard input, JSON lines, a
+    /// template's fields, or whole files.
     Produce(produce_cmd::ProduceArgs),
     /// Print records of a topic.
     Consume(consume_cmd::ConsumeArgs),

@@ -1,29 +1,32 @@
-//! `mamba produce`: records from standard input, streamed.
+//! `mamba produce`: records from standard input (or files), streamed.
 
 use crate::cli::{emit, CliError, ClientArgs, Output};
+use crate::record_input::RecordSource;
+use crate::template::{Field, Template};
 use clap::Args;
 use mamba_net::client::{block_on, Acks, Producer, ProducerConfig, ProducerRecord};
 use serde_json::json;
-use std::io::BufRead;
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
     topic: String,
     #[command(flatten)]
     pub client: ClientArgs,
-    /// The key of every record.
+    /// The key of every record (a JSON line's own key wins).
     #[arg(short, long, conflicts_with = "key_separator")]
     key: Option<String>,
     /// Split each record at the first SEP into key and value.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
-    /// Send every record to this partition (default: by key, or sticky).
+    /// Send every record to this partition (default: by key, or sticky;
+    /// a JSON line's own partition wins).
     #[arg(short, long)]
     partition: Option<u32>,
     /// 0, 1 or all.
     #[arg(long, default_value = "all")]
     acks: String,
-    /// A header on every record (repeatable).
+    /// A header on every record (repeatable; JSON lines add their own).
     #[arg(long = "header", value_name = "K=V")]
     headers: Vec<String>,
     /// The byte that ends each record on standard input: one character,
@@ -31,6 +34,25 @@ pub struct ProduceArgs {
     /// not be UTF-8.
     #[arg(long, value_name = "BYTE", default_value = "\\n", value_parser = parse_delimiter)]
     delimiter: u8,
+    /// How standard input holds records instead of one per delimiter:
+    /// `json`, one object per line: {"key": "k", "value": "v", "headers":
+    /// {"h": "x"}, "partition": 0, "timestamp_ms": MS} (only value needed;
+    /// key_b64/value_b64 for bytes in base64); or a template such as
+    /// '%k:%v\n': fields %k key, %v value, %p partition, %T timestamp ms,
+    /// each ended by the text after it (the key here ends at the first
+    /// ':'), the last text ending the record; escapes \n \t \r \0 \\ %%.
+    /// A record that does not parse stops the run with a `bad input` error
+    /// naming it; the records before it are sent.
+    #[arg(short, long, value_name = "FORMAT", conflicts_with_all = ["delimiter", "key_separator"])]
+    format: Option<String>,
+    /// Send this file's bytes as the value of one record (repeatable: one
+    /// record per file, in order); standard input is not read.
+    #[arg(
+        long = "value-file",
+        value_name = "PATH",
+        conflicts_with_all = ["format", "delimiter", "key_separator"]
+    )]
+    value_files: Vec<PathBuf>,
 }
 
 /// A record delimiter: one ASCII character or an escape.
@@ -67,6 +89,7 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
             .ok_or_else(|| CliError::usage(format!("--header wants K=V, got {h:?}")))?;
         headers.push((k.to_string(), v.as_bytes().to_vec()));
     }
+    let mut source = record_source(&args)?;
     let producer = Producer::connect(
         &args.client.brokers,
         ProducerConfig { acks, ..ProducerConfig::default() },
@@ -95,41 +118,27 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
         }
         Ok(failed)
     });
-    let mut input = std::io::BufReader::new(std::io::stdin().lock());
-    let mut record_bytes = Vec::new();
     let mut number = 0u64;
     let mut read_error = None;
     loop {
-        record_bytes.clear();
-        match input.read_until(args.delimiter, &mut record_bytes) {
-            Ok(0) => break,
-            Ok(_) => {}
+        let record = match source.next_record(number + 1) {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
             Err(e) => {
-                read_error = Some(CliError::io(format!("reading standard input: {e}")));
+                read_error = Some(e);
                 break;
             }
-        }
-        if record_bytes.last() == Some(&args.delimiter) {
-            record_bytes.pop();
-        }
-        number += 1;
-        let (key, value) = match (&args.key, &args.key_separator) {
-            (Some(k), _) => (Some(k.as_bytes().to_vec()), record_bytes.clone()),
-            (None, Some(sep)) => match find(&record_bytes, sep.as_bytes()) {
-                Some(at) => {
-                    (Some(record_bytes[..at].to_vec()), record_bytes[at + sep.len()..].to_vec())
-                }
-                None => (None, record_bytes.clone()),
-            },
-            (None, None) => (None, record_bytes.clone()),
         };
+        number += 1;
+        let mut record_headers = headers.clone();
+        record_headers.extend(record.headers);
         let record = ProducerRecord {
             topic: args.topic.clone(),
-            partition: args.partition,
-            key,
-            value,
-            headers: headers.clone(),
-            timestamp_ms: None,
+            partition: record.partition.or(args.partition),
+            key: record.key.or_else(|| args.key.as_ref().map(|k| k.as_bytes().to_vec())),
+            value: record.value,
+            headers: record_headers,
+            timestamp_ms: record.timestamp_ms,
         };
         match producer.send(record) {
             Ok(ack) => {
@@ -161,10 +170,37 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Where `needle` first occurs in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
+/// The input form the flags ask for, checked against the flags it
+/// conflicts with.
+fn record_source(
+    args: &ProduceArgs,
+) -> Result<RecordSource<std::io::BufReader<std::io::StdinLock<'static>>>, CliError> {
+    let stdin = || std::io::BufReader::new(std::io::stdin().lock());
+    if !args.value_files.is_empty() {
+        return Ok(RecordSource::ValueFiles { paths: args.value_files.clone().into_iter() });
     }
-    haystack.windows(needle.len()).position(|w| w == needle)
+    match args.format.as_deref() {
+        None => Ok(RecordSource::Delimited {
+            input: stdin(),
+            delimiter: args.delimiter,
+            key_separator: args.key_separator.as_ref().map(|s| s.as_bytes().to_vec()),
+        }),
+        Some("json") => Ok(RecordSource::JsonLines { input: stdin(), line_number: 0 }),
+        Some(text) => {
+            let template = Template::parse(text).and_then(|t| t.for_input())?;
+            if template.has(Field::Key) && args.key.is_some() {
+                return Err(CliError::usage(format!(
+                    "--key gives every record a key, and --format {text:?} reads one (%k): \
+                     use one of them"
+                )));
+            }
+            if template.has(Field::Partition) && args.partition.is_some() {
+                return Err(CliError::usage(format!(
+                    "--partition names every record's partition, and --format {text:?} reads \
+                     one (%p): use one of them"
+                )));
+            }
+            Ok(RecordSource::Template { input: stdin(), template })
+        }
+    }
 }

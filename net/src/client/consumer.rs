@@ -55,6 +55,10 @@ pub enum SeekTo {
     Earliest,
     Latest,
     Offset(u64),
+    /// N records before the end (not before the log start).
+    BeforeEnd(u64),
+    /// N records after the log start (`Offset(start + N)`).
+    AfterStart(u64),
     /// The first record at or after this time (ms since the epoch).
     Timestamp(i64),
 }
@@ -135,17 +139,21 @@ impl Consumer {
     pub fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> Result<(), ClientError> {
         // A fetch already sent reads from the old position.
         self.prefetched = None;
-        let timestamp = match to {
-            SeekTo::Offset(offset) => {
-                self.positions.insert((topic.to_string(), partition), offset);
-                return Ok(());
-            }
-            SeekTo::Earliest => EARLIEST_TIMESTAMP,
-            SeekTo::Latest => LATEST_TIMESTAMP,
-            SeekTo::Timestamp(ts) => ts,
+        let list = |timestamp| {
+            futures::executor::block_on(self.conn.list_offset(topic, partition, timestamp))
         };
-        let offset =
-            futures::executor::block_on(self.conn.list_offset(topic, partition, timestamp))?;
+        let offset = match to {
+            SeekTo::Offset(offset) => offset,
+            SeekTo::Earliest => list(EARLIEST_TIMESTAMP)?,
+            SeekTo::Latest => list(LATEST_TIMESTAMP)?,
+            SeekTo::Timestamp(ts) => list(ts)?,
+            SeekTo::BeforeEnd(n) => {
+                let start = list(EARLIEST_TIMESTAMP)?;
+                list(LATEST_TIMESTAMP)?.saturating_sub(n).max(start)
+            }
+            // Past the end, the first poll says so, naming the range.
+            SeekTo::AfterStart(n) => list(EARLIEST_TIMESTAMP)?.saturating_add(n),
+        };
         self.positions.insert((topic.to_string(), partition), offset);
         Ok(())
     }
