@@ -343,10 +343,23 @@ fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
             let now = Instant::now();
             if now >= next_check {
                 next_check = now + DEADLINE_CHECK_INTERVAL;
-                if let Some(reason) = fail_overdue(&pending, &addr, now) {
-                    // See the module docs: a timeout ends the connection.
+                let overdue = take_overdue(&pending, now);
+                if let Some(first) = overdue.first() {
+                    // See the module docs: a timeout ends the connection,
+                    // dead before its callers hear of it, so a retry they
+                    // make at once goes out on a new one.
+                    let reason = format!("{} timed out", first.request);
+                    alive.store(false, Ordering::Release);
                     if let Err(e) = stream.shutdown(std::net::Shutdown::Both) {
                         tracing::trace!(error = %e, "closing a timed out connection");
+                    }
+                    for awaited in overdue {
+                        let waited = now.duration_since(awaited.sent);
+                        awaited.waiter.complete(Err(ClientError::Timeout {
+                            request: awaited.request,
+                            addr: addr.clone(),
+                            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                        }));
                     }
                     break 'frames reason;
                 }
@@ -388,25 +401,12 @@ fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
     }
 }
 
-/// Fails every request past its deadline with `Timeout`; returns why the
-/// connection must close if there was one.
-fn fail_overdue(pending: &Pending, addr: &str, now: Instant) -> Option<String> {
-    let overdue: Vec<Awaited> = {
-        let mut pending = lock(pending);
-        let ids: Vec<u32> =
-            pending.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
-        ids.iter().filter_map(|id| pending.remove(id)).collect()
-    };
-    let reason = overdue.first().map(|a| format!("{} timed out", a.request));
-    for awaited in overdue {
-        let waited_ms = u64::try_from(now.duration_since(awaited.sent).as_millis()).unwrap_or(u64::MAX);
-        awaited.waiter.complete(Err(ClientError::Timeout {
-            request: awaited.request,
-            addr: addr.to_string(),
-            waited_ms,
-        }));
-    }
-    reason
+/// Takes every request past its deadline out of `pending`.
+fn take_overdue(pending: &Pending, now: Instant) -> Vec<Awaited> {
+    let mut pending = lock(pending);
+    let ids: Vec<u32> =
+        pending.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+    ids.iter().filter_map(|id| pending.remove(id)).collect()
 }
 
 /// Waits up to `timeout` for `fd` to have something to read (or to fail:

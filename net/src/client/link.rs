@@ -3,48 +3,73 @@
 //!
 //! A [`Connection`] dies for good when its socket fails, the broker closes
 //! it (a restart) or a request on it times out. The `Link` notices on its
-//! next use and connects again, to the first broker of its list that
-//! answers; the request that found the old one dead goes out on the new
-//! one. Requests that were in flight on the old connection have failed
-//! already (`Disconnected`, `Timeout`): whether to send them again is the
-//! caller's choice, since only the caller knows whether a request is safe
-//! to repeat.
+//! next use and connects again, trying the brokers of its list in turn
+//! from the one after the broker it had, so a broker that accepts
+//! connections but never answers is not chosen again and again; the
+//! request that found the old connection dead goes out on the new one.
+//! Requests that were in flight on the old connection have failed already
+//! (`Disconnected`, `Timeout`): whether to send them again is the caller's
+//! choice, since only the caller knows whether a request is safe to repeat.
 
-use super::{connect_any, ClientError, Connection};
+use super::{ClientError, Connection, CONNECT_TIMEOUT};
 use crate::protocol::{Frame, Message, TopicMeta};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Lifecycle: `connect` opens the first connection (failing if no broker
 /// answers); from then on every use gets a live connection or the error of
-/// the attempt to open one. Thread-safe: one lock guards the swap, and
-/// requests run on the connection outside it.
+/// the last attempt to open one. Thread-safe: one lock guards the swap,
+/// and requests run on the connection outside it.
 pub struct Link {
-    /// Comma-separated `HOST[:PORT]` list, tried in order.
+    /// The `HOST[:PORT]` addresses, as given.
     brokers: String,
+    addrs: Vec<String>,
     request_timeout: Duration,
-    conn: Mutex<Arc<Connection>>,
+    /// The connection and the index in `addrs` of its broker.
+    current: Mutex<(Arc<Connection>, usize)>,
 }
 
 impl Link {
-    /// Connects to the first of `brokers` that answers. Requests give up
-    /// after `request_timeout` without an answer.
+    /// Connects to the first of `brokers` (comma-separated `HOST[:PORT]`)
+    /// that answers. Requests give up after `request_timeout` without an
+    /// answer.
     pub fn connect(brokers: &str, request_timeout: Duration) -> Result<Link, ClientError> {
         if request_timeout.is_zero() {
             return Err(ClientError::InvalidArgument(
                 "request_timeout_ms must be positive (30000 is the default)".into(),
             ));
         }
-        let conn = connect_any(brokers, request_timeout)?;
-        Ok(Link { brokers: brokers.to_string(), request_timeout, conn: Mutex::new(Arc::new(conn)) })
+        let addrs: Vec<String> = brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        let (conn, index) = connect_from(&addrs, 0, request_timeout).map_err(|e| match e {
+            None => ClientError::InvalidArgument(format!(
+                "no broker address in {brokers:?}; give HOST[:PORT],..."
+            )),
+            Some(e) => e,
+        })?;
+        Ok(Link {
+            brokers: brokers.to_string(),
+            addrs,
+            request_timeout,
+            current: Mutex::new((Arc::new(conn), index)),
+        })
     }
 
     /// The live connection, opening a new one if the last one died.
     pub fn connection(&self) -> Result<Arc<Connection>, ClientError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (conn, index) = &mut *current;
         if !conn.is_alive() {
             tracing::debug!(old = %conn.addr(), brokers = %self.brokers, "reconnecting");
-            *conn = Arc::new(connect_any(&self.brokers, self.request_timeout)?);
+            let start = (*index + 1) % self.addrs.len();
+            let (new, new_index) = connect_from(&self.addrs, start, self.request_timeout)
+                .map_err(|e| e.unwrap_or(ClientError::Disconnected { addr: self.brokers.clone() }))?;
+            *conn = Arc::new(new);
+            *index = new_index;
         }
         Ok(conn.clone())
     }
@@ -80,4 +105,22 @@ impl Link {
     ) -> Result<u64, ClientError> {
         self.connection()?.list_offset(topic, partition, timestamp).await
     }
+}
+
+/// Connects to the first broker of `addrs` that answers, trying them in
+/// turn from `start`; `Err(None)` when there is none to try, else the
+/// last broker's error.
+fn connect_from(
+    addrs: &[String],
+    start: usize,
+    request_timeout: Duration,
+) -> Result<(Connection, usize), Option<ClientError>> {
+    let mut last = None;
+    for i in (0..addrs.len()).map(|k| (start + k) % addrs.len()) {
+        match Connection::connect(&addrs[i], CONNECT_TIMEOUT) {
+            Ok(conn) => return Ok((conn.with_request_timeout(request_timeout), i)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last)
 }

@@ -154,21 +154,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `request.timeout.ms`); a fetch waits its long poll on top.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
-/// Connects to the first broker of a comma-separated list that answers;
-/// its requests time out after `request_timeout`.
-pub fn connect_any(brokers: &str, request_timeout: Duration) -> Result<Connection, ClientError> {
-    let mut last = ClientError::InvalidArgument(format!(
-        "no broker address given in {brokers:?}; give HOST[:PORT],..."
-    ));
-    for addr in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        match Connection::connect(addr, CONNECT_TIMEOUT) {
-            Ok(c) => return Ok(c.with_request_timeout(request_timeout)),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
 #[cfg(test)]
 mod address_tests {
     use super::with_default_port;
