@@ -228,9 +228,9 @@ impl InputTemplate {
             }
             if head != self.head {
                 return Err(ReadError::Bad(format!(
-                    "it starts with {:?}, not the template's {:?}",
-                    head.escape_ascii().to_string(),
-                    self.head.escape_ascii().to_string()
+                    "it starts with '{}', not the template's '{}'",
+                    head.escape_ascii(),
+                    self.head.escape_ascii()
                 )));
             }
             started = true;
@@ -244,9 +244,9 @@ impl InputTemplate {
             if !found {
                 if bytes.len() >= field_bytes_max {
                     return Err(ReadError::Bad(format!(
-                        "{} runs past {field_bytes_max} bytes without the text {:?} that ends it",
+                        "{} runs past {field_bytes_max} bytes without the text '{}' that ends it",
                         field.placeholder(),
-                        end.escape_ascii().to_string()
+                        end.escape_ascii()
                     )));
                 }
                 if !started && bytes.is_empty() {
@@ -254,20 +254,31 @@ impl InputTemplate {
                 }
                 if !last {
                     return Err(ReadError::Bad(format!(
-                        "the input ends before the text {:?} that ends {}",
-                        end.escape_ascii().to_string(),
+                        "the input ends before the text '{}' that ends {}",
+                        end.escape_ascii(),
                         field.placeholder()
                     )));
                 }
             }
             started = true;
+            // A field cannot run over the end of its record: a line
+            // without the separator is an error, not the key of the next.
+            let record_end = &self.steps[self.steps.len() - 1].1;
+            if !last && bytes.windows(record_end.len()).any(|w| w == record_end.as_slice()) {
+                return Err(ReadError::Bad(format!(
+                    "the record ends ('{}') before the text '{}' that ends {}",
+                    record_end.escape_ascii(),
+                    end.escape_ascii(),
+                    field.placeholder()
+                )));
+            }
             let number = |what: &str| {
                 let text = std::str::from_utf8(&bytes).unwrap_or_default().trim().to_string();
                 text.parse::<i64>().map_err(|_| {
                     ReadError::Bad(format!(
-                        "{} wants {what}, got {:?}",
+                        "{} wants {what}, got '{}'",
                         field.placeholder(),
-                        bytes.escape_ascii().to_string()
+                        bytes.escape_ascii()
                     ))
                 })
             };
@@ -393,6 +404,7 @@ mod tests {
     fn input_that_breaks_the_template_is_an_error_naming_why() {
         for (template, input, named) in [
             ("%k:%v\\n", &b"no separator\n"[..], "ends %k"),
+            ("%k:%v\\n", &b"no separator\nnext:line\n"[..], "the record ends ('\\n') before"),
             ("<%v>", b"x>", "starts with"),
             ("%p:%v\\n", b"two:x\n", "partition number"),
             ("%k:%v\\n", &[b'y'; 100], "runs past 64 bytes"),
