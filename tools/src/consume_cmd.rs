@@ -163,9 +163,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         let records = match consumer.poll(poll) {
             Ok(records) => {
                 if outage.take().is_some() {
-                    eprintln!(
-                        "mamba: the broker answers again; reading on from where it stopped"
-                    );
+                    eprintln!("mamba: the broker answers again; reading on from where it stopped");
                 }
                 records
             }

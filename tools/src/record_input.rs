@@ -34,13 +34,25 @@ pub struct InputRecord {
 pub enum RecordSource<R> {
     /// Records end at `delimiter`; with `key_separator`, the key is what
     /// comes before its first occurrence.
-    Delimited { input: R, delimiter: u8, key_separator: Option<Vec<u8>> },
-    Template { input: R, template: InputTemplate },
+    Delimited {
+        input: R,
+        delimiter: u8,
+        key_separator: Option<Vec<u8>>,
+    },
+    Template {
+        input: R,
+        template: InputTemplate,
+    },
     /// One JSON object per line (see [`JsonRecord`]); blank lines are
     /// skipped.
-    JsonLines { input: R, line_number: u64 },
+    JsonLines {
+        input: R,
+        line_number: u64,
+    },
     /// Each file is one record's value.
-    ValueFiles { paths: std::vec::IntoIter<PathBuf> },
+    ValueFiles {
+        paths: std::vec::IntoIter<PathBuf>,
+    },
 }
 
 /// A line of `--format json`. Text fields are UTF-8; `key_b64`/`value_b64`
@@ -59,7 +71,8 @@ struct JsonRecord {
 }
 
 /// The shape of a JSON line, for messages.
-pub const JSON_RECORD_FORM: &str = "{\"key\": \"k\", \"value\": \"v\", \"headers\": {\"h\": \"x\"}, \
+pub const JSON_RECORD_FORM: &str =
+    "{\"key\": \"k\", \"value\": \"v\", \"headers\": {\"h\": \"x\"}, \
      \"partition\": 0, \"timestamp_ms\": 1764504000000} (only value needed; key_b64/value_b64 \
      for bytes in base64)";
 
@@ -92,7 +105,9 @@ impl<R: BufRead> RecordSource<R> {
                     Some((bytes[..at].to_vec(), bytes[at + sep.len()..].to_vec()))
                 });
                 Ok(Some(match split {
-                    Some((key, value)) => InputRecord { key: Some(key), value, ..InputRecord::default() },
+                    Some((key, value)) => {
+                        InputRecord { key: Some(key), value, ..InputRecord::default() }
+                    }
                     None => InputRecord { value: bytes, ..InputRecord::default() },
                 }))
             }
@@ -188,8 +203,8 @@ fn read_value_file(path: &PathBuf) -> Result<Vec<u8>, CliError> {
     if size_bytes > INPUT_RECORD_BYTES_MAX as u64 {
         return Err(too_big(size_bytes));
     }
-    let value =
-        std::fs::read(path).map_err(|e| CliError::io(format!("--value-file {}: {e}", path.display())))?;
+    let value = std::fs::read(path)
+        .map_err(|e| CliError::io(format!("--value-file {}: {e}", path.display())))?;
     if value.len() > INPUT_RECORD_BYTES_MAX {
         return Err(too_big(value.len() as u64));
     }
@@ -270,7 +285,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                InputRecord { key: Some(b"a".to_vec()), value: b"b".to_vec(), ..InputRecord::default() },
+                InputRecord {
+                    key: Some(b"a".to_vec()),
+                    value: b"b".to_vec(),
+                    ..InputRecord::default()
+                },
                 InputRecord { value: b"c".to_vec(), ..InputRecord::default() },
             ]
         );

@@ -151,10 +151,7 @@ impl Template {
                 unreachable!("text pieces are merged, so a field follows text")
             };
             if !matches!(field, Field::Key | Field::Value | Field::Partition | Field::TimestampMs) {
-                return Err(bad(&format!(
-                    "takes %k, %v, %p and %T, not {}",
-                    field.placeholder()
-                )));
+                return Err(bad(&format!("takes %k, %v, %p and %T, not {}", field.placeholder())));
             }
             if steps.iter().any(|(f, _)| f == field) {
                 return Err(bad(&format!("names {} once", field.placeholder())));
@@ -238,8 +235,8 @@ impl InputTemplate {
         let mut bytes = Vec::new();
         for (i, (field, end)) in self.steps.iter().enumerate() {
             bytes.clear();
-            let found = read_until_text(input, end, &mut bytes, field_bytes_max)
-                .map_err(ReadError::Io)?;
+            let found =
+                read_until_text(input, end, &mut bytes, field_bytes_max).map_err(ReadError::Io)?;
             let last = i + 1 == self.steps.len();
             if !found {
                 if bytes.len() >= field_bytes_max {
@@ -360,8 +357,7 @@ mod tests {
 
     #[test]
     fn bad_templates_name_what_is_wrong_and_the_fields() {
-        for (text, named) in [("%x", "%x"), ("50%", "lone %"), ("\\q", "\\q"), ("a\\", "lone \\")]
-        {
+        for (text, named) in [("%x", "%x"), ("50%", "lone %"), ("\\q", "\\q"), ("a\\", "lone \\")] {
             let e = Template::parse(text).expect_err(text);
             assert!(e.contains(named) && e.contains("%v value"), "{e}");
         }

@@ -83,7 +83,8 @@ fn consume_follows_across_a_broker_restart_and_prints_every_record_once() {
     let mut seen = next_lines(&stdout, 5);
 
     let data_dir = broker.stop();
-    let lost = stderr.recv_timeout(Duration::from_secs(10)).expect("a line saying it lost the broker");
+    let lost =
+        stderr.recv_timeout(Duration::from_secs(10)).expect("a line saying it lost the broker");
     assert!(lost.contains("lost the broker") && lost.contains(&addr), "{lost}");
     let broker = Broker::start_on(&data_dir, 1, &addr);
     send_all(&broker, values(5..10));
@@ -140,7 +141,18 @@ fn consume_from_picks_records_by_position_and_time() {
     let consume = |from: &str, count: &str| {
         let out = mamba_cli(
             &broker.addr,
-            &["consume", "pos", "-p", "2", "--from", from, "--count", count, "--timeout-ms", "5000"],
+            &[
+                "consume",
+                "pos",
+                "-p",
+                "2",
+                "--from",
+                from,
+                "--count",
+                count,
+                "--timeout-ms",
+                "5000",
+            ],
         );
         assert!(out.status.success(), "--from {from}: {}", text(&out.stderr));
         text(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()

@@ -66,8 +66,10 @@ impl Link {
         if !conn.is_alive() {
             tracing::debug!(old = %conn.addr(), brokers = %self.brokers, "reconnecting");
             let start = (*index + 1) % self.addrs.len();
-            let (new, new_index) = connect_from(&self.addrs, start, self.request_timeout)
-                .map_err(|e| e.unwrap_or(ClientError::Disconnected { addr: self.brokers.clone() }))?;
+            let (new, new_index) =
+                connect_from(&self.addrs, start, self.request_timeout).map_err(|e| {
+                    e.unwrap_or(ClientError::Disconnected { addr: self.brokers.clone() })
+                })?;
             *conn = Arc::new(new);
             *index = new_index;
         }
