@@ -67,7 +67,7 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64
 }
 
-fn partition<'a>(described: &'a Value, p: u64) -> &'a Value {
+fn partition(described: &Value, p: u64) -> &Value {
     described["partitions"]
         .as_array()
         .expect("partitions")

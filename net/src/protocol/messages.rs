@@ -472,6 +472,46 @@ mod tests {
     }
 
     #[test]
+    fn admin_bodies_round_trip_and_api_keys_are_unique() {
+        let request = CreatePartitionsRequest {
+            topics: vec![NewPartitions { name: "orders".into(), partition_count: 8 }],
+        };
+        let bytes = request.encode().expect("encode");
+        assert_eq!(CreatePartitionsRequest::decode(&bytes).expect("decode"), request);
+        let answer = DescribeBrokerResponse {
+            error_code: 0,
+            message: String::new(),
+            node_id: 3,
+            version: "0.1.0".into(),
+            data_dir: "/var/lib/mamba".into(),
+            shards: 8,
+            listeners: vec![Listener { name: "client".into(), address: "10.0.0.7:9400".into() }],
+            started_ms: 1_764_504_000_000,
+            uptime_ms: 60_000,
+            topic_count: 2,
+            partitions_online: 11,
+            partitions_offline: 1,
+            disk: DiskUsage {
+                error_code: 0,
+                message: String::new(),
+                total_bytes: 1 << 40,
+                free_bytes: 1 << 39,
+            },
+        };
+        let bytes = answer.encode().expect("encode");
+        assert_eq!(DescribeBrokerResponse::decode(&bytes).expect("decode"), answer);
+        let mut keys: Vec<u16> = SUPPORTED_APIS.iter().map(|(key, ..)| *key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), SUPPORTED_APIS.len(), "every api key once");
+        assert_eq!(
+            keys,
+            (0..SUPPORTED_APIS.len() as u16).collect::<Vec<_>>(),
+            "keys are dense from 0"
+        );
+    }
+
+    #[test]
     fn garbage_bodies_are_errors() {
         let mut bytes = AlignedVec::<16>::new();
         bytes.extend_from_slice(&[0xff; 64]);
