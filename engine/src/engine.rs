@@ -492,7 +492,8 @@ impl Engine {
             self.remove_partitions(&meta, added).await;
             return Err(e);
         }
-        self.checkpoint_all().await?;
+        // Grown on disk: route to the new partitions now, so what this
+        // engine serves matches `topic.json` even if the checkpoint fails.
         let mut next = (*catalog).clone();
         next.topics.insert(name.to_string(), meta.clone());
         *self.write_catalog() = Arc::new(next);
@@ -502,6 +503,9 @@ impl Engine {
             partitions = partition_count,
             "topic grown"
         );
+        // Where the new partitions start (memory logs take appends only
+        // once it is written; the periodic checkpoint retries a failure).
+        self.checkpoint_all().await?;
         Ok(meta)
     }
 
