@@ -5,6 +5,7 @@ mod consume_cmd;
 mod log_cmd;
 mod produce_cmd;
 mod serve;
+mod serve_config;
 mod topic_cmd;
 
 use clap::{Parser, Subcommand};
