@@ -412,6 +412,26 @@ impl Engine {
         Ok(meta)
     }
 
+    /// Creates a topic unless one of that name exists, for programs that
+    /// run more than once. Returns the topic as it is and whether this call
+    /// created it; an existing topic keeps its own settings, whatever
+    /// `config` says (compare them where that matters).
+    pub async fn create_topic_if_not_exists(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> EngineResult<(TopicMeta, bool)> {
+        match self.create_topic(name, config).await {
+            Ok(meta) => Ok((meta, true)),
+            Err(EngineError::TopicExists(_)) => match self.catalog().topics.get(name) {
+                Some(meta) => Ok((meta.clone(), false)),
+                // Deleted again in between.
+                None => Err(EngineError::UnknownTopic(name.to_string())),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens `partitions` of a topic being created or grown, all at once;
     /// the first failure, if any.
     async fn open_new_partitions(

@@ -62,6 +62,12 @@ pub mod shard;
 pub mod storage;
 pub mod tail_cache;
 
+/// The README's embedding example, run by `cargo test --doc` so it cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExample;
+
 pub use batch::{Batch, BatchBuilder, BatchView, NewRecord};
 pub use config::{Durability, EngineConfig, StorageMode, TopicConfig};
 pub use disk_space::DiskSpace;

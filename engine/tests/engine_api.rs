@@ -443,3 +443,26 @@ fn partition_summaries_show_offsets_bytes_and_segments_and_why_one_is_offline() 
     assert_eq!((counts.online, counts.offline), (1, 1));
     engine.close().expect("close");
 }
+
+#[test]
+fn a_program_that_runs_twice_finds_its_topic_and_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = TopicConfig { partitions: 3, ..TopicConfig::default() };
+    for run in 0..2u64 {
+        let engine = Engine::open(dir.path(), EngineConfig::embedded()).expect("open");
+        assert_eq!(engine.shard_count(), 1, "embedded runs one shard");
+        // The second run asks for other settings: the topic keeps its own.
+        let asked = TopicConfig { partitions: 3 + run as u32, ..TopicConfig::default() };
+        let (topic, created) =
+            block_on(engine.create_topic_if_not_exists("app", asked)).expect("create");
+        assert_eq!(created, run == 0);
+        assert_eq!(topic.config.partitions, first.partitions);
+        let info =
+            block_on(engine.append("app", PartitionId(2), batch(&["hi"], 0))).expect("append");
+        assert_eq!(info.base_offset, Offset(run), "run {run} appends after the first");
+        engine.close().expect("close");
+    }
+    let engine = Engine::open(dir.path(), EngineConfig::embedded()).expect("open");
+    assert_eq!(values(&engine, "app", 2, 0), ["hi", "hi"]);
+    engine.close().expect("close");
+}

@@ -7,6 +7,7 @@ mod human;
 mod log_cmd;
 mod produce_cmd;
 mod serve;
+mod serve_config;
 mod topic_cmd;
 
 use clap::{Parser, Subcommand};
