@@ -71,12 +71,16 @@ pub struct LoadOptions {
     pub progress: bool,
 }
 
+/// One side of the run: how much went through, and (where it means
+/// something) how long each message took. Produce: send to acknowledgement;
+/// e2e: intended send to delivery; consume: no latency — its figure is the
+/// delivered rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct Section {
     pub records: u64,
     pub records_per_s: f64,
     pub bytes_per_s: f64,
-    pub latency_us: LatencyUs,
+    pub latency_us: Option<LatencyUs>,
 }
 
 /// One second of the run, for the throughput plot.
@@ -189,17 +193,24 @@ impl LoadOptions {
     }
 }
 
-fn ensure_topic(brokers: &str, topic: &str, options: &LoadOptions) -> Result<(), String> {
+/// Creates `topic` with `options.partitions`, or finds it; returns its
+/// partition count, which the run then uses (an existing topic may have
+/// more or fewer).
+fn ensure_topic(brokers: &str, topic: &str, options: &LoadOptions) -> Result<u32, String> {
     let admin =
         Admin::connect(brokers).map_err(|e| format!("{e} (is a broker running at {brokers}?)"))?;
     let configs =
         vec![ConfigEntry { name: "durability".into(), value: options.durability.to_string() }];
     match block_on(admin.create_topic(topic, options.partitions, configs)) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(options.partitions),
         Err(ClientError::Broker {
             code: mamba_net::protocol::ErrorCode::TopicAlreadyExists,
             ..
-        }) => Ok(()),
+        }) => {
+            let existing = block_on(admin.describe_topic(topic))
+                .map_err(|e| format!("describing topic {topic}: {e}"))?;
+            Ok(u32::try_from(existing.partitions.len()).unwrap_or(u32::MAX))
+        }
         Err(e) => Err(format!("creating topic {topic}: {e}")),
     }
 }
@@ -448,13 +459,18 @@ fn spawn_producers<'scope, 'env>(
         .collect()
 }
 
-fn section(records: u64, bytes: u64, window: Duration, histogram: &Histogram<u64>) -> Section {
+fn section(
+    records: u64,
+    bytes: u64,
+    window: Duration,
+    histogram: Option<&Histogram<u64>>,
+) -> Section {
     let s = window.as_secs_f64().max(1e-9);
     Section {
         records,
         records_per_s: records as f64 / s,
         bytes_per_s: bytes as f64 / s,
-        latency_us: LatencyUs::of(histogram),
+        latency_us: histogram.map(LatencyUs::of),
     }
 }
 
@@ -499,7 +515,7 @@ fn sample(
     point
 }
 
-pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
+pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
     if options.message_bytes < HEADER_BYTES {
         return Err(format!("--message-bytes must be at least {HEADER_BYTES} (the message carries its id and send time)"));
     }
@@ -511,8 +527,25 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     }
     let (brokers, embedded) = target(&options)?;
     let topics = options.topic_names();
+    let mut counts = Vec::with_capacity(topics.len());
     for topic in &topics {
-        ensure_topic(&brokers, topic, &options)?;
+        counts.push((ensure_topic(&brokers, topic, &options)?, topic));
+    }
+    // Every topic of the run has the same partitions, which the consumers
+    // are spread over: an existing topic's count is the run's count.
+    if let Some(&(found, topic)) = counts.iter().find(|(n, _)| *n != options.partitions) {
+        if let Some((other, other_topic)) = counts.iter().find(|(n, _)| *n != found) {
+            return Err(format!(
+                "topic {topic} has {found} partitions and {other_topic} {other}: the run needs \
+                 the same count in every topic; choose a new --topic name"
+            ));
+        }
+        eprintln!(
+            "mamba-bench: topic {topic} exists with {found} partitions, not --partitions {}; \
+             the run uses its {found}",
+            options.partitions
+        );
+        options.partitions = found;
     }
     let live = Arc::new(Live::default());
     let stop = AtomicBool::new(false);
@@ -634,7 +667,7 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
                 produced_measured,
                 produced_measured * options.message_bytes as u64,
                 window,
-                &produce_hist,
+                Some(&produce_hist),
             )
         });
         let consume = (consumers > 0).then(|| {
@@ -643,10 +676,10 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             } else {
                 (consumed_measured, consumed_bytes)
             };
-            section(records, bytes, consume_window, &e2e_hist)
+            section(records, bytes, consume_window, None)
         });
         let e2e = (options.mode == Mode::E2e)
-            .then(|| section(consumed_measured, consumed_bytes, window, &e2e_hist));
+            .then(|| section(consumed_measured, consumed_bytes, window, Some(&e2e_hist)));
         // Each subscription must see every acknowledged message once.
         let delivery = (options.mode == Mode::E2e).then(|| {
             seen.iter()

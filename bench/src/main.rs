@@ -56,11 +56,12 @@ enum KeysArg {
 /// What `produce`, `consume` and `e2e` share.
 #[derive(clap::Args, Clone)]
 struct LoadArgs {
-    /// Brokers to load (comma-separated host:port).
-    #[arg(long, conflicts_with = "embedded", required_unless_present = "embedded")]
+    /// Brokers to load (comma-separated host:port); or --embedded.
+    #[arg(short, long, env = "MAMBA_BROKERS")]
     brokers: Option<String>,
     /// Start a broker in this process on a free loopback port, with a
-    /// temporary data directory removed afterwards.
+    /// temporary data directory removed afterwards (--brokers and
+    /// MAMBA_BROKERS are then ignored).
     #[arg(long)]
     embedded: bool,
     /// Topic to use; created with --partitions and --durability if missing.
@@ -276,6 +277,11 @@ fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, Str
     if a.warmup_s >= a.duration_s {
         return Err("--warmup-s must be shorter than --duration-s".into());
     }
+    if !a.embedded && a.brokers.is_none() {
+        return Err("no broker to load: give --brokers HOST:PORT (or MAMBA_BROKERS), or \
+                    --embedded to start one in this process"
+            .into());
+    }
     Ok(load::LoadOptions {
         mode,
         brokers: if a.embedded { None } else { a.brokers.clone() },
@@ -306,13 +312,15 @@ fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, Str
     })
 }
 
-fn print_section(name: &str, s: &Option<load::Section>) {
+/// One line of the text report: `what` names the figure, so consume
+/// (the delivered rate) and e2e (publish-to-delivery latency) read apart.
+fn print_section(name: &str, what: &str, s: &Option<load::Section>) {
     if let Some(s) = s {
+        let latency = s.latency_us.as_ref().map(|l| format!("  {what} {l}")).unwrap_or_default();
         println!(
-            "{name:<8} {:>10.0} records/s  {}  latency {}",
+            "{name:<8} {:>10.0} records/s  {}{latency}",
             s.records_per_s,
             stats::rate(s.bytes_per_s),
-            s.latency_us
         );
     }
 }
@@ -366,9 +374,9 @@ fn run_load(
     match args.output {
         Output::Json => println!("{document}"),
         Output::Text => {
-            print_section("produce", &report.produce);
-            print_section("consume", &report.consume);
-            print_section("e2e", &report.e2e);
+            print_section("produce", "send to ack", &report.produce);
+            print_section("consume", "", &report.consume);
+            print_section("e2e", "publish to delivery", &report.e2e);
             if let Some(d) = &report.delivery {
                 println!(
                     "delivery {} acknowledged, {} consumed: lost {}, duplicated {}, out of order {}",

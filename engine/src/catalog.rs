@@ -84,7 +84,30 @@ fn sync_dir(dir: &Path) -> EngineResult<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| data_dir_error(dir, e))
 }
 
-/// Reads every topic; removes directories of unfinished deletions.
+/// Removes the directories of partitions `topic.json` does not list: what
+/// a growth that stopped before writing it (a crash, a failed open) left.
+/// They never took a record: appends reach a partition only once the
+/// catalog lists it.
+fn remove_unlisted_partitions(topic_dir: &Path, meta: &TopicMeta) -> EngineResult<()> {
+    let entries = std::fs::read_dir(topic_dir).map_err(|e| data_dir_error(topic_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| data_dir_error(topic_dir, e))?;
+        let unlisted = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+            .is_some_and(|partition| partition >= meta.config.partitions);
+        if unlisted {
+            let path = entry.path();
+            tracing::warn!(dir = %path.display(), partitions = meta.config.partitions, "removing a partition an unfinished growth left behind");
+            std::fs::remove_dir_all(&path).map_err(|e| data_dir_error(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads every topic; removes directories of unfinished deletions and of
+/// partitions an unfinished growth left.
 pub fn load(data_dir: &Path) -> EngineResult<Catalog> {
     let dir = topics_dir(data_dir);
     let mut catalog = Catalog::default();
@@ -107,6 +130,7 @@ pub fn load(data_dir: &Path) -> EngineResult<Catalog> {
         };
         let meta: TopicMeta = serde_json::from_slice(&bytes)
             .map_err(|e| data_dir_error(&file, format!("unreadable topic metadata: {e}")))?;
+        remove_unlisted_partitions(&path, &meta)?;
         catalog.topics.insert(meta.name.clone(), meta);
     }
     Ok(catalog)

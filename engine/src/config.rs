@@ -185,6 +185,23 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// Settings for a guest in another program's process rather than a
+    /// broker that owns the machine: one shard (one executor thread and
+    /// io_uring), not pinned (the host schedules its own threads), an
+    /// 8 MiB tail cache and 256 open segment files. Raise `shards` for
+    /// more write throughput across partitions.
+    pub fn embedded() -> EngineConfig {
+        EngineConfig {
+            shards: Some(1),
+            pin_shards: false,
+            tail_cache_bytes_per_shard: 8 << 20,
+            open_files_per_shard_max: Some(256),
+            ..EngineConfig::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

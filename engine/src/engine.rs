@@ -8,18 +8,20 @@
 use crate::batch::Batch;
 use crate::catalog::{self, Catalog, TopicMeta};
 use crate::config::{validate_topic_name, EngineConfig, TopicConfig};
+use crate::disk_space::DiskSpace;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{Offset, PartitionId, ShardId};
 use crate::limits::SHARD_INBOX_CAPACITY;
-use crate::partition::{AppendInfo, AppendWait, LogOffsets, LogOptions, ReadOutcome};
+use crate::partition::{AppendInfo, AppendWait, LogOffsets, LogOptions, LogSummary, ReadOutcome};
 use crate::recovery_point::{PointKey, RecoveryPoint};
 use crate::runtime::{self, ExecutorOptions};
 use crate::segment::SegmentReport;
-use crate::shard::{self, OpenSpec, PartitionKey, Reply, ShardRequest};
+use crate::shard::{self, OpenSpec, PartitionCounts, PartitionKey, Reply, ShardRequest};
 use futures::channel::oneshot;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +56,26 @@ type PartitionOpened = ((Arc<str>, PartitionId), EngineResult<Vec<SegmentReport>
 /// Partitions opened at once at start: bounds the memory (read buffers,
 /// registered I/O memory) recovery holds, however many partitions there are.
 const OPENS_IN_FLIGHT_MAX: usize = 32;
+
+/// Shards for `count` new partitions: each goes to the shard owning the
+/// fewest partitions so far (over every topic, and the new ones placed
+/// before it), the lowest shard id on a tie.
+fn place_partitions(catalog: &Catalog, shard_count: usize, count: u32) -> Vec<ShardId> {
+    assert!(shard_count > 0, "an engine has at least one shard");
+    let mut load = vec![0usize; shard_count];
+    for meta in catalog.topics.values() {
+        for s in &meta.placement {
+            load[s.0 as usize] += 1;
+        }
+    }
+    (0..count)
+        .map(|_| {
+            let (i, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
+            load[i] += 1;
+            ShardId(i as u32)
+        })
+        .collect()
+}
 
 /// A handle to a running engine. Cheap to clone; usable from any thread.
 #[derive(Clone)]
@@ -217,7 +239,10 @@ impl Engine {
         }
         *engine.write_catalog() = Arc::new(loaded.clone());
         let points = crate::recovery_point::load_all(&data_dir)?;
-        let opens = loaded.topics.values().flat_map(|meta| engine.open_partitions(meta, &points));
+        let opens = loaded
+            .topics
+            .values()
+            .flat_map(|meta| engine.open_partitions(meta, 0..meta.config.partitions, &points));
         let opened: Vec<_> = block_on(
             futures::stream::iter(opens).buffer_unordered(OPENS_IN_FLIGHT_MAX).collect::<Vec<_>>(),
         );
@@ -265,15 +290,16 @@ impl Engine {
         self.inner.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// One future per partition of `meta` that opens it on its shard and
-    /// resolves to its name and the outcome.
+    /// One future per partition of `meta` in `partitions` that opens it on
+    /// its shard and resolves to its name and the outcome.
     fn open_partitions(
         &self,
         meta: &TopicMeta,
+        partitions: Range<u32>,
         points: &HashMap<PointKey, (RecoveryPoint, bool)>,
     ) -> Vec<impl Future<Output = PartitionOpened> + use<>> {
         let topic: Arc<str> = Arc::from(meta.name.as_str());
-        (0..meta.config.partitions)
+        partitions
             .map(|p| {
                 let partition = PartitionId(p);
                 let shard = meta.placement[p as usize];
@@ -356,35 +382,25 @@ impl Engine {
         if catalog.topics.contains_key(name) {
             return Err(EngineError::TopicExists(name.to_string()));
         }
-        let mut load = vec![0usize; self.shard_count()];
-        for meta in catalog.topics.values() {
-            for s in &meta.placement {
-                load[s.0 as usize] += 1;
-            }
-        }
-        let placement = (0..config.partitions)
-            .map(|_| {
-                let (i, _) =
-                    load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
-                load[i] += 1;
-                ShardId(i as u32)
-            })
-            .collect();
+        let placement = place_partitions(&catalog, self.shard_count(), config.partitions);
         let meta =
             TopicMeta { name: name.to_string(), config, placement, created_ms: runtime::now_ms() };
         // The partitions first, `topic.json` last: the topic exists once
         // that file does. A crash before it leaves a directory without it,
         // which the next open removes; a failure here removes it at once.
-        let opens = self.open_partitions(&meta, &HashMap::new());
-        let opened: Vec<_> =
-            futures::stream::iter(opens).buffer_unordered(OPENS_IN_FLIGHT_MAX).collect().await;
-        let failed = opened.into_iter().find_map(|(_, result)| result.err());
-        let created = match failed {
-            Some(e) => Err(e),
-            None => catalog::store(&self.inner.data_dir, &meta),
+        let all = 0..meta.config.partitions;
+        let created = match self.open_new_partitions(&meta, all.clone()).await {
+            Err(e) => Err(e),
+            Ok(()) => catalog::store(&self.inner.data_dir, &meta),
         };
         if let Err(e) = created {
-            self.remove_partitions(&meta).await;
+            self.remove_partitions(&meta, all).await;
+            let dir = catalog::topic_dir(&self.inner.data_dir, &meta.name);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cleaning up a failed topic creation; the next start removes it");
+                }
+            }
             return Err(e);
         }
         // A checkpoint now records where the new partitions start (memory
@@ -396,27 +412,126 @@ impl Engine {
         Ok(meta)
     }
 
-    /// Undoes a creation that failed: closes whatever partitions opened and
-    /// removes the topic's directory. Best effort: what remains has no
-    /// `topic.json`, so the next open removes it.
-    async fn remove_partitions(&self, meta: &TopicMeta) {
-        let topic: Arc<str> = Arc::from(meta.name.as_str());
-        for (p, shard) in meta.placement.iter().enumerate() {
-            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
-            if let Err(e) = self.call(*shard, |reply| ShardRequest::Delete { key, reply }).await {
-                tracing::warn!(topic = %meta.name, partition = p, error = %e, "cleaning up a failed topic creation");
-            }
+    /// Creates a topic unless one of that name exists, for programs that
+    /// run more than once. Returns the topic as it is and whether this call
+    /// created it; an existing topic keeps its own settings, whatever
+    /// `config` says (compare them where that matters).
+    pub async fn create_topic_if_not_exists(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> EngineResult<(TopicMeta, bool)> {
+        match self.create_topic(name, config).await {
+            Ok(meta) => Ok((meta, true)),
+            Err(EngineError::TopicExists(_)) => match self.catalog().topics.get(name) {
+                Some(meta) => Ok((meta.clone(), false)),
+                // Deleted again in between.
+                None => Err(EngineError::UnknownTopic(name.to_string())),
+            },
+            Err(e) => Err(e),
         }
-        let dir = catalog::topic_dir(&self.inner.data_dir, &meta.name);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), error = %e, "cleaning up a failed topic creation; the next start removes it");
+    }
+
+    /// Opens `partitions` of a topic being created or grown, all at once;
+    /// the first failure, if any.
+    async fn open_new_partitions(
+        &self,
+        meta: &TopicMeta,
+        partitions: Range<u32>,
+    ) -> EngineResult<()> {
+        let opens = self.open_partitions(meta, partitions, &HashMap::new());
+        let opened: Vec<_> =
+            futures::stream::iter(opens).buffer_unordered(OPENS_IN_FLIGHT_MAX).collect().await;
+        opened.into_iter().find_map(|(_, result)| result.err()).map_or(Ok(()), Err)
+    }
+
+    /// Undoes a creation or growth that failed: closes whichever of
+    /// `partitions` opened and removes their directories. Best effort:
+    /// `topic.json` does not list them, so the next open removes what
+    /// remains.
+    async fn remove_partitions(&self, meta: &TopicMeta, partitions: Range<u32>) {
+        let topic: Arc<str> = Arc::from(meta.name.as_str());
+        for p in partitions {
+            let partition = PartitionId(p);
+            let Some(shard) = meta.shard_of(partition) else { continue };
+            let key = PartitionKey { topic: topic.clone(), partition };
+            if let Err(e) = self.call(shard, |reply| ShardRequest::Delete { key, reply }).await {
+                tracing::warn!(topic = %meta.name, partition = p, error = %e, "cleaning up partitions that failed to open");
+            }
+            let dir = catalog::partition_dir(&self.inner.data_dir, &meta.name, partition);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cleaning up a partition that failed to open; the next start removes it");
+                }
             }
         }
     }
 
+    /// Grows a topic to `partition_count` partitions, placed on the least
+    /// loaded shards as at creation. Existing partitions and their records
+    /// stay as they are; the key → partition mapping of producers changes
+    /// for new records (as in Kafka), so a key's later records may land in
+    /// another partition than its earlier ones. Partitions are never
+    /// removed: a count not above the current one is
+    /// `PartitionsNotIncreased`, and nothing changes.
+    pub async fn increase_partitions_to(
+        &self,
+        name: &str,
+        partition_count: u32,
+    ) -> EngineResult<TopicMeta> {
+        let _admin = self.inner.admin.lock().await;
+        let catalog = self.catalog();
+        let old =
+            catalog.topics.get(name).ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
+        let current = old.config.partitions;
+        if partition_count <= current {
+            return Err(EngineError::PartitionsNotIncreased {
+                topic: name.to_string(),
+                partition_count: current,
+                requested: partition_count,
+            });
+        }
+        let mut meta = old.clone();
+        meta.config.partitions = partition_count;
+        meta.config.validate()?;
+        meta.placement.extend(place_partitions(
+            &catalog,
+            self.shard_count(),
+            partition_count - current,
+        ));
+        // As at creation: the new partitions first, `topic.json` last. Until
+        // it lists them nothing routes to them; a crash before leaves
+        // directories the next open removes, a failure here removes them
+        // at once.
+        let added = current..partition_count;
+        let grown = match self.open_new_partitions(&meta, added.clone()).await {
+            Err(e) => Err(e),
+            Ok(()) => catalog::store(&self.inner.data_dir, &meta),
+        };
+        if let Err(e) = grown {
+            self.remove_partitions(&meta, added).await;
+            return Err(e);
+        }
+        // Grown on disk: route to the new partitions now, so what this
+        // engine serves matches `topic.json` even if the checkpoint fails.
+        let mut next = (*catalog).clone();
+        next.topics.insert(name.to_string(), meta.clone());
+        *self.write_catalog() = Arc::new(next);
+        tracing::info!(
+            topic = name,
+            partitions_before = current,
+            partitions = partition_count,
+            "topic grown"
+        );
+        // Where the new partitions start (memory logs take appends only
+        // once it is written; the periodic checkpoint retries a failure).
+        self.checkpoint_all().await?;
+        Ok(meta)
+    }
+
     /// Changes a topic's retention, segment and durability settings. The
-    /// partition count and storage mode cannot change.
+    /// storage mode cannot change; the partition count grows only through
+    /// `increase_partitions_to`.
     pub async fn alter_topic(&self, name: &str, config: TopicConfig) -> EngineResult<TopicMeta> {
         config.validate()?;
         let _admin = self.inner.admin.lock().await;
@@ -428,7 +543,8 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownTopic(name.to_string()))?;
         if config.partitions != meta.config.partitions || config.storage != meta.config.storage {
             return Err(EngineError::InvalidConfig(
-                "partitions and storage cannot be altered".into(),
+                "storage cannot be altered, and partitions only grow (increase_partitions_to)"
+                    .into(),
             ));
         }
         meta.config = config;
@@ -572,6 +688,34 @@ impl Engine {
     ) -> EngineResult<LogOffsets> {
         let (shard, key) = self.route(topic, partition)?;
         self.call(shard, |reply| ShardRequest::Offsets { key, reply }).await
+    }
+
+    /// A partition's offsets, size in bytes and segment count; an offline
+    /// partition answers why it is offline (`EngineError::Offline`).
+    pub async fn describe_partition(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> EngineResult<LogSummary> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::Summary { key, reply }).await
+    }
+
+    /// How many partitions the shards serve and how many are offline.
+    pub async fn partition_counts(&self) -> EngineResult<PartitionCounts> {
+        let mut counts = PartitionCounts::default();
+        for i in 0..self.shard_count() {
+            let shard = ShardId(i as u32);
+            counts =
+                counts + self.call(shard, |reply| ShardRequest::CountPartitions { reply }).await?;
+        }
+        Ok(counts)
+    }
+
+    /// The size of the data directory's filesystem and the room left in it.
+    pub fn disk_space(&self) -> EngineResult<DiskSpace> {
+        crate::disk_space::of(&self.inner.data_dir)
+            .map_err(|e| data_dir_error(&self.inner.data_dir, format!("statvfs: {e}")))
     }
 
     /// Resolves once readers can see data at `offset` (the high watermark

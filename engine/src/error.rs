@@ -20,6 +20,9 @@ pub enum EngineError {
     TopicExists(String),
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A topic asked to keep or lower its partition count: topics only grow.
+    #[error("{}", partitions_not_increased(.topic, *.partition_count, *.requested))]
+    PartitionsNotIncreased { topic: String, partition_count: u32, requested: u32 },
     #[error("offset {offset} is out of range [{log_start_offset}, {high_watermark}]")]
     OffsetOutOfRange { offset: Offset, log_start_offset: Offset, high_watermark: Offset },
     #[error("batch of {size_bytes} bytes exceeds the limit of {limit_bytes}")]
@@ -49,6 +52,21 @@ pub enum EngineError {
     ShuttingDown,
     #[error("data directory {path}: {reason}")]
     DataDir { path: String, reason: String },
+}
+
+/// Why a topic cannot have `requested` partitions, and what to do instead.
+fn partitions_not_increased(topic: &str, partition_count: u32, requested: u32) -> String {
+    if requested == partition_count {
+        return format!(
+            "topic {topic:?} has {partition_count} partitions already; nothing to add (ask for more to grow it)"
+        );
+    }
+    format!(
+        "topic {topic:?} has {partition_count} partitions and cannot shrink to {requested}: \
+         partitions are never removed, because keyed records would map to other partitions \
+         and the records and offsets of the removed partitions would be lost (as in Kafka); \
+         to have fewer, create a new topic and copy the records into it"
+    )
 }
 
 impl From<StorageError> for EngineError {

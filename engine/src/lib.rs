@@ -43,6 +43,7 @@ pub mod batch_writer;
 pub mod catalog;
 pub mod config;
 pub mod disk;
+pub mod disk_space;
 pub mod engine;
 pub mod error;
 pub mod ids;
@@ -61,9 +62,17 @@ pub mod shard;
 pub mod storage;
 pub mod tail_cache;
 
+/// The README's embedding example, run by `cargo test --doc` so it cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExample;
+
 pub use batch::{Batch, BatchBuilder, BatchView, NewRecord};
 pub use config::{Durability, EngineConfig, StorageMode, TopicConfig};
+pub use disk_space::DiskSpace;
 pub use engine::{block_on, Engine, OpenReport};
 pub use error::{EngineError, EngineResult};
 pub use ids::{LeaderEpoch, Offset, PartitionId, ShardId};
-pub use partition::{AppendInfo, AppendWait, LogOffsets, ReadOutcome};
+pub use partition::{AppendInfo, AppendWait, LogOffsets, LogSummary, ReadOutcome};
+pub use shard::PartitionCounts;

@@ -97,6 +97,17 @@ pub struct LogOffsets {
     pub durable_offset: Offset,
 }
 
+/// What an operator sees of a log (`mamba topic describe`): where it
+/// starts and ends and what it holds on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSummary {
+    pub offsets: LogOffsets,
+    /// The bytes of every segment's log file (indexes not counted), up to
+    /// the last append, written or not.
+    pub size_bytes: u64,
+    pub segment_count: usize,
+}
+
 struct LogState {
     segments: VecDeque<Segment>,
     log_start_offset: Offset,
@@ -331,6 +342,14 @@ impl PartitionLog {
 
     pub fn size_bytes(&self) -> u64 {
         self.state.borrow().segments.iter().map(Segment::size_bytes).sum()
+    }
+
+    pub fn summary(&self) -> LogSummary {
+        LogSummary {
+            offsets: self.offsets(),
+            size_bytes: self.size_bytes(),
+            segment_count: self.segment_count(),
+        }
     }
 
     pub fn segment_count(&self) -> usize {

@@ -21,7 +21,8 @@ use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
 use crate::limits::PARTITION_INBOX_CAPACITY;
 use crate::memfs::MemFs;
 use crate::partition::{
-    AppendInfo, AppendMode, AppendWait, LogOffsets, LogOptions, PartitionLog, ReadOutcome,
+    AppendInfo, AppendMode, AppendWait, LogOffsets, LogOptions, LogSummary, PartitionLog,
+    ReadOutcome,
 };
 use crate::recovery_point::{Checkpoint, PointKey, RecoveryPoint, MEMORY_OFFSET_LEASE};
 use crate::runtime;
@@ -88,6 +89,15 @@ pub enum ShardRequest {
         key: PartitionKey,
         reply: Reply<LogOffsets>,
     },
+    /// Offsets, size and segments; an offline partition answers its error.
+    Summary {
+        key: PartitionKey,
+        reply: Reply<LogSummary>,
+    },
+    /// How many partitions this shard serves and how many are offline.
+    CountPartitions {
+        reply: Reply<PartitionCounts>,
+    },
     /// Answer once readers can see data at `offset` (a long-polling fetch).
     WaitForData {
         key: PartitionKey,
@@ -122,6 +132,25 @@ pub enum ShardRequest {
     Shutdown {
         reply: Reply<()>,
     },
+}
+
+/// Partitions by state, of one shard or summed over all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionCounts {
+    pub online: usize,
+    /// Opened with an error (damage, unreadable files); they serve nothing
+    /// until repaired.
+    pub offline: usize,
+}
+
+impl std::ops::Add for PartitionCounts {
+    type Output = PartitionCounts;
+    fn add(self, other: PartitionCounts) -> PartitionCounts {
+        PartitionCounts {
+            online: self.online + other.online,
+            offline: self.offline + other.offline,
+        }
+    }
 }
 
 /// A task to start on a shard: built there, so it may hold `!Send` state.
@@ -364,6 +393,19 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
         },
         ShardRequest::Offsets { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.offsets()));
+        }
+        ShardRequest::Summary { key, reply } => {
+            respond(reply, lookup(partitions, &key).map(|p| p.log.summary()));
+        }
+        ShardRequest::CountPartitions { reply } => {
+            let counts = partitions.borrow().values().fold(
+                PartitionCounts::default(),
+                |n, slot| match slot {
+                    Slot::Online(_) => PartitionCounts { online: n.online + 1, ..n },
+                    Slot::Offline(_) => PartitionCounts { offline: n.offline + 1, ..n },
+                },
+            );
+            respond(reply, Ok(counts));
         }
         ShardRequest::WaitForData { key, offset, reply } => match lookup(partitions, &key) {
             Ok(p) => p.watch(offset, reply),

@@ -318,3 +318,151 @@ fn many_partitions_hold_a_bounded_number_of_descriptors() {
     assert_eq!(values(&engine, "many", 150, 0), vec!["x"]);
     engine.close().expect("close");
 }
+
+#[test]
+fn partitions_grow_durably_placed_as_at_creation_and_never_shrink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    block_on(engine.create_topic("t", TopicConfig { partitions: 2, ..TopicConfig::default() }))
+        .expect("create");
+    let memory = TopicConfig { storage: StorageMode::Memory, ..TopicConfig::default() };
+    block_on(engine.create_topic("mem", memory)).expect("create");
+    block_on(engine.append("t", PartitionId(0), batch(&["before"], 0))).expect("append");
+
+    let grown = block_on(engine.increase_partitions_to("t", 5)).expect("grow");
+    assert_eq!(grown.config.partitions, 5);
+    assert_eq!(grown.placement.len(), 5);
+    // Three topics' partitions (2 + 1 + 3 new) over two shards: 3 each.
+    let mut per_shard = [0; 2];
+    for topic in engine.list_topics() {
+        for shard in topic.placement {
+            per_shard[shard.0 as usize] += 1;
+        }
+    }
+    assert_eq!(per_shard, [3, 3], "new partitions go to the least loaded shards");
+    let info = block_on(engine.append("t", PartitionId(4), batch(&["new"], 0))).expect("append");
+    assert_eq!(info.base_offset, Offset(0), "a new partition starts at offset 0");
+    block_on(engine.increase_partitions_to("mem", 2)).expect("grow a memory topic");
+    block_on(engine.append("mem", PartitionId(1), batch(&["fleeting"], 0))).expect("append");
+
+    let shrink = block_on(engine.increase_partitions_to("t", 3)).expect_err("shrink");
+    assert!(matches!(
+        shrink,
+        EngineError::PartitionsNotIncreased { partition_count: 5, requested: 3, .. }
+    ));
+    let why = shrink.to_string();
+    assert!(why.contains("cannot shrink to 3") && why.contains("keyed records"), "{why}");
+    let same = block_on(engine.increase_partitions_to("t", 5)).expect_err("same count");
+    assert!(same.to_string().contains("has 5 partitions already"), "{same}");
+    assert!(matches!(
+        block_on(engine.increase_partitions_to("t", 1_000_000)),
+        Err(EngineError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        block_on(engine.increase_partitions_to("nope", 3)),
+        Err(EngineError::UnknownTopic(_))
+    ));
+    assert_eq!(engine.describe_topic("t").expect("describe").config.partitions, 5, "unchanged");
+    engine.close().expect("close");
+
+    let engine = Engine::open(dir.path(), config()).expect("reopen");
+    let reopened = engine.describe_topic("t").expect("describe");
+    assert_eq!(reopened.placement, grown.placement, "placement is stable");
+    assert_eq!(values(&engine, "t", 0, 0), vec!["before"]);
+    assert_eq!(values(&engine, "t", 4, 0), vec!["new"]);
+    assert_eq!(engine.describe_topic("mem").expect("describe").config.partitions, 2);
+    let mem = block_on(engine.list_offsets("mem", PartitionId(1))).expect("offsets");
+    assert_eq!(mem.next_offset, Offset(1), "the new memory partition's offsets are not reused");
+    engine.close().expect("close");
+}
+
+#[test]
+fn partitions_an_unfinished_growth_left_are_removed_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    block_on(engine.create_topic("t", TopicConfig::default())).expect("create");
+    engine.close().expect("close");
+    // What a crash between opening new partitions and writing topic.json
+    // leaves: a partition directory the catalog does not list.
+    let stray = dir.path().join("topics/t/3");
+    std::fs::create_dir_all(&stray).expect("mkdir");
+    std::fs::write(stray.join("00000000000000000000.log"), b"junk").expect("write");
+
+    let engine = Engine::open(dir.path(), config()).expect("reopen");
+    assert!(!stray.exists(), "an unlisted partition directory is removed");
+    assert!(dir.path().join("topics/t/0").exists(), "listed ones stay");
+    block_on(engine.increase_partitions_to("t", 4)).expect("grow");
+    let offsets = block_on(engine.list_offsets("t", PartitionId(3))).expect("offsets");
+    assert_eq!((offsets.log_start_offset, offsets.next_offset), (Offset(0), Offset(0)));
+    engine.close().expect("close");
+}
+
+#[test]
+fn partition_summaries_show_offsets_bytes_and_segments_and_why_one_is_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    let small_segments = TopicConfig {
+        partitions: 2,
+        segment_bytes: mamba_engine::limits::SEGMENT_BYTES_MIN,
+        ..TopicConfig::default()
+    };
+    block_on(engine.create_topic("t", small_segments)).expect("create");
+    let value = "v".repeat(4000);
+    for i in 0..40 {
+        block_on(engine.append("t", PartitionId(0), batch(&[&value], i))).expect("append");
+    }
+    let summary = block_on(engine.describe_partition("t", PartitionId(0))).expect("summary");
+    assert_eq!(summary.offsets.log_start_offset, Offset(0));
+    assert_eq!(summary.offsets.next_offset, Offset(40));
+    assert_eq!(summary.offsets.high_watermark, Offset(40));
+    assert!(summary.size_bytes >= 40 * 4000, "{summary:?}");
+    assert!(summary.segment_count >= 3, "64 KiB segments rolled: {summary:?}");
+    let empty = block_on(engine.describe_partition("t", PartitionId(1))).expect("summary");
+    assert_eq!((empty.size_bytes, empty.segment_count), (0, 1));
+    assert!(matches!(
+        block_on(engine.describe_partition("t", PartitionId(2))),
+        Err(EngineError::UnknownPartition { .. })
+    ));
+    let counts = block_on(engine.partition_counts()).expect("counts");
+    assert_eq!((counts.online, counts.offline), (2, 0));
+    let space = engine.disk_space().expect("statvfs");
+    assert!(space.total_bytes > 0 && space.free_bytes <= space.total_bytes, "{space:?}");
+    engine.close().expect("close");
+
+    // A flipped byte in the first (closed) segment: damage, not a torn tail.
+    let segment = dir.path().join("topics/t/0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("data");
+    bytes[end - 200] ^= 0x40;
+    std::fs::write(&segment, &bytes).expect("write");
+    let engine = Engine::open(dir.path(), config()).expect("reopen");
+    let offline = block_on(engine.describe_partition("t", PartitionId(0))).expect_err("offline");
+    assert!(matches!(offline, EngineError::Offline(_)), "{offline}");
+    assert!(offline.to_string().contains("00000000000000000000.log"), "{offline}");
+    let counts = block_on(engine.partition_counts()).expect("counts");
+    assert_eq!((counts.online, counts.offline), (1, 1));
+    engine.close().expect("close");
+}
+
+#[test]
+fn a_program_that_runs_twice_finds_its_topic_and_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = TopicConfig { partitions: 3, ..TopicConfig::default() };
+    for run in 0..2u64 {
+        let engine = Engine::open(dir.path(), EngineConfig::embedded()).expect("open");
+        assert_eq!(engine.shard_count(), 1, "embedded runs one shard");
+        // The second run asks for other settings: the topic keeps its own.
+        let asked = TopicConfig { partitions: 3 + run as u32, ..TopicConfig::default() };
+        let (topic, created) =
+            block_on(engine.create_topic_if_not_exists("app", asked)).expect("create");
+        assert_eq!(created, run == 0);
+        assert_eq!(topic.config.partitions, first.partitions);
+        let info =
+            block_on(engine.append("app", PartitionId(2), batch(&["hi"], 0))).expect("append");
+        assert_eq!(info.base_offset, Offset(run), "run {run} appends after the first");
+        engine.close().expect("close");
+    }
+    let engine = Engine::open(dir.path(), EngineConfig::embedded()).expect("open");
+    assert_eq!(values(&engine, "app", 2, 0), ["hi", "hi"]);
+    engine.close().expect("close");
+}

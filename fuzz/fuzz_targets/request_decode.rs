@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
     let bytes: &[u8] = &aligned;
-    match which % 10 {
+    match which % 13 {
         0 => drop(ApiVersionsRequest::decode(bytes)),
         1 => drop(MetadataRequest::decode(bytes)),
         2 => drop(CreateTopicsRequest::decode(bytes)),
@@ -26,6 +26,9 @@ fuzz_target!(|data: &[u8]| {
         }
         7 => drop(FetchRequest::decode(bytes)),
         8 => drop(ListOffsetsRequest::decode(bytes)),
-        _ => drop(InitProducerIdRequest::decode(bytes)),
+        9 => drop(InitProducerIdRequest::decode(bytes)),
+        10 => drop(CreatePartitionsRequest::decode(bytes)),
+        11 => drop(DescribePartitionsRequest::decode(bytes)),
+        _ => drop(DescribeBrokerRequest::decode(bytes)),
     }
 });

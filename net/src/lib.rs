@@ -2,6 +2,7 @@
 //! broker server and the Rust client.
 
 pub mod client;
+pub mod group;
 pub mod protocol;
 mod receive;
 pub mod server;

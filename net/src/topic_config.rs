@@ -77,6 +77,13 @@ pub fn apply(config: &mut TopicConfig, entries: &[ConfigEntry]) -> Result<(), St
             "retention.bytes" => config.retention_bytes = parse_limit(name, value, parse_bytes)?,
             "segment.bytes" => config.segment_bytes = parse_bytes(name, value)?,
             "segment.ms" => config.segment_ms = parse_ms(name, value)?,
+            "partitions" => {
+                return Err(format!(
+                    "partitions={value} is not a setting: a topic's partition count is given at \
+                     creation and grows with create_partitions (`mamba topic alter TOPIC --set \
+                     partitions=N`)"
+                ))
+            }
             other => {
                 return Err(format!(
                     "unknown topic setting {other:?}; known: {}",

@@ -1,11 +1,14 @@
 //! `mamba`: the one binary operators run.
 
+mod broker_cmd;
 mod cli;
 mod consume_cmd;
+mod human;
 mod log_cmd;
 mod produce_cmd;
 mod record_input;
 mod serve;
+mod serve_config;
 mod template;
 mod topic_cmd;
 
@@ -30,8 +33,13 @@ struct Cli {
 enum Command {
     /// Run a broker (single node for now).
     Serve(serve::ServeArgs),
-    /// Create, list, describe, alter and delete topics.
+    /// Create, list, describe, alter (or grow) and delete topics; their offsets.
     Topic(topic_cmd::TopicArgs),
+    /// What a broker is: version, node id, data directory, shards,
+    /// listeners, uptime, partitions, free disk.
+    Broker(broker_cmd::BrokerArgs),
+    /// Check that a broker serves: exit 0 and print "ok", else exit 1.
+    Health(broker_cmd::HealthArgs),
     /// Send records: one per line of standard input, JSON lines, a
     /// template's fields, or whole files.
     Produce(produce_cmd::ProduceArgs),
@@ -68,6 +76,8 @@ fn main() -> ExitCode {
     }
     let output = match &cli.command {
         Command::Topic(args) => args.client.output(),
+        Command::Broker(args) => args.client.output(),
+        Command::Health(args) => args.client.output(),
         Command::Produce(args) => args.client.output(),
         Command::Consume(args) => args.client.output(),
         Command::Log(args) => args.output.output,
@@ -87,6 +97,8 @@ fn main() -> ExitCode {
         Command::Log(args) => return log_cmd::run(args),
         Command::Serve(args) => serve::run(args).map_err(CliError::failed),
         Command::Topic(args) => topic_cmd::run(args),
+        Command::Broker(args) => broker_cmd::info(args),
+        Command::Health(args) => broker_cmd::health(args),
         Command::Produce(args) => produce_cmd::run(args),
         Command::Consume(args) => consume_cmd::run(args),
     };

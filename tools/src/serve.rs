@@ -1,91 +1,50 @@
 //! `mamba serve`: a single-node broker.
 
+use crate::serve_config::Flags;
 use clap::Args;
 use mamba_engine::{Engine, EngineConfig};
 use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
-use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9400";
+pub const DEFAULT_LISTEN: &str = crate::cli::DEFAULT_BROKERS;
 pub const DEFAULT_DATA_DIR: &str = "./mamba-data";
 
+/// `mamba serve`: every setting is a flag, a `MAMBA_*` variable or a key
+/// of the `--config` file (see serve_config.rs and README's table).
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// TOML file with any of: data_dir, listen, shards, node_id,
-    /// frame_bytes_max, connections_per_shard_max,
-    /// in_flight_per_connection_max, request_bytes_per_shard_max,
-    /// frame_receive_timeout_ms, connections_max_idle_ms,
-    /// tail_cache_bytes_per_shard. Flags override it.
-    #[arg(long)]
+    /// TOML file with any of the settings below, keyed by their long name
+    /// with underscores (data_dir, frame_bytes_max = "64MiB", …). Flags and
+    /// MAMBA_* variables win over it.
+    #[arg(long, env = "MAMBA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where topics are stored [default: ./mamba-data]
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// This broker's id in a cluster [default: 0]
-    #[arg(long)]
-    node_id: Option<u32>,
-    /// Client address [default: 127.0.0.1:9400]
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Executor threads, one per core [default: every core]
-    #[arg(long)]
-    shards: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    node_id: Option<u32>,
-    listen: Option<SocketAddr>,
-    shards: Option<u32>,
-    frame_bytes_max: Option<usize>,
-    connections_per_shard_max: Option<usize>,
-    in_flight_per_connection_max: Option<usize>,
-    request_bytes_per_shard_max: Option<usize>,
-    frame_receive_timeout_ms: Option<u64>,
-    connections_max_idle_ms: Option<u64>,
-    tail_cache_bytes_per_shard: Option<usize>,
-}
-
-fn load(path: &PathBuf) -> Result<FileConfig, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config {}: {}", path.display(), e.message()))
+    #[command(flatten)]
+    flags: Flags,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    let file = match &args.config {
-        Some(path) => load(path)?,
-        None => FileConfig::default(),
-    };
-    let data_dir =
-        args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let listen = match args.listen.or(file.listen) {
+    let settings = args.flags.over_file(args.config.as_deref())?;
+    let data_dir = settings.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let listen = match settings.listen {
         Some(addr) => addr,
         None => DEFAULT_LISTEN.parse().map_err(|e| format!("{e}"))?,
     };
-    let shards = args.shards.or(file.shards);
-    if shards == Some(0) {
-        return Err("--shards must be at least 1".into());
-    }
     let defaults = BrokerLimits::default();
     let limits = BrokerLimits {
-        frame_bytes_max: file.frame_bytes_max.unwrap_or(defaults.frame_bytes_max),
-        connections_per_shard_max: file
+        frame_bytes_max: settings.frame_bytes_max.unwrap_or(defaults.frame_bytes_max),
+        connections_per_shard_max: settings
             .connections_per_shard_max
             .unwrap_or(defaults.connections_per_shard_max),
-        in_flight_per_connection_max: file
+        in_flight_per_connection_max: settings
             .in_flight_per_connection_max
             .unwrap_or(defaults.in_flight_per_connection_max),
-        request_bytes_per_shard_max: file
+        request_bytes_per_shard_max: settings
             .request_bytes_per_shard_max
             .unwrap_or(defaults.request_bytes_per_shard_max),
-        frame_receive_timeout_ms: file
+        frame_receive_timeout_ms: settings
             .frame_receive_timeout_ms
             .unwrap_or(defaults.frame_receive_timeout_ms),
-        connections_max_idle_ms: file
+        connections_max_idle_ms: settings
             .connections_max_idle_ms
             .unwrap_or(defaults.connections_max_idle_ms),
     };
@@ -112,16 +71,24 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let engine_defaults = EngineConfig::default();
     let engine_config = EngineConfig {
-        shards,
-        tail_cache_bytes_per_shard: file
+        shards: settings.shards,
+        tail_cache_bytes_per_shard: settings
             .tail_cache_bytes_per_shard
             .unwrap_or(engine_defaults.tail_cache_bytes_per_shard),
+        recovery_point_interval_ms: settings
+            .recovery_point_interval_ms
+            .unwrap_or(engine_defaults.recovery_point_interval_ms),
+        retention_check_interval_ms: settings
+            .retention_check_interval_ms
+            .unwrap_or(engine_defaults.retention_check_interval_ms),
+        open_files_per_shard_max: settings
+            .open_files_per_shard_max
+            .or(engine_defaults.open_files_per_shard_max),
         ..engine_defaults
     };
     let engine = Engine::open(&data_dir, engine_config)
         .map_err(|e| format!("cannot open data directory {}: {e}", data_dir.display()))?;
-    let config =
-        BrokerConfig { node_id: args.node_id.or(file.node_id).unwrap_or(0), listen, limits };
+    let config = BrokerConfig { node_id: settings.node_id.unwrap_or(0), listen, limits };
     let broker = match Broker::start(engine.clone(), config) {
         Ok(broker) => broker,
         Err(e) => {

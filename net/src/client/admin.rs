@@ -95,6 +95,11 @@ impl Admin {
         Ok(self.conn.call::<_, MetadataResponse>(&MetadataRequest { topics }, &[]).await?.0)
     }
 
+    /// One topic's metadata; an unknown topic is `UnknownTopic`.
+    pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMeta, ClientError> {
+        self.conn.topic_metadata(topic).await
+    }
+
     pub async fn list_topics(&self) -> Result<Vec<TopicMeta>, ClientError> {
         Ok(self.metadata(None).await?.topics)
     }
@@ -105,6 +110,68 @@ impl Admin {
         let (configs, _) = self.conn.call::<_, DescribeConfigsResponse>(&request, &[]).await?;
         let configs = configs.topics.into_iter().next().map(|t| t.configs).unwrap_or_default();
         Ok(TopicDescription { name: topic.name, partitions: topic.partitions, configs })
+    }
+
+    /// Grows a topic to `partition_count` partitions in total. Records
+    /// already written stay where they are; keyed records sent from now on
+    /// may map to other partitions than before (as in Kafka). A count not
+    /// above the current one is refused (`invalid partitions`): partitions
+    /// are never removed.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        partition_count: u32,
+    ) -> Result<(), ClientError> {
+        let request = CreatePartitionsRequest {
+            topics: vec![NewPartitions { name: name.to_string(), partition_count }],
+        };
+        let (results, _) = self.conn.call::<_, TopicResults>(&request, &[]).await?;
+        first_result(results)
+    }
+
+    /// What each partition stores (offsets, bytes, segments) of `topics`,
+    /// or of every topic. Per-topic and per-partition errors (an unknown
+    /// name, an offline partition) come back in the entries.
+    pub async fn describe_partitions(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<Vec<TopicPartitions>, ClientError> {
+        let request = DescribePartitionsRequest { topics };
+        let (answer, _) = self.conn.call::<_, DescribePartitionsResponse>(&request, &[]).await?;
+        Ok(answer.topics)
+    }
+
+    /// The broker's identity, listeners, uptime, partitions and disk. A
+    /// broker that is shutting down answers `shutting down`.
+    pub async fn describe_broker(&self) -> Result<DescribeBrokerResponse, ClientError> {
+        let (answer, _) =
+            self.conn.call::<_, DescribeBrokerResponse>(&DescribeBrokerRequest {}, &[]).await?;
+        match ClientError::from_code(answer.error_code, answer.message.clone()) {
+            Some(e) => Err(e),
+            None => Ok(answer),
+        }
+    }
+
+    /// The offsets for `timestamp` (or `LATEST_TIMESTAMP`/`EARLIEST_TIMESTAMP`)
+    /// of several partitions of a topic, in one request; each result
+    /// carries its own error.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        timestamp: i64,
+    ) -> Result<Vec<ListOffsetsResult>, ClientError> {
+        let partitions = partitions
+            .iter()
+            .map(|&partition| ListOffsetsPartition {
+                topic: topic.to_string(),
+                partition,
+                timestamp,
+            })
+            .collect();
+        let request = ListOffsetsRequest { partitions };
+        let (answer, _) = self.conn.call::<_, ListOffsetsResponse>(&request, &[]).await?;
+        Ok(answer.partitions)
     }
 
     /// The offset for `timestamp` (or `LATEST_TIMESTAMP`/`EARLIEST_TIMESTAMP`).

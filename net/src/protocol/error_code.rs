@@ -38,6 +38,9 @@ pub enum ErrorCode {
     /// The batches before it are still served; the partition may be
     /// offline until an operator repairs it.
     CorruptData = 18,
+    /// A topic cannot have the partition count asked for: partitions are
+    /// only ever added (Kafka's INVALID_PARTITIONS).
+    InvalidPartitions = 19,
 }
 
 impl ErrorCode {
@@ -62,6 +65,7 @@ impl ErrorCode {
             16 => ShuttingDown,
             17 => Timeout,
             18 => CorruptData,
+            19 => InvalidPartitions,
             _ => Unknown,
         }
     }
@@ -100,6 +104,7 @@ impl ErrorCode {
             ShuttingDown => "shutting down",
             Timeout => "timeout",
             CorruptData => "corrupt data",
+            InvalidPartitions => "invalid partitions",
         }
     }
 }
@@ -121,6 +126,7 @@ impl From<&mamba_engine::EngineError> for ErrorCode {
             E::UnknownTopic(_) | E::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
             E::TopicExists(_) => ErrorCode::TopicAlreadyExists,
             E::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            E::PartitionsNotIncreased { .. } => ErrorCode::InvalidPartitions,
             E::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             E::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             E::OffsetMismatch { .. } => ErrorCode::InvalidRequest,
@@ -139,7 +145,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=18u16 {
+        for code in 0..=19u16 {
             if code == 1 {
                 continue;
             }

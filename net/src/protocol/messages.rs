@@ -16,6 +16,9 @@ pub mod api {
     pub const FETCH: u16 = 7;
     pub const LIST_OFFSETS: u16 = 8;
     pub const INIT_PRODUCER_ID: u16 = 9;
+    pub const CREATE_PARTITIONS: u16 = 10;
+    pub const DESCRIBE_PARTITIONS: u16 = 11;
+    pub const DESCRIBE_BROKER: u16 = 12;
 }
 
 /// What this build speaks: (api key, lowest version, highest version, name).
@@ -30,6 +33,9 @@ pub const SUPPORTED_APIS: &[(u16, u16, u16, &str)] = &[
     (api::FETCH, 0, 0, "fetch"),
     (api::LIST_OFFSETS, 0, 0, "list_offsets"),
     (api::INIT_PRODUCER_ID, 0, 0, "init_producer_id"),
+    (api::CREATE_PARTITIONS, 0, 0, "create_partitions"),
+    (api::DESCRIBE_PARTITIONS, 0, 0, "describe_partitions"),
+    (api::DESCRIBE_BROKER, 0, 0, "describe_broker"),
 ];
 
 /// Why a body could not be encoded or decoded.
@@ -73,6 +79,9 @@ messages! {
     api::FETCH => FetchRequest, FetchResponse;
     api::LIST_OFFSETS => ListOffsetsRequest, ListOffsetsResponse;
     api::INIT_PRODUCER_ID => InitProducerIdRequest, InitProducerIdResponse;
+    api::CREATE_PARTITIONS => CreatePartitionsRequest;
+    api::DESCRIBE_PARTITIONS => DescribePartitionsRequest, DescribePartitionsResponse;
+    api::DESCRIBE_BROKER => DescribeBrokerRequest, DescribeBrokerResponse;
     FRAME_ERROR => ErrorResponse;
 }
 
@@ -329,6 +338,109 @@ pub struct InitProducerIdResponse {
     pub producer_epoch: u16,
 }
 
+/// Grow `name` to `partition_count` partitions in total (Kafka's
+/// CreatePartitions).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NewPartitions {
+    pub name: String,
+    pub partition_count: u32,
+}
+
+/// Answered with `TopicResults`: `invalid partitions` for a count not
+/// above the current one (partitions are never removed).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsRequest {
+    pub topics: Vec<NewPartitions>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DescribePartitionsRequest {
+    /// `None`: every topic.
+    pub topics: Option<Vec<String>>,
+}
+
+/// One partition's log as stored on its broker.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSummary {
+    pub partition: u32,
+    /// Not 0 when the partition is offline (or otherwise failed to answer):
+    /// `message` says why and the numbers below are 0.
+    pub error_code: u16,
+    pub message: String,
+    /// The first offset still stored (retention moves it up).
+    pub log_start_offset: u64,
+    /// The offset the next record will get.
+    pub log_end_offset: u64,
+    /// What consumers can read up to (exclusive): durable under the
+    /// topic's policy.
+    pub high_watermark: u64,
+    /// The segments' log bytes (indexes not counted).
+    pub size_bytes: u64,
+    pub segment_count: u32,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicPartitions {
+    pub name: String,
+    /// `unknown topic or partition` for a name the broker does not know.
+    pub error_code: u16,
+    pub message: String,
+    pub partitions: Vec<PartitionSummary>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DescribePartitionsResponse {
+    pub topics: Vec<TopicPartitions>,
+}
+
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default,
+)]
+pub struct DescribeBrokerRequest {}
+
+/// An address the broker listens on, and for what (`client`; later
+/// `http`, `cluster`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+}
+
+/// The data directory's filesystem (statvfs), or why it could not be read.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub error_code: u16,
+    pub message: String,
+    pub total_bytes: u64,
+    /// What the broker may still write (without the root reserve).
+    pub free_bytes: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DescribeBrokerResponse {
+    /// `shutting down` (16) while the broker stops: it serves no more
+    /// requests; the counts below are then 0.
+    pub error_code: u16,
+    pub message: String,
+    pub node_id: u32,
+    /// The broker's release, e.g. `0.1.0`.
+    pub version: String,
+    /// Absolute path of the data directory on the broker's machine.
+    pub data_dir: String,
+    pub shards: u32,
+    pub listeners: Vec<Listener>,
+    /// When the broker started serving, in ms since the Unix epoch.
+    pub started_ms: i64,
+    /// How long it has been serving (a monotonic clock: immune to clock
+    /// changes, unlike `now - started_ms`).
+    pub uptime_ms: u64,
+    pub topic_count: u32,
+    pub partitions_online: u32,
+    /// Partitions that could not be opened; `describe_partitions` says why.
+    pub partitions_offline: u32,
+    pub disk: DiskUsage,
+}
+
 /// Resolves a payload slice; `None` when it points outside the payload or
 /// is not 16-byte aligned (batches always are).
 pub fn slice_of(payload: &[u8], slice: Slice) -> Option<&[u8]> {
@@ -357,6 +469,46 @@ mod tests {
         };
         let bytes = request.encode().expect("encode");
         assert_eq!(ProduceRequest::decode(&bytes).expect("decode"), request);
+    }
+
+    #[test]
+    fn admin_bodies_round_trip_and_api_keys_are_unique() {
+        let request = CreatePartitionsRequest {
+            topics: vec![NewPartitions { name: "orders".into(), partition_count: 8 }],
+        };
+        let bytes = request.encode().expect("encode");
+        assert_eq!(CreatePartitionsRequest::decode(&bytes).expect("decode"), request);
+        let answer = DescribeBrokerResponse {
+            error_code: 0,
+            message: String::new(),
+            node_id: 3,
+            version: "0.1.0".into(),
+            data_dir: "/var/lib/mamba".into(),
+            shards: 8,
+            listeners: vec![Listener { name: "client".into(), address: "10.0.0.7:9400".into() }],
+            started_ms: 1_764_504_000_000,
+            uptime_ms: 60_000,
+            topic_count: 2,
+            partitions_online: 11,
+            partitions_offline: 1,
+            disk: DiskUsage {
+                error_code: 0,
+                message: String::new(),
+                total_bytes: 1 << 40,
+                free_bytes: 1 << 39,
+            },
+        };
+        let bytes = answer.encode().expect("encode");
+        assert_eq!(DescribeBrokerResponse::decode(&bytes).expect("decode"), answer);
+        let mut keys: Vec<u16> = SUPPORTED_APIS.iter().map(|(key, ..)| *key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), SUPPORTED_APIS.len(), "every api key once");
+        assert_eq!(
+            keys,
+            (0..SUPPORTED_APIS.len() as u16).collect::<Vec<_>>(),
+            "keys are dense from 0"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One function per API: decode the body, call the engine, encode the answer.
 
+use super::admin;
 use super::connection::{error_frame, Answer};
 use super::ServerContext;
 use crate::protocol::*;
@@ -36,7 +37,7 @@ fn response(request: &FrameHeader, body: &impl Message, payload: Vec<Bytes>) -> 
     }
 }
 
-fn code_of(e: &EngineError) -> u16 {
+pub(super) fn code_of(e: &EngineError) -> u16 {
     ErrorCode::from(e).as_u16()
 }
 
@@ -201,6 +202,18 @@ async fn handle(frame: Frame, ctx: &ServerContext) -> Option<Answer> {
                 },
             };
             Some(response(&h, &answer, Vec::new()))
+        }
+        api::CREATE_PARTITIONS => {
+            let request = decode!(CreatePartitionsRequest);
+            Some(response(&h, &admin::create_partitions(ctx, request).await, Vec::new()))
+        }
+        api::DESCRIBE_PARTITIONS => {
+            let request = decode!(DescribePartitionsRequest);
+            Some(response(&h, &admin::describe_partitions(ctx, request).await, Vec::new()))
+        }
+        api::DESCRIBE_BROKER => {
+            let _request = decode!(DescribeBrokerRequest);
+            Some(response(&h, &admin::describe_broker(ctx).await, Vec::new()))
         }
         other => fail(ErrorCode::UnsupportedApi, format!("api key {other} is not supported")),
     }

@@ -9,6 +9,7 @@
 //! Architecture Invariant: the server knows frames and engine calls, never
 //! files; all storage goes through `Engine`.
 
+mod admin;
 mod connection;
 mod connection_table;
 mod handlers;
@@ -114,6 +115,10 @@ pub(crate) struct ServerContext {
     pub config: BrokerConfig,
     /// The address clients reach this broker at (the bound port).
     pub advertised: SocketAddr,
+    /// When the broker started serving: wall clock (ms since the epoch),
+    /// for people, and monotonic, for its uptime.
+    pub started_ms: i64,
+    pub started: std::time::Instant,
 }
 
 /// A running broker. The listeners live on the engine's shards and stop
@@ -190,8 +195,13 @@ impl Broker {
         config.limits.validate()?;
         let (local_addr, listeners) = listen_sockets(config.listen, engine.shard_count())
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
-        let context =
-            Arc::new(ServerContext { engine: engine.clone(), config, advertised: local_addr });
+        let context = Arc::new(ServerContext {
+            engine: engine.clone(),
+            config,
+            advertised: local_addr,
+            started_ms: mamba_engine::runtime::now_ms(),
+            started: std::time::Instant::now(),
+        });
         for (i, listener) in listeners.into_iter().enumerate() {
             let context = context.clone();
             let task: mamba_engine::shard::ShardTask =

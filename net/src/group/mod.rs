@@ -1,0 +1,7 @@
+//! Consumer groups: the broker-side logic that spreads a topic's partitions
+//! over the members of a group. Pure state machines and functions, no I/O;
+//! the server feeds them requests and ticks and persists what they return.
+
+pub mod assignor;
+
+pub use assignor::{Assignment, AssignorKind, MemberId, MemberSpec};

@@ -1,0 +1,158 @@
+//! The settings of `mamba serve`, declared once: each is a flag
+//! (`--frame-bytes-max`), an environment variable (`MAMBA_FRAME_BYTES_MAX`)
+//! and a key of the TOML file given with `--config` (`frame_bytes_max`).
+//! A flag wins over the variable, the variable over the file, the file over
+//! the default. Sizes and durations take units (`64MiB`, `30s`) everywhere.
+
+use mamba_net::topic_config::{parse_bytes, parse_ms};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A value as written in the file: TOML integers and strings both work
+/// (`frame_bytes_max = 1048576` or `= "1MiB"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileValue {
+    Integer(u64),
+    Text(String),
+}
+
+impl FileValue {
+    fn text(&self) -> String {
+        match self {
+            FileValue::Integer(n) => n.to_string(),
+            FileValue::Text(s) => s.clone(),
+        }
+    }
+}
+
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $field:ident: $ty:ty, $env:literal, $value_name:literal, $parse:path;
+    )+) => {
+        /// Every setting as a flag or environment variable.
+        #[derive(clap::Args, Debug, Default)]
+        pub struct Flags {$(
+            $(#[doc = $doc])+
+            #[arg(long, env = $env, value_name = $value_name,
+                  value_parser = |s: &str| -> Result<$ty, String> { $parse(stringify!($field), s) })]
+            pub $field: Option<$ty>,
+        )+}
+
+        /// Every setting as a key of the configuration file.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileSettings {$(
+            $field: Option<FileValue>,
+        )+}
+
+        /// The settings given anywhere; `None`: the default.
+        #[derive(Debug, Default)]
+        pub struct Settings {$(
+            pub $field: Option<$ty>,
+        )+}
+
+        impl Flags {
+            /// These flags over the settings of the file at `path`.
+            pub fn over_file(self, path: Option<&Path>) -> Result<Settings, String> {
+                let Some(path) = path else {
+                    return Ok(Settings { $($field: self.$field,)+ });
+                };
+                let file = load(path)?;
+                let in_file = |e: String| format!("config {}: {e}", path.display());
+                Ok(Settings {$(
+                    $field: match self.$field {
+                        Some(given) => Some(given),
+                        None => file
+                            .$field
+                            .map(|v| -> Result<$ty, String> { $parse(stringify!($field), &v.text()) })
+                            .transpose()
+                            .map_err(in_file)?,
+                    },
+                )+})
+            }
+        }
+    };
+}
+
+settings! {
+    /// Where topics are stored [default: ./mamba-data]
+    data_dir: PathBuf, "MAMBA_DATA_DIR", "DIR", path;
+    /// This broker's id in a cluster [default: 0]
+    node_id: u32, "MAMBA_NODE_ID", "N", number;
+    /// Client address [default: 127.0.0.1:9400]
+    listen: SocketAddr, "MAMBA_LISTEN", "ADDR", address;
+    /// Executor threads, one per core [default: every core]
+    shards: u32, "MAMBA_SHARDS", "N", positive;
+    /// Largest request frame accepted; a produce request carries its
+    /// batches [default: 64MiB]
+    frame_bytes_max: usize, "MAMBA_FRAME_BYTES_MAX", "SIZE", size;
+    /// Connections each shard serves; beyond it the least recently active
+    /// idle one is closed [default: 4096]
+    connections_per_shard_max: usize, "MAMBA_CONNECTIONS_PER_SHARD_MAX", "N", positive;
+    /// Requests read from one connection before its answers are written
+    /// [default: 64]
+    in_flight_per_connection_max: usize, "MAMBA_IN_FLIGHT_PER_CONNECTION_MAX", "N", positive;
+    /// Request bytes one shard holds at once over all its connections
+    /// [default: 256MiB]
+    request_bytes_per_shard_max: usize, "MAMBA_REQUEST_BYTES_PER_SHARD_MAX", "SIZE", size;
+    /// Time a frame may take to arrive whole before the connection is
+    /// answered `timeout` and closed [default: 30s]
+    frame_receive_timeout_ms: u64, "MAMBA_FRAME_RECEIVE_TIMEOUT_MS", "DURATION", duration;
+    /// A connection with nothing in flight is closed after this long
+    /// [default: 10m]
+    connections_max_idle_ms: u64, "MAMBA_CONNECTIONS_MAX_IDLE_MS", "DURATION", duration;
+    /// Recent batches kept in memory per shard for readers at the tail
+    /// [default: 64MiB]
+    tail_cache_bytes_per_shard: usize, "MAMBA_TAIL_CACHE_BYTES_PER_SHARD", "SIZE", size;
+    /// How often each shard checkpoints its partitions' recovery points;
+    /// recovery after a crash verifies what was written since [default: 10s]
+    recovery_point_interval_ms: u64, "MAMBA_RECOVERY_POINT_INTERVAL_MS", "DURATION", duration;
+    /// How often retention deletes old segments [default: 30s]
+    retention_check_interval_ms: u64, "MAMBA_RETENTION_CHECK_INTERVAL_MS", "DURATION", duration;
+    /// Segment and index descriptors each shard keeps open [default: a
+    /// quarter of the open-file limit, split over the shards]
+    open_files_per_shard_max: usize, "MAMBA_OPEN_FILES_PER_SHARD_MAX", "N", positive;
+}
+
+fn load(path: &Path) -> Result<FileSettings, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config {}: {}", path.display(), e.message()))
+}
+
+fn path(_name: &str, value: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(value))
+}
+
+fn address(name: &str, value: &str) -> Result<SocketAddr, String> {
+    value.trim().parse().map_err(|_| {
+        format!("{name} must be IP:PORT, e.g. 127.0.0.1:9400 or 0.0.0.0:9400; got {value:?}")
+    })
+}
+
+fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
+    value.trim().parse().map_err(|_| format!("{name} must be a whole number; got {value:?}"))
+}
+
+fn positive<T: std::str::FromStr + PartialEq + From<u8>>(
+    name: &str,
+    value: &str,
+) -> Result<T, String> {
+    let n: T = number(name, value)?;
+    if n == T::from(0) {
+        return Err(format!("{name} must be at least 1; got {value:?}"));
+    }
+    Ok(n)
+}
+
+fn size(name: &str, value: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(name, value)?;
+    usize::try_from(bytes).map_err(|_| format!("{name} is too large: {value:?}"))
+}
+
+fn duration(name: &str, value: &str) -> Result<u64, String> {
+    parse_ms(name, value)
+}
