@@ -131,6 +131,14 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 struct Outage {
     since: Instant,
     backoff: Backoff,
+    last_error: ClientError,
+}
+
+impl Outage {
+    /// The command's error when it gives up while the broker is away.
+    fn give_up(&self, why: impl std::fmt::Display) -> CliError {
+        CliError::from(self.last_error.clone()).context(why)
+    }
 }
 
 pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
@@ -158,7 +166,13 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             return Ok(());
         }
         if args.timeout_ms.is_some_and(|t| last_record.elapsed() >= Duration::from_millis(t)) {
-            return Ok(());
+            // Quiet because the broker is away is a failure, not the end.
+            return match &outage {
+                None => Ok(()),
+                Some(outage) => {
+                    Err(outage.give_up("no record within --timeout-ms, the broker away"))
+                }
+            };
         }
         let records = match consumer.poll(poll) {
             Ok(records) => {
@@ -201,11 +215,13 @@ fn wait_for_broker(
         Outage {
             since: Instant::now(),
             backoff: Backoff::new(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX),
+            last_error: error.clone(),
         }
     });
+    outage.last_error = error.clone();
     let away = outage.since.elapsed();
     if away >= args.reconnect_timeout {
-        return Err(CliError::from(error.clone()).context(format_args!(
+        return Err(outage.give_up(format_args!(
             "no broker answered for {} (--reconnect-timeout)",
             humantime::format_duration(args.reconnect_timeout)
         )));

@@ -43,7 +43,7 @@ enum Command {
     /// Send records: one per line of standard input, JSON lines, a
     /// template's fields, or whole files.
     Produce(produce_cmd::ProduceArgs),
-    /// Print records of a topic.
+    /// Print records of a topic, following it across broker restarts.
     Consume(consume_cmd::ConsumeArgs),
     /// Look at and repair a data directory offline (no broker running).
     ///
