@@ -255,4 +255,27 @@ mod tests {
         });
         assert_eq!((broker.code, broker.name), (10, "invalid config"));
     }
+
+    #[test]
+    fn timeouts_and_offsets_out_of_range_keep_their_codes_and_name_the_values() {
+        let timeout = CliError::from(ClientError::Timeout {
+            request: "fetch",
+            addr: "127.0.0.1:9400".into(),
+            waited_ms: 30_000,
+        });
+        assert_eq!((timeout.code, timeout.name), (local_code::TIMEOUT, "timeout"));
+        assert!(timeout.message.contains("fetch") && timeout.message.contains("30000 ms"));
+        let range = CliError::from(ClientError::OffsetOutOfRange {
+            topic: "t".into(),
+            partition: 2,
+            offset: 9000,
+            log_start_offset: 0,
+            log_end_offset: 1500,
+        });
+        assert_eq!((range.code, range.name), (4, "offset out of range"));
+        assert_eq!(
+            range.message,
+            "partition 2 of topic t has offsets 0..1500; 9000 is beyond the end"
+        );
+    }
 }

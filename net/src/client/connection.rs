@@ -26,7 +26,7 @@ use crate::protocol::{
     ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, TopicMeta,
     FRAME_HEADER_BYTES, SUPPORTED_APIS,
 };
-use crate::receive::{fill_blocking, header_of};
+use crate::receive::{fill_blocking, fill_ready, header_of};
 use futures::channel::oneshot;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
@@ -338,39 +338,26 @@ fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
     let fd = stream.as_raw_fd();
     let mut next_check = Instant::now() + DEADLINE_CHECK_INTERVAL;
     let reason = 'frames: loop {
-        // Wait for the next frame, failing overdue requests meanwhile.
+        let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
+        // Take what has arrived; sleep in poll(2) only when nothing has,
+        // failing overdue requests meanwhile.
         loop {
             let now = Instant::now();
             if now >= next_check {
                 next_check = now + DEADLINE_CHECK_INTERVAL;
-                let overdue = take_overdue(&pending, now);
-                if let Some(first) = overdue.first() {
-                    // See the module docs: a timeout ends the connection,
-                    // dead before its callers hear of it, so a retry they
-                    // make at once goes out on a new one.
-                    let reason = format!("{} timed out", first.request);
-                    alive.store(false, Ordering::Release);
-                    if let Err(e) = stream.shutdown(std::net::Shutdown::Both) {
-                        tracing::trace!(error = %e, "closing a timed out connection");
-                    }
-                    for awaited in overdue {
-                        let waited = now.duration_since(awaited.sent);
-                        awaited.waiter.complete(Err(ClientError::Timeout {
-                            request: awaited.request,
-                            addr: addr.clone(),
-                            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-                        }));
-                    }
+                if let Some(reason) = fail_overdue(&stream, &pending, &alive, &addr, now) {
                     break 'frames reason;
                 }
             }
-            match wait_readable(fd, next_check - now) {
+            match fill_ready(fd, &mut head, FRAME_HEADER_BYTES) {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => break 'frames e.to_string(),
             }
+            if let Err(e) = wait_readable(fd, next_check.saturating_duration_since(now)) {
+                break 'frames e.to_string();
+            }
         }
-        let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
         if let Err(e) = fill_blocking(fd, &mut head, FRAME_HEADER_BYTES) {
             break e.to_string();
         }
@@ -401,17 +388,42 @@ fn read_responses(stream: TcpStream, pending: Pending, alive: Arc<AtomicBool>) {
     }
 }
 
-/// Takes every request past its deadline out of `pending`.
-fn take_overdue(pending: &Pending, now: Instant) -> Vec<Awaited> {
-    let mut pending = lock(pending);
-    let ids: Vec<u32> =
-        pending.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
-    ids.iter().filter_map(|id| pending.remove(id)).collect()
+/// Fails every request past its deadline with `Timeout`, first closing
+/// the connection (see the module docs: dead before its callers hear of
+/// it, so a retry they make at once goes out on a new one). Returns why it
+/// closed, if it did.
+fn fail_overdue(
+    stream: &TcpStream,
+    pending: &Pending,
+    alive: &AtomicBool,
+    addr: &str,
+    now: Instant,
+) -> Option<String> {
+    let overdue: Vec<Awaited> = {
+        let mut pending = lock(pending);
+        let ids: Vec<u32> =
+            pending.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+        ids.iter().filter_map(|id| pending.remove(id)).collect()
+    };
+    let reason = format!("{} timed out", overdue.first()?.request);
+    alive.store(false, Ordering::Release);
+    if let Err(e) = stream.shutdown(std::net::Shutdown::Both) {
+        tracing::trace!(error = %e, "closing a timed out connection");
+    }
+    for awaited in overdue {
+        let waited = now.duration_since(awaited.sent);
+        awaited.waiter.complete(Err(ClientError::Timeout {
+            request: awaited.request,
+            addr: addr.to_string(),
+            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        }));
+    }
+    Some(reason)
 }
 
 /// Waits up to `timeout` for `fd` to have something to read (or to fail:
-/// the read then says how). `Ok(false)`: nothing yet.
-fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> std::io::Result<bool> {
+/// the read then says how).
+fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> std::io::Result<()> {
     let mut poll_fd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // Rounded up, so a wait never ends just before its deadline.
     let timeout_ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
@@ -419,7 +431,7 @@ fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> std::io::Result<b
     let ready = unsafe { libc::poll(&mut poll_fd, 1, timeout_ms) };
     if ready < 0 {
         let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+        return if e.kind() == std::io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
     }
-    Ok(ready > 0)
+    Ok(())
 }
