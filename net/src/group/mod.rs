@@ -3,5 +3,6 @@
 //! the server feeds them requests and ticks and persists what they return.
 
 pub mod assignor;
+pub mod coordinator;
 
 pub use assignor::{Assignment, AssignorKind, MemberId, MemberSpec};
