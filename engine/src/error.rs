@@ -18,7 +18,7 @@ pub enum EngineError {
     UnknownPartition { topic: String, partition: PartitionId },
     #[error("topic {0:?} already exists")]
     TopicExists(String),
-    #[error("invalid configuration: {0}")]
+    #[error("{0}")]
     InvalidConfig(String),
     /// A topic asked to keep or lower its partition count: topics only grow.
     #[error("{}", partitions_not_increased(.topic, *.partition_count, *.requested))]

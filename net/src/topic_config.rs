@@ -63,7 +63,7 @@ fn parse_limit(
 ) -> Result<Option<u64>, String> {
     match value {
         "none" | "unlimited" | "-1" => Ok(None),
-        v => parse(name, v).map(Some),
+        v => parse(name, v).map(Some).map_err(|e| format!("{e} (or unlimited)")),
     }
 }
 

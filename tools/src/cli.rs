@@ -99,6 +99,11 @@ impl CliError {
         CliError { code: local_code::FAILED, name: "failed", message: message.into() }
     }
 
+    /// The same error with what to do about it.
+    pub fn hint(self, what_to_do: impl std::fmt::Display) -> CliError {
+        CliError { message: format!("{} ({what_to_do})", self.message), ..self }
+    }
+
     /// The same error, its message prefixed with where it happened.
     pub fn context(self, what: impl std::fmt::Display) -> CliError {
         CliError { message: format!("{what}: {}", self.message), ..self }
@@ -132,6 +137,7 @@ impl From<ClientError> for CliError {
             }
             ClientError::UnknownTopic(_) => {
                 let code = ErrorCode::UnknownTopicOrPartition;
+                let message = format!("{message} (`mamba topic list` shows the topics)");
                 CliError { code: code.as_u16(), name: code.name(), message }
             }
             ClientError::OffsetOutOfRange { .. } => {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
+    /// The topic to read.
     topic: String,
     #[command(flatten)]
     pub client: ClientArgs,

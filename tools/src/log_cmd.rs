@@ -22,6 +22,8 @@ pub enum LogCommand {
     /// Print one line per batch: file, offsets, record count, position,
     /// size, timestamps and whether its CRC checks out.
     Dump {
+        /// A data directory, a topic directory (<data-dir>/topics/<topic>)
+        /// or a partition directory (<data-dir>/topics/<topic>/<partition>).
         path: PathBuf,
         /// Also print each record (key, value, headers; bytes that are not
         /// printable ASCII are shown escaped, e.g. \xff).
@@ -34,13 +36,19 @@ pub enum LogCommand {
     /// the offset where valid data ends), 2 when the files cannot be read.
     /// Reads without the data directory's lock: on a running broker the
     /// newest batches may still be in flight.
-    Check { path: PathBuf },
+    Check {
+        /// A data directory, a topic directory (<data-dir>/topics/<topic>)
+        /// or a partition directory (<data-dir>/topics/<topic>/<partition>).
+        path: PathBuf,
+    },
     /// Verify every batch as `check` does and repair what the broker would
     /// repair at start: cut a torn tail past the recovery point, rebuild
     /// stale indexes. Other damage (in a closed segment, or below the
     /// recovery point) is reported and left alone unless --force. Takes the
     /// data directory's lock: refuses while a broker runs on it.
     Recover {
+        /// A data directory, a topic directory (<data-dir>/topics/<topic>)
+        /// or a partition directory (<data-dir>/topics/<topic>/<partition>).
         path: PathBuf,
         /// Also repair corruption by cutting the log at the first bad
         /// batch; later segments are deleted (their data is lost). The

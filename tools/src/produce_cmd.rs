@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
+    /// The topic to write to.
     topic: String,
     #[command(flatten)]
     pub client: ClientArgs,

@@ -23,7 +23,9 @@ pub struct TopicArgs {
 pub enum TopicCommand {
     /// Create a topic.
     Create {
+        /// The topic's name: letters, digits, '.', '_' and '-'.
         name: String,
+        /// How many partitions (logs read and written in parallel).
         #[arg(short, long, default_value_t = 1)]
         partitions: u32,
         /// disk (default) or memory (lost at restart).
@@ -53,10 +55,14 @@ pub enum TopicCommand {
     List,
     /// Show a topic's settings, and per partition its offsets (log start,
     /// log end, high watermark), size and segments, with the totals.
-    Describe { name: String },
+    Describe {
+        /// The topic.
+        name: String,
+    },
     /// Offsets per partition (as kcat -Q): where each log starts and ends,
     /// or with --at the first record at or after a time.
     Offsets {
+        /// The topic.
         topic: String,
         /// The offset of the first record at or after this time, per
         /// partition (the end when there is none): @2026-11-30T12:00:00Z,
@@ -82,12 +88,16 @@ pub enum TopicCommand {
     /// keys would move and the records and offsets of the removed
     /// partitions would be lost.
     Alter {
+        /// The topic.
         name: String,
+        /// A setting to change, KEY=VALUE (repeatable); units work
+        /// (retention.ms=7d, segment.bytes=256MiB).
         #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
         set: Vec<String>,
     },
     /// Delete a topic and its data.
     Delete {
+        /// The topic.
         name: String,
         /// Succeed without a change when there is no such topic.
         #[arg(long)]
@@ -151,7 +161,13 @@ pub fn run(args: TopicArgs) -> Result<(), CliError> {
                         Output::Text => say!("topic {name} exists already; nothing changed")?,
                     }
                 }
-                Err(e) => return Err(err(e)),
+                Err(e) => {
+                    let e = err(e);
+                    if e.is(ErrorCode::TopicAlreadyExists) {
+                        return Err(e.hint("--if-not-exists accepts an existing topic"));
+                    }
+                    return Err(e);
+                }
             }
         }
         TopicCommand::List => list(&admin, output)?,
@@ -319,7 +335,15 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
         Output::Text => {
             say!("topic {} ({})", d.name, count(d.partitions.len(), "partition"))?;
             for c in &d.configs {
-                say!("  {} = {}", c.name, c.value)?;
+                // Exact values, as `--set` takes them, read in units.
+                let readable = match c.value.parse::<u64>() {
+                    Ok(ms) if c.name.ends_with(".ms") => format!(" ({})", human::duration_ms(ms)),
+                    Ok(bytes) if c.name.ends_with(".bytes") => {
+                        format!(" ({})", human::bytes(bytes))
+                    }
+                    _ => String::new(),
+                };
+                say!("  {} = {}{readable}", c.name, c.value)?;
             }
             for p in &d.partitions {
                 let state = match by_partition.get(&p.partition) {
