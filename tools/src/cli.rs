@@ -177,17 +177,23 @@ impl From<String> for CliError {
 /// Writes `line` to standard output; a closed pipe (`| head`) ends the
 /// process quietly with status 0, as a reader that stopped reading wants.
 pub fn emit(out: &mut impl Write, line: &str) -> Result<(), CliError> {
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => Err(CliError::io(format!("writing to standard output: {e}"))),
-    }
+    written(writeln!(out, "{line}").and_then(|()| out.flush()))
 }
 
-/// Writes `bytes` as they are (no newline added) to standard output; a
-/// closed pipe ends the process quietly with status 0, as in `emit`.
-pub fn emit_bytes(out: &mut impl Write, bytes: &[u8]) -> Result<(), CliError> {
-    match out.write_all(bytes).and_then(|()| out.flush()) {
+/// Writes `bytes` to a buffered standard output without flushing (a
+/// caller that prints many records flushes once per batch with `flush`).
+pub fn put(out: &mut impl Write, bytes: &[u8]) -> Result<(), CliError> {
+    written(out.write_all(bytes))
+}
+
+pub fn flush(out: &mut impl Write) -> Result<(), CliError> {
+    written(out.flush())
+}
+
+/// A closed pipe ends the process quietly with status 0; other write
+/// failures are errors.
+fn written(result: std::io::Result<()>) -> Result<(), CliError> {
+    match result {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => Err(CliError::io(format!("writing to standard output: {e}"))),

@@ -9,10 +9,10 @@
 //! lost and one that it is back; after `--reconnect-timeout` (60 s) with no
 //! answer the command fails with the last error.
 
-use crate::cli::{emit, emit_bytes, now_ms, parse_time_ms, CliError, ClientArgs, Output};
-use crate::template::Template;
+use crate::cli::{flush, now_ms, parse_time_ms, put, CliError, ClientArgs, Output};
+use crate::template::{RecordFields, Template};
 use clap::Args;
-use mamba_net::client::{Backoff, ClientError, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+use mamba_net::client::{Backoff, ClientError, Consumer, ConsumerConfig, SeekTo};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -97,32 +97,41 @@ enum Printer {
 }
 
 impl Printer {
-    fn print(&self, r: &ConsumerRecord, out: &mut impl std::io::Write) -> Result<(), CliError> {
+    /// Appends `r` as printed to `line` (cleared first).
+    fn render(&self, r: &impl RecordFields, line: &mut Vec<u8>) {
+        line.clear();
         match self {
             Printer::Json => {
-                let line = json!({
-                    "partition": r.partition,
-                    "offset": r.offset,
-                    "timestamp_ms": r.timestamp_ms,
-                    "key": r.key.as_deref().map(printable),
-                    "value": printable(&r.value),
-                    "headers": r.headers.iter().map(|(k, v)| (k.clone(), json!(printable(v)))).collect::<serde_json::Map<_, _>>(),
+                let mut headers = serde_json::Map::new();
+                r.for_each_header(&mut |k, v| {
+                    headers.insert(k.to_string(), json!(printable(v)));
                 });
-                emit(out, &line.to_string())
+                let object = json!({
+                    "partition": r.partition(),
+                    "offset": r.offset(),
+                    "timestamp_ms": r.timestamp_ms(),
+                    "key": r.key().map(printable),
+                    "value": printable(r.value()),
+                    "headers": headers,
+                });
+                line.extend_from_slice(object.to_string().as_bytes());
+                line.push(b'\n');
             }
-            Printer::Text { print_key: true } => {
-                let key = r.key.as_deref().map(printable).unwrap_or_default();
-                emit(out, &format!("{key}\t{}", printable(&r.value)))
+            Printer::Text { print_key } => {
+                if *print_key {
+                    line.extend_from_slice(printable(r.key().unwrap_or(b"")).as_bytes());
+                    line.push(b'\t');
+                }
+                line.extend_from_slice(printable(r.value()).as_bytes());
+                line.push(b'\n');
             }
-            Printer::Text { print_key: false } => emit(out, &printable(&r.value)),
-            Printer::Template(template) => {
-                let mut bytes = Vec::with_capacity(r.value.len() + 64);
-                template.render(r, &mut bytes);
-                emit_bytes(out, &bytes)
-            }
+            Printer::Template(template) => template.render(r, line),
         }
     }
 }
+
+/// Standard output is written in pieces of this size.
+const STDOUT_BUFFER_BYTES: usize = 64 << 10;
 
 /// Waits between attempts while the broker is away.
 const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -175,27 +184,34 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
                 }
             };
         }
-        let records = match consumer.poll(poll) {
-            Ok(records) => {
-                if outage.take().is_some() {
-                    eprintln!("mamba: the broker answers again; reading on from where it stopped");
-                }
-                records
-            }
-            Err(e) if e.is_retriable() => {
-                wait_for_broker(&mut outage, &e, &args)?;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = stdout.lock();
-        for r in records {
-            if args.count.is_some_and(|n| seen >= n) {
-                break;
+        // Records are printed borrowed from the fetch answer (no copy),
+        // into a buffer flushed once per answer.
+        let mut out = std::io::BufWriter::with_capacity(STDOUT_BUFFER_BYTES, stdout.lock());
+        let mut line = Vec::new();
+        let mut failed = None;
+        let polled = consumer.poll_each(poll, |d| {
+            if failed.is_some() || args.count.is_some_and(|n| seen >= n) {
+                return;
             }
             seen += 1;
             last_record = Instant::now();
-            printer.print(&r, &mut out)?;
+            printer.render(&d, &mut line);
+            if let Err(e) = put(&mut out, &line) {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        flush(&mut out)?;
+        match polled {
+            Ok(_) => {
+                if outage.take().is_some() {
+                    eprintln!("mamba: the broker answers again; reading on from where it stopped");
+                }
+            }
+            Err(e) if e.is_retriable() => wait_for_broker(&mut outage, &e, &args)?,
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -6,8 +6,73 @@
 //! `\n`, `\t`, `\r`, `\0`, `\\`, and `%%` for a percent sign. Keys and
 //! values are raw bytes both ways; nothing is re-encoded.
 
-use mamba_net::client::ConsumerRecord;
+use mamba_net::client::{ConsumerRecord, Delivered};
 use std::io::BufRead;
+
+/// A record as a template reads it: copied out (`ConsumerRecord`) or
+/// borrowed from a fetch answer (`Delivered`, which `mamba consume` prints
+/// without copying).
+pub trait RecordFields {
+    fn topic(&self) -> &str;
+    fn partition(&self) -> u32;
+    fn offset(&self) -> u64;
+    fn timestamp_ms(&self) -> i64;
+    fn key(&self) -> Option<&[u8]>;
+    fn value(&self) -> &[u8];
+    fn for_each_header(&self, each: &mut dyn FnMut(&str, &[u8]));
+}
+
+impl RecordFields for ConsumerRecord {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn partition(&self) -> u32 {
+        self.partition
+    }
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value(&self) -> &[u8] {
+        &self.value
+    }
+    fn for_each_header(&self, each: &mut dyn FnMut(&str, &[u8])) {
+        for (name, value) in &self.headers {
+            each(name, value);
+        }
+    }
+}
+
+impl RecordFields for Delivered<'_> {
+    fn topic(&self) -> &str {
+        self.topic
+    }
+    fn partition(&self) -> u32 {
+        self.partition
+    }
+    fn offset(&self) -> u64 {
+        self.record.offset.0
+    }
+    fn timestamp_ms(&self) -> i64 {
+        self.record.timestamp_ms
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.record.key()
+    }
+    fn value(&self) -> &[u8] {
+        self.record.value()
+    }
+    fn for_each_header(&self, each: &mut dyn FnMut(&str, &[u8])) {
+        for (name, value) in self.record.headers() {
+            each(name, value);
+        }
+    }
+}
 
 /// The fields of every form, for messages.
 pub const TEMPLATE_FIELDS: &str = "%t topic, %p partition, %o offset, %k key, %v value, \
@@ -104,27 +169,29 @@ impl Template {
 
     /// Appends `record` as the template writes it to `out`. A missing key
     /// writes nothing.
-    pub fn render(&self, record: &ConsumerRecord, out: &mut Vec<u8>) {
+    pub fn render(&self, record: &impl RecordFields, out: &mut Vec<u8>) {
         use std::io::Write;
         for piece in &self.pieces {
             // Writing into a Vec cannot fail.
             let _infallible = match piece {
                 Piece::Text(t) => out.write_all(t),
-                Piece::Field(Field::Topic) => out.write_all(record.topic.as_bytes()),
-                Piece::Field(Field::Partition) => write!(out, "{}", record.partition),
-                Piece::Field(Field::Offset) => write!(out, "{}", record.offset),
-                Piece::Field(Field::Key) => out.write_all(record.key.as_deref().unwrap_or(b"")),
-                Piece::Field(Field::Value) => out.write_all(&record.value),
-                Piece::Field(Field::TimestampMs) => write!(out, "{}", record.timestamp_ms),
+                Piece::Field(Field::Topic) => out.write_all(record.topic().as_bytes()),
+                Piece::Field(Field::Partition) => write!(out, "{}", record.partition()),
+                Piece::Field(Field::Offset) => write!(out, "{}", record.offset()),
+                Piece::Field(Field::Key) => out.write_all(record.key().unwrap_or(b"")),
+                Piece::Field(Field::Value) => out.write_all(record.value()),
+                Piece::Field(Field::TimestampMs) => write!(out, "{}", record.timestamp_ms()),
                 Piece::Field(Field::Headers) => {
-                    for (i, (name, value)) in record.headers.iter().enumerate() {
-                        if i > 0 {
+                    let mut first = true;
+                    record.for_each_header(&mut |name, value| {
+                        if !first {
                             out.push(b',');
                         }
+                        first = false;
                         out.extend_from_slice(name.as_bytes());
                         out.push(b'=');
                         out.extend_from_slice(value);
-                    }
+                    });
                     Ok(())
                 }
             };
