@@ -300,6 +300,11 @@ impl Group {
         self.remove_member_quietly(id);
     }
 
+    /// Whether any record of the group was written (or read back).
+    pub fn is_persisted(&self) -> bool {
+        !self.persisted.is_empty()
+    }
+
     /// After a replay: what was read is what is written.
     pub(crate) fn mark_persisted(&mut self) {
         self.persisted = records::membership_records(self);

@@ -192,7 +192,7 @@ impl Connection {
             let frame = Frame::from_parts(header, head, payload);
             // Produce batches enter their partitions here, in the order they
             // arrived; the answer is awaited on its own task.
-            let answer = dispatch::start(frame, self.context.clone()).await;
+            let answer = dispatch::start(frame, self.context.clone(), self.activity.peer).await;
             let (answers, activity) = (answers.clone(), self.activity.clone());
             runtime::spawn(async move {
                 if let Some(answer) = answer.await {

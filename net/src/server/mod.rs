@@ -12,6 +12,7 @@
 mod answer;
 mod connection;
 mod connection_table;
+mod coordinator;
 mod dispatch;
 mod errors;
 mod handlers;
@@ -121,6 +122,8 @@ pub(crate) struct ServerContext {
     /// for people, and monotonic, for its uptime.
     pub started_ms: i64,
     pub started: std::time::Instant,
+    /// Bounds and defaults of consumer groups.
+    pub groups: crate::group::coordinator::GroupConfig,
 }
 
 /// A running broker: a listener and its connections on every shard of the
@@ -210,6 +213,7 @@ impl Broker {
             advertised: local_addr,
             started_ms: mamba_engine::runtime::now_ms(),
             started: std::time::Instant::now(),
+            groups: crate::group::coordinator::GroupConfig::default(),
         });
         let mut stops = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
