@@ -1,4 +1,4 @@
-//! Topic administration and metadata.
+//! Topic and consumer group administration, and metadata.
 //!
 //! Requests go through a [`Link`]: after a broker restart or a timed out
 //! request the next call opens a new connection. Admin requests are not
@@ -182,5 +182,68 @@ impl Admin {
         timestamp: i64,
     ) -> Result<u64, ClientError> {
         self.conn.list_offset(topic, partition, timestamp).await
+    }
+
+    /// Every consumer group the broker coordinates, by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let (answer, _) =
+            self.conn.call::<_, ListGroupsResponse>(&ListGroupsRequest {}, &[]).await?;
+        match ClientError::from_code(answer.error_code, answer.message) {
+            Some(e) => Err(e),
+            None => Ok(answer.groups),
+        }
+    }
+
+    /// Members, assignments and committed offsets of `group_ids`, in that
+    /// order; each entry carries its own error (`group not found`, ...).
+    pub async fn describe_groups(
+        &self,
+        group_ids: &[String],
+    ) -> Result<Vec<GroupDescription>, ClientError> {
+        let request = DescribeGroupsRequest { group_ids: group_ids.to_vec() };
+        let (answer, _) = self.conn.call::<_, DescribeGroupsResponse>(&request, &[]).await?;
+        Ok(answer.groups)
+    }
+
+    /// Deletes groups and their offsets; each result carries its own error
+    /// (`group not empty` while it has members, `group not found`).
+    pub async fn delete_groups(
+        &self,
+        group_ids: &[String],
+    ) -> Result<Vec<GroupResult>, ClientError> {
+        let request = DeleteGroupsRequest { group_ids: group_ids.to_vec() };
+        let (answer, _) = self.conn.call::<_, DeleteGroupsResponse>(&request, &[]).await?;
+        Ok(answer.results)
+    }
+
+    /// A group's committed offsets: of `partitions` (offset -1 where none
+    /// is committed), or every one it committed.
+    pub async fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<Vec<TopicAssignment>>,
+    ) -> Result<Vec<FetchedOffset>, ClientError> {
+        let request = OffsetFetchRequest { group_id: group_id.to_string(), partitions };
+        let (answer, _) = self.conn.call::<_, OffsetFetchResponse>(&request, &[]).await?;
+        match ClientError::from_code(answer.error_code, answer.message) {
+            Some(e) => Err(e),
+            None => Ok(answer.offsets),
+        }
+    }
+
+    /// Sets a group's committed offsets. The broker refuses it while the
+    /// group has members (`group not empty`, in each partition's result);
+    /// each result carries its own error.
+    pub async fn reset_offsets(
+        &self,
+        group_id: &str,
+        offsets: Vec<CommitOffset>,
+    ) -> Result<Vec<PartitionResult>, ClientError> {
+        let request = ResetOffsetsRequest { group_id: group_id.to_string(), offsets };
+        let (answer, _) = self.conn.call::<_, OffsetCommitResponse>(&request, &[]).await?;
+        match ClientError::from_code(answer.error_code, answer.message) {
+            Some(e) => Err(e),
+            None => Ok(answer.partitions),
+        }
     }
 }
