@@ -3,6 +3,7 @@
 mod broker_cmd;
 mod cli;
 mod consume_cmd;
+mod group_cmd;
 mod human;
 mod log_cmd;
 mod produce_cmd;
@@ -45,6 +46,9 @@ enum Command {
     Produce(produce_cmd::ProduceArgs),
     /// Print records of a topic, following it across broker restarts.
     Consume(consume_cmd::ConsumeArgs),
+    /// List, describe (members, committed offsets, lag), reset the offsets
+    /// of, and delete consumer groups.
+    Group(group_cmd::GroupArgs),
     /// Look at and repair a data directory offline (no broker running).
     ///
     /// PATH may be a data directory, a topic directory
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Health(args) => args.client.output(),
         Command::Produce(args) => args.client.output(),
         Command::Consume(args) => args.client.output(),
+        Command::Group(args) => args.client.output(),
         Command::Log(args) => args.output.output,
         Command::Serve(_) | Command::Completions { .. } | Command::Man => Output::Text,
     };
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
         Command::Health(args) => broker_cmd::health(args),
         Command::Produce(args) => produce_cmd::run(args),
         Command::Consume(args) => consume_cmd::run(args),
+        Command::Group(args) => group_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
