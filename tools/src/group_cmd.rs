@@ -374,13 +374,13 @@ impl ResetTo {
             return n
                 .parse::<i64>()
                 .map(ResetTo::Shift)
-                .map_err(|_| bad("shifts by a whole number of records, which this is not"));
+                .map_err(|e| bad(&format!("does not shift by a whole number of records ({e})")));
         }
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             return text
                 .parse::<u64>()
                 .map(ResetTo::Offset)
-                .map_err(|_| bad("is too large an offset"));
+                .map_err(|e| bad(&format!("is not an offset ({e})")));
         }
         Err(bad("is not a place to reset to"))
     }
@@ -403,9 +403,9 @@ impl TopicSpec {
             .split(',')
             .map(|p| p.trim().parse::<u32>())
             .collect::<Result<BTreeSet<u32>, _>>()
-            .map_err(|_| {
+            .map_err(|e| {
                 CliError::usage(format!(
-                    "--topic {text:?}: partitions are numbers separated by commas \
+                    "--topic {text:?}: {e}; partitions are numbers separated by commas \
                      ({topic}:0,2,5), or leave them out for all"
                 ))
             })?;
