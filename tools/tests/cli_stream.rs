@@ -213,10 +213,8 @@ fn templates_round_trip_from_produce_to_consume() {
     assert!(message.contains("record 2") && message.contains("%k"), "{message}");
     assert_eq!(consume_all(&broker.addr, "tpl", 4)[3].value, b"3", "record 1 was sent");
     // Its acknowledgement was printed before the error.
-    let acks: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON ack"))
-        .collect();
+    let acks: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON ack")).collect();
     assert_eq!(acks.len(), 1, "{acks:?}");
     assert_eq!((&acks[0]["record"], &acks[0]["offset"]), (&1.into(), &3.into()), "{acks:?}");
 
