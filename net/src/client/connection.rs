@@ -23,8 +23,8 @@
 use super::ClientError;
 use crate::protocol::{
     encode_frame_head, ErrorCode, ErrorResponse, Frame, FrameHeader, ListOffsetsPartition,
-    ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, TopicMeta,
-    FRAME_HEADER_BYTES, SUPPORTED_APIS,
+    ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse, Request,
+    TopicMeta, FRAME_HEADER_BYTES,
 };
 use crate::receive::{fill_blocking, fill_ready, header_of};
 use futures::channel::oneshot;
@@ -87,11 +87,6 @@ pub struct Connection {
     next_correlation_id: AtomicU32,
     alive: Arc<AtomicBool>,
     request_timeout: Duration,
-}
-
-/// The name of API `key`, for messages.
-fn api_name(key: u16) -> &'static str {
-    SUPPORTED_APIS.iter().find(|api| api.0 == key).map_or("a request", |api| api.3)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -168,7 +163,7 @@ impl Connection {
     /// Sends a request frame; `waiter` (if any) gets the response, or
     /// `Timeout` after the request timeout. Without a waiter (produce with
     /// acks=0) no response is expected.
-    pub fn send_with<R: Message>(
+    pub fn send_with<R: Request>(
         &self,
         request: &R,
         payload: &[&[u8]],
@@ -179,7 +174,7 @@ impl Connection {
 
     /// `send_with`, the waiter giving up after `timeout` (a long poll waits
     /// its own wait on top of the request timeout).
-    pub fn send_within<R: Message>(
+    pub fn send_within<R: Request>(
         &self,
         request: &R,
         payload: &[&[u8]],
@@ -192,7 +187,7 @@ impl Connection {
         let body = request.encode().map_err(|e| ClientError::Protocol(e.to_string()))?;
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = FrameHeader {
-            api_key: R::API_KEY,
+            api_key: R::API_KEY.as_u16(),
             api_version: R::VERSION,
             correlation_id,
             flags: 0,
@@ -209,7 +204,7 @@ impl Connection {
         if let Some(waiter) = waiter {
             let sent = Instant::now();
             let awaited =
-                Awaited { waiter, request: api_name(R::API_KEY), sent, deadline: sent + timeout };
+                Awaited { waiter, request: R::API_KEY.name(), sent, deadline: sent + timeout };
             lock(&self.pending).insert(correlation_id, awaited);
         }
         if let Err(e) = write_all_vectored(&mut *writer, &mut pieces) {
@@ -226,7 +221,7 @@ impl Connection {
     }
 
     /// Sends a request and decodes its response body.
-    pub async fn call<R: Message, A: Message>(
+    pub async fn call<R: Request, A: Message>(
         &self,
         request: &R,
         payload: &[&[u8]],
@@ -235,7 +230,7 @@ impl Connection {
     }
 
     /// `call`, giving up after `timeout` instead of the request timeout.
-    pub async fn call_within<R: Message, A: Message>(
+    pub async fn call_within<R: Request, A: Message>(
         &self,
         request: &R,
         payload: &[&[u8]],

@@ -12,7 +12,7 @@
 //! choice, since only the caller knows whether a request is safe to repeat.
 
 use super::{ClientError, Connection, CONNECT_TIMEOUT};
-use crate::protocol::{Frame, Message, TopicMeta};
+use crate::protocol::{Frame, Message, Request, TopicMeta};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ impl Link {
     }
 
     /// Sends a request on the live connection and decodes its answer.
-    pub async fn call<R: Message, A: Message>(
+    pub async fn call<R: Request, A: Message>(
         &self,
         request: &R,
         payload: &[&[u8]],

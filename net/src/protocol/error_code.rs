@@ -115,30 +115,6 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-impl From<&mamba_engine::EngineError> for ErrorCode {
-    fn from(e: &mamba_engine::EngineError) -> ErrorCode {
-        use mamba_engine::EngineError as E;
-        match e {
-            E::Storage(_) | E::Fenced(_) => ErrorCode::StorageError,
-            E::Corrupt { .. } => ErrorCode::CorruptData,
-            E::Offline(cause) => ErrorCode::from(&**cause),
-            E::InvalidBatch(_) => ErrorCode::CorruptBatch,
-            E::UnknownTopic(_) | E::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
-            E::TopicExists(_) => ErrorCode::TopicAlreadyExists,
-            E::InvalidConfig(_) => ErrorCode::InvalidConfig,
-            E::PartitionsNotIncreased { .. } => ErrorCode::InvalidPartitions,
-            E::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            E::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
-            E::OffsetMismatch { .. } => ErrorCode::InvalidRequest,
-            E::Busy => ErrorCode::Busy,
-            E::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-            E::ProducerFenced { .. } => ErrorCode::InvalidProducer,
-            E::ShuttingDown => ErrorCode::ShuttingDown,
-            E::DataDir { .. } => ErrorCode::StorageError,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,14 +9,12 @@
 //! the connection table closes stalled, idle and (at the connection limit)
 //! least recently active connections (connection_table.rs).
 
+use super::answer::{error_frame, Answer};
 use super::connection_table::{Activity, Admission, CloseReason, ConnectionTable};
-use super::handlers;
+use super::dispatch;
 use super::request_memory::{FrameMemory, RequestMemory};
 use super::ServerContext;
-use crate::protocol::{
-    encode_frame, ErrorCode, ErrorResponse, Frame, FrameHeader, Message, FLAG_RESPONSE,
-    FRAME_HEADER_BYTES,
-};
+use crate::protocol::{ErrorCode, Frame, FrameHeader, FRAME_HEADER_BYTES};
 use crate::receive::{header_of, ShardReceiver};
 use futures::io::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -69,67 +67,6 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
         };
         glommio::spawn_local(connection.serve(stream, receiver)).detach();
     }
-}
-
-/// An answer frame: the head (header and body), then payload pieces sent
-/// from where they are (stored batches, not copied into the frame).
-pub(crate) struct Answer {
-    pub head: AlignedVec<16>,
-    pub payload: Vec<bytes::Bytes>,
-}
-
-impl From<AlignedVec<16>> for Answer {
-    fn from(head: AlignedVec<16>) -> Answer {
-        Answer { head, payload: Vec::new() }
-    }
-}
-
-/// Answers up to this size go out in one write (copied together); larger
-/// pieces are written as they are.
-const COALESCE_BYTES: usize = 64 * 1024;
-
-impl Answer {
-    async fn write_to(
-        self,
-        out: &mut (impl futures::io::AsyncWrite + Unpin),
-    ) -> std::io::Result<()> {
-        let total: usize = self.head.len() + self.payload.iter().map(|p| p.len()).sum::<usize>();
-        if total <= COALESCE_BYTES {
-            let mut whole = Vec::with_capacity(total);
-            whole.extend_from_slice(&self.head);
-            for piece in &self.payload {
-                whole.extend_from_slice(piece);
-            }
-            return out.write_all(&whole).await;
-        }
-        out.write_all(&self.head).await?;
-        for piece in &self.payload {
-            out.write_all(piece).await?;
-        }
-        Ok(())
-    }
-}
-
-/// A frame-level error answer: the header carries the code, the body a
-/// message for people.
-pub(crate) fn error_frame(
-    api_key: u16,
-    api_version: u16,
-    correlation_id: u32,
-    code: ErrorCode,
-    message: String,
-) -> AlignedVec<16> {
-    let body = ErrorResponse { message }.encode().map(|b| b.to_vec()).unwrap_or_default();
-    let header = FrameHeader {
-        api_key,
-        api_version,
-        correlation_id,
-        flags: FLAG_RESPONSE,
-        error_code: code.as_u16(),
-        body_bytes: 0,
-        payload_bytes: 0,
-    };
-    encode_frame(header, &body, &[])
 }
 
 /// What one connection's tasks share.
@@ -228,7 +165,7 @@ impl Connection {
             let frame = Frame::from_parts(header, head, payload);
             // Produce batches enter their partitions here, in the order they
             // arrived; the answer is awaited on its own task.
-            let answer = handlers::start(frame, self.context.clone()).await;
+            let answer = dispatch::start(frame, self.context.clone()).await;
             let (answers, activity) = (answers.clone(), self.activity.clone());
             glommio::spawn_local(async move {
                 if let Some(answer) = answer.await {

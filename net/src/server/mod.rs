@@ -9,9 +9,11 @@
 //! Architecture Invariant: the server knows frames and engine calls, never
 //! files; all storage goes through `Engine`.
 
-mod admin;
+mod answer;
 mod connection;
 mod connection_table;
+mod dispatch;
+mod errors;
 mod handlers;
 mod request_memory;
 

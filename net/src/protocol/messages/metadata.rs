@@ -1,0 +1,109 @@
+//! Who speaks what, and where things are: api_versions, metadata,
+//! describe_broker.
+use super::ApiKey;
+
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default,
+)]
+pub struct ApiVersionsRequest {}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersionRange {
+    pub api_key: u16,
+    pub min_version: u16,
+    pub max_version: u16,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersionsResponse {
+    pub apis: Vec<ApiVersionRange>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MetadataRequest {
+    /// `None`: every topic.
+    pub topics: Option<Vec<String>>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub node_id: u32,
+    pub host: String,
+    pub port: u16,
+    pub shards: u32,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMeta {
+    pub partition: u32,
+    pub leader: u32,
+    /// The shard (core) of the leader that owns the partition.
+    pub shard: u32,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub error_code: u16,
+    pub partitions: Vec<PartitionMeta>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MetadataResponse {
+    pub brokers: Vec<BrokerMeta>,
+    pub topics: Vec<TopicMeta>,
+}
+
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default,
+)]
+pub struct DescribeBrokerRequest {}
+
+/// An address the broker listens on, and for what (`client`; later
+/// `http`, `cluster`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+}
+
+/// The data directory's filesystem (statvfs), or why it could not be read.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub error_code: u16,
+    pub message: String,
+    pub total_bytes: u64,
+    /// What the broker may still write (without the root reserve).
+    pub free_bytes: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DescribeBrokerResponse {
+    /// `shutting down` (16) while the broker stops: it serves no more
+    /// requests; the counts below are then 0.
+    pub error_code: u16,
+    pub message: String,
+    pub node_id: u32,
+    /// The broker's release, e.g. `0.1.0`.
+    pub version: String,
+    /// Absolute path of the data directory on the broker's machine.
+    pub data_dir: String,
+    pub shards: u32,
+    pub listeners: Vec<Listener>,
+    /// When the broker started serving, in ms since the Unix epoch.
+    pub started_ms: i64,
+    /// How long it has been serving (a monotonic clock: immune to clock
+    /// changes, unlike `now - started_ms`).
+    pub uptime_ms: u64,
+    pub topic_count: u32,
+    pub partitions_online: u32,
+    /// Partitions that could not be opened; `describe_partitions` says why.
+    pub partitions_offline: u32,
+    pub disk: DiskUsage,
+}
+
+super::messages! {
+    ApiKey::ApiVersions => ApiVersionsRequest, ApiVersionsResponse;
+    ApiKey::Metadata => MetadataRequest, MetadataResponse;
+    ApiKey::DescribeBroker => DescribeBrokerRequest, DescribeBrokerResponse;
+}

@@ -1,0 +1,7 @@
+//! The work of each API, one file per family; `dispatch.rs` decodes and
+//! routes to them.
+
+pub(crate) mod fetch;
+pub(crate) mod metadata;
+pub(crate) mod produce;
+pub(crate) mod topics;

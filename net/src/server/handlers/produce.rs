@@ -1,0 +1,122 @@
+//! Writing: produce (submitted to the partitions before the connection
+//! reads its next frame, answered when the appends complete), and
+//! init_producer_id.
+
+use crate::protocol::*;
+use crate::server::answer::{error_answer, response, Answer};
+use crate::server::errors::code_of;
+use crate::server::ServerContext;
+use futures::future::LocalBoxFuture;
+use mamba_engine::{AppendWait, Batch, EngineError, PartitionId};
+use rkyv::util::AlignedVec;
+
+/// Submits a produce request's batches now; the returned future answers.
+pub(crate) async fn start_produce(
+    frame: Frame,
+    ctx: &ServerContext,
+) -> LocalBoxFuture<'static, Option<Answer>> {
+    let h = frame.header;
+    let request = match ProduceRequest::decode(frame.body()) {
+        Ok(request) => request,
+        Err(e) => {
+            let answer = error_answer(&h, ErrorCode::InvalidRequest, e.to_string());
+            return Box::pin(std::future::ready(Some(answer)));
+        }
+    };
+    let submitted = submit_produce(ctx, &request, frame.into_payload()).await;
+    Box::pin(async move {
+        let answer = complete_produce(submitted).await;
+        (request.acks != 0).then(|| response(&h, &answer, Vec::new()))
+    })
+}
+
+/// A produce request's batches, handed to their partitions: each one's
+/// outcome to come, or why it was refused on the spot.
+type Submitted =
+    Vec<(ProducePartitionResult, Result<LocalBoxFuture<'static, AppendOutcome>, (u16, String)>)>;
+type AppendOutcome = Result<mamba_engine::AppendInfo, EngineError>;
+
+/// The first half of a produce request: verifies each batch (bounds, CRC,
+/// archive) and hands it to its partition. The connection's reader runs it
+/// before reading the next frame, so the batches of one connection reach
+/// a partition in the order they were sent, however many requests the
+/// producer keeps in flight.
+async fn submit_produce(
+    ctx: &ServerContext,
+    request: &ProduceRequest,
+    mut payload: AlignedVec<16>,
+) -> Submitted {
+    // acks=all waits until the batch is durable under the topic's policy;
+    // acks=1 (and 0) once the leader has it in its log.
+    let wait = if request.acks == -1 { AppendWait::Visible } else { AppendWait::Appended };
+    let mut submitted = Vec::with_capacity(request.partitions.len());
+    for p in &request.partitions {
+        let result = ProducePartitionResult {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code: 0,
+            message: String::new(),
+            base_offset: 0,
+            last_offset: 0,
+        };
+        // A request with one batch (what our producer sends) hands the
+        // payload buffer over as the batch; others copy each batch out.
+        let whole_payload = request.partitions.len() == 1
+            && p.batch.offset == 0
+            && p.batch.len as usize == payload.len();
+        let batch = if whole_payload {
+            Some(Batch::from_aligned(std::mem::replace(&mut payload, AlignedVec::new())))
+        } else {
+            slice_of(&payload, p.batch).map(Batch::from_bytes)
+        };
+        let pending = match batch {
+            None => Err((
+                ErrorCode::InvalidRequest.as_u16(),
+                "batch slice outside the payload".to_string(),
+            )),
+            Some(batch) => match batch {
+                Err(e) => Err((ErrorCode::CorruptBatch.as_u16(), e.to_string())),
+                Ok(batch) => ctx
+                    .engine
+                    .submit_append(&p.topic, PartitionId(p.partition), batch, wait)
+                    .await
+                    .map(|outcome| Box::pin(outcome) as LocalBoxFuture<'static, AppendOutcome>)
+                    .map_err(|e| (code_of(&e), e.to_string())),
+            },
+        };
+        submitted.push((result, pending));
+    }
+    submitted
+}
+
+/// The second half: waits for every batch's outcome.
+async fn complete_produce(submitted: Submitted) -> ProduceResponse {
+    let outcomes = submitted.into_iter().map(|(mut result, pending)| async move {
+        let outcome = match pending {
+            Ok(outcome) => outcome.await.map_err(|e| (code_of(&e), e.to_string())),
+            Err(refused) => Err(refused),
+        };
+        match outcome {
+            Ok(info) => {
+                result.base_offset = info.base_offset.0;
+                result.last_offset = info.last_offset.0;
+            }
+            Err((code, message)) => {
+                result.error_code = code;
+                result.message = message;
+            }
+        }
+        result
+    });
+    ProduceResponse { partitions: futures::future::join_all(outcomes).await }
+}
+
+/// A new idempotent producer id.
+pub(crate) fn init_producer_id(ctx: &ServerContext) -> InitProducerIdResponse {
+    match ctx.engine.allocate_producer_id() {
+        Ok(producer_id) => InitProducerIdResponse { error_code: 0, producer_id, producer_epoch: 0 },
+        Err(e) => {
+            InitProducerIdResponse { error_code: code_of(&e), producer_id: 0, producer_epoch: 0 }
+        }
+    }
+}
