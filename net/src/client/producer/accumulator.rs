@@ -139,6 +139,8 @@ impl TopicQueues {
 
     /// The queue `record` goes to: its partition, the murmur2 hash of its
     /// key, or the sticky partition (moving on when its batch is full).
+    /// Inlined into `append`, as it was before the split.
+    #[inline]
     fn queue_for(
         &mut self,
         topic: &str,
@@ -261,6 +263,10 @@ impl Accumulator {
     }
 
     /// Copies `record` into its partition's open batch (waiting for room).
+    /// Inlined into `Producer::enqueue`, its only caller: the split into
+    /// files must not add a call, and the moves of its arguments and
+    /// result, to every send (measured: about 10 ns a send).
+    #[inline]
     pub fn append(
         &self,
         topic: &str,
@@ -306,7 +312,9 @@ impl Accumulator {
     }
 
     /// The state, once the buffer has room for `size_bytes` more (waiting
-    /// up to `max_block_ms`).
+    /// up to `max_block_ms`). Inlined into `append`, as it was before the
+    /// split.
+    #[inline]
     fn wait_for_room(&self, size_bytes: usize) -> Result<MutexGuard<'_, State>, ClientError> {
         let mut state = self.lock();
         let mut started = None;

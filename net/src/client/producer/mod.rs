@@ -30,7 +30,7 @@ mod sender;
 pub use delivery::{Delivery, DeliveryHandler, RecordMetadata};
 
 use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
-use crate::protocol::*;
+use crate::protocol::{InitProducerIdRequest, InitProducerIdResponse};
 use accumulator::{Accumulator, AccumulatorConfig, Appended};
 use delivery::Completion;
 use futures::channel::oneshot;

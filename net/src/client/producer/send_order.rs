@@ -117,9 +117,9 @@ struct Sent {
 }
 
 /// One partition's send order. Lifecycle: made when the producer learns
-/// the partition, lives as long as the producer; owned by the producer's
-/// state (under its lock), stepped by callers' threads, the sender thread
-/// and the connection reader threads that deliver answers.
+/// the partition, lives as long as the producer; kept in the accumulator
+/// (under its lock), stepped by the sender thread and by the connection
+/// reader threads that deliver answers.
 ///
 /// Holds each batch waiting for a resend (`B`, the sender's batch and its
 /// records); knows batches in flight by number only.

@@ -12,7 +12,7 @@ use super::accumulator::{
 };
 use super::delivery::{deliver, DeliveryHandler};
 use super::send_order::{Answer, BatchNumber, Next, Resend, Sequence, Verdict};
-use crate::protocol::*;
+use crate::protocol::{ProducePartition, ProduceRequest, ProduceResponse, Slice};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -174,6 +174,7 @@ fn send_batch(shared: &Arc<Shared>, key: TopicPartition, number: BatchNumber, se
     let batch = sealed.batch.clone();
     let payload = [batch.as_bytes()];
     if shared.config.acks == 0 {
+        // No answer comes: the batch ends once written to the socket.
         let result =
             shared.link.connection().and_then(|conn| conn.send_with(&request, &payload, None));
         finish(shared, &key, (number, sealed), result.map(|()| None));
