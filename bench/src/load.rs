@@ -6,13 +6,14 @@ use crate::pacing::{latency_us, Pacer};
 use crate::stats::{latency_histogram, record_us, LatencyUs};
 use hdrhistogram::Histogram;
 use mamba_engine::batch_writer::RECORD_OVERHEAD_BYTES;
-use mamba_engine::{Durability, Engine, EngineConfig};
+use mamba_engine::{Durability, EngineConfig};
 use mamba_net::client::{
     block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Delivery, DeliveryHandler,
     Producer, ProducerConfig, SeekTo, SendRecord,
 };
+use mamba_net::node::{Node, NodeConfig};
 use mamba_net::protocol::ConfigEntry;
-use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
+use mamba_net::server::{BrokerConfig, BrokerLimits};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -157,7 +158,8 @@ impl Default for Live {
 }
 
 struct Embedded {
-    engine: Engine,
+    node: Node,
+    /// Removed after the node stops (fields drop in order).
     _dir: tempfile::TempDir,
 }
 
@@ -170,14 +172,15 @@ fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>), String> {
         .prefix("mamba-bench-embedded-")
         .tempdir_in(std::env::current_dir().map_err(|e| e.to_string())?)
         .map_err(|e| format!("creating a data directory: {e}"))?;
-    let engine = Engine::open(dir.path(), EngineConfig::default()).map_err(|e| e.to_string())?;
     let listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    let broker = Broker::start(
-        engine.clone(),
-        BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
-    )
+    let node = Node::start(NodeConfig {
+        data_dir: dir.path().to_path_buf(),
+        engine: EngineConfig::default(),
+        broker: BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
+    })
     .map_err(|e| e.to_string())?;
-    Ok((broker.local_addr().to_string(), Some(Embedded { engine, _dir: dir })))
+    let addr = node.client_addr().ok_or("the embedded broker is not listening")?.to_string();
+    Ok((addr, Some(Embedded { node, _dir: dir })))
 }
 
 impl LoadOptions {
@@ -698,7 +701,7 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
         })
     })?;
     if let Some(embedded) = embedded {
-        embedded.engine.close().map_err(|e| e.to_string())?;
+        embedded.node.stop().map_err(|e| e.to_string())?;
     }
     Ok(report)
 }

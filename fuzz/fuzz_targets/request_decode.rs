@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
     let bytes: &[u8] = &aligned;
-    match which % 13 {
+    match which % 20 {
         0 => drop(ApiVersionsRequest::decode(bytes)),
         1 => drop(MetadataRequest::decode(bytes)),
         2 => drop(CreateTopicsRequest::decode(bytes)),
@@ -29,6 +29,13 @@ fuzz_target!(|data: &[u8]| {
         9 => drop(InitProducerIdRequest::decode(bytes)),
         10 => drop(CreatePartitionsRequest::decode(bytes)),
         11 => drop(DescribePartitionsRequest::decode(bytes)),
-        _ => drop(DescribeBrokerRequest::decode(bytes)),
+        12 => drop(DescribeBrokerRequest::decode(bytes)),
+        13 => drop(GroupHeartbeatRequest::decode(bytes)),
+        14 => drop(OffsetCommitRequest::decode(bytes)),
+        15 => drop(OffsetFetchRequest::decode(bytes)),
+        16 => drop(ResetOffsetsRequest::decode(bytes)),
+        17 => drop(ListGroupsRequest::decode(bytes)),
+        18 => drop(DescribeGroupsRequest::decode(bytes)),
+        _ => drop(DeleteGroupsRequest::decode(bytes)),
     }
 });

@@ -3,7 +3,9 @@
 
 pub mod client;
 pub mod group;
+pub mod node;
 pub mod protocol;
 mod receive;
+mod runtime;
 pub mod server;
 pub mod topic_config;

@@ -83,21 +83,21 @@ pub(crate) fn fill_ready(fd: RawFd, buf: &mut AlignedVec<16>, len: usize) -> io:
 /// wait for more goes through a duplicate of the socket handed to glommio,
 /// whose one-byte peek completes when the ring sees it readable.
 pub(crate) struct ShardReceiver {
-    readiness: glommio::net::TcpStream,
+    readiness: crate::runtime::TcpStream,
     fd: RawFd,
 }
 
 impl ShardReceiver {
     /// Receives on `stream`'s socket; `stream` itself stays free for
     /// writing.
-    pub(crate) fn new(stream: &glommio::net::TcpStream) -> io::Result<ShardReceiver> {
+    pub(crate) fn new(stream: &crate::runtime::TcpStream) -> io::Result<ShardReceiver> {
         use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
         // SAFETY: `stream` keeps its descriptor open for this call.
         let own = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
         let fd = own.try_clone_to_owned()?.into_raw_fd();
         // SAFETY: `fd` is a connected TCP socket we own (a fresh duplicate),
         // given up to the stream, which closes it; `self.fd` lives no longer.
-        let readiness = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+        let readiness = unsafe { crate::runtime::TcpStream::from_raw_fd(fd) };
         Ok(ShardReceiver { readiness, fd })
     }
 
@@ -237,7 +237,7 @@ mod tests {
             use futures::io::AsyncWriteExt;
             use std::os::fd::{FromRawFd, IntoRawFd};
             // SAFETY: the accepted socket is ours, handed over whole.
-            let stream = unsafe { glommio::net::TcpStream::from_raw_fd(server.into_raw_fd()) };
+            let stream = unsafe { crate::runtime::TcpStream::from_raw_fd(server.into_raw_fd()) };
             let mut receiver = ShardReceiver::new(&stream).expect("receiver");
             let mut buf = AlignedVec::<16>::new();
             receiver.fill(&mut buf, 64).await.expect("head");

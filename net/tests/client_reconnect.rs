@@ -2,50 +2,42 @@
 //! with `ClientError::Timeout`, and `Admin` and `Consumer` go on over a new
 //! connection once the broker is back.
 
-use mamba_engine::{Engine, EngineConfig};
+use mamba_engine::EngineConfig;
 use mamba_net::client::{
     block_on, Admin, AdminConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
     ProducerRecord, SeekTo,
 };
-use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
+use mamba_net::node::{Node, NodeConfig};
+use mamba_net::server::{BrokerConfig, BrokerLimits};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A broker in this process; `restart` closes it and opens it again on a
-/// port of its own (an in-process restart cannot rebind the old port at
-/// once; the CLI tests restart real processes on the same port), so the
-/// clients, given both addresses, find it as the next broker of their list.
+/// A broker in this process; `restart` stops it and starts it again on
+/// another port, so the clients, given both addresses, must move on to the
+/// next broker of their list.
 struct InProcessBroker {
-    engine: Engine,
+    node: Node,
     addr: SocketAddr,
 }
 
 impl InProcessBroker {
     fn start(dir: &Path, listen: SocketAddr) -> InProcessBroker {
-        let config = EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() };
-        let engine = Engine::open(dir, config).expect("open engine");
-        let broker = Broker::start(
-            engine.clone(),
-            BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
-        )
-        .expect("start broker");
-        InProcessBroker { engine, addr: broker.local_addr() }
+        let node = Node::start(NodeConfig {
+            data_dir: dir.to_path_buf(),
+            engine: EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() },
+            broker: BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
+        })
+        .expect("start node");
+        let addr = node.client_addr().expect("listening");
+        InProcessBroker { node, addr }
     }
 
     fn restart(self, dir: &Path, listen: SocketAddr) -> InProcessBroker {
-        self.engine.close().expect("close engine");
+        self.node.stop().expect("stop");
         InProcessBroker::start(dir, listen)
-    }
-}
-
-impl Drop for InProcessBroker {
-    fn drop(&mut self) {
-        if let Err(e) = self.engine.close() {
-            eprintln!("closing the engine: {e}");
-        }
     }
 }
 
@@ -92,8 +84,7 @@ fn admin_and_consumer_go_on_after_a_broker_restart() {
     // A port for the restarted broker, free now.
     let next = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
     let addr = format!("{},{next}", broker.addr);
-    // Short timeouts: the old broker's connections may stay open but
-    // silent, as a vanished host's would, and then only a timeout tells.
+    // Short timeouts, as a vanished host's silent connections need.
     let admin =
         Admin::connect_with(&addr, AdminConfig { request_timeout_ms: 1000 }).expect("admin");
     block_on(admin.create_topic("again", 1, vec![])).expect("create");

@@ -1,9 +1,11 @@
-//! `mamba serve`: a single-node broker.
+//! `mamba serve`: a single-node broker — its settings resolved, the
+//! process prepared (signals, limits), and a `Node` started and stopped.
 
 use crate::serve_config::Flags;
 use clap::Args;
-use mamba_engine::{Engine, EngineConfig};
-use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
+use mamba_engine::EngineConfig;
+use mamba_net::node::{Node, NodeConfig};
+use mamba_net::server::{BrokerConfig, BrokerLimits};
 use std::path::PathBuf;
 
 pub const DEFAULT_LISTEN: &str = crate::cli::DEFAULT_BROKERS;
@@ -86,21 +88,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .or(engine_defaults.open_files_per_shard_max),
         ..engine_defaults
     };
-    let engine = Engine::open(&data_dir, engine_config)
-        .map_err(|e| format!("cannot open data directory {}: {e}", data_dir.display()))?;
-    let config = BrokerConfig { node_id: settings.node_id.unwrap_or(0), listen, limits };
-    let broker = match Broker::start(engine.clone(), config) {
-        Ok(broker) => broker,
-        Err(e) => {
-            if let Err(close) = engine.close() {
-                tracing::error!(error = %close, "closing the engine");
-            }
-            return Err(e.to_string());
-        }
-    };
+    let broker = BrokerConfig { node_id: settings.node_id.unwrap_or(0), listen, limits };
+    let config = NodeConfig { data_dir: data_dir.clone(), engine: engine_config, broker };
+    let node = Node::start(config).map_err(|e| e.to_string())?;
+    let engine = node.engine();
     let report = engine.open_report();
     tracing::info!(
-        listen = %broker.local_addr(),
+        listen = %node.client_addr().map_or_else(String::new, |a| a.to_string()),
         shards = engine.shard_count(),
         data_dir = %data_dir.display(),
         durability_default = "fsync",
@@ -111,9 +105,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         "mamba broker ready"
     );
     if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down: flushing and closing partitions");
+        tracing::info!(
+            signal,
+            "shutting down: closing connections, flushing and closing partitions"
+        );
     }
-    engine.close().map_err(|e| format!("shutdown: {e}"))?;
+    node.stop().map_err(|e| format!("shutdown: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

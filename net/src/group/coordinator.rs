@@ -24,6 +24,8 @@
 //! heartbeats at once.
 
 use super::assignor::{Assignment, AssignorKind, MemberId, MemberSpec};
+use super::offsets::{CommittedOffset, OffsetStore};
+use super::records::{self, GroupRecord};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A partition of a topic.
@@ -105,8 +107,31 @@ pub enum GroupError {
     GroupFull { group: String, members: usize },
     #[error("group {group:?} has members; {what} needs an empty group (stop its consumers first)")]
     GroupNotEmpty { group: String, what: &'static str },
+    #[error("member {member} of group {group:?} does not own {topic}/{partition}: only its owner commits it")]
+    NotAssigned { group: String, member: MemberId, topic: String, partition: u32 },
     #[error("{0}")]
     InvalidRequest(String),
+}
+
+/// Where a group stands, for people and tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members (its offsets may remain).
+    Empty,
+    /// Members are giving up or waiting for partitions.
+    Reconciling,
+    /// Every member holds its whole target at the group's epoch.
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "empty",
+            GroupState::Reconciling => "reconciling",
+            GroupState::Stable => "stable",
+        }
+    }
 }
 
 /// One member, as the coordinator keeps it.
@@ -150,6 +175,11 @@ pub struct Group {
     next_member_number: u64,
     /// Members whose answer changed since `take_changed`.
     changed: BTreeSet<MemberId>,
+    pub offsets: OffsetStore,
+    /// Membership records as last written (see `changes`).
+    persisted: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Offset records not yet written.
+    pending_offsets: Vec<GroupRecord>,
 }
 
 fn insert(a: &mut Assignment, (topic, partition): &TopicPartition) {
@@ -184,7 +214,158 @@ impl Group {
             partition_counts: BTreeMap::new(),
             next_member_number: 1,
             changed: BTreeSet::new(),
+            offsets: OffsetStore::default(),
+            persisted: BTreeMap::new(),
+            pending_offsets: Vec::new(),
         }
+    }
+
+    /// The records to append for what changed since the last call: the
+    /// membership records that differ from those written, tombstones for
+    /// members gone, and every offset committed or expired since.
+    pub fn changes(&mut self) -> Vec<GroupRecord> {
+        let current = records::membership_records(self);
+        let mut out: Vec<GroupRecord> = current
+            .iter()
+            .filter(|(key, value)| self.persisted.get(*key) != Some(*value))
+            .map(|(key, value)| GroupRecord { key: key.clone(), value: Some(value.clone()) })
+            .collect();
+        out.extend(
+            self.persisted
+                .keys()
+                .filter(|key| !current.contains_key(*key))
+                .map(|key| GroupRecord { key: key.clone(), value: None }),
+        );
+        self.persisted = current;
+        out.append(&mut self.pending_offsets);
+        out
+    }
+
+    /// Tombstones for every record of the group: what deleting it writes.
+    pub fn deletion(&self) -> Vec<GroupRecord> {
+        let mut out: Vec<GroupRecord> =
+            self.offsets.iter().map(|(tp, _)| records::offset_record(&self.id, tp, None)).collect();
+        // The group's own key last: a replay that stops early still knows
+        // the group.
+        let mut keys: Vec<&Vec<u8>> = self.persisted.keys().collect();
+        keys.sort_by_key(|k| k.first() == Some(&b'g'));
+        out.extend(keys.into_iter().map(|key| GroupRecord { key: key.clone(), value: None }));
+        out
+    }
+
+    /// Forgets offsets older than `retention_ms` once the group has no
+    /// members (Kafka's `offsets.retention.ms`); their tombstones go out
+    /// with the next `changes`. Returns how many expired.
+    pub fn expire_offsets(&mut self, retention_ms: u64, now_ms: i64) -> usize {
+        if !self.members.is_empty() {
+            return 0;
+        }
+        let expired = self.offsets.expire(retention_ms, now_ms);
+        for tp in &expired {
+            self.pending_offsets.push(records::offset_record(&self.id, tp, None));
+        }
+        expired.len()
+    }
+
+    pub(crate) fn next_member_number(&self) -> u64 {
+        self.next_member_number
+    }
+
+    pub(crate) fn set_next_member_number(&mut self, n: u64) {
+        self.next_member_number = n;
+    }
+
+    pub(crate) fn partition_counts(&self) -> &BTreeMap<String, u32> {
+        &self.partition_counts
+    }
+
+    pub(crate) fn set_partition_counts(&mut self, counts: BTreeMap<String, u32>) {
+        self.partition_counts = counts;
+    }
+
+    /// Puts back a member read from the log, claiming what it holds.
+    pub(crate) fn restore_member(&mut self, member: Member) -> Result<(), String> {
+        self.restore_member_removed(&member.id);
+        for tp in partitions(&member.assigned).iter().chain(&partitions(&member.revoking)) {
+            if let Some(other) = self.owners.get(tp) {
+                return Err(format!("{tp:?} held by both {other} and {}", member.id));
+            }
+            self.owners.insert(tp.clone(), member.id.clone());
+        }
+        self.members.insert(member.id.clone(), member);
+        Ok(())
+    }
+
+    pub(crate) fn restore_member_removed(&mut self, id: &MemberId) {
+        self.remove_member_quietly(id);
+    }
+
+    /// Whether any record of the group was written (or read back).
+    pub fn is_persisted(&self) -> bool {
+        !self.persisted.is_empty()
+    }
+
+    /// After a replay: what was read is what is written.
+    pub(crate) fn mark_persisted(&mut self) {
+        self.persisted = records::membership_records(self);
+        self.pending_offsets.clear();
+    }
+
+    pub fn state(&self) -> GroupState {
+        if self.members.is_empty() {
+            return GroupState::Empty;
+        }
+        let settled = self
+            .members
+            .values()
+            .all(|m| m.epoch == self.epoch && m.revoking.is_empty() && m.assigned == m.target);
+        if settled {
+            GroupState::Stable
+        } else {
+            GroupState::Reconciling
+        }
+    }
+
+    /// Commits offsets: a member's (`Some((member, member_epoch))`) for
+    /// partitions it holds, or, with `None`, anyone's while the group has
+    /// no members (a consumer that assigns partitions itself, or a reset).
+    /// One outcome per partition; a refused member refuses them all.
+    pub fn commit(
+        &mut self,
+        member: Option<(&MemberId, i32)>,
+        offsets: Vec<(TopicPartition, u64, String)>,
+        now_ms: i64,
+    ) -> Vec<(TopicPartition, Result<(), GroupError>)> {
+        offsets
+            .into_iter()
+            .map(|(tp, offset, metadata)| {
+                let allowed = match member {
+                    None if self.members.is_empty() => Ok(()),
+                    None => Err(GroupError::GroupNotEmpty {
+                        group: self.id.clone(),
+                        what: "committing without a member id",
+                    }),
+                    Some((id, epoch)) => match self.may_commit(id, epoch, &tp) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(GroupError::NotAssigned {
+                            group: self.id.clone(),
+                            member: id.clone(),
+                            topic: tp.0.clone(),
+                            partition: tp.1,
+                        }),
+                        Err(e) => Err(e),
+                    },
+                };
+                let outcome = allowed.and_then(|()| {
+                    let committed = CommittedOffset { offset, metadata, commit_ms: now_ms };
+                    let record = records::offset_record(&self.id, &tp, Some(&committed));
+                    self.offsets.put(tp.clone(), committed).map_err(GroupError::InvalidRequest)?;
+                    self.pending_offsets.push(record);
+                    Ok(())
+                });
+                (tp, outcome)
+            })
+            .collect()
     }
 
     /// Members whose answer changed since the last call.
@@ -928,6 +1109,35 @@ mod tests {
                 assert_eq!(total, orders + clicks, "seed {seed}: everything is read once settled");
             }
         }
+    }
+
+    #[test]
+    fn only_a_partition_s_holder_commits_it_and_an_empty_group_takes_any_commit() {
+        let config = GroupConfig::default();
+        let mut g = Group::new("g", AssignorKind::Uniform);
+        let commit_none =
+            |g: &mut Group| g.commit(None, vec![(("orders".into(), 0), 5, String::new())], NOW);
+        assert!(commit_none(&mut g)[0].1.is_ok(), "no members: a standalone commit");
+        assert_eq!(g.state(), GroupState::Empty);
+        let mut clients =
+            vec![join(&mut g, &config, &["orders"]), join(&mut g, &config, &["orders"])];
+        settle(&mut g, &config, &mut clients);
+        assert_eq!(g.state(), GroupState::Stable);
+        assert!(matches!(commit_none(&mut g)[0].1, Err(GroupError::GroupNotEmpty { .. })));
+        let (a, b) = (&clients[0], &clients[1]);
+        let mine = partitions(&a.owned)[0].clone();
+        let outcomes =
+            g.commit(Some((&b.id, b.epoch)), vec![(mine.clone(), 7, String::new())], NOW);
+        assert!(matches!(outcomes[0].1, Err(GroupError::NotAssigned { .. })), "{outcomes:?}");
+        let outcomes =
+            g.commit(Some((&a.id, a.epoch)), vec![(mine.clone(), 42, "note".into())], NOW);
+        assert!(outcomes[0].1.is_ok());
+        assert_eq!(
+            g.offsets.get(&mine).map(|c| (c.offset, c.metadata.as_str())),
+            Some((42, "note"))
+        );
+        let stale = g.commit(Some((&a.id, a.epoch + 3)), vec![(mine, 43, String::new())], NOW);
+        assert!(matches!(stale[0].1, Err(GroupError::FencedMemberEpoch { .. })));
     }
 
     #[test]

@@ -4,5 +4,7 @@
 
 pub mod assignor;
 pub mod coordinator;
+pub mod offsets;
+pub mod records;
 
 pub use assignor::{Assignment, AssignorKind, MemberId, MemberSpec};

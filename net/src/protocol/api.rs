@@ -56,6 +56,13 @@ api_keys! {
     CreatePartitions = 10, "create_partitions", 0..=0;
     DescribePartitions = 11, "describe_partitions", 0..=0;
     DescribeBroker = 12, "describe_broker", 0..=0;
+    GroupHeartbeat = 13, "consumer_group_heartbeat", 0..=0;
+    OffsetCommit = 14, "offset_commit", 0..=0;
+    OffsetFetch = 15, "offset_fetch", 0..=0;
+    ResetOffsets = 16, "reset_offsets", 0..=0;
+    ListGroups = 17, "list_groups", 0..=0;
+    DescribeGroups = 18, "describe_groups", 0..=0;
+    DeleteGroups = 19, "delete_groups", 0..=0;
 }
 
 impl ApiKey {

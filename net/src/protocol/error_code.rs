@@ -41,6 +41,28 @@ pub enum ErrorCode {
     /// A topic cannot have the partition count asked for: partitions are
     /// only ever added (Kafka's INVALID_PARTITIONS).
     InvalidPartitions = 19,
+    /// The group has no member of that id (it left or timed out): join
+    /// again with epoch 0.
+    UnknownMemberId = 20,
+    /// The member's epoch is not its current one: it was fenced (a
+    /// zombie); join again with epoch 0, giving up every partition.
+    FencedMemberEpoch = 21,
+    /// This broker does not coordinate the group (clusters, later).
+    NotCoordinator = 22,
+    /// The coordinator is still reading the group's state; retry.
+    CoordinatorLoading = 23,
+    /// The operation needs a group without members.
+    GroupNotEmpty = 24,
+    /// The session timeout asked for is outside the broker's bounds.
+    InvalidSessionTimeout = 25,
+    /// The group has as many members as a group may have.
+    GroupFull = 26,
+    /// No such group.
+    GroupNotFound = 27,
+    /// A group id must be 1 to 255 bytes without control characters.
+    InvalidGroupId = 28,
+    /// A commit for a partition the member does not own.
+    NotAssigned = 29,
 }
 
 impl ErrorCode {
@@ -66,6 +88,16 @@ impl ErrorCode {
             17 => Timeout,
             18 => CorruptData,
             19 => InvalidPartitions,
+            20 => UnknownMemberId,
+            21 => FencedMemberEpoch,
+            22 => NotCoordinator,
+            23 => CoordinatorLoading,
+            24 => GroupNotEmpty,
+            25 => InvalidSessionTimeout,
+            26 => GroupFull,
+            27 => GroupNotFound,
+            28 => InvalidGroupId,
+            29 => NotAssigned,
             _ => Unknown,
         }
     }
@@ -78,7 +110,12 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Busy | ErrorCode::NotLeader | ErrorCode::Timeout | ErrorCode::StorageError
+            ErrorCode::Busy
+                | ErrorCode::NotLeader
+                | ErrorCode::Timeout
+                | ErrorCode::StorageError
+                | ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorLoading
         )
     }
 
@@ -105,6 +142,16 @@ impl ErrorCode {
             Timeout => "timeout",
             CorruptData => "corrupt data",
             InvalidPartitions => "invalid partitions",
+            UnknownMemberId => "unknown member id",
+            FencedMemberEpoch => "fenced member epoch",
+            NotCoordinator => "not coordinator",
+            CoordinatorLoading => "coordinator loading",
+            GroupNotEmpty => "group not empty",
+            InvalidSessionTimeout => "invalid session timeout",
+            GroupFull => "group full",
+            GroupNotFound => "group not found",
+            InvalidGroupId => "invalid group id",
+            NotAssigned => "not assigned",
         }
     }
 }
@@ -121,7 +168,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=19u16 {
+        for code in 0..=29u16 {
             if code == 1 {
                 continue;
             }

@@ -16,28 +16,44 @@ use super::request_memory::{FrameMemory, RequestMemory};
 use super::ServerContext;
 use crate::protocol::{ErrorCode, Frame, FrameHeader, FRAME_HEADER_BYTES};
 use crate::receive::{header_of, ShardReceiver};
+use crate::runtime::{self, TcpListener, TcpStream};
+use futures::future::Either;
 use futures::io::AsyncWriteExt;
-use glommio::net::{TcpListener, TcpStream};
 use rkyv::util::AlignedVec;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
-pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<ServerContext>) {
+/// Accepts and serves connections until `stop` delivers a sender: then
+/// closes the listener and every connection, and answers on that sender.
+pub(crate) async fn accept_loop(
+    listener: std::net::TcpListener,
+    context: Arc<ServerContext>,
+    stop: StopReceiver,
+) {
     // SAFETY: the descriptor comes from a listening socket we own and give
     // up here; nothing else closes it.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
     let limits = &context.config.limits;
     let table = Rc::new(ConnectionTable::new(limits));
-    mamba_engine::runtime::spawn_detached(table.clone().sweep_forever());
+    runtime::spawn(table.clone().sweep_until_stopped()).detach();
     let memory =
         Rc::new(RequestMemory::new(limits.request_bytes_per_shard_max, limits.frame_bytes_max));
-    loop {
-        let stream = match listener.accept().await {
+    let stopped = loop {
+        let accepted = {
+            let accept = std::pin::pin!(listener.accept());
+            let stop = std::pin::pin!(stop.recv());
+            match futures::future::select(accept, stop).await {
+                Either::Left((accepted, _)) => accepted,
+                // A sender to answer, or the broker dropped (no one waits).
+                Either::Right((stopped, _)) => break stopped.ok(),
+            }
+        };
+        let stream = match accepted {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                mamba_engine::runtime::sleep(std::time::Duration::from_millis(10)).await;
+                runtime::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -65,9 +81,20 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, context: Arc<Se
             table: table.clone(),
             activity,
         };
-        glommio::spawn_local(connection.serve(stream, receiver)).detach();
+        runtime::spawn(connection.serve(stream, receiver)).detach();
+    };
+    drop(listener);
+    table.close_all();
+    if let Some(done) = stopped {
+        // The stopper may have given up waiting; nothing is lost then.
+        let _no_one_waits = done.send(());
     }
 }
+
+/// How a shard's accept loop is told to stop: it answers on the sender it
+/// receives once its listener and connections are closed.
+pub(crate) type StopReceiver = async_channel::Receiver<std::sync::mpsc::Sender<()>>;
+pub(crate) type StopSender = async_channel::Sender<std::sync::mpsc::Sender<()>>;
 
 /// What one connection's tasks share.
 struct Connection {
@@ -86,7 +113,7 @@ impl Connection {
         let limits = &self.context.config.limits;
         let (answers, outbox) =
             async_channel::bounded::<Answer>(limits.in_flight_per_connection_max);
-        let writer_task = glommio::spawn_local(async move {
+        let writer_task = runtime::spawn(async move {
             while let Ok(answer) = outbox.recv().await {
                 if answer.write_to(&mut writer).await.is_err() {
                     break;
@@ -97,7 +124,7 @@ impl Connection {
             }
         });
         let in_flight =
-            Rc::new(glommio::sync::Semaphore::new(limits.in_flight_per_connection_max as u64));
+            Rc::new(runtime::Semaphore::new(limits.in_flight_per_connection_max as u64));
         loop {
             let Ok(permit) = in_flight.acquire_static_permit(1).await else { break };
             let mut head = AlignedVec::<16>::with_capacity(FRAME_HEADER_BYTES);
@@ -165,9 +192,9 @@ impl Connection {
             let frame = Frame::from_parts(header, head, payload);
             // Produce batches enter their partitions here, in the order they
             // arrived; the answer is awaited on its own task.
-            let answer = dispatch::start(frame, self.context.clone()).await;
+            let answer = dispatch::start(frame, self.context.clone(), self.activity.peer).await;
             let (answers, activity) = (answers.clone(), self.activity.clone());
-            glommio::spawn_local(async move {
+            runtime::spawn(async move {
                 if let Some(answer) = answer.await {
                     if answers.send(answer).await.is_err() {
                         tracing::trace!("connection closed before its answer");

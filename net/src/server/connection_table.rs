@@ -62,6 +62,8 @@ pub(crate) enum CloseReason {
     Idle,
     /// Closed to admit a new connection at `connections_per_shard_max`.
     Evicted,
+    /// The broker is stopping.
+    Stopping,
 }
 
 /// One connection's state as the table sees it.
@@ -144,6 +146,8 @@ pub(crate) struct ConnectionTable {
     /// Connections in the table that are being closed.
     closing_count: Cell<usize>,
     closed: Cell<Closed>,
+    /// Set by `close_all`: the sweep ends.
+    stopped: Cell<bool>,
 }
 
 /// What to do with a new connection.
@@ -162,6 +166,7 @@ impl ConnectionTable {
             connections: RefCell::new(Vec::new()),
             closing_count: Cell::new(0),
             closed: Cell::new(Closed::default()),
+            stopped: Cell::new(false),
         }
     }
 
@@ -211,17 +216,34 @@ impl ConnectionTable {
         connections.iter().filter(|a| a.is_evictable()).min_by_key(|a| a.last_active.get()).cloned()
     }
 
+    /// Closes every connection (the broker stops): each reader sees the
+    /// end of its stream and the connection ends the ordinary way. Ends the
+    /// sweep.
+    pub fn close_all(&self) {
+        self.stopped.set(true);
+        let now = Instant::now();
+        let connections: Vec<Rc<Activity>> = self.connections.borrow().clone();
+        for activity in connections {
+            match activity.closing.get() {
+                None => self.close(&activity, CloseReason::Stopping, now),
+                // Half closed (a timed-out frame being answered): no sweep
+                // will finish it now.
+                Some(_) => shutdown(&activity, libc::SHUT_RDWR),
+            }
+        }
+    }
+
     /// Closes connections whose frame or idleness outlasted its timeout,
-    /// every few fractions of the shortest timeout, forever.
-    pub async fn sweep_forever(self: Rc<Self>) {
+    /// every few fractions of the shortest timeout, until `close_all`.
+    pub async fn sweep_until_stopped(self: Rc<Self>) {
         let shortest = self.frame_receive_timeout.min(self.idle_timeout);
         let interval = (shortest / SWEEPS_PER_TIMEOUT).clamp(
             Duration::from_millis(SWEEP_INTERVAL_MS_MIN),
             Duration::from_millis(SWEEP_INTERVAL_MS_MAX),
         );
         let mut reported = Instant::now();
-        loop {
-            mamba_engine::runtime::sleep(interval).await;
+        while !self.stopped.get() {
+            crate::runtime::sleep(interval).await;
             let now = Instant::now();
             self.sweep(now);
             if now - reported >= Duration::from_millis(REPORT_INTERVAL_MS) {
@@ -269,6 +291,7 @@ impl ConnectionTable {
             CloseReason::FrameTimeout => c.frame_timeout += 1,
             CloseReason::Idle => c.idle += 1,
             CloseReason::Evicted => c.evicted += 1,
+            CloseReason::Stopping => {}
         });
         tracing::debug!(peer = ?activity.peer, ?reason, "closing a connection");
         // The reader answers a timed-out frame before the connection ends.

@@ -3,10 +3,11 @@
 //! here does an API's work.
 
 use super::answer::{error_answer, response, Answer};
-use super::handlers::{fetch, metadata, produce, topics};
+use super::handlers::{fetch, groups, metadata, produce, topics};
 use super::ServerContext;
 use crate::protocol::*;
 use futures::future::LocalBoxFuture;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The API of a request this broker can take: a request (not a response)
@@ -39,16 +40,22 @@ fn check_header(h: &FrameHeader) -> Result<ApiKey, Answer> {
 pub(crate) async fn start(
     frame: Frame,
     ctx: Arc<ServerContext>,
+    peer: Option<SocketAddr>,
 ) -> LocalBoxFuture<'static, Option<Answer>> {
     match check_header(&frame.header) {
         Err(answer) => Box::pin(std::future::ready(Some(answer))),
         Ok(ApiKey::Produce) => produce::start_produce(frame, &ctx).await,
-        Ok(api) => Box::pin(async move { Some(handle(api, frame, &ctx).await) }),
+        Ok(api) => Box::pin(async move { Some(handle(api, frame, &ctx, peer).await) }),
     }
 }
 
 /// Answers one request of `api` other than produce.
-async fn handle(api: ApiKey, frame: Frame, ctx: &ServerContext) -> Answer {
+async fn handle(
+    api: ApiKey,
+    frame: Frame,
+    ctx: &ServerContext,
+    peer: Option<SocketAddr>,
+) -> Answer {
     let h = frame.header;
     macro_rules! decode {
         ($ty:ty) => {
@@ -107,6 +114,34 @@ async fn handle(api: ApiKey, frame: Frame, ctx: &ServerContext) -> Answer {
         ApiKey::InitProducerId => {
             let _request = decode!(InitProducerIdRequest);
             response(&h, &produce::init_producer_id(ctx), no_payload)
+        }
+        ApiKey::GroupHeartbeat => {
+            let request = decode!(GroupHeartbeatRequest);
+            response(&h, &groups::heartbeat(ctx, request, peer).await, no_payload)
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode!(OffsetCommitRequest);
+            response(&h, &groups::offset_commit(ctx, request).await, no_payload)
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode!(OffsetFetchRequest);
+            response(&h, &groups::offset_fetch(ctx, request).await, no_payload)
+        }
+        ApiKey::ResetOffsets => {
+            let request = decode!(ResetOffsetsRequest);
+            response(&h, &groups::reset_offsets(ctx, request).await, no_payload)
+        }
+        ApiKey::ListGroups => {
+            let _request = decode!(ListGroupsRequest);
+            response(&h, &groups::list_groups(ctx).await, no_payload)
+        }
+        ApiKey::DescribeGroups => {
+            let request = decode!(DescribeGroupsRequest);
+            response(&h, &groups::describe_groups(ctx, request).await, no_payload)
+        }
+        ApiKey::DeleteGroups => {
+            let request = decode!(DeleteGroupsRequest);
+            response(&h, &groups::delete_groups(ctx, request).await, no_payload)
         }
         ApiKey::Produce => {
             unreachable!("produce is started by `start`, before its future is polled")

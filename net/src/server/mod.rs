@@ -12,6 +12,7 @@
 mod answer;
 mod connection;
 mod connection_table;
+mod coordinator;
 mod dispatch;
 mod errors;
 mod handlers;
@@ -121,14 +122,23 @@ pub(crate) struct ServerContext {
     /// for people, and monotonic, for its uptime.
     pub started_ms: i64,
     pub started: std::time::Instant,
+    /// Bounds and defaults of consumer groups.
+    pub groups: crate::group::coordinator::GroupConfig,
 }
 
-/// A running broker. The listeners live on the engine's shards and stop
-/// with it.
+/// A running broker: a listener and its connections on every shard of the
+/// engine. `stop` closes them and waits; dropping the broker closes them
+/// without waiting. The engine stays open either way (a `Node` closes it
+/// after its broker).
 pub struct Broker {
     engine: Engine,
     local_addr: SocketAddr,
+    /// One per shard's accept loop.
+    stops: Vec<connection::StopSender>,
 }
+
+/// How long `Broker::stop` waits for the shards to close their listeners.
+const BROKER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connections the kernel queues per shard before they are accepted.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -203,15 +213,39 @@ impl Broker {
             advertised: local_addr,
             started_ms: mamba_engine::runtime::now_ms(),
             started: std::time::Instant::now(),
+            groups: crate::group::coordinator::GroupConfig::default(),
         });
+        let mut stops = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
             let context = context.clone();
+            let (stop, stopped) = async_channel::bounded(1);
+            stops.push(stop);
             let task: mamba_engine::shard::ShardTask =
-                Box::new(move || Box::pin(connection::accept_loop(listener, context)));
+                Box::new(move || Box::pin(connection::accept_loop(listener, context, stopped)));
             mamba_engine::block_on(engine.spawn_on_shard(ShardId(i as u32), task))?;
         }
         tracing::info!(addr = %local_addr, shards = engine.shard_count(), "listening");
-        Ok(Broker { engine, local_addr })
+        Ok(Broker { engine, local_addr, stops })
+    }
+
+    /// Stops accepting and closes every connection (requests in flight end
+    /// with them; clients retry elsewhere), waiting until every shard has.
+    /// The port is free when this returns. Stopping twice does nothing.
+    pub fn stop(&mut self) {
+        let (done, stopped) = std::sync::mpsc::channel();
+        let asked = self.stops.drain(..).filter(|stop| stop.try_send(done.clone()).is_ok()).count();
+        drop(done);
+        // Bounded: a shard whose engine was closed first runs no task to
+        // answer (its listener then stays open until the process ends).
+        let deadline = std::time::Instant::now() + BROKER_STOP_WAIT;
+        for _ in 0..asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if stopped.recv_timeout(left).is_err() {
+                tracing::warn!(addr = %self.local_addr, "a shard did not close its listener; was the engine closed before the broker?");
+                break;
+            }
+        }
+        tracing::info!(addr = %self.local_addr, "stopped listening");
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -35,7 +35,7 @@ const RECEIVE_BYTES_MIN: usize = 64 * 1024;
 
 pub(crate) struct RequestMemory {
     shared_free_bytes: Cell<usize>,
-    reserve: glommio::sync::Semaphore,
+    reserve: crate::runtime::Semaphore,
 }
 
 impl RequestMemory {
@@ -45,7 +45,7 @@ impl RequestMemory {
         assert!(request_bytes_max >= frame_bytes_max, "the reserve fits in the budget");
         RequestMemory {
             shared_free_bytes: Cell::new(request_bytes_max - frame_bytes_max),
-            reserve: glommio::sync::Semaphore::new(frame_bytes_max as u64),
+            reserve: crate::runtime::Semaphore::new(frame_bytes_max as u64),
         }
     }
 }

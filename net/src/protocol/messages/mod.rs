@@ -3,12 +3,14 @@
 //! go in a body but in the frame payload, referenced by [`Slice`].
 
 mod fetch;
+mod groups;
 mod metadata;
 mod produce;
 mod topics;
 
 pub use super::api::ApiKey;
 pub use fetch::*;
+pub use groups::*;
 pub use metadata::*;
 pub use produce::*;
 pub use topics::*;

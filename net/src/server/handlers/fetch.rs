@@ -78,7 +78,7 @@ pub(crate) async fn fetch(
                 ))
             })
             .collect();
-        let timer = Box::pin(glommio::timer::sleep(deadline - now));
+        let timer = Box::pin(crate::runtime::sleep(deadline - now));
         if waits.is_empty() {
             timer.await;
         } else {

@@ -2,6 +2,7 @@
 //! routes to them.
 
 pub(crate) mod fetch;
+pub(crate) mod groups;
 pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod topics;

@@ -1,0 +1,373 @@
+//! Where consumer groups live: each group belongs to one partition of the
+//! internal topic `__consumer_offsets` (its id hashed over the
+//! partitions), and the shard that owns that partition runs the group's
+//! coordinator (`group::Group`, a state machine) and appends its state
+//! changes there as records (`group::records`) before answering.
+//!
+//! Lifecycle: a partition's groups are read from its log on first use on
+//! its shard (`load`); every operation on them holds that partition's
+//! lock, so the log order is the order of the changes. A sweep per shard
+//! ends silent members' sessions and expires the offsets of groups without
+//! members. Waiting heartbeats (long polls) are woken when their member's
+//! answer changes.
+//!
+//! Owned by: the shard of each partition; nothing here crosses threads
+//! except requests and answers (`on_shard`).
+
+use super::errors::code_of;
+use crate::group::coordinator::{Group, GroupConfig, GroupError};
+use crate::group::records::{self, GroupRecord};
+use crate::group::{AssignorKind, MemberId};
+use crate::runtime;
+use futures::future::LocalBoxFuture;
+use futures::lock::Mutex;
+use mamba_engine::batch::iter_batches;
+use mamba_engine::{
+    BatchBuilder, Engine, EngineError, NewRecord, Offset, PartitionId, ShardId, StorageMode,
+    TopicConfig,
+};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The internal topic of group state and committed offsets.
+pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Its partitions (Kafka's `offsets.topic.num.partitions` is 50; 16 spread
+/// groups over the shards of any machine we run on).
+pub(crate) const OFFSETS_TOPIC_PARTITIONS: u32 = 16;
+/// Offsets of a group without members are kept this long after their last
+/// commit (Kafka's `offsets.retention.ms`).
+pub(crate) const OFFSETS_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How often each shard looks for ended sessions and expired offsets.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// Bytes read at a time while loading a partition's groups.
+const LOAD_READ_BYTES: usize = 1 << 20;
+
+/// The partition of `__consumer_offsets` that holds `group` (FNV-1a: the
+/// same on every broker and build).
+pub(crate) fn partition_of(group: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in group.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % OFFSETS_TOPIC_PARTITIONS
+}
+
+/// A group id is 1 to 255 bytes with no control characters (records use
+/// NUL as a separator).
+pub(crate) fn validate_group_id(group: &str) -> Result<(), String> {
+    if group.is_empty() || group.len() > 255 || group.chars().any(char::is_control) {
+        return Err(format!(
+            "bad group id {group:?}: use 1 to 255 bytes without control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `__consumer_offsets` unless it exists: unlimited retention (its
+/// records are the groups' state), disk, fsync.
+pub(crate) async fn ensure_offsets_topic(engine: &Engine) -> Result<(), EngineError> {
+    if engine.describe_topic(OFFSETS_TOPIC).is_ok() {
+        return Ok(());
+    }
+    let config = TopicConfig {
+        partitions: OFFSETS_TOPIC_PARTITIONS,
+        storage: StorageMode::Disk,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: 64 << 20,
+        ..TopicConfig::default()
+    };
+    engine.create_topic_if_not_exists(OFFSETS_TOPIC, config).await.map(|_| ())
+}
+
+/// Runs `work` on `shard` and returns what it gives.
+pub(crate) async fn on_shard<T: Send + 'static>(
+    engine: &Engine,
+    shard: ShardId,
+    work: impl FnOnce() -> LocalBoxFuture<'static, T> + Send + 'static,
+) -> Result<T, EngineError> {
+    let (reply, answer) = futures::channel::oneshot::channel();
+    let task: mamba_engine::shard::ShardTask = Box::new(move || {
+        Box::pin(async move {
+            // The asker may have gone (its connection closed).
+            let _no_one_waits = reply.send(work().await);
+        })
+    });
+    engine.spawn_on_shard(shard, task).await?;
+    answer.await.map_err(|_| EngineError::ShuttingDown)
+}
+
+/// The groups of one partition of `__consumer_offsets`.
+pub(crate) struct PartitionGroups {
+    partition: u32,
+    pub groups: BTreeMap<String, Group>,
+}
+
+/// Wakes one waiting heartbeat.
+type Wake = futures::channel::oneshot::Sender<()>;
+
+/// One shard's coordinators.
+struct Host {
+    engine: Engine,
+    config: GroupConfig,
+    /// Loaded on first use; the lock orders a partition's changes.
+    partitions: RefCell<HashMap<u32, Arc<Mutex<Option<PartitionGroups>>>>>,
+    /// Waiting heartbeats by group and member.
+    waiting: RefCell<HashMap<(String, MemberId), Vec<Wake>>>,
+}
+
+thread_local! {
+    static HOST: RefCell<Option<Rc<Host>>> = const { RefCell::new(None) };
+}
+
+/// This shard's coordinators, made (and their sweep started) on first use.
+fn host(engine: &Engine, config: &GroupConfig) -> Rc<Host> {
+    HOST.with(|h| {
+        h.borrow_mut()
+            .get_or_insert_with(|| {
+                let host = Rc::new(Host {
+                    engine: engine.clone(),
+                    config: config.clone(),
+                    partitions: RefCell::new(HashMap::new()),
+                    waiting: RefCell::new(HashMap::new()),
+                });
+                runtime::spawn(sweep(Rc::downgrade(&host))).detach();
+                host
+            })
+            .clone()
+    })
+}
+
+/// A partition's groups, locked, loaded from its log if not yet.
+pub(crate) struct Locked {
+    host: Rc<Host>,
+    guard: futures::lock::OwnedMutexGuard<Option<PartitionGroups>>,
+}
+
+impl Locked {
+    pub fn groups(&mut self) -> &mut BTreeMap<String, Group> {
+        &mut self.guard.as_mut().expect("loaded before it is handed out").groups
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.host.config
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.host.engine
+    }
+
+    /// Appends `group`'s changes (durably) and wakes the heartbeats whose
+    /// answer changed. An error leaves the state ahead of the log: the
+    /// caller answers with it, and the next change writes again.
+    pub async fn persist(&mut self, group_id: &str) -> Result<(), EngineError> {
+        let (records, changed) = match self.groups().get_mut(group_id) {
+            Some(g) => (g.changes(), g.take_changed()),
+            None => return Ok(()),
+        };
+        self.append(records).await?;
+        self.host.wake(group_id, changed);
+        Ok(())
+    }
+
+    /// A receiver that fires when `member`'s answer changes (or is
+    /// dropped with this shard's coordinators). Registered under the lock,
+    /// so no change between the answer and the wait is missed.
+    pub fn waiter(
+        &self,
+        group_id: &str,
+        member: &MemberId,
+    ) -> futures::channel::oneshot::Receiver<()> {
+        let (waiter, woken) = futures::channel::oneshot::channel();
+        self.host
+            .waiting
+            .borrow_mut()
+            .entry((group_id.to_string(), member.clone()))
+            .or_default()
+            .push(waiter);
+        woken
+    }
+
+    /// Deletes `group_id` and its records.
+    pub async fn delete(&mut self, group_id: &str) -> Result<(), EngineError> {
+        let Some(group) = self.groups().remove(group_id) else { return Ok(()) };
+        self.append(group.deletion()).await
+    }
+
+    async fn append(&mut self, records: Vec<GroupRecord>) -> Result<(), EngineError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let partition = self.guard.as_ref().expect("loaded").partition;
+        let now_ms = mamba_engine::runtime::now_ms();
+        let mut batch = BatchBuilder::new();
+        for r in records {
+            batch.push(NewRecord {
+                key: Some(r.key),
+                // A tombstone has no value; a live value is never empty.
+                value: r.value.unwrap_or_default(),
+                headers: vec![],
+                timestamp_ms: now_ms,
+            });
+        }
+        let batch = batch.build().map_err(EngineError::InvalidBatch)?;
+        self.host.engine.append(OFFSETS_TOPIC, PartitionId(partition), batch).await.map(|_| ())
+    }
+}
+
+impl Host {
+    fn wake(&self, group: &str, members: impl IntoIterator<Item = MemberId>) {
+        let mut waiting = self.waiting.borrow_mut();
+        for member in members {
+            for waiter in waiting.remove(&(group.to_string(), member)).unwrap_or_default() {
+                let _gone = waiter.send(());
+            }
+        }
+    }
+
+    async fn lock(self: &Rc<Self>, partition: u32) -> Result<Locked, EngineError> {
+        let slot = self.partitions.borrow_mut().entry(partition).or_default().clone();
+        let mut guard = slot.lock_owned().await;
+        if guard.is_none() {
+            *guard = Some(load(&self.engine, partition).await?);
+        }
+        Ok(Locked { host: self.clone(), guard })
+    }
+}
+
+/// Reads a partition's records and rebuilds its groups.
+async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, EngineError> {
+    let mut records = Vec::new();
+    let mut next = Offset(0);
+    loop {
+        let read =
+            engine.read(OFFSETS_TOPIC, PartitionId(partition), next, LOAD_READ_BYTES).await?;
+        if read.chunks.is_empty() {
+            break;
+        }
+        for chunk in &read.chunks {
+            for batch in iter_batches(chunk) {
+                for record in batch?.iter() {
+                    if record.offset < next {
+                        continue;
+                    }
+                    let value = record.value();
+                    records.push(GroupRecord {
+                        key: record.key().unwrap_or_default().to_vec(),
+                        value: (!value.is_empty()).then(|| value.to_vec()),
+                    });
+                    next = record.offset.plus(1);
+                }
+            }
+        }
+        if next >= read.high_watermark {
+            break;
+        }
+    }
+    let loaded = records.len();
+    let groups = records::replay(records, mamba_engine::runtime::now_ms())
+        .map_err(|e| EngineError::InvalidConfig(format!("{OFFSETS_TOPIC}/{partition}: {e}")))?;
+    tracing::info!(partition, records = loaded, groups = groups.len(), "loaded consumer groups");
+    Ok(PartitionGroups { partition, groups })
+}
+
+/// Runs `work` on the partition of `group_id`, on its shard, with the
+/// partition's groups locked.
+pub(crate) async fn with_group_partition<T: Send + 'static>(
+    engine: &Engine,
+    config: &GroupConfig,
+    group_id: &str,
+    work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
+) -> Result<T, EngineError> {
+    with_partition(engine, config, partition_of(group_id), work).await
+}
+
+/// Runs `work` on `partition` of `__consumer_offsets`, on its shard.
+pub(crate) async fn with_partition<T: Send + 'static>(
+    engine: &Engine,
+    config: &GroupConfig,
+    partition: u32,
+    work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
+) -> Result<T, EngineError> {
+    ensure_offsets_topic(engine).await?;
+    let shard = engine.shard_of(OFFSETS_TOPIC, PartitionId(partition))?;
+    let (engine_there, config) = (engine.clone(), config.clone());
+    on_shard(engine, shard, move || {
+        Box::pin(async move {
+            let host = host(&engine_there, &config);
+            let mut locked = host.lock(partition).await?;
+            Ok(work(&mut locked).await)
+        })
+    })
+    .await?
+}
+
+/// Ends silent members' sessions and expires the offsets of groups without
+/// members, on every loaded partition of this shard, until the host goes.
+async fn sweep(host: std::rc::Weak<Host>) {
+    loop {
+        runtime::sleep(SWEEP_INTERVAL).await;
+        let Some(host) = host.upgrade() else { return };
+        let loaded: Vec<u32> = host.partitions.borrow().keys().copied().collect();
+        for partition in loaded {
+            let Ok(mut locked) = host.lock(partition).await else { continue };
+            let now_ms = mamba_engine::runtime::now_ms();
+            let ids: Vec<String> = locked.groups().keys().cloned().collect();
+            for id in ids {
+                let (expired, emptied) = {
+                    let count =
+                        |t: &str| host.engine.describe_topic(t).ok().map(|m| m.config.partitions);
+                    let Some(group) = locked.groups().get_mut(&id) else { continue };
+                    let expired = group.expire(&count, now_ms);
+                    group.expire_offsets(OFFSETS_RETENTION_MS, now_ms);
+                    (expired, group.members.is_empty() && group.offsets.is_empty())
+                };
+                if !expired.is_empty() {
+                    tracing::info!(group = %id, members = ?expired, "session ended; partitions move");
+                }
+                let result = if emptied && expired.is_empty() {
+                    locked.delete(&id).await
+                } else {
+                    locked.persist(&id).await
+                };
+                if let Err(e) = result {
+                    tracing::warn!(group = %id, error = %e, "writing group state");
+                }
+            }
+        }
+    }
+}
+
+/// The wire code and message of a group error.
+pub(crate) fn group_error(e: &GroupError) -> (u16, String) {
+    use crate::protocol::ErrorCode as C;
+    let code = match e {
+        GroupError::UnknownMember { .. } => C::UnknownMemberId,
+        GroupError::FencedMemberEpoch { .. } => C::FencedMemberEpoch,
+        GroupError::InvalidSessionTimeout { .. } => C::InvalidSessionTimeout,
+        GroupError::GroupFull { .. } => C::GroupFull,
+        GroupError::GroupNotEmpty { .. } => C::GroupNotEmpty,
+        GroupError::NotAssigned { .. } => C::NotAssigned,
+        GroupError::InvalidRequest(_) => C::InvalidRequest,
+    };
+    (code.as_u16(), e.to_string())
+}
+
+/// The wire code and message of an engine error met while coordinating.
+pub(crate) fn engine_error(e: &EngineError) -> (u16, String) {
+    (code_of(e), e.to_string())
+}
+
+/// A group made for its first member, with the broker's default assignor.
+pub(crate) fn new_group(id: &str, config: &GroupConfig) -> Group {
+    Group::new(id, config.assignor_default)
+}
+
+/// The assignor a request names, or why not.
+pub(crate) fn assignor(name: Option<&str>) -> Result<Option<AssignorKind>, String> {
+    name.map(str::parse).transpose()
+}
