@@ -277,7 +277,7 @@ fn print_records(
                     eprintln!("mamba: the broker answers again; reading on from where it stopped");
                 }
             }
-            Err(e) if e.is_retriable() => wait_for_broker(&mut outage, &e, &args)?,
+            Err(e) if e.is_retriable() => wait_for_broker(&mut outage, &e, args)?,
             Err(e) => return Err(e.into()),
         }
     }
