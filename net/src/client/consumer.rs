@@ -184,6 +184,12 @@ impl Consumer {
         futures::executor::block_on(self.commit_async())
     }
 
+    /// Commits exactly these next offsets, e.g. the records a program has
+    /// processed when it stops in the middle of a poll's records.
+    pub fn commit_offsets(&mut self, offsets: &[((String, u32), u64)]) -> Result<(), ClientError> {
+        futures::executor::block_on(self.commit_positions(offsets))
+    }
+
     /// `commit_sync` as a future.
     pub async fn commit_async(&mut self) -> Result<(), ClientError> {
         let positions: Vec<((String, u32), u64)> =
