@@ -22,7 +22,8 @@ fn consuming_with_a_group_resumes_after_exactly_the_records_printed() {
     };
     let first = lines(&["consume", "work", "--group", "g", "--count", "4"]);
     assert_eq!(first.len(), 4);
-    let rest = lines(&["consume", "work", "--group", "g", "--count", "100", "--timeout-ms", "2000"]);
+    let rest =
+        lines(&["consume", "work", "--group", "g", "--count", "100", "--timeout-ms", "2000"]);
     let mut all: Vec<String> = first.into_iter().chain(rest).collect();
     all.sort();
     let mut expected: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
