@@ -178,3 +178,117 @@ fn members_share_partitions_learn_of_changes_at_once_and_commits_survive_a_resta
     assert_eq!(heartbeat(&conn, bad).error_code, ErrorCode::InvalidGroupId.as_u16());
     node.stop().expect("stop");
 }
+
+mod consumers {
+    use super::*;
+    use mamba_net::client::{
+        Consumer, ConsumerConfig, GroupOptions, OffsetReset, Producer, ProducerConfig,
+        ProducerRecord,
+    };
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    fn options() -> GroupOptions {
+        GroupOptions {
+            group_id: "readers".into(),
+            topics: vec!["events".into()],
+            instance_id: None,
+            assignor: None,
+            session_timeout_ms: 0,
+            client_id: "test".into(),
+        }
+    }
+
+    fn config() -> ConsumerConfig {
+        ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() }
+    }
+
+    type Seen = Arc<Mutex<Vec<(u32, u64, &'static str)>>>;
+
+    /// Polls until `stop`, recording every record with who read it.
+    fn reader(
+        addr: String,
+        name: &'static str,
+        seen: Seen,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            let mut consumer = Consumer::connect(&addr, config()).expect("consumer");
+            consumer.subscribe(options()).expect("subscribe");
+            while !stop.load(Ordering::Acquire) {
+                let records = consumer.poll(Duration::from_millis(100)).expect("poll");
+                let mut seen = seen.lock().expect("seen");
+                seen.extend(records.iter().map(|r| (r.partition, r.offset, name)));
+            }
+            let held = consumer.assignment().len();
+            consumer.close().expect("close");
+            held
+        })
+    }
+
+    fn produce(addr: &str, from: usize, count: usize) {
+        let producer = Producer::connect(addr, ProducerConfig::default()).expect("producer");
+        let sent: Vec<_> = (from..from + count)
+            .map(|i| {
+                producer
+                    .send(ProducerRecord {
+                        topic: "events".into(),
+                        key: Some(format!("k{i}").into_bytes()),
+                        value: format!("{i}").into_bytes(),
+                        ..ProducerRecord::default()
+                    })
+                    .expect("send")
+            })
+            .collect();
+        producer.flush();
+        for s in sent {
+            block_on(s).expect("ack");
+        }
+        producer.close();
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn subscribed_consumers_split_a_topic_and_read_every_record_once_across_a_join_and_a_leave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = start(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        let addr = node.client_addr().expect("listening").to_string();
+        let admin = Admin::connect(&addr).expect("admin");
+        block_on(admin.create_topic("events", 12, vec![])).expect("create");
+        produce(&addr, 0, 3000);
+
+        let seen: Seen = Arc::default();
+        let (stop_a, stop_b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let a = reader(addr.clone(), "a", seen.clone(), stop_a.clone());
+        wait_until("a to read", || !seen.lock().expect("seen").is_empty());
+        let b = reader(addr.clone(), "b", seen.clone(), stop_b.clone());
+        produce(&addr, 3000, 3000);
+        wait_until("every record", || seen.lock().expect("seen").len() >= 6000);
+        wait_until("b to read", || seen.lock().expect("seen").iter().any(|r| r.2 == "b"));
+        // a leaves: b takes its partitions and goes on from a's commits.
+        stop_a.store(true, Ordering::Release);
+        assert_eq!(a.join().expect("a"), 6, "a held half of the 12 partitions");
+        produce(&addr, 6000, 1200);
+        wait_until("the records after a left", || seen.lock().expect("seen").len() >= 7200);
+        stop_b.store(true, Ordering::Release);
+        assert_eq!(b.join().expect("b"), 12, "b holds everything once a left");
+
+        let seen = seen.lock().expect("seen");
+        let mut reads: BTreeMap<(u32, u64), usize> = BTreeMap::new();
+        for (p, o, _) in seen.iter() {
+            *reads.entry((*p, *o)).or_default() += 1;
+        }
+        assert_eq!(reads.len(), 7200, "every record was read");
+        let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "a clean handover reads nothing twice: {twice:?}");
+        node.stop().expect("stop");
+    }
+}

@@ -12,8 +12,11 @@
 use crate::cli::{flush, now_ms, parse_time_ms, put, CliError, ClientArgs, Output};
 use crate::template::{RecordFields, Template};
 use clap::Args;
-use mamba_net::client::{Backoff, ClientError, Consumer, ConsumerConfig, SeekTo};
+use mamba_net::client::{
+    Backoff, ClientError, Consumer, ConsumerConfig, GroupOptions, OffsetReset, SeekTo,
+};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -23,8 +26,14 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Read only this partition (default: all).
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "group")]
     partition: Option<u32>,
+    /// Read as a member of this consumer group: the group's members share
+    /// the topic's partitions, reading starts at the group's committed
+    /// offsets (else at --from, earliest or latest), and every record
+    /// printed is committed (with --count, exactly the records printed).
+    #[arg(short, long, value_name = "GROUP")]
+    group: Option<String>,
     /// Where to start in each partition: earliest, latest, OFFSET, -N (N
     /// records before the end), +N (N after the log start), or a time:
     /// @2026-11-30T12:00:00Z, @-10m (that long ago), @MS (ms since the
@@ -163,9 +172,61 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         }
     };
     let from = parse_from(&args.from, now_ms())?;
-    let mut consumer = Consumer::connect(&args.client.brokers, ConsumerConfig::default())?;
-    let partitions: Vec<u32> = args.partition.into_iter().collect();
-    consumer.assign(&args.topic, &partitions, from)?;
+    let mut consumer = match &args.group {
+        None => {
+            let mut consumer = Consumer::connect(&args.client.brokers, ConsumerConfig::default())?;
+            let partitions: Vec<u32> = args.partition.into_iter().collect();
+            consumer.assign(&args.topic, &partitions, from)?;
+            consumer
+        }
+        Some(group) => {
+            let auto_offset_reset = match from {
+                SeekTo::Earliest => OffsetReset::Earliest,
+                SeekTo::Latest => OffsetReset::Latest,
+                _ => {
+                    return Err(CliError::usage(format!(
+                        "with --group, --from says where a partition without a committed \
+                         offset starts: earliest or latest, not {:?}; to move a group's \
+                         offsets use `mamba group reset-offsets`",
+                        args.from
+                    )))
+                }
+            };
+            // Commits are explicit: what was printed, no more.
+            let config = ConsumerConfig {
+                enable_auto_commit: false,
+                auto_offset_reset,
+                ..ConsumerConfig::default()
+            };
+            let mut consumer = Consumer::connect(&args.client.brokers, config)?;
+            consumer.subscribe(GroupOptions {
+                group_id: group.clone(),
+                topics: vec![args.topic.clone()],
+                instance_id: None,
+                assignor: None,
+                session_timeout_ms: 0,
+                client_id: "mamba-cli".into(),
+            })?;
+            consumer
+        }
+    };
+    let result = print_records(&mut consumer, &args, &printer);
+    if args.group.is_some() {
+        // Leave at once: the group's other members take the partitions.
+        if let Err(e) = consumer.close() {
+            tracing::debug!(error = %e, "leaving the group");
+        }
+    }
+    result
+}
+
+/// Prints records until `--count`, `--timeout-ms` or an error; under a
+/// group, commits what each poll printed.
+fn print_records(
+    consumer: &mut Consumer,
+    args: &ConsumeArgs,
+    printer: &Printer,
+) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     let mut seen = 0u64;
     let mut last_record = Instant::now();
@@ -189,6 +250,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         let mut out = std::io::BufWriter::with_capacity(STDOUT_BUFFER_BYTES, stdout.lock());
         let mut line = Vec::new();
         let mut failed = None;
+        let mut printed: BTreeMap<(String, u32), u64> = BTreeMap::new();
         let polled = consumer.poll_each(poll, |d| {
             if failed.is_some() || args.count.is_some_and(|n| seen >= n) {
                 return;
@@ -199,18 +261,23 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             if let Err(e) = put(&mut out, &line) {
                 failed = Some(e);
             }
+            printed.insert((d.topic.to_string(), d.partition), d.record.offset.0 + 1);
         });
         if let Some(e) = failed {
             return Err(e);
         }
         flush(&mut out)?;
+        if args.group.is_some() && !printed.is_empty() {
+            let printed: Vec<((String, u32), u64)> = printed.into_iter().collect();
+            consumer.commit_offsets(&printed)?;
+        }
         match polled {
             Ok(_) => {
                 if outage.take().is_some() {
                     eprintln!("mamba: the broker answers again; reading on from where it stopped");
                 }
             }
-            Err(e) if e.is_retriable() => wait_for_broker(&mut outage, &e, &args)?,
+            Err(e) if e.is_retriable() => wait_for_broker(&mut outage, &e, args)?,
             Err(e) => return Err(e.into()),
         }
     }

@@ -17,12 +17,13 @@
 //! caller's choice; [`super::Backoff`] spaces the attempts.
 
 use super::connection::{decode_answer, Waiter};
+use super::membership::{GroupOptions, Membership, Partitions};
 use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::*;
 use futures::channel::oneshot;
 use mamba_engine::batch::{iter_batches, peek_stored_bytes, BatchHeader, RecordView};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -36,6 +37,39 @@ pub struct ConsumerConfig {
     /// `ClientError::Timeout` and its connection is replaced; a fetch may
     /// take its long poll (the poll timeout) on top.
     pub request_timeout_ms: u64,
+    /// Under a group: commit what `poll` handed out every
+    /// `auto_commit_interval_ms`, and before giving a partition up.
+    pub enable_auto_commit: bool,
+    pub auto_commit_interval_ms: u64,
+    /// Under a group, where a partition with no committed offset starts.
+    pub auto_offset_reset: OffsetReset,
+}
+
+/// Where a group's partition with no committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    /// Fail the poll (`ClientError::InvalidArgument`).
+    Error,
+}
+
+/// Told of partitions a group member gains and gives up; called from
+/// `poll`, before a revocation is reported to the coordinator (with auto
+/// commit on, the revoked partitions are committed right after
+/// `on_revoked`).
+pub trait RebalanceListener: Send {
+    fn on_assigned(&mut self, partitions: &Partitions);
+    fn on_revoked(&mut self, partitions: &Partitions);
+}
+
+/// A consumer's part in a group.
+struct GroupMember {
+    membership: Membership,
+    /// What this consumer reads (and reported to the coordinator).
+    owned: Partitions,
+    listener: Option<Box<dyn RebalanceListener>>,
+    last_commit: Instant,
 }
 
 impl Default for ConsumerConfig {
@@ -45,6 +79,9 @@ impl Default for ConsumerConfig {
             partition_max_bytes: 4 << 20,
             fetch_min_bytes: 1,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            auto_offset_reset: OffsetReset::Latest,
         }
     }
 }
@@ -93,6 +130,8 @@ pub struct Consumer {
     positions: BTreeMap<(String, u32), u64>,
     /// The fetch already sent for the current positions.
     prefetched: Option<FetchAnswer>,
+    /// Set by `subscribe`.
+    group: Option<GroupMember>,
 }
 
 impl Consumer {
@@ -103,7 +142,218 @@ impl Consumer {
             config,
             positions: BTreeMap::new(),
             prefetched: None,
+            group: None,
         })
+    }
+
+    /// Joins `options.group_id` for `options.topics`: the group's
+    /// coordinator spreads their partitions over its members, and `poll`
+    /// reads those this consumer holds, from the group's committed offsets.
+    pub fn subscribe(&mut self, options: GroupOptions) -> Result<(), ClientError> {
+        if self.group.is_some() || !self.positions.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "a consumer either subscribes once or assigns partitions itself".into(),
+            ));
+        }
+        let link = Link::connect(self.conn.brokers(), self.conn.request_timeout())?;
+        let membership = Membership::start(link, options)?;
+        self.group = Some(GroupMember {
+            membership,
+            owned: Partitions::new(),
+            listener: None,
+            last_commit: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Told of partitions gained and given up under a group.
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        if let Some(g) = &mut self.group {
+            g.listener = Some(listener);
+        }
+    }
+
+    /// The partitions this consumer reads now.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        self.positions.keys().cloned().collect()
+    }
+
+    /// Commits the positions of every partition read (what `poll` handed
+    /// out), waiting for the answer.
+    pub fn commit_sync(&mut self) -> Result<(), ClientError> {
+        futures::executor::block_on(self.commit_async())
+    }
+
+    /// Commits exactly these next offsets, e.g. the records a program has
+    /// processed when it stops in the middle of a poll's records.
+    pub fn commit_offsets(&mut self, offsets: &[((String, u32), u64)]) -> Result<(), ClientError> {
+        futures::executor::block_on(self.commit_positions(offsets))
+    }
+
+    /// `commit_sync` as a future.
+    pub async fn commit_async(&mut self) -> Result<(), ClientError> {
+        let positions: Vec<((String, u32), u64)> =
+            self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        self.commit_positions(&positions).await
+    }
+
+    async fn commit_positions(
+        &mut self,
+        positions: &[((String, u32), u64)],
+    ) -> Result<(), ClientError> {
+        let Some(g) = &self.group else {
+            return Err(ClientError::InvalidArgument(
+                "commit needs a group: subscribe first".into(),
+            ));
+        };
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let (member_id, member_epoch) = {
+            let state = g.membership.state();
+            (state.member_id.clone(), state.epoch)
+        };
+        let request = OffsetCommitRequest {
+            group_id: g.membership.options.group_id.clone(),
+            member_id,
+            member_epoch,
+            offsets: positions
+                .iter()
+                .map(|((topic, partition), offset)| CommitOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                    metadata: String::new(),
+                })
+                .collect(),
+        };
+        let (answer, _) = self.conn.call::<_, OffsetCommitResponse>(&request, &[]).await?;
+        if let Some(e) = ClientError::from_code(answer.error_code, answer.message) {
+            return Err(e);
+        }
+        for p in answer.partitions {
+            if let Some(e) = ClientError::from_code(
+                p.error_code,
+                format!("{}/{}: {}", p.topic, p.partition, p.message),
+            ) {
+                return Err(e);
+            }
+        }
+        if let Some(g) = &mut self.group {
+            g.last_commit = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The group's committed offset of a partition (`None`: none).
+    pub fn committed(&self, topic: &str, partition: u32) -> Result<Option<u64>, ClientError> {
+        futures::executor::block_on(self.committed_async(topic, partition))
+    }
+
+    async fn committed_async(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, ClientError> {
+        let Some(g) = &self.group else {
+            return Err(ClientError::InvalidArgument("committed offsets need a group".into()));
+        };
+        let request = OffsetFetchRequest {
+            group_id: g.membership.options.group_id.clone(),
+            partitions: Some(vec![TopicAssignment {
+                topic: topic.to_string(),
+                partitions: vec![partition],
+            }]),
+        };
+        let (answer, _) = self.conn.call::<_, OffsetFetchResponse>(&request, &[]).await?;
+        if let Some(e) = ClientError::from_code(answer.error_code, answer.message) {
+            return Err(e);
+        }
+        Ok(answer.offsets.first().and_then(|o| u64::try_from(o.offset).ok()))
+    }
+
+    /// Leaves the group (committing first, with auto commit on); its
+    /// partitions move to the other members at once.
+    pub fn close(mut self) -> Result<(), ClientError> {
+        let committed = if self.group.is_some() && self.config.enable_auto_commit {
+            self.commit_sync()
+        } else {
+            Ok(())
+        };
+        if let Some(mut g) = self.group.take() {
+            g.membership.leave();
+        }
+        committed
+    }
+
+    /// Under a group: gives up what the coordinator took away (listener,
+    /// commit, then report) and takes what it gave, from the committed
+    /// offsets.
+    async fn reconcile(&mut self) -> Result<(), ClientError> {
+        let Some(g) = &self.group else { return Ok(()) };
+        let assignment = {
+            let state = g.membership.state();
+            if let Some(e) = &state.fatal {
+                return Err(e.clone());
+            }
+            state.assignment.clone()
+        };
+        if assignment == g.owned {
+            return Ok(());
+        }
+        let revoked = difference(&g.owned, &assignment);
+        let added = difference(&assignment, &g.owned);
+        self.prefetched = None;
+        if !revoked.is_empty() {
+            if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
+                listener.on_revoked(&revoked);
+            }
+            let positions: Vec<((String, u32), u64)> = revoked
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+                .filter_map(|k| self.positions.get(&k).map(|o| (k, *o)))
+                .collect();
+            if self.config.enable_auto_commit {
+                if let Err(e) = self.commit_positions(&positions).await {
+                    // The next owner reads again from the last commit.
+                    tracing::debug!(error = %e, "committing revoked partitions");
+                }
+            }
+            for (key, _) in &positions {
+                self.positions.remove(key);
+            }
+        }
+        for (topic, partitions) in &added {
+            for &partition in partitions {
+                let start = match self.committed_async(topic, partition).await? {
+                    Some(offset) => offset,
+                    None => match self.config.auto_offset_reset {
+                        OffsetReset::Earliest => {
+                            self.conn.list_offset(topic, partition, EARLIEST_TIMESTAMP).await?
+                        }
+                        OffsetReset::Latest => {
+                            self.conn.list_offset(topic, partition, LATEST_TIMESTAMP).await?
+                        }
+                        OffsetReset::Error => {
+                            return Err(ClientError::InvalidArgument(format!(
+                                "{topic}/{partition} has no committed offset and auto_offset_reset is error"
+                            )))
+                        }
+                    },
+                };
+                self.positions.insert((topic.clone(), partition), start);
+            }
+        }
+        if let Some(g) = &mut self.group {
+            if !added.is_empty() {
+                if let Some(listener) = g.listener.as_mut() {
+                    listener.on_assigned(&added);
+                }
+            }
+            g.owned = assignment.clone();
+            g.membership.report_owned(assignment);
+        }
+        Ok(())
     }
 
     /// The partitions of `topic`, from the broker.
@@ -204,6 +454,22 @@ impl Consumer {
         timeout: Duration,
         mut each: impl FnMut(Delivered<'_>),
     ) -> Result<usize, ClientError> {
+        if self.group.is_some() {
+            self.reconcile().await?;
+            if self.positions.is_empty() {
+                // Nothing to read yet: wait for the coordinator's answer.
+                if let Some(g) = &self.group {
+                    g.membership.wait_for_assignment(timeout);
+                }
+                self.reconcile().await?;
+                return Ok(0);
+            }
+            let interval = Duration::from_millis(self.config.auto_commit_interval_ms);
+            let due = self.group.as_ref().is_some_and(|g| g.last_commit.elapsed() >= interval);
+            if self.config.enable_auto_commit && due {
+                self.commit_async().await?;
+            }
+        }
         if self.positions.is_empty() {
             return Err(ClientError::InvalidArgument("assign partitions before polling".into()));
         }
@@ -315,4 +581,17 @@ fn next_offset_after(mut bytes: &[u8]) -> Option<u64> {
         bytes = &bytes[stored..];
     }
     next
+}
+
+/// What `a` holds that `b` does not.
+fn difference(a: &Partitions, b: &Partitions) -> Partitions {
+    a.iter()
+        .filter_map(|(topic, ps)| {
+            let rest: std::collections::BTreeSet<u32> = match b.get(topic) {
+                Some(other) => ps.difference(other).copied().collect(),
+                None => ps.clone(),
+            };
+            (!rest.is_empty()).then(|| (topic.clone(), rest))
+        })
+        .collect()
 }

@@ -9,15 +9,19 @@ mod backoff;
 mod connection;
 mod consumer;
 mod link;
+mod membership;
 pub mod murmur2;
 mod producer;
 
 pub use admin::{Admin, AdminConfig, TopicDescription};
 pub use backoff::Backoff;
 pub use connection::Connection;
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Delivered, SeekTo};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, Delivered, OffsetReset, RebalanceListener, SeekTo,
+};
 pub use futures::executor::block_on;
 pub use link::Link;
+pub use membership::{GroupOptions, Partitions};
 pub use producer::{
     Acks, Delivery, DeliveryHandler, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     SendRecord,
