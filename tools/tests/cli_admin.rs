@@ -10,35 +10,6 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Runs `mamba ARGS --brokers ADDR`, expects success, returns stdout.
-fn cli_ok(addr: &str, args: &[&str]) -> String {
-    let out = mamba_cli(addr, args);
-    assert!(
-        out.status.success(),
-        "mamba {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// Runs `mamba ARGS --brokers ADDR -o json`, expects success, returns one
-/// value per line.
-fn cli_json(addr: &str, args: &[&str]) -> Vec<Value> {
-    let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
-    cli_ok(addr, &args)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-/// Runs `mamba ARGS --brokers ADDR`, expects failure, returns its exit code
-/// and stderr.
-fn cli_err(addr: &str, args: &[&str]) -> (i32, String) {
-    let out = mamba_cli(addr, args);
-    assert!(!out.status.success(), "mamba {args:?} should fail");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 /// Sends `values` to one partition, each with its timestamp, and waits
 /// for every acknowledgement.
 fn produce(broker: &Broker, topic: &str, partition: u32, values: &[(String, i64)]) {

@@ -10,35 +10,6 @@ use mamba_net::protocol::*;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Runs `mamba ARGS --brokers ADDR`, expects success, returns stdout.
-fn cli_ok(addr: &str, args: &[&str]) -> String {
-    let out = mamba_cli(addr, args);
-    assert!(
-        out.status.success(),
-        "mamba {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// Runs `mamba ARGS --brokers ADDR -o json`, expects success, returns one
-/// value per line.
-fn cli_json(addr: &str, args: &[&str]) -> Vec<Value> {
-    let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
-    cli_ok(addr, &args)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-/// Runs `mamba ARGS --brokers ADDR`, expects failure, returns its exit code
-/// and stderr.
-fn cli_err(addr: &str, args: &[&str]) -> (i32, String) {
-    let out = mamba_cli(addr, args);
-    assert!(!out.status.success(), "mamba {args:?} should fail");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 /// The JSON error `mamba ARGS -o json` prints on standard error.
 fn cli_json_err(addr: &str, args: &[&str]) -> Value {
     let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
