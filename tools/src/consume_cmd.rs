@@ -250,7 +250,9 @@ fn print_records(
         let mut out = std::io::BufWriter::with_capacity(STDOUT_BUFFER_BYTES, stdout.lock());
         let mut line = Vec::new();
         let mut failed = None;
-        let mut printed: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        // Under a group: the next offset of each partition printed from.
+        let mut printed: BTreeMap<u32, u64> = BTreeMap::new();
+        let under_group = args.group.is_some();
         let polled = consumer.poll_each(poll, |d| {
             if failed.is_some() || args.count.is_some_and(|n| seen >= n) {
                 return;
@@ -261,14 +263,17 @@ fn print_records(
             if let Err(e) = put(&mut out, &line) {
                 failed = Some(e);
             }
-            printed.insert((d.topic.to_string(), d.partition), d.record.offset.0 + 1);
+            if under_group {
+                printed.insert(d.partition, d.record.offset.0 + 1);
+            }
         });
         if let Some(e) = failed {
             return Err(e);
         }
         flush(&mut out)?;
-        if args.group.is_some() && !printed.is_empty() {
-            let printed: Vec<((String, u32), u64)> = printed.into_iter().collect();
+        if !printed.is_empty() {
+            let printed: Vec<((String, u32), u64)> =
+                printed.into_iter().map(|(p, next)| ((args.topic.clone(), p), next)).collect();
             consumer.commit_offsets(&printed)?;
         }
         match polled {

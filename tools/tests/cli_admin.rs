@@ -38,15 +38,6 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64
 }
 
-fn partition(described: &Value, p: u64) -> &Value {
-    described["partitions"]
-        .as_array()
-        .expect("partitions")
-        .iter()
-        .find(|entry| entry["partition"] == p)
-        .unwrap_or_else(|| panic!("partition {p} in {described}"))
-}
-
 #[test]
 fn describe_and_list_show_the_offsets_sizes_and_segments_of_what_was_produced() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -115,15 +115,6 @@ fn committed(addr: &str, group: &str, topic: &str, count: u32) -> Vec<i64> {
     fetched.iter().map(|o| o.offset).collect()
 }
 
-fn partition(described: &Value, p: u64) -> &Value {
-    described["partitions"]
-        .as_array()
-        .expect("partitions")
-        .iter()
-        .find(|entry| entry["partition"] == p)
-        .unwrap_or_else(|| panic!("partition {p} in {described}"))
-}
-
 #[test]
 fn list_and_describe_show_members_committed_offsets_ends_and_lag() {
     let dir = tempfile::tempdir().expect("tempdir");

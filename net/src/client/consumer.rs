@@ -247,29 +247,33 @@ impl Consumer {
 
     /// The group's committed offset of a partition (`None`: none).
     pub fn committed(&self, topic: &str, partition: u32) -> Result<Option<u64>, ClientError> {
-        futures::executor::block_on(self.committed_async(topic, partition))
+        let wanted = Partitions::from([(topic.to_string(), [partition].into())]);
+        let committed = futures::executor::block_on(self.committed_async(&wanted))?;
+        Ok(committed.get(&(topic.to_string(), partition)).copied())
     }
 
+    /// The group's committed offsets of `wanted`, in one request;
+    /// partitions without one are left out.
     async fn committed_async(
         &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Option<u64>, ClientError> {
+        wanted: &Partitions,
+    ) -> Result<BTreeMap<(String, u32), u64>, ClientError> {
         let Some(g) = &self.group else {
             return Err(ClientError::InvalidArgument("committed offsets need a group".into()));
         };
         let request = OffsetFetchRequest {
             group_id: g.membership.options.group_id.clone(),
-            partitions: Some(vec![TopicAssignment {
-                topic: topic.to_string(),
-                partitions: vec![partition],
-            }]),
+            partitions: Some(TopicAssignment::list(wanted)),
         };
         let (answer, _) = self.conn.call::<_, OffsetFetchResponse>(&request, &[]).await?;
         if let Some(e) = ClientError::from_code(answer.error_code, answer.message) {
             return Err(e);
         }
-        Ok(answer.offsets.first().and_then(|o| u64::try_from(o.offset).ok()))
+        Ok(answer
+            .offsets
+            .into_iter()
+            .filter_map(|o| Some(((o.topic, o.partition), u64::try_from(o.offset).ok()?)))
+            .collect())
     }
 
     /// Leaves the group (committing first, with auto commit on); its
@@ -323,10 +327,12 @@ impl Consumer {
                 self.positions.remove(key);
             }
         }
+        let committed =
+            if added.is_empty() { BTreeMap::new() } else { self.committed_async(&added).await? };
         for (topic, partitions) in &added {
             for &partition in partitions {
-                let start = match self.committed_async(topic, partition).await? {
-                    Some(offset) => offset,
+                let start = match committed.get(&(topic.clone(), partition)) {
+                    Some(offset) => *offset,
                     None => match self.config.auto_offset_reset {
                         OffsetReset::Earliest => {
                             self.conn.list_offset(topic, partition, EARLIEST_TIMESTAMP).await?

@@ -74,19 +74,6 @@ const LONG_POLL_MS: u32 = 3_000;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-fn listed(p: &Partitions) -> Vec<TopicAssignment> {
-    p.iter()
-        .map(|(topic, ps)| TopicAssignment {
-            topic: topic.clone(),
-            partitions: ps.iter().copied().collect(),
-        })
-        .collect()
-}
-
-fn unlisted(v: &[TopicAssignment]) -> Partitions {
-    v.iter().map(|t| (t.topic.clone(), t.partitions.iter().copied().collect())).collect()
-}
-
 impl Membership {
     pub fn start(link: Link, options: GroupOptions) -> Result<Membership, ClientError> {
         if let Some(name) = &options.assignor {
@@ -192,7 +179,7 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                 client_id: options.client_id.clone(),
                 subscribed_topics: state.subscribe_due.then(|| options.topics.clone()),
                 assignor: options.assignor.clone(),
-                owned: Some(listed(&state.owned)),
+                owned: Some(TopicAssignment::list(&state.owned)),
                 session_timeout_ms: options.session_timeout_ms,
                 max_wait_ms: if pending || state.report_due || state.leaving {
                     0
@@ -218,7 +205,7 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                 state.subscribe_due = false;
                 state.member_id = answer.member_id;
                 state.epoch = answer.member_epoch;
-                state.assignment = unlisted(&answer.assignment);
+                state.assignment = TopicAssignment::map(&answer.assignment);
                 interval = Duration::from_millis(u64::from(answer.heartbeat_interval_ms.max(100)));
             }
             Ok((answer, _)) => {

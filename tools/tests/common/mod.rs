@@ -167,3 +167,13 @@ pub fn cli_err(addr: &str, args: &[&str]) -> (i32, String) {
     assert!(!out.status.success(), "mamba {args:?} should fail");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The entry of partition `p` in a JSON object's `partitions` list.
+pub fn partition(described: &serde_json::Value, p: u64) -> &serde_json::Value {
+    described["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .find(|entry| entry["partition"] == p)
+        .unwrap_or_else(|| panic!("partition {p} in {described}"))
+}

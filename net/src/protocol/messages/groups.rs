@@ -12,6 +12,26 @@ pub struct TopicAssignment {
     pub partitions: Vec<u32>,
 }
 
+/// Partitions by topic, as members and coordinators keep them.
+pub type PartitionMap = std::collections::BTreeMap<String, std::collections::BTreeSet<u32>>;
+
+impl TopicAssignment {
+    /// `map` on the wire.
+    pub fn list(map: &PartitionMap) -> Vec<TopicAssignment> {
+        map.iter()
+            .map(|(topic, ps)| TopicAssignment {
+                topic: topic.clone(),
+                partitions: ps.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// The wire's lists as a map (a partition named twice counts once).
+    pub fn map(list: &[TopicAssignment]) -> PartitionMap {
+        list.iter().map(|t| (t.topic.clone(), t.partitions.iter().copied().collect())).collect()
+    }
+}
+
 /// A member's heartbeat (Kafka's ConsumerGroupHeartbeat, KIP-848).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupHeartbeatRequest {

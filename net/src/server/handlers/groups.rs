@@ -2,8 +2,8 @@
 //! member's assignment changes), committed offsets, and administration.
 //! Each runs on the shard of its group's coordinator (coordinator.rs).
 
-use crate::group::coordinator::{Group, GroupError, Heartbeat, HeartbeatAnswer};
-use crate::group::{Assignment, MemberId};
+use crate::group::coordinator::{Group, GroupError, Heartbeat, HeartbeatAnswer, LEAVE_EPOCH};
+use crate::group::MemberId;
 use crate::protocol::*;
 use crate::runtime;
 use crate::server::coordinator::{
@@ -12,25 +12,13 @@ use crate::server::coordinator::{
 };
 use crate::server::ServerContext;
 use futures::channel::oneshot;
+use mamba_engine::runtime::now_ms;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A failure of a whole request: its code and message.
 type Failure = (u16, String);
-
-fn listed(a: &Assignment) -> Vec<TopicAssignment> {
-    a.iter()
-        .map(|(topic, ps)| TopicAssignment {
-            topic: topic.clone(),
-            partitions: ps.iter().copied().collect(),
-        })
-        .collect()
-}
-
-fn unlisted(v: &[TopicAssignment]) -> Assignment {
-    v.iter().map(|t| (t.topic.clone(), t.partitions.iter().copied().collect())).collect()
-}
 
 fn bad_group_id(group: &str) -> Option<Failure> {
     validate_group_id(group).err().map(|m| (ErrorCode::InvalidGroupId.as_u16(), m))
@@ -62,13 +50,13 @@ pub(crate) async fn heartbeat(
             member_id: answer.member_id.0,
             member_epoch: answer.member_epoch,
             heartbeat_interval_ms: u32::try_from(answer.heartbeat_interval_ms).unwrap_or(u32::MAX),
-            assignment: listed(&answer.assignment),
+            assignment: TopicAssignment::list(&answer.assignment),
         },
         Ok(None) => GroupHeartbeatResponse {
             error_code: 0,
             message: String::new(),
             member_id: String::new(),
-            member_epoch: coordinator_leave_epoch(),
+            member_epoch: LEAVE_EPOCH,
             heartbeat_interval_ms: 0,
             assignment: vec![],
         },
@@ -81,10 +69,6 @@ pub(crate) async fn heartbeat(
             assignment: vec![],
         },
     }
-}
-
-fn coordinator_leave_epoch() -> i32 {
-    crate::group::coordinator::LEAVE_EPOCH
 }
 
 async fn heartbeat_inner(
@@ -100,7 +84,7 @@ async fn heartbeat_inner(
     let config = ctx.groups.clone();
     let wait =
         Duration::from_millis(u64::from(request.max_wait_ms).min(config.heartbeat_interval_ms));
-    let owned = request.owned.as_deref().map(unlisted);
+    let owned = request.owned.as_deref().map(TopicAssignment::map);
     let reported = owned.clone().map(|owned| (request.member_epoch, owned));
     let group_id = request.group_id.clone();
     let heartbeat = Heartbeat {
@@ -126,7 +110,7 @@ async fn heartbeat_inner(
                 .groups()
                 .entry(group.clone())
                 .or_insert_with(|| coordinator::new_group(&group, &config));
-            let outcome = g.heartbeat(&config, heartbeat, &count, runtime_now_ms());
+            let outcome = g.heartbeat(&config, heartbeat, &count, now_ms());
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(e) => {
@@ -178,10 +162,6 @@ async fn heartbeat_inner(
     })
     .await
     .map_err(|e| engine_error(&e))?
-}
-
-fn runtime_now_ms() -> i64 {
-    mamba_engine::runtime::now_ms()
 }
 
 /// Drops a group a failed request made and nothing keeps (no members, no
@@ -257,11 +237,8 @@ async fn commit(
                 .groups()
                 .entry(group.clone())
                 .or_insert_with(|| coordinator::new_group(&group, &config));
-            let outcomes = g.commit(
-                member.as_ref().map(|(id, epoch)| (id, *epoch)),
-                entries,
-                runtime_now_ms(),
-            );
+            let outcomes =
+                g.commit(member.as_ref().map(|(id, epoch)| (id, *epoch)), entries, now_ms());
             forget_if_unused(locked, &group);
             locked.persist(&group).await.map_err(|e| engine_error(&e))?;
             Ok(outcomes.into_iter().map(|(_, r)| r.map_err(|e| group_error(&e))).collect())
@@ -378,8 +355,8 @@ fn description(g: &Group) -> GroupDescription {
                 client_id: m.client_id.clone(),
                 host: m.host.clone(),
                 member_epoch: m.epoch,
-                assignment: listed(&m.assigned),
-                target: listed(&m.target),
+                assignment: TopicAssignment::list(&m.assigned),
+                target: TopicAssignment::list(&m.target),
             })
             .collect(),
         offsets: fetched(Some(g), None),
