@@ -186,7 +186,7 @@ mod consumers {
         ProducerRecord,
     };
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     fn options() -> GroupOptions {
@@ -206,11 +206,13 @@ mod consumers {
 
     type Seen = Arc<Mutex<Vec<(u32, u64, &'static str)>>>;
 
-    /// Polls until `stop`, recording every record with who read it.
+    /// Polls until `stop`, recording every record with who read it and
+    /// how many partitions it holds.
     fn reader(
         addr: String,
         name: &'static str,
         seen: Seen,
+        held: Arc<AtomicUsize>,
         stop: Arc<AtomicBool>,
     ) -> std::thread::JoinHandle<usize> {
         std::thread::spawn(move || {
@@ -220,6 +222,7 @@ mod consumers {
                 let records = consumer.poll(Duration::from_millis(100)).expect("poll");
                 let mut seen = seen.lock().expect("seen");
                 seen.extend(records.iter().map(|r| (r.partition, r.offset, name)));
+                held.store(consumer.assignment().len(), Ordering::Release);
             }
             let held = consumer.assignment().len();
             consumer.close().expect("close");
@@ -267,9 +270,14 @@ mod consumers {
 
         let seen: Seen = Arc::default();
         let (stop_a, stop_b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let a = reader(addr.clone(), "a", seen.clone(), stop_a.clone());
+        let (held_a, held_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let a = reader(addr.clone(), "a", seen.clone(), held_a.clone(), stop_a.clone());
         wait_until("a to read", || !seen.lock().expect("seen").is_empty());
-        let b = reader(addr.clone(), "b", seen.clone(), stop_b.clone());
+        let b = reader(addr.clone(), "b", seen.clone(), held_b.clone(), stop_b.clone());
+        // Once the two share the topic, new records reach both.
+        wait_until("a and b to share the partitions", || {
+            held_a.load(Ordering::Acquire) == 6 && held_b.load(Ordering::Acquire) == 6
+        });
         produce(&addr, 3000, 3000);
         wait_until("every record", || seen.lock().expect("seen").len() >= 6000);
         wait_until("b to read", || seen.lock().expect("seen").iter().any(|r| r.2 == "b"));
