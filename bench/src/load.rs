@@ -13,7 +13,7 @@ use mamba_net::client::{
 };
 use mamba_net::node::{Node, NodeConfig};
 use mamba_net::protocol::ConfigEntry;
-use mamba_net::server::{BrokerConfig, BrokerLimits};
+use mamba_net::server::BrokerConfig;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -176,7 +176,7 @@ fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>), String> {
     let node = Node::start(NodeConfig {
         data_dir: dir.path().to_path_buf(),
         engine: EngineConfig::default(),
-        broker: BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
+        broker: BrokerConfig { listen, ..BrokerConfig::default() },
     })
     .map_err(|e| e.to_string())?;
     let addr = node.client_addr().ok_or("the embedded broker is not listening")?.to_string();

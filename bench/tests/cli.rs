@@ -3,7 +3,7 @@
 
 use mamba_engine::{Engine, EngineConfig};
 use mamba_net::client::{block_on, Admin};
-use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
+use mamba_net::server::{Broker, BrokerConfig};
 use std::process::Command;
 
 fn bench() -> Command {
@@ -26,11 +26,8 @@ fn mamba_brokers_names_the_target_and_an_existing_topic_keeps_its_partitions() {
     let engine =
         Engine::open(dir.path(), EngineConfig { shards: Some(1), ..EngineConfig::default() })
             .expect("engine");
-    let config = BrokerConfig {
-        node_id: 0,
-        listen: "127.0.0.1:0".parse().expect("address"),
-        limits: BrokerLimits::default(),
-    };
+    let config =
+        BrokerConfig { listen: "127.0.0.1:0".parse().expect("address"), ..BrokerConfig::default() };
     let broker = Broker::start(engine.clone(), config).expect("broker");
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).expect("admin");

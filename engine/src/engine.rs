@@ -690,6 +690,19 @@ impl Engine {
         self.call(shard, |reply| ShardRequest::Offsets { key, reply }).await
     }
 
+    /// Deletes the closed segments of a partition that hold only records
+    /// before `offset` (whole segments; the log start moves to the first
+    /// segment kept). Returns how many segments went.
+    pub async fn delete_segments_before(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+    ) -> EngineResult<usize> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::DeleteSegmentsBefore { key, offset, reply }).await
+    }
+
     /// A partition's offsets, size in bytes and segment count; an offline
     /// partition answers why it is offline (`EngineError::Offline`).
     pub async fn describe_partition(

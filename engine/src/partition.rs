@@ -770,26 +770,49 @@ impl PartitionLog {
     /// or beyond `retention_bytes` (oldest first). The active segment stays.
     pub async fn apply_retention(&self, now_ms: i64) -> EngineResult<usize> {
         let options = self.options.borrow().clone();
+        self.delete_oldest_segments(|oldest, total_bytes| {
+            let too_old = options
+                .retention_ms
+                .is_some_and(|ms| oldest.max_timestamp_ms() < now_ms.saturating_sub(ms as i64));
+            let too_big = options
+                .retention_bytes
+                .is_some_and(|bytes| total_bytes.saturating_sub(oldest.size_bytes()) >= bytes);
+            too_old || too_big
+        })
+        .await
+    }
+
+    /// Deletes the closed segments that hold only records before `offset`
+    /// (whole segments: the log start becomes the base of the first segment
+    /// kept). How a log whose live state was rewritten at `offset` (a
+    /// compaction snapshot) gives back the space of its history.
+    pub async fn delete_segments_before(&self, offset: Offset) -> EngineResult<usize> {
+        let bases: Vec<Offset> =
+            self.state.borrow().segments.iter().map(Segment::base_offset).collect();
+        let mut next_bases = bases.into_iter().skip(1);
+        self.delete_oldest_segments(|_, _| next_bases.next().is_some_and(|next| next <= offset))
+            .await
+    }
+
+    /// Deletes closed segments, oldest first, while `doomed(oldest, bytes
+    /// of all segments)` says so; never the active segment, nor data
+    /// readers cannot see yet.
+    async fn delete_oldest_segments(
+        &self,
+        mut doomed: impl FnMut(&Segment, u64) -> bool,
+    ) -> EngineResult<usize> {
         let removed: Vec<Segment> = {
             let mut st = self.state.borrow_mut();
             let mut total: u64 = st.segments.iter().map(Segment::size_bytes).sum();
             let mut removed = Vec::new();
             while st.segments.len() > 1 {
-                let oldest = &st.segments[0];
-                let too_old = options
-                    .retention_ms
-                    .is_some_and(|ms| oldest.max_timestamp_ms() < now_ms.saturating_sub(ms as i64));
-                let too_big = options
-                    .retention_bytes
-                    .is_some_and(|bytes| total.saturating_sub(oldest.size_bytes()) >= bytes);
-                if !(too_old || too_big) {
+                if !doomed(&st.segments[0], total) {
                     break;
                 }
-                // Never drop data readers cannot see yet.
                 if st.segments[1].base_offset() > st.high_watermark {
                     break;
                 }
-                total -= oldest.size_bytes();
+                total -= st.segments[0].size_bytes();
                 if let Some(s) = st.segments.pop_front() {
                     removed.push(s);
                 }

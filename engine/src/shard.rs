@@ -118,6 +118,13 @@ pub enum ShardRequest {
         key: PartitionKey,
         reply: Reply<()>,
     },
+    /// Delete the segments holding only records before `offset` (see
+    /// `PartitionLog::delete_segments_before`); answers how many went.
+    DeleteSegmentsBefore {
+        key: PartitionKey,
+        offset: Offset,
+        reply: Reply<usize>,
+    },
     /// Write this shard's recovery points now (after opening partitions,
     /// so they and their memory logs' offsets survive a crash).
     Checkpoint {
@@ -161,6 +168,11 @@ enum WriterCommand {
         batch: Batch,
         wait: AppendWait,
         reply: Reply<AppendInfo>,
+    },
+    /// Delete the segments holding only records before `offset`.
+    DeleteSegmentsBefore {
+        offset: Offset,
+        reply: Reply<usize>,
     },
     /// Something is due (sync, retention); run a round.
     Wake,
@@ -354,8 +366,12 @@ async fn checkpoint(shard: &ShardState, clean: bool) -> EngineResult<()> {
 const PARKED_APPENDS_MAX: usize = 1024;
 
 fn fail(command: WriterCommand) {
-    if let WriterCommand::Append { reply, .. } = command {
-        respond(reply, Err(EngineError::ShuttingDown));
+    match command {
+        WriterCommand::Append { reply, .. } => respond(reply, Err(EngineError::ShuttingDown)),
+        WriterCommand::DeleteSegmentsBefore { reply, .. } => {
+            respond(reply, Err(EngineError::ShuttingDown));
+        }
+        WriterCommand::Wake | WriterCommand::Close { .. } => {}
     }
 }
 
@@ -393,6 +409,14 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
         },
         ShardRequest::Offsets { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.offsets()));
+        }
+        ShardRequest::DeleteSegmentsBefore { key, offset, reply } => {
+            // The writer deletes between its writes; the command waits in
+            // its queue like an append.
+            match lookup(partitions, &key) {
+                Ok(p) => park(p, WriterCommand::DeleteSegmentsBefore { offset, reply }, parked),
+                Err(e) => respond(reply, Err(e)),
+            }
         }
         ShardRequest::Summary { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.summary()));
@@ -666,6 +690,10 @@ impl Writer {
                     (Ok(info), AppendWait::Appended) => respond(reply, Ok(info)),
                     (Err(e), _) => respond(reply, Err(e)),
                 }
+            }
+            WriterCommand::DeleteSegmentsBefore { offset, reply } => {
+                self.drain_io().await;
+                respond(reply, self.p.log.delete_segments_before(offset).await);
             }
             WriterCommand::Wake => {}
             WriterCommand::Close { reply } => self.closing = Some(reply),

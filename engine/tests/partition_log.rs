@@ -196,6 +196,39 @@ fn retention_deletes_whole_closed_segments() {
 }
 
 #[test]
+fn deleting_segments_before_an_offset_keeps_the_segment_that_holds_it() {
+    let fs = MemFs::new();
+    let log = open(&fs, options());
+    for tag in 0..600 {
+        block_on(log.append(batch(tag, 2, 0), LEADER, 0)).expect("append");
+        block_on(log.flush()).expect("flush");
+    }
+    assert!(log.segment_count() > 3, "the appends roll several segments");
+    let cut = Offset(700);
+    let removed = block_on(log.delete_segments_before(cut)).expect("delete");
+    assert!(removed > 0);
+    let start = log.offsets().log_start_offset;
+    assert!(
+        start > Offset(0) && start <= cut,
+        "log start {start:?} is a segment base at or before the cut"
+    );
+    // Everything from the cut on is still there, and a reopened log agrees.
+    assert_eq!(read_all(&log, start).last().map(|r| r.0), Some(Offset(1199)));
+    drop(log);
+    let log = open(&fs, options());
+    assert_eq!(log.offsets().log_start_offset, start);
+    // Nothing at or after the active segment's base goes.
+    let segments = log.segment_count();
+    block_on(log.delete_segments_before(Offset(u64::MAX))).expect("delete");
+    assert_eq!(log.segment_count(), 1);
+    assert!(segments >= 1);
+    assert_eq!(
+        read_all(&log, log.offsets().log_start_offset).last().map(|r| r.0),
+        Some(Offset(1199))
+    );
+}
+
+#[test]
 fn truncate_to_cuts_at_a_batch_boundary_durably() {
     let fs = MemFs::new();
     let log = open(&fs, options());

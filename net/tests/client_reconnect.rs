@@ -8,7 +8,7 @@ use mamba_net::client::{
     ProducerRecord, SeekTo,
 };
 use mamba_net::node::{Node, NodeConfig};
-use mamba_net::server::{BrokerConfig, BrokerLimits};
+use mamba_net::server::BrokerConfig;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +28,7 @@ impl InProcessBroker {
         let node = Node::start(NodeConfig {
             data_dir: dir.to_path_buf(),
             engine: EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() },
-            broker: BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
+            broker: BrokerConfig { listen, ..BrokerConfig::default() },
         })
         .expect("start node");
         let addr = node.client_addr().expect("listening");

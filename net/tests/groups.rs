@@ -7,7 +7,7 @@ use mamba_engine::EngineConfig;
 use mamba_net::client::{block_on, Admin, Connection};
 use mamba_net::node::{Node, NodeConfig};
 use mamba_net::protocol::*;
-use mamba_net::server::{BrokerConfig, BrokerLimits};
+use mamba_net::server::BrokerConfig;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +17,7 @@ fn start(dir: &Path, listen: SocketAddr) -> Node {
     Node::start(NodeConfig {
         data_dir: dir.to_path_buf(),
         engine: EngineConfig { shards: Some(2), pin_shards: false, ..EngineConfig::default() },
-        broker: BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
+        broker: BrokerConfig { listen, ..BrokerConfig::default() },
     })
     .expect("start node")
 }

@@ -9,7 +9,7 @@ use mamba_engine::{Engine, EngineConfig};
 use mamba_net::client::{
     block_on, Admin, Delivery, DeliveryHandler, Producer, ProducerConfig, SendRecord,
 };
-use mamba_net::server::{Broker, BrokerConfig, BrokerLimits};
+use mamba_net::server::{Broker, BrokerConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,11 +55,8 @@ fn a_tagged_send_allocates_nothing_per_record() {
     let config = EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() };
     let engine = Engine::open(dir.path(), config).expect("open engine");
     let listen = "127.0.0.1:0".parse().expect("addr");
-    let broker = Broker::start(
-        engine.clone(),
-        BrokerConfig { node_id: 0, listen, limits: BrokerLimits::default() },
-    )
-    .expect("start broker");
+    let broker = Broker::start(engine.clone(), BrokerConfig { listen, ..BrokerConfig::default() })
+        .expect("start broker");
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).expect("admin");
     block_on(admin.create_topic("quiet", 1, vec![])).expect("create");

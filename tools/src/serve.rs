@@ -5,7 +5,7 @@ use crate::serve_config::Flags;
 use clap::Args;
 use mamba_engine::EngineConfig;
 use mamba_net::node::{Node, NodeConfig};
-use mamba_net::server::{BrokerConfig, BrokerLimits};
+use mamba_net::server::{BrokerConfig, BrokerLimits, GroupConfig};
 use std::path::PathBuf;
 
 pub const DEFAULT_LISTEN: &str = crate::cli::DEFAULT_BROKERS;
@@ -88,7 +88,33 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .or(engine_defaults.open_files_per_shard_max),
         ..engine_defaults
     };
-    let broker = BrokerConfig { node_id: settings.node_id.unwrap_or(0), listen, limits };
+    let group_defaults = GroupConfig::default();
+    let groups = GroupConfig {
+        session_timeout_ms_default: settings
+            .group_session_timeout_ms
+            .unwrap_or(group_defaults.session_timeout_ms_default),
+        session_timeout_ms_min: settings
+            .group_session_timeout_ms_min
+            .unwrap_or(group_defaults.session_timeout_ms_min),
+        session_timeout_ms_max: settings
+            .group_session_timeout_ms_max
+            .unwrap_or(group_defaults.session_timeout_ms_max),
+        heartbeat_interval_ms: settings
+            .group_heartbeat_interval_ms
+            .unwrap_or(group_defaults.heartbeat_interval_ms),
+        members_max: settings.group_members_max.unwrap_or(group_defaults.members_max),
+        assignor_default: settings.group_assignor.unwrap_or(group_defaults.assignor_default),
+        offsets_retention_ms: settings
+            .offsets_retention_ms
+            .unwrap_or(group_defaults.offsets_retention_ms),
+        offsets_topic_partitions: settings
+            .offsets_topic_partitions
+            .unwrap_or(group_defaults.offsets_topic_partitions),
+        offsets_segment_bytes: settings
+            .offsets_segment_bytes
+            .unwrap_or(group_defaults.offsets_segment_bytes),
+    };
+    let broker = BrokerConfig { node_id: settings.node_id.unwrap_or(0), listen, limits, groups };
     let config = NodeConfig { data_dir: data_dir.clone(), engine: engine_config, broker };
     let node = Node::start(config).map_err(|e| e.to_string())?;
     let engine = node.engine();

@@ -4,6 +4,7 @@
 //! A flag wins over the variable, the variable over the file, the file over
 //! the default. Sizes and durations take units (`64MiB`, `30s`) everywhere.
 
+use mamba_net::group::AssignorKind;
 use mamba_net::topic_config::{parse_bytes, parse_ms};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -115,6 +116,30 @@ settings! {
     /// Segment and index descriptors each shard keeps open [default: a
     /// quarter of the open-file limit, split over the shards]
     open_files_per_shard_max: usize, "MAMBA_OPEN_FILES_PER_SHARD_MAX", "N", positive;
+    /// Session timeout of a group member that asks for none: silent that
+    /// long, it is removed and its partitions move [default: 10s]
+    group_session_timeout_ms: u64, "MAMBA_GROUP_SESSION_TIMEOUT_MS", "DURATION", duration;
+    /// Shortest session timeout a member may ask for [default: 1s]
+    group_session_timeout_ms_min: u64, "MAMBA_GROUP_SESSION_TIMEOUT_MS_MIN", "DURATION", duration;
+    /// Longest session timeout a member may ask for [default: 5m]
+    group_session_timeout_ms_max: u64, "MAMBA_GROUP_SESSION_TIMEOUT_MS_MAX", "DURATION", duration;
+    /// Longest wait between a member's heartbeats when nothing changes;
+    /// changes reach members at once [default: 3s]
+    group_heartbeat_interval_ms: u64, "MAMBA_GROUP_HEARTBEAT_INTERVAL_MS", "DURATION", duration;
+    /// Members one group may have [default: 1000]
+    group_members_max: usize, "MAMBA_GROUP_MEMBERS_MAX", "N", positive;
+    /// Assignor of a group whose first member names none: uniform,
+    /// range or round-robin [default: uniform]
+    group_assignor: AssignorKind, "MAMBA_GROUP_ASSIGNOR", "NAME", assignor;
+    /// Committed offsets of a group without members are kept this long
+    /// after their last commit [default: 7d]
+    offsets_retention_ms: u64, "MAMBA_OFFSETS_RETENTION_MS", "DURATION", duration;
+    /// Partitions of the internal __consumer_offsets topic, when the broker
+    /// creates it (later changes have no effect) [default: 16]
+    offsets_topic_partitions: u32, "MAMBA_OFFSETS_TOPIC_PARTITIONS", "N", positive;
+    /// Segment size of __consumer_offsets when created; group state is
+    /// compacted each time this much was written [default: 16MiB]
+    offsets_segment_bytes: u64, "MAMBA_OFFSETS_SEGMENT_BYTES", "SIZE", size_u64;
 }
 
 fn load(path: &Path) -> Result<FileSettings, String> {
@@ -153,6 +178,14 @@ fn size(name: &str, value: &str) -> Result<usize, String> {
     usize::try_from(bytes).map_err(|_| format!("{name} is too large: {value:?}"))
 }
 
+fn size_u64(name: &str, value: &str) -> Result<u64, String> {
+    parse_bytes(name, value)
+}
+
 fn duration(name: &str, value: &str) -> Result<u64, String> {
     parse_ms(name, value)
+}
+
+fn assignor(name: &str, value: &str) -> Result<AssignorKind, String> {
+    value.trim().parse().map_err(|e: String| format!("{name}: {e}"))
 }

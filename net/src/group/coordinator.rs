@@ -42,6 +42,17 @@ pub struct GroupConfig {
     pub heartbeat_interval_ms: u64,
     pub members_max: usize,
     pub assignor_default: AssignorKind,
+    /// Offsets of a group without members are kept this long after their
+    /// last commit (Kafka's `offsets.retention.ms`).
+    pub offsets_retention_ms: u64,
+    /// Partitions of `__consumer_offsets` when the broker creates it; once
+    /// it exists its own count places the groups (changing the setting
+    /// later moves nothing).
+    pub offsets_topic_partitions: u32,
+    /// Segment size of `__consumer_offsets` when created; a partition's
+    /// groups are compacted (rewritten whole, older segments deleted) each
+    /// time this much was appended since the last compaction.
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -53,7 +64,46 @@ impl Default for GroupConfig {
             heartbeat_interval_ms: 3_000,
             members_max: 1_000,
             assignor_default: AssignorKind::Uniform,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_topic_partitions: 16,
+            offsets_segment_bytes: 16 << 20,
         }
+    }
+}
+
+impl GroupConfig {
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), String> {
+        let (min, default, max) = (
+            self.session_timeout_ms_min,
+            self.session_timeout_ms_default,
+            self.session_timeout_ms_max,
+        );
+        if min == 0 || !(min..=max).contains(&default) {
+            return Err(format!(
+                "group session timeouts must satisfy 0 < min ({min} ms) <= default \
+                 ({default} ms) <= max ({max} ms)"
+            ));
+        }
+        let positive = [
+            ("group heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("group members_max", self.members_max as u64),
+            ("offsets_retention_ms", self.offsets_retention_ms),
+            ("offsets_topic_partitions", u64::from(self.offsets_topic_partitions)),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        let segment_min = mamba_engine::limits::SEGMENT_BYTES_MIN;
+        if self.offsets_segment_bytes < segment_min {
+            return Err(format!(
+                "offsets_segment_bytes is {}, at least {segment_min} is needed",
+                self.offsets_segment_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +207,16 @@ pub struct Member {
     pub deadline_ms: i64,
     /// A static member that left for a restart, its partitions kept.
     pub away: bool,
+}
+
+impl Member {
+    /// How long this member may go between heartbeats when nothing
+    /// changes (and a long poll may wait): the broker's interval, but at
+    /// most a third of its session, so a short session never ends while
+    /// the member waits as told.
+    pub fn heartbeat_interval_ms(&self, config: &GroupConfig) -> u64 {
+        config.heartbeat_interval_ms.min(self.session_timeout_ms / 3).max(1)
+    }
 }
 
 /// A consumer group's membership and assignment state.
@@ -283,17 +343,23 @@ impl Group {
         self.partition_counts = counts;
     }
 
-    /// Puts back a member read from the log, claiming what it holds.
-    pub(crate) fn restore_member(&mut self, member: Member) -> Result<(), String> {
+    /// Puts back a member read from the log, claiming what it holds. The
+    /// later record wins a partition another member's earlier record still
+    /// claims: a change's records go out in one batch in key order, so the
+    /// member that took a partition may come before the one that gave it
+    /// up, and a replay after a compaction may start with records that
+    /// later ones overrule.
+    pub(crate) fn restore_member(&mut self, member: Member) {
         self.restore_member_removed(&member.id);
         for tp in partitions(&member.assigned).iter().chain(&partitions(&member.revoking)) {
-            if let Some(other) = self.owners.get(tp) {
-                return Err(format!("{tp:?} held by both {other} and {}", member.id));
+            if let Some(other) = self.owners.insert(tp.clone(), member.id.clone()) {
+                if let Some(o) = self.members.get_mut(&other) {
+                    remove(&mut o.assigned, tp);
+                    remove(&mut o.revoking, tp);
+                }
             }
-            self.owners.insert(tp.clone(), member.id.clone());
         }
         self.members.insert(member.id.clone(), member);
-        Ok(())
     }
 
     pub(crate) fn restore_member_removed(&mut self, id: &MemberId) {
@@ -486,7 +552,7 @@ impl Group {
         HeartbeatAnswer {
             member_id: member.clone(),
             member_epoch: m.epoch,
-            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            heartbeat_interval_ms: m.heartbeat_interval_ms(config),
             assignment: m.assigned.clone(),
         }
     }

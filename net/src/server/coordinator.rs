@@ -7,9 +7,18 @@
 //! Lifecycle: a partition's groups are read from its log on first use on
 //! its shard (`load`); every operation on them holds that partition's
 //! lock, so the log order is the order of the changes. A sweep per shard
-//! ends silent members' sessions and expires the offsets of groups without
-//! members. Waiting heartbeats (long polls) are woken when their member's
-//! answer changes.
+//! ends silent members' sessions, expires the offsets of groups without
+//! members and compacts. Waiting heartbeats (long polls) are woken when
+//! their member's answer changes.
+//!
+//! Compaction (a snapshot): once a segment's worth of records
+//! (`offsets_segment_bytes`) was appended to a partition since its last
+//! snapshot, the whole live state of its groups is appended again and the
+//! segments holding only records before that snapshot are deleted. A load
+//! replays from the first segment kept: older records there are
+//! overwritten by the snapshot after them (the last record of a key wins),
+//! so the log stays about two segments plus the live state however many
+//! commits go through it.
 //!
 //! Owned by: the shard of each partition; nothing here crosses threads
 //! except requests and answers (`on_shard`).
@@ -34,26 +43,22 @@ use std::time::Duration;
 
 /// The internal topic of group state and committed offsets.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Its partitions (Kafka's `offsets.topic.num.partitions` is 50; 16 spread
-/// groups over the shards of any machine we run on).
-pub(crate) const OFFSETS_TOPIC_PARTITIONS: u32 = 16;
-/// Offsets of a group without members are kept this long after their last
-/// commit (Kafka's `offsets.retention.ms`).
-pub(crate) const OFFSETS_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 /// How often each shard looks for ended sessions and expired offsets.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Bytes read at a time while loading a partition's groups.
 const LOAD_READ_BYTES: usize = 1 << 20;
+/// Record bytes per batch of a snapshot (far below any batch limit).
+const SNAPSHOT_BATCH_BYTES: usize = 256 << 10;
 
-/// The partition of `__consumer_offsets` that holds `group` (FNV-1a: the
-/// same on every broker and build).
-pub(crate) fn partition_of(group: &str) -> u32 {
+/// The partition of `__consumer_offsets` (of `partitions`) that holds
+/// `group` (FNV-1a: the same on every broker and build).
+pub(crate) fn partition_of(group: &str, partitions: u32) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in group.bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    hash % OFFSETS_TOPIC_PARTITIONS
+    hash % partitions.max(1)
 }
 
 /// A group id is 1 to 255 bytes with no control characters (records use
@@ -68,20 +73,27 @@ pub(crate) fn validate_group_id(group: &str) -> Result<(), String> {
 }
 
 /// Creates `__consumer_offsets` unless it exists: unlimited retention (its
-/// records are the groups' state), disk, fsync.
-pub(crate) async fn ensure_offsets_topic(engine: &Engine) -> Result<(), EngineError> {
-    if engine.describe_topic(OFFSETS_TOPIC).is_ok() {
-        return Ok(());
+/// records are the groups' state; compaction bounds it), disk, fsync.
+/// Returns its partition count.
+pub(crate) async fn ensure_offsets_topic(
+    engine: &Engine,
+    config: &GroupConfig,
+) -> Result<u32, EngineError> {
+    if let Ok(meta) = engine.describe_topic(OFFSETS_TOPIC) {
+        return Ok(meta.config.partitions);
     }
-    let config = TopicConfig {
-        partitions: OFFSETS_TOPIC_PARTITIONS,
+    let topic = TopicConfig {
+        partitions: config.offsets_topic_partitions,
         storage: StorageMode::Disk,
         retention_ms: None,
         retention_bytes: None,
-        segment_bytes: 64 << 20,
+        segment_bytes: config.offsets_segment_bytes,
         ..TopicConfig::default()
     };
-    engine.create_topic_if_not_exists(OFFSETS_TOPIC, config).await.map(|_| ())
+    engine
+        .create_topic_if_not_exists(OFFSETS_TOPIC, topic)
+        .await
+        .map(|(meta, _)| meta.config.partitions)
 }
 
 /// Runs `work` on `shard` and returns what it gives.
@@ -105,6 +117,11 @@ pub(crate) async fn on_shard<T: Send + 'static>(
 pub(crate) struct PartitionGroups {
     partition: u32,
     pub groups: BTreeMap<String, Group>,
+    /// Record bytes appended (or loaded) since the last snapshot.
+    bytes_since_snapshot: u64,
+    /// Record bytes of the last snapshot: a live state larger than a
+    /// segment is rewritten only after as much again was appended.
+    snapshot_bytes: u64,
 }
 
 /// Wakes one waiting heartbeat.
@@ -195,14 +212,24 @@ impl Locked {
     /// Deletes `group_id` and its records.
     pub async fn delete(&mut self, group_id: &str) -> Result<(), EngineError> {
         let Some(group) = self.groups().remove(group_id) else { return Ok(()) };
-        self.append(group.deletion()).await
+        self.append(group.deletion()).await.map(|_| ())
     }
 
-    async fn append(&mut self, records: Vec<GroupRecord>) -> Result<(), EngineError> {
+    fn partition(&self) -> u32 {
+        self.guard.as_ref().expect("loaded before it is handed out").partition
+    }
+
+    /// Appends `records` as one batch; returns its first offset.
+    async fn append(&mut self, records: Vec<GroupRecord>) -> Result<Offset, EngineError> {
         if records.is_empty() {
-            return Ok(());
+            return self
+                .host
+                .engine
+                .list_offsets(OFFSETS_TOPIC, PartitionId(self.partition()))
+                .await
+                .map(|o| o.next_offset);
         }
-        let partition = self.guard.as_ref().expect("loaded").partition;
+        let partition = self.partition();
         let now_ms = mamba_engine::runtime::now_ms();
         let mut batch = BatchBuilder::new();
         for r in records {
@@ -215,7 +242,76 @@ impl Locked {
             });
         }
         let batch = batch.build().map_err(EngineError::InvalidBatch)?;
-        self.host.engine.append(OFFSETS_TOPIC, PartitionId(partition), batch).await.map(|_| ())
+        let bytes = batch.as_bytes().len() as u64;
+        let info = self.host.engine.append(OFFSETS_TOPIC, PartitionId(partition), batch).await?;
+        if let Some(loaded) = self.guard.as_mut() {
+            loaded.bytes_since_snapshot += bytes;
+        }
+        Ok(info.base_offset)
+    }
+
+    /// Compacts when a segment's worth was appended since the last
+    /// snapshot: appends the live state of every group of the partition,
+    /// then deletes the segments before it.
+    async fn compact_if_due(&mut self) -> Result<(), EngineError> {
+        let (partition, due) = match self.guard.as_ref() {
+            Some(p) => {
+                let threshold = self.host.config.offsets_segment_bytes.max(p.snapshot_bytes);
+                (p.partition, p.bytes_since_snapshot >= threshold)
+            }
+            None => return Ok(()),
+        };
+        if !due {
+            return Ok(());
+        }
+        let live: Vec<GroupRecord> = self.groups().values().flat_map(records::snapshot).collect();
+        let mut snapshot_start = None;
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        let mut snapshot_bytes = 0;
+        let count = live.len();
+        for record in live {
+            let bytes = record.key.len() + record.value.as_ref().map_or(0, Vec::len);
+            chunk_bytes += bytes;
+            snapshot_bytes += bytes as u64;
+            chunk.push(record);
+            if chunk_bytes >= SNAPSHOT_BATCH_BYTES {
+                let base = self.append(std::mem::take(&mut chunk)).await?;
+                snapshot_start = snapshot_start.or(Some(base));
+                chunk_bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            let base = self.append(chunk).await?;
+            snapshot_start = snapshot_start.or(Some(base));
+        }
+        // No group left: nothing older is needed either.
+        let before = match snapshot_start {
+            Some(start) => start,
+            None => {
+                self.host
+                    .engine
+                    .list_offsets(OFFSETS_TOPIC, PartitionId(partition))
+                    .await?
+                    .next_offset
+            }
+        };
+        let deleted = self
+            .host
+            .engine
+            .delete_segments_before(OFFSETS_TOPIC, PartitionId(partition), before)
+            .await?;
+        if let Some(loaded) = self.guard.as_mut() {
+            loaded.bytes_since_snapshot = 0;
+            loaded.snapshot_bytes = snapshot_bytes;
+        }
+        tracing::info!(
+            partition,
+            records = count,
+            segments_deleted = deleted,
+            "compacted consumer groups"
+        );
+        Ok(())
     }
 }
 
@@ -239,10 +335,13 @@ impl Host {
     }
 }
 
-/// Reads a partition's records and rebuilds its groups.
+/// Reads a partition's records, from its log start, and rebuilds its
+/// groups.
 async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, EngineError> {
     let mut records = Vec::new();
-    let mut next = Offset(0);
+    let mut next =
+        engine.list_offsets(OFFSETS_TOPIC, PartitionId(partition)).await?.log_start_offset;
+    let mut bytes: u64 = 0;
     loop {
         let read =
             engine.read(OFFSETS_TOPIC, PartitionId(partition), next, LOAD_READ_BYTES).await?;
@@ -256,6 +355,7 @@ async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, Engine
                         continue;
                     }
                     let value = record.value();
+                    bytes += (record.key().map_or(0, <[u8]>::len) + value.len()) as u64;
                     records.push(GroupRecord {
                         key: record.key().unwrap_or_default().to_vec(),
                         value: (!value.is_empty()).then(|| value.to_vec()),
@@ -272,7 +372,8 @@ async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, Engine
     let groups = records::replay(records, mamba_engine::runtime::now_ms())
         .map_err(|e| EngineError::InvalidConfig(format!("{OFFSETS_TOPIC}/{partition}: {e}")))?;
     tracing::info!(partition, records = loaded, groups = groups.len(), "loaded consumer groups");
-    Ok(PartitionGroups { partition, groups })
+    // A long history compacts at the next sweep.
+    Ok(PartitionGroups { partition, groups, bytes_since_snapshot: bytes, snapshot_bytes: 0 })
 }
 
 /// Runs `work` on the partition of `group_id`, on its shard, with the
@@ -283,7 +384,8 @@ pub(crate) async fn with_group_partition<T: Send + 'static>(
     group_id: &str,
     work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
 ) -> Result<T, EngineError> {
-    with_partition(engine, config, partition_of(group_id), work).await
+    let partitions = ensure_offsets_topic(engine, config).await?;
+    with_partition(engine, config, partition_of(group_id, partitions), work).await
 }
 
 /// Runs `work` on `partition` of `__consumer_offsets`, on its shard.
@@ -293,7 +395,7 @@ pub(crate) async fn with_partition<T: Send + 'static>(
     partition: u32,
     work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
 ) -> Result<T, EngineError> {
-    ensure_offsets_topic(engine).await?;
+    ensure_offsets_topic(engine, config).await?;
     let shard = engine.shard_of(OFFSETS_TOPIC, PartitionId(partition))?;
     let (engine_there, config) = (engine.clone(), config.clone());
     on_shard(engine, shard, move || {
@@ -323,7 +425,7 @@ async fn sweep(host: std::rc::Weak<Host>) {
                         |t: &str| host.engine.describe_topic(t).ok().map(|m| m.config.partitions);
                     let Some(group) = locked.groups().get_mut(&id) else { continue };
                     let expired = group.expire(&count, now_ms);
-                    group.expire_offsets(OFFSETS_RETENTION_MS, now_ms);
+                    group.expire_offsets(host.config.offsets_retention_ms, now_ms);
                     (expired, group.members.is_empty() && group.offsets.is_empty())
                 };
                 if !expired.is_empty() {
@@ -337,6 +439,9 @@ async fn sweep(host: std::rc::Weak<Host>) {
                 if let Err(e) = result {
                     tracing::warn!(group = %id, error = %e, "writing group state");
                 }
+            }
+            if let Err(e) = locked.compact_if_due().await {
+                tracing::warn!(partition, error = %e, "compacting consumer groups");
             }
         }
     }

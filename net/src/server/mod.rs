@@ -18,6 +18,7 @@ mod errors;
 mod handlers;
 mod request_memory;
 
+pub use crate::group::coordinator::GroupConfig;
 use mamba_engine::{Engine, EngineError, ShardId};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,6 +101,24 @@ pub struct BrokerConfig {
     pub node_id: u32,
     pub listen: SocketAddr,
     pub limits: BrokerLimits,
+    /// Consumer groups: session bounds, offsets retention, the offsets
+    /// topic.
+    pub groups: GroupConfig,
+}
+
+/// The port `mamba serve` listens on unless told otherwise.
+pub const LISTEN_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9400);
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            node_id: 0,
+            listen: LISTEN_DEFAULT,
+            limits: BrokerLimits::default(),
+            groups: GroupConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +127,8 @@ pub enum BrokerError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("invalid broker limits: {reason}")]
     InvalidLimits { reason: String },
+    #[error("invalid group settings: {0}")]
+    InvalidGroupConfig(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -122,8 +143,6 @@ pub(crate) struct ServerContext {
     /// for people, and monotonic, for its uptime.
     pub started_ms: i64,
     pub started: std::time::Instant,
-    /// Bounds and defaults of consumer groups.
-    pub groups: crate::group::coordinator::GroupConfig,
 }
 
 /// A running broker: a listener and its connections on every shard of the
@@ -205,6 +224,7 @@ impl Broker {
     /// Binds the client port on every shard and starts serving.
     pub fn start(engine: Engine, config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.limits.validate()?;
+        config.groups.validate().map_err(BrokerError::InvalidGroupConfig)?;
         let (local_addr, listeners) = listen_sockets(config.listen, engine.shard_count())
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let context = Arc::new(ServerContext {
@@ -213,7 +233,6 @@ impl Broker {
             advertised: local_addr,
             started_ms: mamba_engine::runtime::now_ms(),
             started: std::time::Instant::now(),
-            groups: crate::group::coordinator::GroupConfig::default(),
         });
         let mut stops = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {

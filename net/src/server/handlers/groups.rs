@@ -7,8 +7,8 @@ use crate::group::MemberId;
 use crate::protocol::*;
 use crate::runtime;
 use crate::server::coordinator::{
-    self, engine_error, group_error, validate_group_id, with_group_partition, with_partition,
-    Locked, OFFSETS_TOPIC_PARTITIONS,
+    self, engine_error, ensure_offsets_topic, group_error, validate_group_id, with_group_partition,
+    with_partition, Locked,
 };
 use crate::server::ServerContext;
 use futures::channel::oneshot;
@@ -34,8 +34,9 @@ fn counter(locked: &Locked) -> impl Fn(&str) -> Option<u32> + 'static {
 enum Heard {
     Answer(HeartbeatAnswer),
     Left,
-    /// Nothing new for the member: wait for a change, then answer.
-    Wait(oneshot::Receiver<()>),
+    /// Nothing new for the member: wait for a change (or this long), then
+    /// answer.
+    Wait(oneshot::Receiver<()>, Duration),
 }
 
 pub(crate) async fn heartbeat(
@@ -81,9 +82,8 @@ async fn heartbeat_inner(
     }
     let assignor = coordinator::assignor(request.assignor.as_deref())
         .map_err(|m| (ErrorCode::InvalidRequest.as_u16(), m))?;
-    let config = ctx.groups.clone();
-    let wait =
-        Duration::from_millis(u64::from(request.max_wait_ms).min(config.heartbeat_interval_ms));
+    let config = ctx.config.groups.clone();
+    let wait_asked_ms = u64::from(request.max_wait_ms);
     let owned = request.owned.as_deref().map(TopicAssignment::map);
     let reported = owned.clone().map(|owned| (request.member_epoch, owned));
     let group_id = request.group_id.clone();
@@ -125,8 +125,12 @@ async fn heartbeat_inner(
                     let unchanged = reported.as_ref().is_some_and(|(epoch, owned)| {
                         *epoch == answer.member_epoch && *owned == answer.assignment
                     });
-                    if unchanged && !wait.is_zero() {
-                        Heard::Wait(locked.waiter(&group, &answer.member_id))
+                    // At most the member's heartbeat interval: its
+                    // session runs while it waits.
+                    let wait_ms = wait_asked_ms.min(answer.heartbeat_interval_ms);
+                    if unchanged && wait_ms > 0 {
+                        let woken = locked.waiter(&group, &answer.member_id);
+                        Heard::Wait(woken, Duration::from_millis(wait_ms))
                     } else {
                         Heard::Answer(answer)
                     }
@@ -136,10 +140,10 @@ async fn heartbeat_inner(
     })
     .await
     .map_err(|e| engine_error(&e))??;
-    let woken = match heard {
+    let (woken, wait) = match heard {
         Heard::Answer(answer) => return Ok(Some(answer)),
         Heard::Left => return Ok(None),
-        Heard::Wait(woken) => woken,
+        Heard::Wait(woken, wait) => (woken, wait),
     };
     // The long poll: at the member's next change, or after `wait`.
     let timer = std::pin::pin!(runtime::sleep(wait));
@@ -230,7 +234,7 @@ async fn commit(
     }
     let entries = commit_entries(offsets);
     let group = group_id.to_string();
-    with_group_partition(&ctx.engine, &ctx.groups, group_id, move |locked| {
+    with_group_partition(&ctx.engine, &ctx.config.groups, group_id, move |locked| {
         Box::pin(async move {
             let config = locked.config().clone();
             let g = locked
@@ -297,7 +301,7 @@ pub(crate) async fn offset_fetch(
     let group = request.group_id.clone();
     let wanted = request.partitions.clone();
     let outcome =
-        with_group_partition(&ctx.engine, &ctx.groups, &request.group_id, move |locked| {
+        with_group_partition(&ctx.engine, &ctx.config.groups, &request.group_id, move |locked| {
             Box::pin(async move { fetched(locked.groups().get(&group), wanted.as_deref()) })
         })
         .await;
@@ -321,8 +325,15 @@ fn listing(g: &Group) -> GroupListing {
 
 pub(crate) async fn list_groups(ctx: &ServerContext) -> ListGroupsResponse {
     let mut groups = Vec::new();
-    for partition in 0..OFFSETS_TOPIC_PARTITIONS {
-        let listed = with_partition(&ctx.engine, &ctx.groups, partition, |locked| {
+    let partitions = match ensure_offsets_topic(&ctx.engine, &ctx.config.groups).await {
+        Ok(partitions) => partitions,
+        Err(e) => {
+            let (error_code, message) = engine_error(&e);
+            return ListGroupsResponse { error_code, message, groups };
+        }
+    };
+    for partition in 0..partitions {
+        let listed = with_partition(&ctx.engine, &ctx.config.groups, partition, |locked| {
             Box::pin(async move { locked.groups().values().map(listing).collect::<Vec<_>>() })
         })
         .await;
@@ -391,10 +402,11 @@ pub(crate) async fn describe_groups(
             continue;
         }
         let id = group_id.clone();
-        let described = with_group_partition(&ctx.engine, &ctx.groups, &group_id, move |locked| {
-            Box::pin(async move { locked.groups().get(&id).map(description) })
-        })
-        .await;
+        let described =
+            with_group_partition(&ctx.engine, &ctx.config.groups, &group_id, move |locked| {
+                Box::pin(async move { locked.groups().get(&id).map(description) })
+            })
+            .await;
         groups.push(match described {
             Ok(Some(d)) => d,
             Ok(None) => group_failure(&group_id, not_found(&group_id)),
@@ -414,7 +426,7 @@ pub(crate) async fn delete_groups(
             Some(failure) => Err(failure),
             None => {
                 let id = group_id.clone();
-                with_group_partition(&ctx.engine, &ctx.groups, &group_id, move |locked| {
+                with_group_partition(&ctx.engine, &ctx.config.groups, &group_id, move |locked| {
                     Box::pin(async move {
                         match locked.groups().get(&id) {
                             None => Err(not_found(&id)),
