@@ -126,12 +126,14 @@ type FetchAnswer = oneshot::Receiver<Result<Frame, ClientError>>;
 /// committed offset is what the next owner of its partition starts from,
 /// so a record handed over and not yet committed is delivered again
 ///
-/// - after a crash, or a session that ended (no poll or heartbeat for the
-///   session timeout: the listener's `on_lost`), between processing a
-///   record and committing it;
+/// - after a crash, or a lost session (the membership thread reached no
+///   coordinator for the session timeout — network, a stopped process —
+///   or the member was fenced: the listener's `on_lost`), between
+///   processing a record and committing it;
 /// - after a revocation whose commit failed (coordinator unreachable or
-///   moved, member fenced; the failure is logged, and the next owner
-///   starts from the last commit that succeeded);
+///   moved, member fenced): the partition moves anyway and the next owner
+///   starts from the last commit that succeeded (auto commit logs the
+///   failure; a listener's own commit in `on_revoked` gets it returned);
 /// - with auto commit on, for everything handed over since the last
 ///   auto commit, when one of the above happens.
 ///
