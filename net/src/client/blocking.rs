@@ -10,34 +10,44 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
-struct Unpark(Thread);
+/// Wakes the waiting thread. The flag is this wait's own: a nested wait
+/// on the same thread may take the thread's park token, but never this
+/// flag, so a wake meant for the outer wait is not lost.
+struct Unpark {
+    thread: Thread,
+    woken: AtomicBool,
+}
 
 impl Wake for Unpark {
     fn wake(self: Arc<Self>) {
-        self.0.unpark();
+        self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
     }
 }
 
 /// Runs `future` to completion on this thread, parking it between wakes.
 pub(crate) fn wait<F: Future>(future: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let unpark = Arc::new(Unpark { thread: std::thread::current(), woken: AtomicBool::new(false) });
+    let waker = Waker::from(unpark.clone());
     let mut context = Context::from_waker(&waker);
     let mut future = pin!(future);
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
             return output;
         }
-        // A wake before this park leaves the token set: park returns at
-        // once. Spurious returns only poll again.
-        std::thread::park();
+        // Park returns spuriously too: only the flag says a wake came.
+        while !unpark.woken.swap(false, Ordering::Acquire) {
+            std::thread::park();
+        }
     }
 }
 
@@ -45,6 +55,24 @@ pub(crate) fn wait<F: Future>(future: F) -> F::Output {
 mod tests {
     use super::wait;
     use futures::channel::oneshot;
+
+    #[test]
+    fn a_wait_nested_in_another_loses_none_of_its_wakes() {
+        let (outer_tx, outer_rx) = oneshot::channel();
+        let (inner_tx, inner_rx) = oneshot::channel();
+        let sender = std::thread::spawn(move || {
+            // The outer wait's wake comes while the inner one parks, and
+            // may take the thread's park token.
+            let outer = outer_tx.send(1);
+            let inner = inner_tx.send(2);
+            (outer.is_ok(), inner.is_ok())
+        });
+        // `join` polls `outer_rx` first (pending, its waker the outer
+        // wait's), then blocks in the inner wait.
+        let got = wait(futures::future::join(outer_rx, async { wait(inner_rx) }));
+        assert_eq!(sender.join().ok(), Some((true, true)), "both values went out");
+        assert_eq!(got, (Ok(1), Ok(2)));
+    }
 
     #[test]
     fn waits_for_a_value_sent_from_another_thread_even_inside_an_executor() {
