@@ -12,11 +12,19 @@
 //!
 //! Lifecycle: `start` joins; `leave` (or drop) sends the leave heartbeat
 //! and ends the thread. A member the coordinator no longer knows (its
-//! session ended) or fenced loses its partitions and joins again.
+//! session ended) or fenced loses its partitions (`lost`, for the
+//! consumer's listener) and joins again.
+//!
+//! Every change the thread makes is announced twice: on a `Condvar` for
+//! the thread's own waits, and on an `event_listener::Event` for the
+//! consumer, whose `poll_async` waits without blocking its executor.
 
 use super::backoff::Backoff;
 use super::{ClientError, Link};
 use crate::protocol::*;
+use event_listener::Event;
+use futures::future::{select, Either};
+use futures_timer::Delay;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -29,6 +37,8 @@ pub type Partitions = BTreeMap<String, BTreeSet<u32>>;
 #[derive(Debug, Clone)]
 pub struct GroupOptions {
     pub group_id: String,
+    /// The topics to read; empty under `Consumer::subscribe_pattern`,
+    /// which finds them by name.
     pub topics: Vec<String>,
     /// Static membership (`group.instance.id`).
     pub instance_id: Option<String>,
@@ -44,6 +54,8 @@ pub struct GroupOptions {
 pub(crate) struct MemberState {
     pub member_id: String,
     pub epoch: i32,
+    /// The subscription: what the next `subscribe_due` heartbeat sends.
+    pub topics: Vec<String>,
     /// What the coordinator allows now.
     pub assignment: Partitions,
     /// What the consumer holds (reads) now.
@@ -52,6 +64,10 @@ pub(crate) struct MemberState {
     pub report_due: bool,
     /// The subscription must go out (a join, or after a change).
     pub subscribe_due: bool,
+    /// The coordinator dropped this member (session ended, fenced): what
+    /// the consumer holds was taken without a chance to commit. Cleared by
+    /// the consumer once its listener heard of it.
+    pub lost: bool,
     pub leaving: bool,
     /// A failure no retry mends (e.g. a bad group id).
     pub fatal: Option<ClientError>,
@@ -59,7 +75,17 @@ pub(crate) struct MemberState {
 
 struct Shared {
     state: Mutex<MemberState>,
+    /// For the heartbeat thread's own waits.
     changed: Condvar,
+    /// For the consumer's waits, blocking or not.
+    changed_event: Event,
+}
+
+impl Shared {
+    fn notify(&self) {
+        self.changed.notify_all();
+        self.changed_event.notify(usize::MAX);
+    }
 }
 
 pub(crate) struct Membership {
@@ -75,7 +101,13 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl Membership {
-    pub fn start(link: Link, options: GroupOptions) -> Result<Membership, ClientError> {
+    /// Joins with `topics` as the subscription (`options.topics`, or what a
+    /// pattern matched).
+    pub fn start(
+        link: Link,
+        options: GroupOptions,
+        topics: Vec<String>,
+    ) -> Result<Membership, ClientError> {
         if let Some(name) = &options.assignor {
             if !["uniform", "range", "round-robin"].contains(&name.as_str()) {
                 return Err(ClientError::InvalidArgument(format!(
@@ -84,8 +116,13 @@ impl Membership {
             }
         }
         let shared = Arc::new(Shared {
-            state: Mutex::new(MemberState { subscribe_due: true, ..MemberState::default() }),
+            state: Mutex::new(MemberState {
+                topics,
+                subscribe_due: true,
+                ..MemberState::default()
+            }),
             changed: Condvar::new(),
+            changed_event: Event::new(),
         });
         let (thread_shared, thread_options) = (shared.clone(), options.clone());
         let thread = std::thread::Builder::new()
@@ -106,19 +143,42 @@ impl Membership {
         let mut state = self.state();
         state.owned = owned;
         state.report_due = true;
-        self.shared.changed.notify_all();
+        self.shared.notify();
     }
 
-    /// Waits up to `timeout` for the assignment to differ from `owned`.
-    pub fn wait_for_assignment(&self, timeout: Duration) {
-        let state = self.state();
-        if state.assignment != state.owned || state.fatal.is_some() {
-            return;
+    /// Subscribes to `topics` from now on; a change goes out with the next
+    /// heartbeat, at once.
+    pub fn set_topics(&self, topics: Vec<String>) {
+        let mut state = self.state();
+        if state.topics != topics {
+            state.topics = topics;
+            state.subscribe_due = true;
+            self.shared.notify();
         }
-        let _waited = self
-            .shared
-            .changed
-            .wait_timeout_while(state, timeout, |s| s.assignment == s.owned && s.fatal.is_none());
+    }
+
+    /// Waits up to `timeout` for something for the consumer to do: an
+    /// assignment that differs from `owned`, a loss, or a fatal error.
+    /// Never blocks the thread that polls it (the timeout is a
+    /// `futures-timer` delay, the wake an `Event`), so it serves
+    /// `poll_async` on any executor, and `poll` through `blocking::wait`.
+    pub async fn assignment_changed(&self, timeout: Duration) {
+        let mut deadline = Delay::new(timeout);
+        loop {
+            // Listen before looking, so a change between the two still
+            // wakes this wait.
+            let listener = self.shared.changed_event.listen();
+            {
+                let s = self.state();
+                if s.assignment != s.owned || s.lost || s.fatal.is_some() {
+                    return;
+                }
+            }
+            match select(listener, &mut deadline).await {
+                Either::Left(((), _)) => continue,
+                Either::Right(((), _)) => return,
+            }
+        }
     }
 
     /// Leaves the group (its partitions move at once) and ends the thread.
@@ -126,7 +186,7 @@ impl Membership {
         {
             let mut state = self.state();
             state.leaving = true;
-            self.shared.changed.notify_all();
+            self.shared.notify();
         }
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -177,7 +237,7 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                 member_epoch: if state.leaving { -1 } else { state.epoch },
                 instance_id: options.instance_id.clone(),
                 client_id: options.client_id.clone(),
-                subscribed_topics: state.subscribe_due.then(|| options.topics.clone()),
+                subscribed_topics: state.subscribe_due.then(|| state.topics.clone()),
                 assignor: options.assignor.clone(),
                 owned: Some(TopicAssignment::list(&state.owned)),
                 session_timeout_ms: options.session_timeout_ms,
@@ -191,6 +251,7 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
             request
         };
         let leaving = request.member_epoch == -1;
+        let sent_topics = request.subscribed_topics.clone();
         last_sent = Instant::now();
         let answer =
             futures::executor::block_on(link.call::<_, GroupHeartbeatResponse>(&request, &[]));
@@ -202,7 +263,11 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                 if leaving {
                     return;
                 }
-                state.subscribe_due = false;
+                // A subscription changed while this heartbeat was out
+                // still has to go.
+                if sent_topics.as_ref() == Some(&state.topics) {
+                    state.subscribe_due = false;
+                }
                 state.member_id = answer.member_id;
                 state.epoch = answer.member_epoch;
                 state.assignment = TopicAssignment::map(&answer.assignment);
@@ -217,6 +282,7 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                         state.member_id.clear();
                         state.epoch = 0;
                         state.assignment.clear();
+                        state.lost = true;
                         state.subscribe_due = true;
                         if leaving {
                             return;
@@ -225,7 +291,8 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                     code if code.is_retriable() => retry_after = Some(backoff.next_wait()),
                     _ => {
                         state.fatal = Some(ClientError::Broker { code, message: answer.message });
-                        shared.changed.notify_all();
+                        drop(state);
+                        shared.notify();
                         return;
                     }
                 }
@@ -242,7 +309,7 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
             }
         }
         drop(state);
-        shared.changed.notify_all();
+        shared.notify();
         if let Some(step) = retry_after {
             std::thread::sleep(step);
         }

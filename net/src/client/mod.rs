@@ -6,12 +6,14 @@
 
 mod admin;
 mod backoff;
+mod blocking;
 mod connection;
 mod consumer;
 mod link;
 mod membership;
 pub mod murmur2;
 mod producer;
+mod topic_pattern;
 
 pub use admin::{Admin, AdminConfig, TopicDescription};
 pub use backoff::Backoff;

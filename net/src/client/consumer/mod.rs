@@ -1,6 +1,7 @@
-//! The consumer: reads assigned partitions from chosen positions, checking
-//! every batch's CRC again (end to end). Consumer groups come later; the
-//! positions here are the consumer's own.
+//! The consumer: reads partitions from positions, checking every batch's
+//! CRC again (end to end). The partitions are the caller's choice
+//! (`assign`), or a group's (`subscribe`, `subscribe_pattern`: see
+//! `group.rs`), whose committed offsets give where they start.
 //!
 //! Like Kafka's consumer it pre-fetches: once a fetch answers with data,
 //! the next fetch (from the positions after it) goes out before the records
@@ -16,14 +17,20 @@
 //! nothing is skipped or handed over twice. How long to keep trying is the
 //! caller's choice; [`super::Backoff`] spaces the attempts.
 
+mod group;
+
+pub use group::RebalanceListener;
+
+use super::blocking::wait;
 use super::connection::{decode_answer, Waiter};
-use super::membership::{GroupOptions, Membership, Partitions};
 use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::*;
 use futures::channel::oneshot;
+use futures_timer::Delay;
+use group::GroupMember;
 use mamba_engine::batch::{iter_batches, peek_stored_bytes, BatchHeader, RecordView};
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -43,6 +50,10 @@ pub struct ConsumerConfig {
     pub auto_commit_interval_ms: u64,
     /// Under a group, where a partition with no committed offset starts.
     pub auto_offset_reset: OffsetReset,
+    /// Under `subscribe_pattern`: how often the broker's topic list is
+    /// matched again, so new topics are picked up (Kafka's
+    /// `metadata.max.age.ms`).
+    pub metadata_max_age_ms: u64,
 }
 
 /// Where a group's partition with no committed offset starts.
@@ -52,24 +63,6 @@ pub enum OffsetReset {
     Latest,
     /// Fail the poll (`ClientError::InvalidArgument`).
     Error,
-}
-
-/// Told of partitions a group member gains and gives up; called from
-/// `poll`, before a revocation is reported to the coordinator (with auto
-/// commit on, the revoked partitions are committed right after
-/// `on_revoked`).
-pub trait RebalanceListener: Send {
-    fn on_assigned(&mut self, partitions: &Partitions);
-    fn on_revoked(&mut self, partitions: &Partitions);
-}
-
-/// A consumer's part in a group.
-struct GroupMember {
-    membership: Membership,
-    /// What this consumer reads (and reported to the coordinator).
-    owned: Partitions,
-    listener: Option<Box<dyn RebalanceListener>>,
-    last_commit: Instant,
 }
 
 impl Default for ConsumerConfig {
@@ -82,6 +75,7 @@ impl Default for ConsumerConfig {
             enable_auto_commit: true,
             auto_commit_interval_ms: 5_000,
             auto_offset_reset: OffsetReset::Latest,
+            metadata_max_age_ms: 5_000,
         }
     }
 }
@@ -121,16 +115,50 @@ pub struct Delivered<'a> {
 
 type FetchAnswer = oneshot::Receiver<Result<Frame, ClientError>>;
 
-/// Lifecycle: `connect`, `assign` (or `seek`) partitions, then `poll` as
-/// long as wanted; positions only move past records handed over.
+/// Lifecycle: `connect`; `assign` (or `seek`) partitions, or `subscribe`
+/// to a group; then `poll` as long as wanted (and `close` under a group);
+/// positions only move past records handed over. `pause`d partitions keep
+/// their positions but are not fetched until `resume`d.
+///
+/// # Delivery under a group
+///
+/// At least once: `poll` hands a record over once, but the group's
+/// committed offset is what the next owner of its partition starts from,
+/// so a record handed over and not yet committed is delivered again
+///
+/// - after a crash, or a lost session (the membership thread reached no
+///   coordinator for the session timeout — network, a stopped process —
+///   or the member was fenced: the listener's `on_lost`), between
+///   processing a record and committing it;
+/// - after a revocation whose commit failed (coordinator unreachable or
+///   moved, member fenced): the partition moves anyway and the next owner
+///   starts from the last commit that succeeded (auto commit logs the
+///   failure; a listener's own commit in `on_revoked` gets it returned);
+/// - with auto commit on, for everything handed over since the last
+///   auto commit, when one of the above happens.
+///
+/// Nothing is skipped as long as a commit names only processed records:
+/// with auto commit on, a poll commits what the *previous* polls handed
+/// over, so process each poll's records before the next poll; with it off,
+/// `commit_offsets` exactly what was processed.
+///
+/// Effectively once for an idempotent sink needs the commit and the
+/// output to be one: either store the offsets in the sink, in the same
+/// transaction as the output, and `seek` each partition to its stored
+/// offset in the listener's `on_assigned` (the group's commit is then only
+/// a hint); or key every write by (topic, partition, offset), so a
+/// redelivered record overwrites itself.
 pub struct Consumer {
     conn: Link,
     config: ConsumerConfig,
     /// (topic, partition) -> next offset to read.
     positions: BTreeMap<(String, u32), u64>,
-    /// The fetch already sent for the current positions.
+    /// Keys of `positions` left out of fetches.
+    paused: BTreeSet<(String, u32)>,
+    /// The fetch already sent for the current positions (paused
+    /// partitions left out).
     prefetched: Option<FetchAnswer>,
-    /// Set by `subscribe`.
+    /// Set by `subscribe` or `subscribe_pattern`.
     group: Option<GroupMember>,
 }
 
@@ -141,240 +169,37 @@ impl Consumer {
             conn: Link::connect(brokers, request_timeout)?,
             config,
             positions: BTreeMap::new(),
+            paused: BTreeSet::new(),
             prefetched: None,
             group: None,
         })
     }
 
-    /// Joins `options.group_id` for `options.topics`: the group's
-    /// coordinator spreads their partitions over its members, and `poll`
-    /// reads those this consumer holds, from the group's committed offsets.
-    pub fn subscribe(&mut self, options: GroupOptions) -> Result<(), ClientError> {
-        if self.group.is_some() || !self.positions.is_empty() {
-            return Err(ClientError::InvalidArgument(
-                "a consumer either subscribes once or assigns partitions itself".into(),
-            ));
-        }
-        let link = Link::connect(self.conn.brokers(), self.conn.request_timeout())?;
-        let membership = Membership::start(link, options)?;
-        self.group = Some(GroupMember {
-            membership,
-            owned: Partitions::new(),
-            listener: None,
-            last_commit: Instant::now(),
-        });
-        Ok(())
-    }
-
-    /// Told of partitions gained and given up under a group.
-    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
-        if let Some(g) = &mut self.group {
-            g.listener = Some(listener);
-        }
-    }
-
-    /// The partitions this consumer reads now.
+    /// The partitions this consumer reads now (paused ones included).
     pub fn assignment(&self) -> Vec<(String, u32)> {
         self.positions.keys().cloned().collect()
     }
 
-    /// Commits the positions of every partition read (what `poll` handed
-    /// out), waiting for the answer.
-    pub fn commit_sync(&mut self) -> Result<(), ClientError> {
-        futures::executor::block_on(self.commit_async())
-    }
-
-    /// Commits exactly these next offsets, e.g. the records a program has
-    /// processed when it stops in the middle of a poll's records.
-    pub fn commit_offsets(&mut self, offsets: &[((String, u32), u64)]) -> Result<(), ClientError> {
-        futures::executor::block_on(self.commit_positions(offsets))
-    }
-
-    /// `commit_sync` as a future.
-    pub async fn commit_async(&mut self) -> Result<(), ClientError> {
-        let positions: Vec<((String, u32), u64)> =
-            self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        self.commit_positions(&positions).await
-    }
-
-    async fn commit_positions(
-        &mut self,
-        positions: &[((String, u32), u64)],
-    ) -> Result<(), ClientError> {
-        let Some(g) = &self.group else {
-            return Err(ClientError::InvalidArgument(
-                "commit needs a group: subscribe first".into(),
-            ));
-        };
-        if positions.is_empty() {
-            return Ok(());
-        }
-        let (member_id, member_epoch) = {
-            let state = g.membership.state();
-            (state.member_id.clone(), state.epoch)
-        };
-        let request = OffsetCommitRequest {
-            group_id: g.membership.options.group_id.clone(),
-            member_id,
-            member_epoch,
-            offsets: positions
-                .iter()
-                .map(|((topic, partition), offset)| CommitOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: *offset,
-                    metadata: String::new(),
-                })
-                .collect(),
-        };
-        let (answer, _) = self.conn.call::<_, OffsetCommitResponse>(&request, &[]).await?;
-        if let Some(e) = ClientError::from_code(answer.error_code, answer.message) {
-            return Err(e);
-        }
-        for p in answer.partitions {
-            if let Some(e) = ClientError::from_code(
-                p.error_code,
-                format!("{}/{}: {}", p.topic, p.partition, p.message),
-            ) {
-                return Err(e);
-            }
-        }
-        if let Some(g) = &mut self.group {
-            g.last_commit = Instant::now();
-        }
-        Ok(())
-    }
-
-    /// The group's committed offset of a partition (`None`: none).
-    pub fn committed(&self, topic: &str, partition: u32) -> Result<Option<u64>, ClientError> {
-        let wanted = Partitions::from([(topic.to_string(), [partition].into())]);
-        let committed = futures::executor::block_on(self.committed_async(&wanted))?;
-        Ok(committed.get(&(topic.to_string(), partition)).copied())
-    }
-
-    /// The group's committed offsets of `wanted`, in one request;
-    /// partitions without one are left out.
-    async fn committed_async(
-        &self,
-        wanted: &Partitions,
-    ) -> Result<BTreeMap<(String, u32), u64>, ClientError> {
-        let Some(g) = &self.group else {
-            return Err(ClientError::InvalidArgument("committed offsets need a group".into()));
-        };
-        let request = OffsetFetchRequest {
-            group_id: g.membership.options.group_id.clone(),
-            partitions: Some(TopicAssignment::list(wanted)),
-        };
-        let (answer, _) = self.conn.call::<_, OffsetFetchResponse>(&request, &[]).await?;
-        if let Some(e) = ClientError::from_code(answer.error_code, answer.message) {
-            return Err(e);
-        }
-        Ok(answer
-            .offsets
-            .into_iter()
-            .filter_map(|o| Some(((o.topic, o.partition), u64::try_from(o.offset).ok()?)))
-            .collect())
-    }
-
-    /// Leaves the group (committing first, with auto commit on); its
-    /// partitions move to the other members at once.
-    pub fn close(mut self) -> Result<(), ClientError> {
-        let committed = if self.group.is_some() && self.config.enable_auto_commit {
-            self.commit_sync()
-        } else {
-            Ok(())
-        };
-        if let Some(mut g) = self.group.take() {
-            g.membership.leave();
-        }
-        committed
-    }
-
-    /// Under a group: gives up what the coordinator took away (listener,
-    /// commit, then report) and takes what it gave, from the committed
-    /// offsets.
-    async fn reconcile(&mut self) -> Result<(), ClientError> {
-        let Some(g) = &self.group else { return Ok(()) };
-        let assignment = {
-            let state = g.membership.state();
-            if let Some(e) = &state.fatal {
-                return Err(e.clone());
-            }
-            state.assignment.clone()
-        };
-        if assignment == g.owned {
-            return Ok(());
-        }
-        let revoked = difference(&g.owned, &assignment);
-        let added = difference(&assignment, &g.owned);
-        self.prefetched = None;
-        if !revoked.is_empty() {
-            if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
-                listener.on_revoked(&revoked);
-            }
-            let positions: Vec<((String, u32), u64)> = revoked
-                .iter()
-                .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
-                .filter_map(|k| self.positions.get(&k).map(|o| (k, *o)))
-                .collect();
-            if self.config.enable_auto_commit {
-                if let Err(e) = self.commit_positions(&positions).await {
-                    // The next owner reads again from the last commit.
-                    tracing::debug!(error = %e, "committing revoked partitions");
-                }
-            }
-            for (key, _) in &positions {
-                self.positions.remove(key);
-            }
-        }
-        let committed =
-            if added.is_empty() { BTreeMap::new() } else { self.committed_async(&added).await? };
-        for (topic, partitions) in &added {
-            for &partition in partitions {
-                let start = match committed.get(&(topic.clone(), partition)) {
-                    Some(offset) => *offset,
-                    None => match self.config.auto_offset_reset {
-                        OffsetReset::Earliest => {
-                            self.conn.list_offset(topic, partition, EARLIEST_TIMESTAMP).await?
-                        }
-                        OffsetReset::Latest => {
-                            self.conn.list_offset(topic, partition, LATEST_TIMESTAMP).await?
-                        }
-                        OffsetReset::Error => {
-                            return Err(ClientError::InvalidArgument(format!(
-                                "{topic}/{partition} has no committed offset and auto_offset_reset is error"
-                            )))
-                        }
-                    },
-                };
-                self.positions.insert((topic.clone(), partition), start);
-            }
-        }
-        if let Some(g) = &mut self.group {
-            if !added.is_empty() {
-                if let Some(listener) = g.listener.as_mut() {
-                    listener.on_assigned(&added);
-                }
-            }
-            g.owned = assignment.clone();
-            g.membership.report_owned(assignment);
-        }
-        Ok(())
-    }
-
     /// The partitions of `topic`, from the broker.
     pub fn partitions(&self, topic: &str) -> Result<Vec<u32>, ClientError> {
-        let t = futures::executor::block_on(self.conn.topic_metadata(topic))?;
+        let t = wait(self.conn.topic_metadata(topic))?;
         Ok(t.partitions.iter().map(|p| p.partition).collect())
     }
 
     /// Reads `partitions` of `topic` (all of them when empty) from `from`.
+    /// Under a group the coordinator assigns: refused.
     pub fn assign(
         &mut self,
         topic: &str,
         partitions: &[u32],
         from: SeekTo,
     ) -> Result<(), ClientError> {
+        if self.group.is_some() {
+            return Err(ClientError::InvalidArgument(
+                "this consumer subscribed to a group, whose coordinator assigns its partitions"
+                    .into(),
+            ));
+        }
         let all = self.partitions(topic)?;
         let chosen: Vec<u32> =
             if partitions.is_empty() { all.clone() } else { partitions.to_vec() };
@@ -392,12 +217,25 @@ impl Consumer {
         Ok(())
     }
 
+    /// Moves a partition's position: the next poll reads from there. Without
+    /// a group, seeking a partition not read yet starts reading it; under
+    /// a group only a partition this consumer holds now may move (others
+    /// are refused with `InvalidArgument`), and it moves until the group
+    /// takes it away: one that comes back starts at the group's commit.
     pub fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> Result<(), ClientError> {
+        let key = (topic.to_string(), partition);
+        if let Some(g) = &self.group {
+            if !self.positions.contains_key(&key) {
+                return Err(ClientError::InvalidArgument(format!(
+                    "cannot seek {topic}/{partition}: group {:?} has not assigned it to this                      consumer (it holds {:?})",
+                    g.membership.options.group_id,
+                    self.assignment()
+                )));
+            }
+        }
         // A fetch already sent reads from the old position.
         self.prefetched = None;
-        let list = |timestamp| {
-            futures::executor::block_on(self.conn.list_offset(topic, partition, timestamp))
-        };
+        let list = |timestamp| wait(self.conn.list_offset(topic, partition, timestamp));
         let offset = match to {
             SeekTo::Offset(offset) => offset,
             SeekTo::Earliest => list(EARLIEST_TIMESTAMP)?,
@@ -410,17 +248,62 @@ impl Consumer {
             // Past the end, the first poll says so, naming the range.
             SeekTo::AfterStart(n) => list(EARLIEST_TIMESTAMP)?.saturating_add(n),
         };
-        self.positions.insert((topic.to_string(), partition), offset);
+        self.positions.insert(key, offset);
         Ok(())
     }
 
+    /// The next offset `poll` reads from this partition (one past the last
+    /// record handed over, or where a seek put it); `None` when this
+    /// consumer does not read it.
     pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
         self.positions.get(&(topic.to_string(), partition)).copied()
     }
 
+    /// Stops fetching these partitions; they stay assigned (under a group:
+    /// still held, still committed) and keep their positions, so `resume`
+    /// goes on from the first record not handed over. A partition the
+    /// group takes away is no longer paused if it comes back. Partitions
+    /// this consumer does not read are refused (nothing is paused then).
+    pub fn pause(&mut self, partitions: &[(String, u32)]) -> Result<(), ClientError> {
+        self.refuse_unassigned("pause", partitions)?;
+        // The fetch sent ahead reads them too.
+        self.prefetched = None;
+        self.paused.extend(partitions.iter().cloned());
+        Ok(())
+    }
+
+    /// Fetches these partitions again, from their positions. Partitions
+    /// this consumer does not read are refused; resuming one not paused
+    /// does nothing.
+    pub fn resume(&mut self, partitions: &[(String, u32)]) -> Result<(), ClientError> {
+        self.refuse_unassigned("resume", partitions)?;
+        // The fetch sent ahead leaves them out: without this they would
+        // wait for its long poll.
+        self.prefetched = None;
+        for key in partitions {
+            self.paused.remove(key);
+        }
+        Ok(())
+    }
+
+    /// The partitions paused now.
+    pub fn paused(&self) -> Vec<(String, u32)> {
+        self.paused.iter().cloned().collect()
+    }
+
+    fn refuse_unassigned(&self, op: &str, partitions: &[(String, u32)]) -> Result<(), ClientError> {
+        match partitions.iter().find(|key| !self.positions.contains_key(*key)) {
+            Some((topic, partition)) => Err(ClientError::InvalidArgument(format!(
+                "cannot {op} {topic}/{partition}: this consumer does not read it (it reads {:?})",
+                self.assignment()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Waits up to `timeout` for records of the assigned partitions.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
-        futures::executor::block_on(self.poll_async(timeout))
+        wait(self.poll_async(timeout))
     }
 
     pub async fn poll_async(
@@ -452,7 +335,7 @@ impl Consumer {
         timeout: Duration,
         each: impl FnMut(Delivered<'_>),
     ) -> Result<usize, ClientError> {
-        futures::executor::block_on(self.poll_each_async(timeout, each))
+        wait(self.poll_each_async(timeout, each))
     }
 
     pub async fn poll_each_async(
@@ -460,12 +343,20 @@ impl Consumer {
         timeout: Duration,
         mut each: impl FnMut(Delivered<'_>),
     ) -> Result<usize, ClientError> {
-        if self.group.is_some() {
+        if let Some(g) = &self.group {
+            if g.listener_running {
+                return Err(ClientError::InvalidArgument(
+                    "poll from a rebalance listener: the rebalance that called it is not done"
+                        .into(),
+                ));
+            }
+            self.refresh_subscription().await?;
             self.reconcile().await?;
             if self.positions.is_empty() {
-                // Nothing to read yet: wait for the coordinator's answer.
+                // Nothing to read yet: wait for the coordinator's answer,
+                // without blocking an executor's thread.
                 if let Some(g) = &self.group {
-                    g.membership.wait_for_assignment(timeout);
+                    g.membership.assignment_changed(timeout).await;
                 }
                 self.reconcile().await?;
                 return Ok(0);
@@ -478,6 +369,15 @@ impl Consumer {
         }
         if self.positions.is_empty() {
             return Err(ClientError::InvalidArgument("assign partitions before polling".into()));
+        }
+        if self.positions.keys().all(|key| self.paused.contains(key)) {
+            // Nothing to fetch: the poll waits its timeout, or under a
+            // group until the coordinator changes something.
+            match &self.group {
+                Some(g) => g.membership.assignment_changed(timeout).await,
+                None => Delay::new(timeout).await,
+            }
+            return Ok(0);
         }
         let answer = match self.prefetched.take() {
             Some(answer) => answer,
@@ -561,6 +461,7 @@ impl Consumer {
             partitions: self
                 .positions
                 .iter()
+                .filter(|(key, _)| !self.paused.contains(*key))
                 .map(|((topic, partition), offset)| FetchPartition {
                     topic: topic.clone(),
                     partition: *partition,
@@ -587,17 +488,4 @@ fn next_offset_after(mut bytes: &[u8]) -> Option<u64> {
         bytes = &bytes[stored..];
     }
     next
-}
-
-/// What `a` holds that `b` does not.
-fn difference(a: &Partitions, b: &Partitions) -> Partitions {
-    a.iter()
-        .filter_map(|(topic, ps)| {
-            let rest: std::collections::BTreeSet<u32> = match b.get(topic) {
-                Some(other) => ps.difference(other).copied().collect(),
-                None => ps.clone(),
-            };
-            (!rest.is_empty()).then(|| (topic.clone(), rest))
-        })
-        .collect()
 }
