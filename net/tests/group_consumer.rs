@@ -10,7 +10,7 @@ use mamba_net::client::{
     OffsetReset, Partitions, Producer, ProducerConfig, ProducerRecord, RebalanceListener, SeekTo,
 };
 use mamba_net::node::{Node, NodeConfig};
-use mamba_net::server::{BrokerConfig, BrokerLimits};
+use mamba_net::server::BrokerConfig;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,9 +27,8 @@ fn start(dir: &Path) -> (Node, String) {
         data_dir: dir.to_path_buf(),
         engine: EngineConfig { shards: Some(2), pin_shards: false, ..EngineConfig::default() },
         broker: BrokerConfig {
-            node_id: 0,
             listen: "127.0.0.1:0".parse().expect("addr"),
-            limits: BrokerLimits::default(),
+            ..BrokerConfig::default()
         },
     })
     .expect("start node");
