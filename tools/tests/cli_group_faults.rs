@@ -412,6 +412,11 @@ fn acknowledged_commits_survive_a_broker_kill_9_and_the_group_resumes_from_them(
         );
     }
     assert_eq!(last_acked.len(), 4, "every partition was committed");
+    eprintln!(
+        "{} commits acknowledged before the kill, unanswered {:?}; after the restart {after:?}",
+        commits.acked.len(),
+        commits.unanswered
+    );
 
     // The group re-forms around the member that was there, then a new
     // member takes over and starts at the commits.
