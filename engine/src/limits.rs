@@ -34,6 +34,12 @@ pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 /// to a safe character set (see `config::validate_topic_name`).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
+/// Most topics one consumer-group member may subscribe to. The broker
+/// keeps every member's subscription in memory and writes it as one record
+/// of `__consumer_offsets`, and looks each topic up on every heartbeat, so
+/// it is bounded like everything a client sends.
+pub const GROUP_SUBSCRIBED_TOPICS_MAX: usize = 10_000;
+
 /// Most partitions in one topic.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 
@@ -56,6 +62,10 @@ const _: () = assert!(WRITE_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES as usize));
 const _: () = assert!(READ_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES as usize));
 const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(SEGMENT_BYTES_MIN >= BLOCK_BYTES);
+// The largest subscription (names and their length words) fits in a batch
+// with room to spare.
+const _: () =
+    assert!(GROUP_SUBSCRIBED_TOPICS_MAX * (TOPIC_NAME_BYTES_MAX + 16) < BATCH_BYTES_MAX / 4);
 
 /// Rounds `value` up to a multiple of `align` (a power of two).
 pub const fn align_up(value: u64, align: u64) -> u64 {

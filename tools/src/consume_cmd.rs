@@ -8,6 +8,12 @@
 //! is printed exactly once. One line on standard error says the broker was
 //! lost and one that it is back; after `--reconnect-timeout` (60 s) with no
 //! answer the command fails with the last error.
+//!
+//! SIGINT (Ctrl-C) and SIGTERM end it cleanly: the poll under way finishes
+//! printing, under a group exactly the records printed are committed and
+//! the consumer leaves the group (its partitions move to the other members
+//! at once, nothing is printed twice), and it exits 0. A second signal
+//! while it is stopping (say, the broker is away) ends it at once.
 
 use crate::cli::{flush, now_ms, parse_time_ms, put, CliError, ClientArgs, Output};
 use crate::template::{RecordFields, Template};
@@ -17,6 +23,8 @@ use mamba_net::client::{
 };
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -60,6 +68,11 @@ pub struct ConsumeArgs {
     /// was lost (a duration: 30s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     reconnect_timeout: Duration,
+    /// With --group: how long the group waits for this consumer when it
+    /// goes silent (killed, hung) before its partitions move to the other
+    /// members (a duration: 3s; default: the broker's, 10 s).
+    #[arg(long, value_name = "DURATION", requires = "group", value_parser = humantime::parse_duration)]
+    session_timeout: Option<Duration>,
 }
 
 /// The forms `--from` takes, for messages.
@@ -160,6 +173,21 @@ impl Outage {
     }
 }
 
+/// Set by SIGINT or SIGTERM: stop after the current poll.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The second signal exits at once (status 1), for a stop that
+        // hangs; the first asks the loop to stop.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .map_err(|e| {
+                CliError::from(format!("installing the handler of signal {signal}: {e}"))
+            })?;
+    }
+    Ok(stop)
+}
+
 pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let printer = match (args.format.as_deref(), args.client.output()) {
         (Some("json"), _) | (None, Output::Json) => Printer::Json,
@@ -172,6 +200,16 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
         }
     };
     let from = parse_from(&args.from, now_ms())?;
+    let session_timeout_ms = match args.session_timeout {
+        None => 0,
+        Some(t) => u32::try_from(t.as_millis()).ok().filter(|ms| *ms > 0).ok_or_else(|| {
+            CliError::usage(format!(
+                "--session-timeout {}: give at least 1ms (the broker enforces its own bounds)",
+                humantime::format_duration(t)
+            ))
+        })?,
+    };
+    let stop = stop_on_signals()?;
     let mut consumer = match &args.group {
         None => {
             let mut consumer = Consumer::connect(&args.client.brokers, ConsumerConfig::default())?;
@@ -204,13 +242,13 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
                 topics: vec![args.topic.clone()],
                 instance_id: None,
                 assignor: None,
-                session_timeout_ms: 0,
+                session_timeout_ms,
                 client_id: "mamba-cli".into(),
             })?;
             consumer
         }
     };
-    let result = print_records(&mut consumer, &args, &printer);
+    let result = print_records(&mut consumer, &args, &printer, &stop);
     if args.group.is_some() {
         // Leave at once: the group's other members take the partitions.
         if let Err(e) = consumer.close() {
@@ -220,12 +258,13 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     result
 }
 
-/// Prints records until `--count`, `--timeout-ms` or an error; under a
-/// group, commits what each poll printed.
+/// Prints records until `--count`, `--timeout-ms`, a signal (`stop`) or an
+/// error; under a group, commits what each poll printed.
 fn print_records(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
     printer: &Printer,
+    stop: &AtomicBool,
 ) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     let mut seen = 0u64;
@@ -233,7 +272,8 @@ fn print_records(
     let poll = Duration::from_millis(args.timeout_ms.unwrap_or(500).min(500));
     let mut outage: Option<Outage> = None;
     loop {
-        if args.count.is_some_and(|n| seen >= n) {
+        // Checked between polls: what a poll printed is committed before.
+        if args.count.is_some_and(|n| seen >= n) || stop.load(Ordering::Acquire) {
             return Ok(());
         }
         if args.timeout_ms.is_some_and(|t| last_record.elapsed() >= Duration::from_millis(t)) {

@@ -21,9 +21,11 @@
 
 use super::backoff::Backoff;
 use super::{ClientError, Link};
+use crate::group::coordinator::{LEAVE_EPOCH, STATIC_LEAVE_EPOCH};
 use crate::protocol::*;
 use event_listener::Event;
-use futures::future::{select, Either};
+use futures::channel::oneshot;
+use futures::future::{select, Either, FutureExt};
 use futures_timer::Delay;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -91,6 +93,8 @@ impl Shared {
 pub(crate) struct Membership {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Cuts the heartbeat in flight short (a long poll) when leaving.
+    leave_now: Option<oneshot::Sender<()>>,
     pub options: GroupOptions,
 }
 
@@ -125,13 +129,14 @@ impl Membership {
             changed_event: Event::new(),
         });
         let (thread_shared, thread_options) = (shared.clone(), options.clone());
+        let (leave_now, leave_asked) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("mamba-group-{}", options.group_id))
-            .spawn(move || heartbeat_loop(&link, &thread_shared, &thread_options))
+            .spawn(move || heartbeat_loop(&link, &thread_shared, &thread_options, leave_asked))
             .map_err(|e| {
                 ClientError::InvalidArgument(format!("starting the heartbeat thread: {e}"))
             })?;
-        Ok(Membership { shared, thread: Some(thread), options })
+        Ok(Membership { shared, thread: Some(thread), leave_now: Some(leave_now), options })
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, MemberState> {
@@ -181,12 +186,17 @@ impl Membership {
         }
     }
 
-    /// Leaves the group (its partitions move at once) and ends the thread.
+    /// Leaves the group (its partitions move at once; a static member's
+    /// wait for its restart until its session ends) and ends the thread.
     pub fn leave(&mut self) {
         {
             let mut state = self.state();
             state.leaving = true;
             self.shared.notify();
+        }
+        if let Some(leave_now) = self.leave_now.take() {
+            // Err: the thread already ended.
+            let _ended = leave_now.send(());
         }
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -202,7 +212,14 @@ impl Drop for Membership {
     }
 }
 
-fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
+fn heartbeat_loop(
+    link: &Link,
+    shared: &Shared,
+    options: &GroupOptions,
+    leave_asked: oneshot::Receiver<()>,
+) {
+    // Fused: it interrupts one heartbeat, never the leave that follows.
+    let mut leave_asked = leave_asked.fuse();
     let lock = || shared.state.lock().unwrap_or_else(|p| p.into_inner());
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut interval = Duration::from_millis(u64::from(LONG_POLL_MS));
@@ -234,7 +251,14 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
             let request = GroupHeartbeatRequest {
                 group_id: options.group_id.clone(),
                 member_id: state.member_id.clone(),
-                member_epoch: if state.leaving { -1 } else { state.epoch },
+                member_epoch: match (state.leaving, &options.instance_id) {
+                    (false, _) => state.epoch,
+                    (true, None) => LEAVE_EPOCH,
+                    // A static member leaves for a restart: the coordinator
+                    // keeps its partitions for its session, so a restart
+                    // with the same instance id moves nothing.
+                    (true, Some(_)) => STATIC_LEAVE_EPOCH,
+                },
                 instance_id: options.instance_id.clone(),
                 client_id: options.client_id.clone(),
                 subscribed_topics: state.subscribe_due.then(|| state.topics.clone()),
@@ -250,11 +274,20 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
             state.report_due = false;
             request
         };
-        let leaving = request.member_epoch == -1;
+        let leaving = matches!(request.member_epoch, LEAVE_EPOCH | STATIC_LEAVE_EPOCH);
         let sent_topics = request.subscribed_topics.clone();
         last_sent = Instant::now();
-        let answer =
-            futures::executor::block_on(link.call::<_, GroupHeartbeatResponse>(&request, &[]));
+        // A long poll waits at the coordinator for up to the heartbeat
+        // interval: leaving does not wait it out (closing a consumer would
+        // take seconds), it drops it and sends the leave at once.
+        let call = link.call::<_, GroupHeartbeatResponse>(&request, &[]);
+        let answer = futures::executor::block_on(async {
+            match futures::future::select(std::pin::pin!(call), &mut leave_asked).await {
+                Either::Left((answer, _)) => Some(answer),
+                Either::Right(_) => None,
+            }
+        });
+        let Some(answer) = answer else { continue };
         let mut state = lock();
         let mut retry_after = None;
         match answer {

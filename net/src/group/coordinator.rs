@@ -26,6 +26,8 @@
 use super::assignor::{Assignment, AssignorKind, MemberId, MemberSpec};
 use super::offsets::{CommittedOffset, OffsetStore};
 use super::records::{self, GroupRecord};
+use mamba_engine::config::validate_topic_name;
+use mamba_engine::limits::GROUP_SUBSCRIBED_TOPICS_MAX;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A partition of a topic.
@@ -240,6 +242,24 @@ pub struct Group {
     persisted: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Offset records not yet written.
     pending_offsets: Vec<GroupRecord>,
+}
+
+/// A subscription the broker can keep: at most
+/// `GROUP_SUBSCRIBED_TOPICS_MAX` names, each one a topic could have (a
+/// name no topic can have would be kept and looked up for nothing).
+fn check_subscription(topics: &BTreeSet<String>) -> Result<(), GroupError> {
+    if topics.len() > GROUP_SUBSCRIBED_TOPICS_MAX {
+        return Err(GroupError::InvalidRequest(format!(
+            "a subscription of {} topics: at most {GROUP_SUBSCRIBED_TOPICS_MAX}",
+            topics.len()
+        )));
+    }
+    for topic in topics {
+        validate_topic_name(topic).map_err(|e| {
+            GroupError::InvalidRequest(format!("subscribed to a topic that cannot exist: {e}"))
+        })?;
+    }
+    Ok(())
 }
 
 fn insert(a: &mut Assignment, (topic, partition): &TopicPartition) {
@@ -463,6 +483,9 @@ impl Group {
                 min_ms: config.session_timeout_ms_min,
                 max_ms: config.session_timeout_ms_max,
             });
+        }
+        if let Some(topics) = &request.subscribed_topics {
+            check_subscription(topics)?;
         }
         let mut rebalance = false;
         let member_id = match request.member_epoch {
@@ -1204,6 +1227,29 @@ mod tests {
         );
         let stale = g.commit(Some((&a.id, a.epoch + 3)), vec![(mine, 43, String::new())], NOW);
         assert!(matches!(stale[0].1, Err(GroupError::FencedMemberEpoch { .. })));
+    }
+
+    #[test]
+    fn subscriptions_too_long_or_naming_impossible_topics_are_refused() {
+        let config = GroupConfig::default();
+        let mut g = Group::new("g", AssignorKind::Uniform);
+        let join = |topics: BTreeSet<String>| Heartbeat {
+            subscribed_topics: Some(topics),
+            ..Heartbeat::default()
+        };
+        let most: BTreeSet<String> =
+            (0..GROUP_SUBSCRIBED_TOPICS_MAX).map(|i| format!("t{i}")).collect();
+        let mut too_many = most.clone();
+        too_many.insert("one-more".into());
+        let err = g.heartbeat(&config, join(too_many), &counts, NOW).expect_err("too many");
+        assert!(err.to_string().contains("at most 10000"), "{err}");
+        for bad in ["", "a/b", &"t".repeat(250)] {
+            let topics = BTreeSet::from([bad.to_string()]);
+            let err = g.heartbeat(&config, join(topics), &counts, NOW).expect_err(bad);
+            assert!(err.to_string().contains("cannot exist"), "{err}");
+        }
+        assert!(g.members.is_empty(), "nothing changed");
+        g.heartbeat(&config, join(most), &counts, NOW).expect("the most topics join");
     }
 
     #[test]
