@@ -3,6 +3,7 @@
 mod delivery;
 mod disk_mode;
 mod engine_mode;
+mod group_load;
 mod load;
 mod machine;
 mod pacing;
@@ -136,6 +137,22 @@ struct LoadArgs {
     /// produce throughput as a ratio of it.
     #[arg(long)]
     vs_disk: bool,
+    /// consume and e2e: each subscription's consumers form a consumer
+    /// group (subscription 0 this one, i > 0 GROUP-i) instead of assigning
+    /// partitions. Without a value: a fresh group id for the run. consume
+    /// starts a partition with no commit at the earliest record; e2e sets
+    /// the group's offsets to the end before it joins (the group must have
+    /// no members).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    group: Option<String>,
+    /// With --group: each member's session timeout (0: the broker's
+    /// default).
+    #[arg(long, default_value_t = 0, requires = "group")]
+    session_timeout_ms: u32,
+    /// With --group: commit_sync calls per second over all consumers; the
+    /// report gives their latency.
+    #[arg(long, default_value_t = 0.0, requires = "group")]
+    commit_rate: f64,
 }
 
 #[derive(Subcommand)]
@@ -309,6 +326,17 @@ fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, Str
         },
         payload,
         progress: matches!(a.output, Output::Text),
+        group: match (&a.group, mode) {
+            (None, _) => None,
+            (Some(_), load::Mode::Produce) => {
+                return Err("--group applies to consume and e2e, not produce".into())
+            }
+            (Some(id), _) => Some(group_load::GroupRun {
+                group_id: if id.is_empty() { group_load::fresh_group_id() } else { id.clone() },
+                session_timeout_ms: a.session_timeout_ms,
+            }),
+        },
+        commit_rate_per_s: a.commit_rate.max(0.0),
     })
 }
 
@@ -344,7 +372,7 @@ fn run_load(
     } else {
         None
     };
-    let report = load::run(options)?;
+    let report = load::run(options.clone())?;
     let vs_disk = disk.as_ref().map(|d| {
         let produce = report.produce.as_ref().map_or(0.0, |p| p.bytes_per_s);
         json!({ "disk_write_bytes_per_s": d.write_bytes_per_s, "produce_ratio": produce / d.write_bytes_per_s.max(1.0) })
@@ -357,13 +385,15 @@ fn run_load(
             "consumers": args.consumers, "subscriptions": args.subscriptions, "workload": args.workload,
             "message_bytes": args.message_bytes, "batch_bytes": args.batch_bytes, "linger_ms": args.linger_ms,
             "acks": args.acks, "rate": args.rate, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-            "payload": args.payload,
+            "payload": args.payload, "group": options.group.as_ref().map(|g| &g.group_id),
+            "session_timeout_ms": args.session_timeout_ms, "commit_rate": args.commit_rate,
         },
         "machine": machine,
         "produce": report.produce,
         "consume": report.consume,
         "e2e": report.e2e,
         "delivery": report.delivery,
+        "commit": report.commit,
         "errors": report.errors,
         "vs_disk": vs_disk,
         "timeline": report.timeline,
@@ -379,8 +409,20 @@ fn run_load(
             print_section("e2e", "publish to delivery", &report.e2e);
             if let Some(d) = &report.delivery {
                 println!(
-                    "delivery {} acknowledged, {} consumed: lost {}, duplicated {}, out of order {}",
-                    d.acknowledged, d.consumed, d.lost, d.duplicated, d.out_of_order
+                    "delivery {} acknowledged, {} consumed: lost {}, duplicated {}, out of order {}, \
+                     duplicated across rebalances {}",
+                    d.acknowledged,
+                    d.consumed,
+                    d.lost,
+                    d.duplicated,
+                    d.out_of_order,
+                    d.duplicated_across_rebalances
+                );
+            }
+            if let Some(c) = &report.commit {
+                println!(
+                    "commit   {:>10.0} commits/s  commit_sync {}  failed {}",
+                    c.commits_per_s, c.latency_us, c.failed
                 );
             }
             if let Some(v) = &vs_disk {
