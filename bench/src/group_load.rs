@@ -151,24 +151,34 @@ impl CommitTimer {
     }
 
     /// Commits if one is due (the schedule does not catch up after a slow
-    /// commit: the rate is a ceiling, the latency what one costs).
-    pub fn maybe_commit(&mut self, consumer: &mut Consumer, measure: bool) {
-        let Some(interval) = self.interval else { return };
+    /// commit: the rate is a ceiling, the latency what one costs); returns
+    /// how the commit went, its latency or why it failed.
+    pub fn maybe_commit(
+        &mut self,
+        consumer: &mut Consumer,
+        measure: bool,
+    ) -> Option<Result<u64, String>> {
+        let interval = self.interval?;
         let now = Instant::now();
         if now < self.next || consumer.assignment().is_empty() {
-            return;
+            return None;
         }
         self.next = (self.next + interval).max(now);
         let result = consumer.commit_sync();
-        let done = Instant::now();
-        match result {
-            Ok(()) if measure => record_us(&mut self.latency_us, latency_us(now, done)),
-            Ok(()) => {}
+        let latency = latency_us(now, Instant::now());
+        Some(match result {
+            Ok(()) => {
+                if measure {
+                    record_us(&mut self.latency_us, latency);
+                }
+                Ok(latency)
+            }
             Err(e) => {
                 self.failed += 1;
                 self.first_error.get_or_insert_with(|| e.to_string());
+                Err(e.to_string())
             }
-        }
+        })
     }
 }
 

@@ -138,7 +138,7 @@ fn percentiles(h: &Histogram<u64>) -> Vec<(f64, u64)> {
         .collect()
 }
 
-fn unix_ns() -> u64 {
+pub(crate) fn unix_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
@@ -159,8 +159,8 @@ impl WallClock {
 }
 
 /// Live counters shared by every thread, for the progress line.
-struct Live {
-    acked: AtomicU64,
+pub(crate) struct Live {
+    pub(crate) acked: AtomicU64,
     consumed: AtomicU64,
     errors: AtomicU64,
     /// Produce latencies since the last progress line.
@@ -258,10 +258,10 @@ fn payload_fill(options: &LoadOptions) -> Vec<u8> {
     }
 }
 
-struct ProducerResult {
-    histogram: Histogram<u64>,
-    acked: SeqSet,
-    measured: u64,
+pub(crate) struct ProducerResult {
+    pub(crate) histogram: Histogram<u64>,
+    pub(crate) acked: SeqSet,
+    pub(crate) measured: u64,
 }
 
 /// Intended send times of the messages in flight, by sequence number, so
@@ -497,7 +497,8 @@ fn run_consumer(
         }
         let done = producers_done.load(Ordering::Acquire);
         let measured = unix_ns() >= measure_from_ns.load(Ordering::Relaxed);
-        result.commits.maybe_commit(&mut consumer, measured);
+        // Its outcome is in the timer's counts.
+        let _counted = result.commits.maybe_commit(&mut consumer, measured);
         if done
             && count == 0
             && live.consumed.load(Ordering::Relaxed) >= expected.load(Ordering::Acquire)
@@ -519,7 +520,7 @@ fn run_consumer(
 /// Starts `options.producers` producer threads per topic. Producer i writes
 /// to topic i / producers; its index is unique over all topics, so delivery
 /// accounting tells every producer apart.
-fn spawn_producers<'scope, 'env>(
+pub(crate) fn spawn_producers<'scope, 'env>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     topics: &'env [String],
     brokers: &'env str,
@@ -536,7 +537,7 @@ fn spawn_producers<'scope, 'env>(
         .collect()
 }
 
-fn section(
+pub(crate) fn section(
     records: u64,
     bytes: u64,
     window: Duration,
