@@ -11,12 +11,15 @@
 //! coordinator answers as soon as this member's assignment changes.
 //!
 //! Lifecycle: `start` joins; `leave` (or drop) sends the leave heartbeat
-//! and ends the thread. A member the coordinator no longer knows (its
+//! and ends the thread: a long poll under way is abandoned for it, so the
+//! member's partitions move within a round trip, not at the end of the
+//! poll. A member the coordinator no longer knows (its
 //! session ended) or fenced loses its partitions and joins again.
 
 use super::backoff::Backoff;
 use super::{ClientError, Link};
 use crate::protocol::*;
+use futures::channel::oneshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -65,6 +68,8 @@ struct Shared {
 pub(crate) struct Membership {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Fired (or dropped) by `leave`: ends a long poll under way.
+    leave_now: Option<oneshot::Sender<()>>,
     pub options: GroupOptions,
 }
 
@@ -73,6 +78,16 @@ pub(crate) struct Membership {
 const LONG_POLL_MS: u32 = 3_000;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The longest a member goes without a heartbeat reaching the coordinator:
+/// a third of its session (as Kafka asks of `heartbeat.interval.ms`), so a
+/// long poll and one late answer never outlast it.
+fn keep_alive_max(options: &GroupOptions) -> Duration {
+    match options.session_timeout_ms {
+        0 => Duration::from_millis(u64::from(LONG_POLL_MS)),
+        ms => Duration::from_millis(u64::from(ms / 3).min(u64::from(LONG_POLL_MS))),
+    }
+}
 
 impl Membership {
     pub fn start(link: Link, options: GroupOptions) -> Result<Membership, ClientError> {
@@ -88,13 +103,16 @@ impl Membership {
             changed: Condvar::new(),
         });
         let (thread_shared, thread_options) = (shared.clone(), options.clone());
+        let (leave_now, mut leave_signal) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("mamba-group-{}", options.group_id))
-            .spawn(move || heartbeat_loop(&link, &thread_shared, &thread_options))
+            .spawn(move || {
+                heartbeat_loop(&link, &thread_shared, &thread_options, &mut leave_signal)
+            })
             .map_err(|e| {
                 ClientError::InvalidArgument(format!("starting the heartbeat thread: {e}"))
             })?;
-        Ok(Membership { shared, thread: Some(thread), options })
+        Ok(Membership { shared, thread: Some(thread), leave_now: Some(leave_now), options })
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, MemberState> {
@@ -128,6 +146,8 @@ impl Membership {
             state.leaving = true;
             self.shared.changed.notify_all();
         }
+        // Dropping the sender wakes a waiting long poll as sending would.
+        self.leave_now.take();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 tracing::error!(group = %self.options.group_id, "the heartbeat thread panicked");
@@ -142,10 +162,17 @@ impl Drop for Membership {
     }
 }
 
-fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
+fn heartbeat_loop(
+    link: &Link,
+    shared: &Shared,
+    options: &GroupOptions,
+    leave_signal: &mut oneshot::Receiver<()>,
+) {
     let lock = || shared.state.lock().unwrap_or_else(|p| p.into_inner());
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
-    let mut interval = Duration::from_millis(u64::from(LONG_POLL_MS));
+    let keep_alive = keep_alive_max(options);
+    let long_poll_ms = keep_alive.as_millis() as u32;
+    let mut interval = keep_alive;
     let mut last_sent = Instant::now() - interval;
     loop {
         // Wait until something must go out: a report, a leave, or the
@@ -184,7 +211,7 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                 max_wait_ms: if pending || state.report_due || state.leaving {
                     0
                 } else {
-                    LONG_POLL_MS
+                    long_poll_ms
                 },
             };
             state.report_due = false;
@@ -192,8 +219,18 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
         };
         let leaving = request.member_epoch == -1;
         last_sent = Instant::now();
-        let answer =
-            futures::executor::block_on(link.call::<_, GroupHeartbeatResponse>(&request, &[]));
+        let call = link.call::<_, GroupHeartbeatResponse>(&request, &[]);
+        let answer = if request.max_wait_ms > 0 {
+            // A long poll gives way to a leave: its answer, if it comes, is
+            // dropped, and the loop sends the leave at once.
+            let call = std::pin::pin!(call);
+            match futures::executor::block_on(futures::future::select(call, &mut *leave_signal)) {
+                futures::future::Either::Left((answer, _)) => answer,
+                futures::future::Either::Right(_) => continue,
+            }
+        } else {
+            futures::executor::block_on(call)
+        };
         let mut state = lock();
         let mut retry_after = None;
         match answer {
@@ -206,7 +243,8 @@ fn heartbeat_loop(link: &Link, shared: &Shared, options: &GroupOptions) {
                 state.member_id = answer.member_id;
                 state.epoch = answer.member_epoch;
                 state.assignment = TopicAssignment::map(&answer.assignment);
-                interval = Duration::from_millis(u64::from(answer.heartbeat_interval_ms.max(100)));
+                interval = Duration::from_millis(u64::from(answer.heartbeat_interval_ms.max(100)))
+                    .min(keep_alive);
             }
             Ok((answer, _)) => {
                 let code = ErrorCode::from_u16(answer.error_code);
