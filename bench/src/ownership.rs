@@ -316,7 +316,7 @@ mod tests {
         // Member 1 keeps reading what it holds: not a resumption.
         o.delivered(1, 115 * MS, 2, 0, 1);
         o.assigned(2, 120 * MS, &[1]);
-        assert!(o.event_done() == false, "settled, but partition 1 has not delivered yet");
+        assert!(!o.event_done(), "settled, but partition 1 has not delivered yet");
         o.delivered(2, 150 * MS, 1, 0, 2);
         assert!(o.event_done());
         let e = &o.events()[0];
