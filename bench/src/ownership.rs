@@ -48,7 +48,8 @@ pub struct EventRecord {
     /// its new holder.
     pub resumed_ms: Option<f64>,
     pub moved_partitions: Vec<u32>,
-    /// Records delivered again between this event and the next.
+    /// Records delivered again in the partitions this event moved (a
+    /// partition's next holder reads again from the group's last commit).
     pub duplicated: u64,
 }
 
@@ -68,13 +69,17 @@ struct Open {
 #[derive(Debug)]
 pub struct Ownership {
     holder: Vec<Option<usize>>,
+    /// Per partition, the last event that handed it to a new holder: the
+    /// one its duplicates follow from.
+    moved_by: Vec<Option<usize>>,
     live: BTreeSet<usize>,
     events: Vec<EventRecord>,
     open: Option<Open>,
     /// Every (producer, seq) delivered, by producer.
     delivered: Vec<SeqSet>,
     pub distinct_delivered: u64,
-    /// Records delivered again before the first event.
+    /// Records delivered again in partitions no event moved (moved while
+    /// the group formed).
     pub duplicated_before_events: u64,
     /// Per member, for order per partition.
     seen: BTreeMap<usize, Seen>,
@@ -84,6 +89,7 @@ impl Ownership {
     pub fn new(partitions: u32) -> Ownership {
         Ownership {
             holder: vec![None; partitions as usize],
+            moved_by: vec![None; partitions as usize],
             live: BTreeSet::new(),
             events: Vec::new(),
             open: None,
@@ -172,6 +178,11 @@ impl Ownership {
         }
         for &p in partitions {
             if let Some(holder) = self.holder.get_mut(p as usize) {
+                if let Some(open) = &self.open {
+                    if open.before[p as usize] != Some(member) {
+                        self.moved_by[p as usize] = Some(open.index);
+                    }
+                }
                 *holder = Some(member);
             }
         }
@@ -242,8 +253,8 @@ impl Ownership {
         if self.delivered[p].insert(seq) {
             self.distinct_delivered += 1;
         } else {
-            match self.events.last_mut() {
-                Some(event) => event.duplicated += 1,
+            match self.moved_by.get(partition as usize).copied().flatten() {
+                Some(event) => self.events[event].duplicated += 1,
                 None => self.duplicated_before_events += 1,
             }
         }
@@ -356,10 +367,17 @@ mod tests {
         // The new holder reads 1 again from the last commit, then 2.
         o.delivered(1, 30 * MS, 0, 0, 1);
         o.delivered(1, 31 * MS, 1, 0, 2);
-        o.delivered(1, 32 * MS, 0, 0, 3);
         assert!(o.event_done());
-        assert_eq!(o.events()[0].duplicated, 1);
-        assert_eq!(o.duplicated(), 1);
+        // A join that moves nothing of partition 0: its re-reads there
+        // still follow from the leave.
+        o.start_event(EventKind::Join, 2, 40 * MS);
+        o.revoked(1, 41 * MS, &[3]);
+        o.assigned(2, 42 * MS, &[3]);
+        o.delivered(1, 43 * MS, 0, 0, 1);
+        o.delivered(1, 44 * MS, 0, 0, 3);
+        assert_eq!(o.events()[0].duplicated, 2);
+        assert_eq!(o.events()[1].duplicated, 0);
+        assert_eq!(o.duplicated(), 2);
         assert_eq!(o.lost(&acked), 1, "4 never arrived");
         assert_eq!(o.out_of_order(), 0);
         assert_eq!(o.distinct_delivered, 4);
