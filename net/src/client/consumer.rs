@@ -69,6 +69,8 @@ struct GroupMember {
     /// What this consumer reads (and reported to the coordinator).
     owned: Partitions,
     listener: Option<Box<dyn RebalanceListener>>,
+    /// The last commit of every position (auto commit counts from it; a
+    /// commit of some partitions, as of revoked ones, does not).
     last_commit: Instant,
 }
 
@@ -194,7 +196,11 @@ impl Consumer {
     pub async fn commit_async(&mut self) -> Result<(), ClientError> {
         let positions: Vec<((String, u32), u64)> =
             self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        self.commit_positions(&positions).await
+        self.commit_positions(&positions).await?;
+        if let Some(g) = &mut self.group {
+            g.last_commit = Instant::now();
+        }
+        Ok(())
     }
 
     async fn commit_positions(
@@ -238,9 +244,6 @@ impl Consumer {
             ) {
                 return Err(e);
             }
-        }
-        if let Some(g) = &mut self.group {
-            g.last_commit = Instant::now();
         }
         Ok(())
     }
