@@ -408,6 +408,9 @@ struct ConsumerResult {
     measured_bytes: u64,
     consumed: u64,
     commits: CommitTimer,
+    /// When its last record arrived: `consume` measures up to there (a
+    /// group member waits a quiet spell before it stops).
+    last_record: Option<Instant>,
 }
 
 /// Where a consumer's partitions come from.
@@ -466,6 +469,7 @@ fn run_consumer(
         measured_bytes: 0,
         consumed: 0,
         commits: CommitTimer::new(commit_rate_per_s, Instant::now()),
+        last_record: None,
     };
     let mut last_record = Instant::now();
     let result = loop {
@@ -494,6 +498,7 @@ fn run_consumer(
         let now = Instant::now();
         if count > 0 {
             last_record = now;
+            result.last_record = Some(now);
         }
         let done = producers_done.load(Ordering::Acquire);
         let measured = unix_ns() >= measure_from_ns.load(Ordering::Relaxed);
@@ -782,6 +787,7 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
         let mut e2e_hist = latency_histogram();
         let mut seen: Vec<Vec<Seen>> = (0..options.subscriptions).map(|_| Vec::new()).collect();
         let (mut consumed_measured, mut consumed_bytes, mut consumed_total) = (0u64, 0u64, 0u64);
+        let mut last_record = start;
         let (mut commit_hist, mut commits_failed, mut commit_error) =
             (latency_histogram(), 0, None);
         for (subscription, topic, h) in consumer_handles {
@@ -793,13 +799,16 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
             consumed_measured += r.measured;
             consumed_bytes += r.measured_bytes;
             consumed_total += r.consumed;
+            last_record = last_record.max(r.last_record.unwrap_or(start));
             r.seen.moved = tracker.moved(subscription, topic);
             seen[subscription as usize].push(r.seen);
         }
         if show {
             println!();
         }
-        let consume_window = if options.mode == Mode::Consume { start.elapsed() } else { window };
+        // consume: from the consumers' start to the last record delivered.
+        let consume_window =
+            if options.mode == Mode::Consume { last_record.duration_since(start) } else { window };
         let produce = (options.mode != Mode::Consume).then(|| {
             section(
                 produced_measured,
