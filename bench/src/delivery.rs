@@ -6,9 +6,15 @@
 //! mark what they read. Lost = acknowledged but never read; duplicated =
 //! read more than once; out of order = read after a higher sequence of the
 //! same producer on the same partition.
+//!
+//! Under a consumer group a partition may move between members, and the
+//! new owner reads again from the group's last commit: those duplicates
+//! are the group's contract (at least once), counted apart as
+//! `duplicated_across_rebalances`. A duplicate in a partition that never
+//! moved is a failure like any other.
 
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A growable set of sequence numbers.
 #[derive(Debug, Default, Clone)]
@@ -56,9 +62,14 @@ impl SeqSet {
 pub struct Seen {
     /// Per producer.
     pub sequences: Vec<SeqSet>,
-    pub duplicated: u64,
+    /// Records read twice by this consumer, by partition.
+    duplicated_by_partition: BTreeMap<u32, u64>,
     pub out_of_order: u64,
+    /// (producer, partition) -> the highest sequence read.
     last: HashMap<(u32, u32), u64>,
+    /// Partitions that moved between the members of this consumer's group
+    /// while it ran (set by the caller before `account`).
+    pub moved: BTreeSet<u32>,
 }
 
 impl Seen {
@@ -68,7 +79,7 @@ impl Seen {
             self.sequences.resize_with(p + 1, SeqSet::default);
         }
         if !self.sequences[p].insert(seq) {
-            self.duplicated += 1;
+            *self.duplicated_by_partition.entry(partition).or_default() += 1;
             return;
         }
         let last = self.last.entry((producer, partition)).or_insert(seq);
@@ -77,6 +88,16 @@ impl Seen {
         }
         *last = (*last).max(seq);
     }
+
+    /// Records this consumer read twice.
+    pub fn duplicated(&self) -> u64 {
+        self.duplicated_by_partition.values().sum()
+    }
+
+    /// Whether any partition this consumer read moved between members.
+    fn read_a_moved_partition(&self) -> bool {
+        self.last.keys().any(|(_, partition)| self.moved.contains(partition))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -84,7 +105,11 @@ pub struct DeliveryReport {
     pub acknowledged: u64,
     pub consumed: u64,
     pub lost: u64,
+    /// Read more than once, in partitions that never moved: a failure.
     pub duplicated: u64,
+    /// Read again by a partition's next owner after it moved between the
+    /// members of a group (at least once): expected, not a failure.
+    pub duplicated_across_rebalances: u64,
     pub out_of_order: u64,
 }
 
@@ -96,6 +121,8 @@ impl DeliveryReport {
             consumed: self.consumed + other.consumed,
             lost: self.lost + other.lost,
             duplicated: self.duplicated + other.duplicated,
+            duplicated_across_rebalances: self.duplicated_across_rebalances
+                + other.duplicated_across_rebalances,
             out_of_order: self.out_of_order + other.out_of_order,
         }
     }
@@ -105,27 +132,44 @@ impl DeliveryReport {
     }
 }
 
-/// Compares what producers had acknowledged with what consumers saw.
+/// Compares what producers had acknowledged with what the consumers of one
+/// subscription saw. A record two consumers both read counts as read
+/// across rebalances when the later one read a partition that moved (a
+/// record lives in one partition, so both read it), else as a failure.
 pub fn account(acknowledged: &[SeqSet], seen: &[Seen]) -> DeliveryReport {
     let mut all_seen: Vec<SeqSet> = vec![SeqSet::default(); acknowledged.len()];
-    let mut duplicated = 0;
-    let mut out_of_order = 0;
-    let mut consumed = 0;
+    let (mut duplicated, mut across, mut out_of_order, mut consumed) = (0, 0, 0, 0);
     for s in seen {
-        duplicated += s.duplicated;
+        for (partition, count) in &s.duplicated_by_partition {
+            if s.moved.contains(partition) {
+                across += count;
+            } else {
+                duplicated += count;
+            }
+        }
+        consumed += s.duplicated();
         out_of_order += s.out_of_order;
+        let mut shared = 0;
         for (p, set) in s.sequences.iter().enumerate() {
             consumed += set.len();
-            if p < all_seen.len() {
-                all_seen[p].union(set);
+            if p >= all_seen.len() {
+                all_seen.resize(p + 1, SeqSet::default());
             }
+            shared += set.len() - set.missing_from(&all_seen[p]);
+            all_seen[p].union(set);
+        }
+        if s.read_a_moved_partition() {
+            across += shared;
+        } else {
+            duplicated += shared;
         }
     }
     DeliveryReport {
         acknowledged: acknowledged.iter().map(SeqSet::len).sum(),
-        consumed: consumed + duplicated,
+        consumed,
         lost: acknowledged.iter().zip(&all_seen).map(|(a, s)| a.missing_from(s)).sum(),
         duplicated,
+        duplicated_across_rebalances: across,
         out_of_order,
     }
 }
@@ -164,5 +208,48 @@ mod tests {
         assert_eq!(report.duplicated, 1);
         assert_eq!(report.out_of_order, 1, "4 after 5");
         assert!(!report.ok());
+    }
+
+    #[test]
+    fn rereads_after_a_partition_moved_are_allowed_and_others_are_not() {
+        let mut acked = vec![SeqSet::default()];
+        for seq in 0..10u64 {
+            acked[0].insert(seq);
+        }
+        // Partition 0 moved from `first` to `second`, which read 3 and 4
+        // again from the group's last commit. Partition 1 never moved,
+        // yet `first` read 9 twice.
+        let (mut first, mut second) = (Seen::default(), Seen::default());
+        for seq in [0u64, 1, 2, 3, 4] {
+            first.record(0, 0, seq);
+        }
+        for seq in [3u64, 4, 5, 6] {
+            second.record(0, 0, seq);
+        }
+        for seq in [7u64, 8, 9, 9] {
+            first.record(0, 1, seq);
+        }
+        first.moved = [0].into();
+        second.moved = [0].into();
+        let report = account(&acked, &[first, second]);
+        assert_eq!(report.lost, 0);
+        assert_eq!(report.duplicated_across_rebalances, 2, "{report:?}");
+        assert_eq!(report.duplicated, 1, "9 read twice in a partition that never moved");
+        assert_eq!(report.consumed, 13);
+        assert_eq!(report.out_of_order, 0, "a new owner starting earlier is not a reorder");
+        assert!(!report.ok());
+    }
+
+    #[test]
+    fn two_consumers_reading_the_same_unmoved_partition_fail_the_check() {
+        let mut acked = vec![SeqSet::default()];
+        let (mut first, mut second) = (Seen::default(), Seen::default());
+        for seq in 0..4u64 {
+            acked[0].insert(seq);
+            first.record(0, 0, seq);
+            second.record(0, 0, seq);
+        }
+        let report = account(&acked, &[first, second]);
+        assert_eq!((report.duplicated, report.duplicated_across_rebalances), (4, 0));
     }
 }

@@ -2,6 +2,7 @@
 //! client, against running brokers or an embedded one.
 
 use crate::delivery::{account, DeliveryReport, Seen, SeqSet};
+use crate::group_load::{self, CommitTimer, GroupRun, GroupTracker, TrackingListener};
 use crate::pacing::{latency_us, Pacer};
 use crate::stats::{latency_histogram, record_us, LatencyUs};
 use hdrhistogram::Histogram;
@@ -9,7 +10,7 @@ use mamba_engine::batch_writer::RECORD_OVERHEAD_BYTES;
 use mamba_engine::{Durability, EngineConfig};
 use mamba_net::client::{
     block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Delivery, DeliveryHandler,
-    Producer, ProducerConfig, SeekTo, SendRecord,
+    OffsetReset, Producer, ProducerConfig, SeekTo, SendRecord,
 };
 use mamba_net::node::{Node, NodeConfig};
 use mamba_net::protocol::ConfigEntry;
@@ -22,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes at the start of every message: producer, sequence, send time.
 pub const HEADER_BYTES: usize = 24;
+/// How long an e2e run waits for its groups to hand out every partition
+/// before it starts producing.
+const GROUP_FORMING_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -70,6 +74,11 @@ pub struct LoadOptions {
     pub keys: Keys,
     pub payload: Payload,
     pub progress: bool,
+    /// `Some`: each subscription's consumers form a consumer group instead
+    /// of assigning partitions themselves.
+    pub group: Option<GroupRun>,
+    /// `commit_sync` calls per second over all consumers (under a group).
+    pub commit_rate_per_s: f64,
 }
 
 /// One side of the run: how much went through, and (where it means
@@ -93,12 +102,24 @@ pub struct TimelinePoint {
     pub produce_p99_us: u64,
 }
 
+/// What committing cost under the load (`--commit-rate`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitSection {
+    pub commits_per_s: f64,
+    /// Refused or failed commits (a rebalance under way may refuse one).
+    pub failed: u64,
+    pub first_error: Option<String>,
+    /// `commit_sync`, call to return.
+    pub latency_us: LatencyUs,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub produce: Option<Section>,
     pub consume: Option<Section>,
     pub e2e: Option<Section>,
     pub delivery: Option<DeliveryReport>,
+    pub commit: Option<CommitSection>,
     pub errors: u64,
     pub timeline: Vec<TimelinePoint>,
     /// (percentile, µs) of produce and end-to-end latency, for the plot.
@@ -117,7 +138,7 @@ fn percentiles(h: &Histogram<u64>) -> Vec<(f64, u64)> {
         .collect()
 }
 
-fn unix_ns() -> u64 {
+pub(crate) fn unix_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
@@ -138,8 +159,8 @@ impl WallClock {
 }
 
 /// Live counters shared by every thread, for the progress line.
-struct Live {
-    acked: AtomicU64,
+pub(crate) struct Live {
+    pub(crate) acked: AtomicU64,
     consumed: AtomicU64,
     errors: AtomicU64,
     /// Produce latencies since the last progress line.
@@ -157,14 +178,14 @@ impl Default for Live {
     }
 }
 
-struct Embedded {
-    node: Node,
+pub(crate) struct Embedded {
+    pub(crate) node: Node,
     /// Removed after the node stops (fields drop in order).
     _dir: tempfile::TempDir,
 }
 
 /// Where the load goes: given brokers, or a broker started here.
-fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>), String> {
+pub(crate) fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>), String> {
     if let Some(brokers) = &options.brokers {
         return Ok((brokers.clone(), None));
     }
@@ -199,7 +220,11 @@ impl LoadOptions {
 /// Creates `topic` with `options.partitions`, or finds it; returns its
 /// partition count, which the run then uses (an existing topic may have
 /// more or fewer).
-fn ensure_topic(brokers: &str, topic: &str, options: &LoadOptions) -> Result<u32, String> {
+pub(crate) fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    options: &LoadOptions,
+) -> Result<u32, String> {
     let admin =
         Admin::connect(brokers).map_err(|e| format!("{e} (is a broker running at {brokers}?)"))?;
     let configs =
@@ -233,10 +258,10 @@ fn payload_fill(options: &LoadOptions) -> Vec<u8> {
     }
 }
 
-struct ProducerResult {
-    histogram: Histogram<u64>,
-    acked: SeqSet,
-    measured: u64,
+pub(crate) struct ProducerResult {
+    pub(crate) histogram: Histogram<u64>,
+    pub(crate) acked: SeqSet,
+    pub(crate) measured: u64,
 }
 
 /// Intended send times of the messages in flight, by sequence number, so
@@ -382,31 +407,67 @@ struct ConsumerResult {
     measured: u64,
     measured_bytes: u64,
     consumed: u64,
+    commits: CommitTimer,
+    /// When its last record arrived: `consume` measures up to there (a
+    /// group member waits a quiet spell before it stops).
+    last_record: Option<Instant>,
 }
+
+/// Where a consumer's partitions come from.
+enum Source {
+    Assign { partitions: Vec<u32>, from: SeekTo },
+    Group { group_id: String, session_timeout_ms: u32, listener: TrackingListener },
+}
+
+/// A group member stops once nothing arrived for this long after the
+/// producers stopped and enough was read: duplicates after a rebalance
+/// make "enough" reachable before everything is read.
+const GROUP_QUIET: Duration = Duration::from_millis(500);
 
 #[allow(clippy::too_many_arguments)]
 fn run_consumer(
     topic: &str,
-    partitions: Vec<u32>,
+    source: Source,
     brokers: &str,
-    from: SeekTo,
-    measure_from_ns: u64,
+    measure_from_ns: &AtomicU64,
+    commit_rate_per_s: f64,
     producers_done: &AtomicBool,
     expected: &AtomicU64,
     deadline: Instant,
     live: &Live,
 ) -> Result<ConsumerResult, String> {
-    let mut consumer =
-        Consumer::connect(brokers, ConsumerConfig::default()).map_err(|e| e.to_string())?;
-    consumer.assign(topic, &partitions, from).map_err(|e| e.to_string())?;
+    let (mut consumer, under_group) = match source {
+        Source::Assign { partitions, from } => {
+            let mut consumer =
+                Consumer::connect(brokers, ConsumerConfig::default()).map_err(|e| e.to_string())?;
+            consumer.assign(topic, &partitions, from).map_err(|e| e.to_string())?;
+            (consumer, false)
+        }
+        Source::Group { group_id, session_timeout_ms, listener } => {
+            // A fresh group starts at the earliest record (consume); an
+            // e2e group's offsets were set to the end before it joined.
+            let config = ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            };
+            let mut consumer = Consumer::connect(brokers, config).map_err(|e| e.to_string())?;
+            let options = group_load::group_options(group_id, topic, session_timeout_ms);
+            consumer.subscribe(options).map_err(|e| e.to_string())?;
+            consumer.set_rebalance_listener(Box::new(listener)).map_err(|e| e.to_string())?;
+            (consumer, true)
+        }
+    };
     let mut result = ConsumerResult {
         e2e: latency_histogram(),
         seen: Seen::default(),
         measured: 0,
         measured_bytes: 0,
         consumed: 0,
+        commits: CommitTimer::new(commit_rate_per_s, Instant::now()),
+        last_record: None,
     };
-    loop {
+    let mut last_record = Instant::now();
+    let result = loop {
         let count = consumer
             .poll_each(Duration::from_millis(100), |d| {
                 let value = d.record.value();
@@ -421,7 +482,7 @@ fn run_consumer(
                 x.copy_from_slice(&value[16..24]);
                 let sent_ns = u64::from_le_bytes(x);
                 result.seen.record(producer, d.partition, seq);
-                if sent_ns >= measure_from_ns {
+                if sent_ns >= measure_from_ns.load(Ordering::Relaxed) {
                     record_us(&mut result.e2e, unix_ns().saturating_sub(sent_ns) / 1000);
                     result.measured += 1;
                     result.measured_bytes += value.len() as u64;
@@ -429,23 +490,37 @@ fn run_consumer(
             })
             .map_err(|e| e.to_string())?;
         live.consumed.fetch_add(count as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        if count > 0 {
+            last_record = now;
+            result.last_record = Some(now);
+        }
         let done = producers_done.load(Ordering::Acquire);
+        let measured = unix_ns() >= measure_from_ns.load(Ordering::Relaxed);
+        // Its outcome is in the timer's counts.
+        let _counted = result.commits.maybe_commit(&mut consumer, measured);
         if done
             && count == 0
             && live.consumed.load(Ordering::Relaxed) >= expected.load(Ordering::Acquire)
+            && (!under_group || now.duration_since(last_record) >= GROUP_QUIET)
         {
-            return Ok(result);
+            break result;
         }
-        if Instant::now() > deadline {
-            return Ok(result);
+        if now > deadline {
+            break result;
         }
+    };
+    if under_group {
+        // `close` tells the listener (so the tracker) what it gives up.
+        consumer.close().map_err(|e| format!("leaving the group: {e}"))?;
     }
+    Ok(result)
 }
 
 /// Starts `options.producers` producer threads per topic. Producer i writes
 /// to topic i / producers; its index is unique over all topics, so delivery
 /// accounting tells every producer apart.
-fn spawn_producers<'scope, 'env>(
+pub(crate) fn spawn_producers<'scope, 'env>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     topics: &'env [String],
     brokers: &'env str,
@@ -462,7 +537,7 @@ fn spawn_producers<'scope, 'env>(
         .collect()
 }
 
-fn section(
+pub(crate) fn section(
     records: u64,
     bytes: u64,
     window: Duration,
@@ -578,9 +653,36 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
         })?;
     }
 
+    if options.mode == Mode::Consume {
+        // Every subscription reads what the fill wrote (at least).
+        let filled = live.acked.load(Ordering::Relaxed);
+        expected.store(filled * u64::from(options.subscriptions), Ordering::Release);
+    }
+    // An e2e group reads what the run produces: its offsets start at the
+    // end, wherever the coordinator first hands a partition.
+    if let (Some(group), Mode::E2e) = (&options.group, options.mode) {
+        for subscription in 0..options.subscriptions {
+            for topic in &topics {
+                group_load::start_at_end(
+                    &brokers,
+                    &group.group_of(subscription),
+                    topic,
+                    options.partitions,
+                )?;
+            }
+        }
+    }
+    let tracker = Arc::new(GroupTracker::default());
     let start = Instant::now();
-    let measure_from_ns = unix_ns() + options.warmup.as_nanos() as u64;
+    // Set when the producers start (consume: now): the warm-up counts from
+    // there, for producers and consumers alike.
+    let measure_from_ns = AtomicU64::new(u64::MAX);
+    if options.mode == Mode::Consume {
+        measure_from_ns.store(unix_ns() + options.warmup.as_nanos() as u64, Ordering::Relaxed);
+    }
     let window = options.duration.saturating_sub(options.warmup);
+    let consumer_threads = consumers * options.subscriptions as usize * topics.len();
+    let commit_rate_per_consumer = options.commit_rate_per_s / consumer_threads.max(1) as f64;
     let report = std::thread::scope(|s| -> Result<LoadReport, String> {
         let from = if options.mode == Mode::Consume { SeekTo::Earliest } else { SeekTo::Latest };
         // (subscription, consumer thread) for every topic.
@@ -590,23 +692,34 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
         for (topic, (subscription, c)) in
             topics.iter().flat_map(|t| members.clone().map(move |m| (t, m)))
         {
-            let partitions: Vec<u32> =
-                (0..options.partitions).filter(|p| *p as usize % consumers == c).collect();
-            if partitions.is_empty() {
-                continue;
-            }
-            let (brokers, options, producers_done, expected, live) =
-                (&brokers, &options, &producers_done, &expected, &live);
+            let source = match &options.group {
+                Some(group) => Source::Group {
+                    group_id: group.group_of(subscription),
+                    session_timeout_ms: group.session_timeout_ms,
+                    listener: TrackingListener { tracker: tracker.clone(), subscription },
+                },
+                None => {
+                    let partitions: Vec<u32> =
+                        (0..options.partitions).filter(|p| *p as usize % consumers == c).collect();
+                    if partitions.is_empty() {
+                        continue;
+                    }
+                    Source::Assign { partitions, from }
+                }
+            };
+            let (brokers, options, producers_done, expected, live, measure_from_ns) =
+                (&brokers, &options, &producers_done, &expected, &live, &measure_from_ns);
             let deadline = start + options.duration + Duration::from_secs(30);
             consumer_handles.push((
                 subscription,
+                topic,
                 s.spawn(move || {
                     run_consumer(
                         topic,
-                        partitions,
+                        source,
                         brokers,
-                        from,
                         measure_from_ns,
+                        commit_rate_per_consumer,
                         producers_done,
                         expected,
                         deadline,
@@ -615,9 +728,26 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
                 }),
             ));
         }
-        // Consumers position themselves before producers begin.
+        // Consumers position themselves before producers begin; a group's
+        // members first wait for the coordinator to hand every partition.
         std::thread::sleep(Duration::from_millis(200));
+        if options.group.is_some() && options.mode == Mode::E2e {
+            let keys: Vec<(u32, String)> = (0..options.subscriptions)
+                .flat_map(|sub| topics.iter().map(move |t| (sub, t.clone())))
+                .collect();
+            let waited = Instant::now();
+            while !tracker.all_held(&keys, options.partitions) {
+                if waited.elapsed() > GROUP_FORMING_MAX {
+                    return Err(format!(
+                        "the consumer groups did not hand out every partition within {} s",
+                        GROUP_FORMING_MAX.as_secs()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let producer_start = Instant::now();
+        measure_from_ns.store(unix_ns() + options.warmup.as_nanos() as u64, Ordering::Relaxed);
         let producer_handles = match options.mode {
             Mode::Consume => Vec::new(),
             _ => spawn_producers(s, &topics, &brokers, &options, producer_start, &stop, &live),
@@ -645,26 +775,35 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
         let total_acked: u64 = acked.iter().map(SeqSet::len).sum();
         // Every subscription reads every message.
         let expected_total = total_acked * u64::from(options.subscriptions);
-        expected.store(
-            if options.mode == Mode::Consume { 0 } else { expected_total },
-            Ordering::Release,
-        );
+        if options.mode != Mode::Consume {
+            expected.store(expected_total, Ordering::Release);
+        }
         producers_done.store(true, Ordering::Release);
         let mut e2e_hist = latency_histogram();
         let mut seen: Vec<Vec<Seen>> = (0..options.subscriptions).map(|_| Vec::new()).collect();
         let (mut consumed_measured, mut consumed_bytes, mut consumed_total) = (0u64, 0u64, 0u64);
-        for (subscription, h) in consumer_handles {
-            let r = h.join().map_err(|_| "consumer thread panicked".to_string())??;
+        let mut last_record = start;
+        let (mut commit_hist, mut commits_failed, mut commit_error) =
+            (latency_histogram(), 0, None);
+        for (subscription, topic, h) in consumer_handles {
+            let mut r = h.join().map_err(|_| "consumer thread panicked".to_string())??;
             e2e_hist.add(&r.e2e).map_err(|e| e.to_string())?;
+            commit_hist.add(&r.commits.latency_us).map_err(|e| e.to_string())?;
+            commits_failed += r.commits.failed;
+            commit_error = commit_error.or(r.commits.first_error.take());
             consumed_measured += r.measured;
             consumed_bytes += r.measured_bytes;
             consumed_total += r.consumed;
+            last_record = last_record.max(r.last_record.unwrap_or(start));
+            r.seen.moved = tracker.moved(subscription, topic);
             seen[subscription as usize].push(r.seen);
         }
         if show {
             println!();
         }
-        let consume_window = if options.mode == Mode::Consume { start.elapsed() } else { window };
+        // consume: from the consumers' start to the last record delivered.
+        let consume_window =
+            if options.mode == Mode::Consume { last_record.duration_since(start) } else { window };
         let produce = (options.mode != Mode::Consume).then(|| {
             section(
                 produced_measured,
@@ -689,11 +828,18 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
                 .map(|subscription| account(&acked, subscription))
                 .fold(DeliveryReport::default(), |total, one| total.plus(&one))
         });
+        let commit = (options.commit_rate_per_s > 0.0).then(|| CommitSection {
+            commits_per_s: commit_hist.len() as f64 / window.as_secs_f64().max(1e-9),
+            failed: commits_failed,
+            first_error: commit_error,
+            latency_us: LatencyUs::of(&commit_hist),
+        });
         Ok(LoadReport {
             produce,
             consume,
             e2e,
             delivery,
+            commit,
             errors: live.errors.load(Ordering::Relaxed),
             timeline,
             produce_percentiles: percentiles(&produce_hist),

@@ -3,9 +3,14 @@
 mod delivery;
 mod disk_mode;
 mod engine_mode;
+mod group_load;
 mod load;
 mod machine;
+mod member_wire;
+mod ownership;
 mod pacing;
+mod rebalance;
+mod rebalance_member;
 mod report;
 mod stats;
 mod workload;
@@ -136,6 +141,82 @@ struct LoadArgs {
     /// produce throughput as a ratio of it.
     #[arg(long)]
     vs_disk: bool,
+    /// consume and e2e: each subscription's consumers form a consumer
+    /// group (subscription 0 this one, i > 0 GROUP-i) instead of assigning
+    /// partitions. Without a value: a fresh group id for the run. consume
+    /// starts a partition with no commit at the earliest record; e2e sets
+    /// the group's offsets to the end before it joins (the group must have
+    /// no members).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    group: Option<String>,
+    /// With --group: each member's session timeout (0: the broker's
+    /// default).
+    #[arg(long, default_value_t = 0, requires = "group")]
+    session_timeout_ms: u32,
+    /// With --group: commit_sync calls per second over all consumers; the
+    /// report gives their latency.
+    #[arg(long, default_value_t = 0.0, requires = "group")]
+    commit_rate: f64,
+}
+
+/// `rebalance`: a group under load while members join, leave and die.
+#[derive(clap::Args, Clone)]
+struct RebalanceArgs {
+    /// Brokers to load (comma-separated host:port); or --embedded.
+    #[arg(short, long, env = "MAMBA_BROKERS")]
+    brokers: Option<String>,
+    /// Start a broker in this process (members connect to it).
+    #[arg(long)]
+    embedded: bool,
+    /// Topic to read; created with --partitions if missing.
+    #[arg(long, default_value = "mamba-bench-rebalance")]
+    topic: String,
+    #[arg(long, default_value_t = 12)]
+    partitions: u32,
+    /// Members at the start, each a process of its own.
+    #[arg(long, default_value_t = 3)]
+    consumers: usize,
+    /// Messages per second produced throughout.
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 1024)]
+    message_bytes: usize,
+    #[arg(long, default_value_t = 1024 * 1024)]
+    batch_bytes: usize,
+    #[arg(long, default_value_t = 1)]
+    linger_ms: u64,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    #[arg(long, value_enum, default_value = "fsync")]
+    durability: DurabilityArg,
+    /// The events, in order: join, leave (a clean close) or kill (SIGKILL),
+    /// comma-separated. Leave and kill take the longest-serving member.
+    #[arg(long, value_delimiter = ',', conflicts_with = "events")]
+    schedule: Vec<String>,
+    /// Without --schedule: this many events, leave and join alternating.
+    #[arg(long, default_value_t = 20)]
+    events: usize,
+    /// Time from one event to the next (longer when one takes longer to
+    /// settle).
+    #[arg(long, default_value_t = 2_000)]
+    event_interval_ms: u64,
+    /// Each member's session timeout: a killed member's partitions move
+    /// after it (the broker takes 1 000 ms at least).
+    #[arg(long, default_value_t = 3_000)]
+    session_timeout_ms: u32,
+    /// commit_sync calls per second over all members; the report gives
+    /// their latency.
+    #[arg(long, default_value_t = 0.0)]
+    commit_rate: f64,
+    /// Group id; default: a fresh one (its offsets start at the end).
+    #[arg(long)]
+    group: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Also write report.json and lag.svg here.
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -148,6 +229,26 @@ enum Mode {
     /// Produce and consume at once: publish-to-delivery latency, and a check
     /// that every message arrives once, in order per partition.
     E2e(LoadArgs),
+    /// A consumer group under a steady produce rate while members join,
+    /// leave and are killed: time to reassign and resume per event, records
+    /// read twice, nothing lost, lag over time.
+    Rebalance(RebalanceArgs),
+    /// One member of a `rebalance` run (started by it).
+    #[command(hide = true)]
+    RebalanceMember {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        session_timeout_ms: u32,
+        #[arg(long)]
+        commit_rate: f64,
+        #[arg(long)]
+        lifetime_s: u64,
+    },
     /// Append through the embeddable engine API (no network), then read
     /// everything back and verify it.
     Engine {
@@ -261,12 +362,7 @@ fn apply_workload(a: &LoadArgs) -> Result<LoadArgs, String> {
 }
 
 fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, String> {
-    let acks = match a.acks.as_str() {
-        "0" => mamba_net::client::Acks::None,
-        "1" => mamba_net::client::Acks::Leader,
-        "all" | "-1" => mamba_net::client::Acks::All,
-        other => return Err(format!("--acks must be 0, 1 or all, not {other:?}")),
-    };
+    let acks = parse_acks(&a.acks)?;
     let payload = match a.payload.as_str() {
         "random" => load::Payload::Random,
         "zeros" => load::Payload::Zeros,
@@ -309,6 +405,17 @@ fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, Str
         },
         payload,
         progress: matches!(a.output, Output::Text),
+        group: match (&a.group, mode) {
+            (None, _) => None,
+            (Some(_), load::Mode::Produce) => {
+                return Err("--group applies to consume and e2e, not produce".into())
+            }
+            (Some(id), _) => Some(group_load::GroupRun {
+                group_id: if id.is_empty() { group_load::fresh_group_id() } else { id.clone() },
+                session_timeout_ms: a.session_timeout_ms,
+            }),
+        },
+        commit_rate_per_s: a.commit_rate.max(0.0),
     })
 }
 
@@ -344,7 +451,7 @@ fn run_load(
     } else {
         None
     };
-    let report = load::run(options)?;
+    let report = load::run(options.clone())?;
     let vs_disk = disk.as_ref().map(|d| {
         let produce = report.produce.as_ref().map_or(0.0, |p| p.bytes_per_s);
         json!({ "disk_write_bytes_per_s": d.write_bytes_per_s, "produce_ratio": produce / d.write_bytes_per_s.max(1.0) })
@@ -357,13 +464,15 @@ fn run_load(
             "consumers": args.consumers, "subscriptions": args.subscriptions, "workload": args.workload,
             "message_bytes": args.message_bytes, "batch_bytes": args.batch_bytes, "linger_ms": args.linger_ms,
             "acks": args.acks, "rate": args.rate, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-            "payload": args.payload,
+            "payload": args.payload, "group": options.group.as_ref().map(|g| &g.group_id),
+            "session_timeout_ms": args.session_timeout_ms, "commit_rate": args.commit_rate,
         },
         "machine": machine,
         "produce": report.produce,
         "consume": report.consume,
         "e2e": report.e2e,
         "delivery": report.delivery,
+        "commit": report.commit,
         "errors": report.errors,
         "vs_disk": vs_disk,
         "timeline": report.timeline,
@@ -379,8 +488,20 @@ fn run_load(
             print_section("e2e", "publish to delivery", &report.e2e);
             if let Some(d) = &report.delivery {
                 println!(
-                    "delivery {} acknowledged, {} consumed: lost {}, duplicated {}, out of order {}",
-                    d.acknowledged, d.consumed, d.lost, d.duplicated, d.out_of_order
+                    "delivery {} acknowledged, {} consumed: lost {}, duplicated {}, out of order {}, \
+                     duplicated across rebalances {}",
+                    d.acknowledged,
+                    d.consumed,
+                    d.lost,
+                    d.duplicated,
+                    d.out_of_order,
+                    d.duplicated_across_rebalances
+                );
+            }
+            if let Some(c) = &report.commit {
+                println!(
+                    "commit   {:>10.0} commits/s  commit_sync {}  failed {}",
+                    c.commits_per_s, c.latency_us, c.failed
                 );
             }
             if let Some(v) = &vs_disk {
@@ -405,12 +526,189 @@ fn run_load(
     Ok(())
 }
 
+fn parse_acks(acks: &str) -> Result<mamba_net::client::Acks, String> {
+    match acks {
+        "0" => Ok(mamba_net::client::Acks::None),
+        "1" => Ok(mamba_net::client::Acks::Leader),
+        "all" | "-1" => Ok(mamba_net::client::Acks::All),
+        other => Err(format!("--acks must be 0, 1 or all, not {other:?}")),
+    }
+}
+
+fn rebalance_options(a: &RebalanceArgs) -> Result<rebalance::RebalanceOptions, String> {
+    if !a.embedded && a.brokers.is_none() {
+        return Err("no broker to load: give --brokers HOST:PORT (or MAMBA_BROKERS), or \
+                    --embedded to start one in this process"
+            .into());
+    }
+    let schedule = if a.schedule.is_empty() {
+        let kinds = [ownership::EventKind::Leave, ownership::EventKind::Join];
+        (0..a.events).map(|i| kinds[i % 2]).collect()
+    } else {
+        a.schedule
+            .iter()
+            .map(|name| match name.trim() {
+                "join" => Ok(ownership::EventKind::Join),
+                "leave" => Ok(ownership::EventKind::Leave),
+                "kill" => Ok(ownership::EventKind::Kill),
+                other => Err(format!("--schedule: {other:?} is not join, leave or kill")),
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if a.rate <= 0.0 {
+        return Err("--rate must be above 0: the lag and the resumption need a steady flow".into());
+    }
+    let load = load::LoadOptions {
+        mode: load::Mode::E2e,
+        brokers: if a.embedded { None } else { a.brokers.clone() },
+        topic: a.topic.clone(),
+        topics: 1,
+        partitions: a.partitions.max(1),
+        producers: 1,
+        consumers: a.consumers,
+        subscriptions: 1,
+        message_bytes: a.message_bytes,
+        batch_bytes: a.batch_bytes.max(1024),
+        linger_ms: a.linger_ms,
+        acks: parse_acks(&a.acks)?,
+        durability: match a.durability {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::None => Durability::None,
+        },
+        rate_per_s: a.rate,
+        duration: Duration::ZERO,
+        warmup: Duration::from_secs(1),
+        keys: load::Keys::None,
+        payload: load::Payload::Random,
+        progress: false,
+        group: None,
+        commit_rate_per_s: 0.0,
+    };
+    if a.message_bytes < load::HEADER_BYTES {
+        return Err(format!("--message-bytes must be at least {}", load::HEADER_BYTES));
+    }
+    Ok(rebalance::RebalanceOptions {
+        load,
+        members: a.consumers,
+        schedule,
+        event_interval: Duration::from_millis(a.event_interval_ms),
+        session_timeout_ms: a.session_timeout_ms,
+        commit_rate_per_s: a.commit_rate.max(0.0),
+        group_id: a.group.clone(),
+        member_exe: std::env::current_exe()
+            .map_err(|e| format!("finding this program to start members: {e}"))?,
+    })
+}
+
+fn run_rebalance(args: &RebalanceArgs, machine: &machine::Machine) -> Result<(), String> {
+    let options = rebalance_options(args)?;
+    let report = rebalance::run(options)?;
+    let document = json!({
+        "mode": "rebalance",
+        "params": {
+            "brokers": args.brokers, "embedded": args.embedded, "topic": args.topic,
+            "partitions": report.partitions, "consumers": args.consumers, "rate": args.rate,
+            "message_bytes": args.message_bytes, "batch_bytes": args.batch_bytes,
+            "linger_ms": args.linger_ms, "acks": args.acks,
+            "schedule": report.events.iter().map(|e| e.kind.name()).collect::<Vec<_>>(),
+            "event_interval_ms": args.event_interval_ms,
+            "session_timeout_ms": args.session_timeout_ms, "commit_rate": args.commit_rate,
+            "group": report.group_id,
+        },
+        "machine": machine,
+        "produce": report.produce,
+        "events": report.events,
+        "by_kind": report.by_kind,
+        "delivery": report.delivery,
+        "commit": report.commit,
+        "lag": report.lag,
+    });
+    if let Some(dir) = &args.report_dir {
+        report::write_rebalance(dir, &document, &report)?;
+    }
+    match args.output {
+        Output::Json => println!("{document}"),
+        Output::Text => print_rebalance(&report, args),
+    }
+    let failures = report.failures();
+    if !failures.is_empty() {
+        return Err(format!("rebalance check failed: {}", failures.join(", ")));
+    }
+    Ok(())
+}
+
+fn print_rebalance(report: &rebalance::RebalanceReport, args: &RebalanceArgs) {
+    let ms = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.0} ms"));
+    print_section("produce", "send to ack", &report.produce);
+    for (i, e) in report.events.iter().enumerate() {
+        println!(
+            "event {i:>3} {:<5} member {:<3} owned again {:>8}  resumed {:>8}  moved {:>2}  read twice {}",
+            e.kind.name(),
+            e.member,
+            ms(e.owned_again_ms),
+            ms(e.resumed_ms),
+            e.moved_partitions.len(),
+            e.duplicated
+        );
+    }
+    let spread = |s: &Option<rebalance::Spread>| {
+        s.as_ref().map_or("-".to_string(), |s| format!("p50 {:.0} ms, max {:.0} ms", s.p50, s.max))
+    };
+    for (kind, k) in &report.by_kind {
+        println!(
+            "{kind:<5} {} events ({} unsettled): owned again {}; resumed {}{}; read twice {}",
+            k.events,
+            k.unsettled,
+            spread(&k.owned_again_ms),
+            spread(&k.resumed_ms),
+            k.resumed_after_session_ms.as_ref().map_or(String::new(), |s| format!(
+                " (session timeout {} ms + p50 {:.0} ms, max {:.0} ms)",
+                args.session_timeout_ms, s.p50, s.max
+            )),
+            k.duplicated
+        );
+    }
+    let d = &report.delivery;
+    println!(
+        "delivery {} acknowledged, {} delivered: lost {}, out of order {}, duplicated across \
+         rebalances {} ({} while the group formed)",
+        d.acknowledged,
+        d.delivered,
+        d.lost,
+        d.out_of_order,
+        d.duplicated_across_rebalances,
+        d.duplicated_while_forming
+    );
+    if let Some(c) = &report.commit {
+        println!("commit   commit_sync {}  failed {}", c.latency_us, c.failed);
+    }
+    if let Some(dir) = &args.report_dir {
+        println!("report   {}", dir.display());
+    }
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let machine = machine::Machine::detect();
     match cli.mode {
         Mode::Produce(args) => run_load(load::Mode::Produce, "produce", &args, &machine)?,
         Mode::Consume(args) => run_load(load::Mode::Consume, "consume", &args, &machine)?,
         Mode::E2e(args) => run_load(load::Mode::E2e, "e2e", &args, &machine)?,
+        Mode::Rebalance(args) => run_rebalance(&args, &machine)?,
+        Mode::RebalanceMember {
+            brokers,
+            topic,
+            group,
+            session_timeout_ms,
+            commit_rate,
+            lifetime_s,
+        } => rebalance_member::run(rebalance_member::MemberOptions {
+            brokers,
+            topic,
+            group_id: group,
+            session_timeout_ms,
+            commit_rate_per_s: commit_rate,
+            lifetime: Duration::from_secs(lifetime_s),
+        })?,
         Mode::Engine {
             data_dir: dir,
             partitions,

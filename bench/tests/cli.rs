@@ -60,3 +60,59 @@ fn mamba_brokers_names_the_target_and_an_existing_topic_keeps_its_partitions() {
     drop(broker);
     engine.close().expect("close");
 }
+
+#[test]
+fn e2e_with_a_group_reads_every_message_once_through_the_group() {
+    let out = bench()
+        .args(["e2e", "--embedded", "--group", "--consumers", "2", "--partitions", "4"])
+        .args(["--rate", "2000", "--duration-s", "2", "--warmup-s", "1"])
+        .args(["--batch-bytes", "16384", "--commit-rate", "20"])
+        .output()
+        .expect("run mamba-bench");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let delivery = stdout.lines().find(|l| l.starts_with("delivery ")).expect(&stdout);
+    assert!(delivery.contains("lost 0, duplicated 0, out of order 0"), "{stdout}");
+    let commit = stdout.lines().find(|l| l.starts_with("commit ")).expect(&stdout);
+    assert!(commit.contains("commit_sync p50"), "{stdout}");
+}
+
+#[test]
+fn rebalance_survives_a_join_a_leave_and_a_kill_without_losing_a_record() {
+    let report_dir = tempfile::tempdir().expect("tempdir");
+    let out = bench()
+        .args(["rebalance", "--embedded", "--schedule", "join,leave,kill"])
+        .args(["--consumers", "2", "--partitions", "4", "--rate", "2000"])
+        .args(["--session-timeout-ms", "1000", "--event-interval-ms", "500"])
+        .args(["--batch-bytes", "16384", "--commit-rate", "10", "--output", "json"])
+        .arg("--report-dir")
+        .arg(report_dir.path())
+        .output()
+        .expect("run mamba-bench");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let events = report["events"].as_array().expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().expect("kind")).collect();
+    assert_eq!(kinds, ["join", "leave", "kill"]);
+    for e in events {
+        assert!(e["owned_again_ms"].is_number(), "every event settled: {e}");
+        assert!(e["resumed_ms"].is_number(), "consumption resumed: {e}");
+        assert!(!e["moved_partitions"].as_array().expect("moved").is_empty(), "{e}");
+    }
+    for kind in ["join", "leave", "kill"] {
+        let k = &report["by_kind"][kind];
+        assert_eq!(k["events"], 1, "{kind}: {k}");
+        assert!(k["resumed_ms"]["p50"].is_number(), "{kind}: {k}");
+    }
+    let delivery = &report["delivery"];
+    assert_eq!(delivery["lost"], 0, "{delivery}");
+    assert_eq!(delivery["out_of_order"], 0, "{delivery}");
+    assert!(delivery["acknowledged"].as_u64().expect("acknowledged") > 0, "{delivery}");
+    assert!(report["commit"]["latency_us"]["count"].as_u64().expect("commits") > 0);
+    assert!(!report["lag"].as_array().expect("lag samples").is_empty());
+    assert!(report_dir.path().join("lag.svg").exists());
+    assert!(report_dir.path().join("report.json").exists());
+}

@@ -65,6 +65,9 @@ pub(super) struct GroupMember {
     pub(super) listener_running: bool,
     /// Set by `subscribe_pattern`.
     pattern: Option<TopicPattern>,
+    /// The last commit of every position: auto commit counts from it (a
+    /// commit of some partitions, as of revoked ones, does not restart it,
+    /// or a member that rebalances often never commits what it keeps).
     pub(super) last_commit: Instant,
 }
 
@@ -171,7 +174,11 @@ impl Consumer {
     pub async fn commit_async(&mut self) -> Result<(), ClientError> {
         let positions: Vec<((String, u32), u64)> =
             self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        self.commit_positions(&positions).await
+        self.commit_positions(&positions).await?;
+        if let Some(g) = &mut self.group {
+            g.last_commit = Instant::now();
+        }
+        Ok(())
     }
 
     pub(super) async fn commit_positions(
@@ -215,9 +222,6 @@ impl Consumer {
             ) {
                 return Err(e);
             }
-        }
-        if let Some(g) = &mut self.group {
-            g.last_commit = Instant::now();
         }
         Ok(())
     }
