@@ -13,7 +13,11 @@ every member on the same machine:
 3. Throughput of a group of 2 consumers / 2 consumers assigning the
    partitions themselves: `mamba-bench consume` (fill DURATION_S, then read
    it all back), the two alternating, ROUNDS pairs; median of the per-pair
-   ratios.
+   ratios. The group uses the round-robin assignor, the split the
+   consumers without a group use, so both read the same partitions from
+   the same shards (uniform gives {0,1},{2,3}: on 2 shards every fetch
+   then needs a second shard, which costs the same with or without a
+   group).
 4. commit_sync at 100 commits/s under load: `mamba-bench e2e --group`
    (3 consumers, 12 partitions, 20 000 msgs/s), ROUNDS runs; medians of
    p50 / p99 / max.
@@ -90,7 +94,9 @@ def throughput():
         order = ["assign", "group"] if i % 2 == 0 else ["group", "assign"]
         rate = {}
         for kind in order:
-            extra = ["--group"] if kind == "group" else []
+            # round-robin splits the partitions as the consumers without a
+            # group do: both read the same partitions from the same shards.
+            extra = ["--group", "--assignor", "round-robin"] if kind == "group" else []
             rate[kind] = bench("consume", common + extra)["consume"]["bytes_per_s"]
         ratios.append(rate["group"] / rate["assign"])
         print(f"  pair {i}: assign {rate['assign'] / 1e6:.0f} MB/s, group {rate['group'] / 1e6:.0f} "

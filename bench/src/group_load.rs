@@ -22,6 +22,8 @@ pub struct GroupRun {
     pub group_id: String,
     /// 0: the broker's default.
     pub session_timeout_ms: u32,
+    /// `None`: the broker's default (uniform).
+    pub assignor: Option<String>,
 }
 
 impl GroupRun {
@@ -217,12 +219,17 @@ pub fn start_at_end(
 }
 
 /// The options of a bench consumer joining `group_id` for `topic`.
-pub fn group_options(group_id: String, topic: &str, session_timeout_ms: u32) -> GroupOptions {
+pub fn group_options(
+    group_id: String,
+    topic: &str,
+    session_timeout_ms: u32,
+    assignor: Option<String>,
+) -> GroupOptions {
     GroupOptions {
         group_id,
         topics: vec![topic.to_string()],
         instance_id: None,
-        assignor: None,
+        assignor,
         session_timeout_ms,
         client_id: "mamba-bench".into(),
     }

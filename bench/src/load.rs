@@ -10,7 +10,7 @@ use mamba_engine::batch_writer::RECORD_OVERHEAD_BYTES;
 use mamba_engine::{Durability, EngineConfig};
 use mamba_net::client::{
     block_on, Acks, Admin, ClientError, Consumer, ConsumerConfig, Delivery, DeliveryHandler,
-    OffsetReset, Producer, ProducerConfig, SeekTo, SendRecord,
+    GroupOptions, OffsetReset, Producer, ProducerConfig, SeekTo, SendRecord,
 };
 use mamba_net::node::{Node, NodeConfig};
 use mamba_net::protocol::ConfigEntry;
@@ -416,7 +416,7 @@ struct ConsumerResult {
 /// Where a consumer's partitions come from.
 enum Source {
     Assign { partitions: Vec<u32>, from: SeekTo },
-    Group { group_id: String, session_timeout_ms: u32, listener: TrackingListener },
+    Group { options: GroupOptions, listener: TrackingListener },
 }
 
 /// A group member stops once nothing arrived for this long after the
@@ -443,7 +443,7 @@ fn run_consumer(
             consumer.assign(topic, &partitions, from).map_err(|e| e.to_string())?;
             (consumer, false)
         }
-        Source::Group { group_id, session_timeout_ms, listener } => {
+        Source::Group { options, listener } => {
             // A fresh group starts at the earliest record (consume); an
             // e2e group's offsets were set to the end before it joined.
             let config = ConsumerConfig {
@@ -451,7 +451,6 @@ fn run_consumer(
                 ..ConsumerConfig::default()
             };
             let mut consumer = Consumer::connect(brokers, config).map_err(|e| e.to_string())?;
-            let options = group_load::group_options(group_id, topic, session_timeout_ms);
             consumer.subscribe(options).map_err(|e| e.to_string())?;
             consumer.set_rebalance_listener(Box::new(listener)).map_err(|e| e.to_string())?;
             (consumer, true)
@@ -694,8 +693,12 @@ pub fn run(mut options: LoadOptions) -> Result<LoadReport, String> {
         {
             let source = match &options.group {
                 Some(group) => Source::Group {
-                    group_id: group.group_of(subscription),
-                    session_timeout_ms: group.session_timeout_ms,
+                    options: group_load::group_options(
+                        group.group_of(subscription),
+                        topic,
+                        group.session_timeout_ms,
+                        group.assignor.clone(),
+                    ),
                     listener: TrackingListener { tracker: tracker.clone(), subscription },
                 },
                 None => {

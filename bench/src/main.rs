@@ -157,6 +157,12 @@ struct LoadArgs {
     /// report gives their latency.
     #[arg(long, default_value_t = 0.0, requires = "group")]
     commit_rate: f64,
+    /// With --group: the group's assignor, uniform (the broker's default),
+    /// range or round-robin. round-robin splits partitions as the consumers
+    /// without a group do (consumer i: partitions i, i+N, …), so the two
+    /// read the same partitions from the same shards.
+    #[arg(long, value_name = "NAME", requires = "group")]
+    assignor: Option<String>,
 }
 
 /// `rebalance`: a group under load while members join, leave and die.
@@ -413,6 +419,7 @@ fn load_options(mode: load::Mode, a: &LoadArgs) -> Result<load::LoadOptions, Str
             (Some(id), _) => Some(group_load::GroupRun {
                 group_id: if id.is_empty() { group_load::fresh_group_id() } else { id.clone() },
                 session_timeout_ms: a.session_timeout_ms,
+                assignor: a.assignor.clone(),
             }),
         },
         commit_rate_per_s: a.commit_rate.max(0.0),

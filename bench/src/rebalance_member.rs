@@ -127,6 +127,7 @@ fn member(options: &MemberOptions, outbox: &Outbox) -> Result<(), String> {
             options.group_id.clone(),
             &options.topic,
             options.session_timeout_ms,
+            None,
         ))
         .map_err(|e| format!("joining group {}: {e}", options.group_id))?;
     consumer

@@ -162,6 +162,13 @@ impl Membership {
         }
     }
 
+    /// Whether there is something for the consumer to do: an assignment
+    /// that differs from `owned`, a loss, or a fatal error.
+    pub fn has_news(&self) -> bool {
+        let s = self.state();
+        s.assignment != s.owned || s.lost || s.fatal.is_some()
+    }
+
     /// Waits up to `timeout` for something for the consumer to do: an
     /// assignment that differs from `owned`, a loss, or a fatal error.
     /// Never blocks the thread that polls it (the timeout is a
@@ -173,11 +180,8 @@ impl Membership {
             // Listen before looking, so a change between the two still
             // wakes this wait.
             let listener = self.shared.changed_event.listen();
-            {
-                let s = self.state();
-                if s.assignment != s.owned || s.lost || s.fatal.is_some() {
-                    return;
-                }
+            if self.has_news() {
+                return;
             }
             match select(listener, &mut deadline).await {
                 Either::Left(((), _)) => continue,

@@ -219,15 +219,11 @@ impl Locked {
         self.guard.as_ref().expect("loaded before it is handed out").partition
     }
 
-    /// Appends `records` as one batch; returns its first offset.
-    async fn append(&mut self, records: Vec<GroupRecord>) -> Result<Offset, EngineError> {
+    /// Appends `records` as one batch; returns its first offset, or
+    /// `None` when there was nothing to write (most sweeps).
+    async fn append(&mut self, records: Vec<GroupRecord>) -> Result<Option<Offset>, EngineError> {
         if records.is_empty() {
-            return self
-                .host
-                .engine
-                .list_offsets(OFFSETS_TOPIC, PartitionId(self.partition()))
-                .await
-                .map(|o| o.next_offset);
+            return Ok(None);
         }
         let partition = self.partition();
         let now_ms = mamba_engine::runtime::now_ms();
@@ -247,7 +243,7 @@ impl Locked {
         if let Some(loaded) = self.guard.as_mut() {
             loaded.bytes_since_snapshot += bytes;
         }
-        Ok(info.base_offset)
+        Ok(Some(info.base_offset))
     }
 
     /// Compacts when a segment's worth was appended since the last
@@ -277,13 +273,13 @@ impl Locked {
             chunk.push(record);
             if chunk_bytes >= SNAPSHOT_BATCH_BYTES {
                 let base = self.append(std::mem::take(&mut chunk)).await?;
-                snapshot_start = snapshot_start.or(Some(base));
+                snapshot_start = snapshot_start.or(base);
                 chunk_bytes = 0;
             }
         }
         if !chunk.is_empty() {
             let base = self.append(chunk).await?;
-            snapshot_start = snapshot_start.or(Some(base));
+            snapshot_start = snapshot_start.or(base);
         }
         // No group left: nothing older is needed either.
         let before = match snapshot_start {

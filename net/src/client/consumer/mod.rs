@@ -26,6 +26,7 @@ use super::connection::{decode_answer, Waiter};
 use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::*;
 use futures::channel::oneshot;
+use futures::future::{select, Either};
 use futures_timer::Delay;
 use group::GroupMember;
 use mamba_engine::batch::{iter_batches, peek_stored_bytes, BatchHeader, RecordView};
@@ -379,12 +380,32 @@ impl Consumer {
             }
             return Ok(0);
         }
-        let answer = match self.prefetched.take() {
+        let mut answer = match self.prefetched.take() {
             Some(answer) => answer,
             None => self.send_fetch(timeout)?,
         };
+        // Under a group, a revocation does not wait out the fetch's long
+        // poll: the poll ends at once with nothing, the fetch stays sent
+        // ahead (`reconcile` drops it if its partitions changed), and the
+        // next poll gives the partitions up within a round trip.
+        let answered = match &self.group {
+            Some(g) => {
+                let longest = self.conn.request_timeout() + timeout;
+                let changed = std::pin::pin!(g.membership.assignment_changed(longest));
+                match select(&mut answer, changed).await {
+                    Either::Left((answered, _)) => Some(answered),
+                    Either::Right(_) if g.membership.has_news() => None,
+                    Either::Right(_) => Some((&mut answer).await),
+                }
+            }
+            None => Some((&mut answer).await),
+        };
+        let Some(answered) = answered else {
+            self.prefetched = Some(answer);
+            return Ok(0);
+        };
         let disconnected = || ClientError::Disconnected { addr: self.conn.brokers().to_string() };
-        let frame = answer.await.map_err(|_| disconnected())??;
+        let frame = answered.map_err(|_| disconnected())??;
         let answer = decode_answer::<FetchResponse>(&frame)?;
         // Where each partition continues, from the batch headers, so the
         // next fetch can go out before the records are checked and handed
