@@ -6,8 +6,11 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, Storage};
 
 fn open_engine(dir: &std::path::Path) -> Engine {
-    Engine::open(dir, EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() })
-        .expect("engine opens")
+    Engine::open(
+        dir,
+        EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() },
+    )
+    .expect("engine opens")
 }
 
 fn open_store(engine: &Engine) -> RaftStore {
@@ -112,8 +115,7 @@ fn an_installed_snapshot_replaces_the_log_across_restarts() {
         let engine = open_engine(dir.path());
         let mut store = open_store(&engine);
         block_on(store.append(&[entry(1, 1, "old"), entry(2, 1, "old")])).expect("append");
-        let mut snapshot = Snapshot::default();
-        snapshot.data = b"leader state".to_vec().into();
+        let mut snapshot = Snapshot { data: b"leader state".to_vec().into(), ..Default::default() };
         let meta = snapshot.mut_metadata();
         meta.index = 50;
         meta.term = 4;

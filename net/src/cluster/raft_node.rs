@@ -245,17 +245,17 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
                 EntryType::EntryNormal => self.machine.apply(entry.index, &entry.data),
                 EntryType::EntryConfChange => {
                     let mut change = ConfChange::default();
-                    change
-                        .merge_from_bytes(&entry.data)
-                        .map_err(|source| RaftNodeError::BadConfChange { index: entry.index, source })?;
+                    change.merge_from_bytes(&entry.data).map_err(|source| {
+                        RaftNodeError::BadConfChange { index: entry.index, source }
+                    })?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state);
                 }
                 EntryType::EntryConfChangeV2 => {
                     let mut change = ConfChangeV2::default();
-                    change
-                        .merge_from_bytes(&entry.data)
-                        .map_err(|source| RaftNodeError::BadConfChange { index: entry.index, source })?;
+                    change.merge_from_bytes(&entry.data).map_err(|source| {
+                        RaftNodeError::BadConfChange { index: entry.index, source }
+                    })?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state);
                 }

@@ -125,8 +125,11 @@ impl RaftStore {
     /// `voters_initial`. Later starts ignore `voters_initial`.
     pub async fn open(engine: Engine, voters_initial: &[u64]) -> RaftStoreResult<RaftStore> {
         let dir = engine.data_dir().join("cluster");
-        fs::create_dir_all(&dir)
-            .map_err(|source| RaftStoreError::Io { op: "create", path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| RaftStoreError::Io {
+            op: "create",
+            path: dir.clone(),
+            source,
+        })?;
         let config = TopicConfig {
             partitions: 1,
             storage: StorageMode::Disk,
@@ -351,7 +354,8 @@ impl RaftStore {
     pub async fn compact(&mut self, index: u64, data: Vec<u8>) -> RaftStoreResult<()> {
         assert!(index > self.snapshot.index, "compacting to an older index");
         assert!(index <= self.hard_state.commit, "only committed entries are compacted");
-        let term = self.entry_term(index).expect("a committed index past the snapshot is in the log");
+        let term =
+            self.entry_term(index).expect("a committed index past the snapshot is in the log");
         let dropped = (index - self.snapshot.index) as usize;
         let point = SnapshotPoint {
             index,
@@ -457,8 +461,8 @@ impl raft::Storage for RaftStore {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let mut snapshot = Snapshot::default();
-        snapshot.data = self.snapshot_data.clone().into();
+        let mut snapshot =
+            Snapshot { data: self.snapshot_data.clone().into(), ..Default::default() };
         let meta: &mut SnapshotMetadata = snapshot.mut_metadata();
         meta.index = self.snapshot.index;
         meta.term = self.snapshot.term;
@@ -587,8 +591,14 @@ fn decode_snapshot(path: &Path, bytes: &[u8]) -> RaftStoreResult<(SnapshotPoint,
         return Err(corrupt("data length does not match the file"));
     }
     let [voters, learners, voters_outgoing, learners_next] = lists;
-    let conf_state =
-        ConfState { voters, learners, voters_outgoing, learners_next, auto_leave, ..Default::default() };
+    let conf_state = ConfState {
+        voters,
+        learners,
+        voters_outgoing,
+        learners_next,
+        auto_leave,
+        ..Default::default()
+    };
     Ok((SnapshotPoint { index, term, conf_state, log_offset_first }, r.bytes.to_vec()))
 }
 
@@ -665,7 +675,8 @@ mod tests {
 
     #[test]
     fn truncated_or_unknown_entries_are_errors() {
-        let entry = Entry { term: 1, index: 1, context: b"abc".to_vec().into(), ..Default::default() };
+        let entry =
+            Entry { term: 1, index: 1, context: b"abc".to_vec().into(), ..Default::default() };
         let bytes = encode_entry(&entry);
         for len in 0..(2 + 8 + 8 + 4 + 3) {
             assert!(decode_entry(&bytes[..len]).is_err(), "a cut at {len} bytes");
@@ -680,7 +691,11 @@ mod tests {
         let point = SnapshotPoint {
             index: 10,
             term: 3,
-            conf_state: ConfState { voters: vec![1, 2, 3], learners: vec![4], ..Default::default() },
+            conf_state: ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![4],
+                ..Default::default()
+            },
             log_offset_first: 17,
         };
         let bytes = encode_snapshot(&point, b"state");
