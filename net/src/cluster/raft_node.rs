@@ -274,9 +274,12 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
         Ok(())
     }
 
+    /// Answers `Unknown` to the proposals at or below `index`: a snapshot
+    /// replaced what this node knew of them.
     fn fail_pending_through(&mut self, index: u64) {
         let later = self.pending.split_off(&(index + 1));
         for (_, pending) in std::mem::replace(&mut self.pending, later) {
+            // The proposer may have stopped waiting; nothing to tell.
             let _ignored = pending.reply.send(Err(ProposeError::Unknown));
         }
     }
@@ -326,7 +329,11 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
 }
 
 impl<T: Transport, S: StateMachine> Drop for RaftNode<T, S> {
+    /// Proposals still waiting learn that their outcome is unknown
+    /// (they may commit under the next leader).
     fn drop(&mut self) {
-        self.fail_pending_through(u64::MAX - 1);
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            let _ignored = pending.reply.send(Err(ProposeError::Unknown));
+        }
     }
 }
