@@ -703,6 +703,20 @@ impl Engine {
         self.call(shard, |reply| ShardRequest::DeleteSegmentsBefore { key, offset, reply }).await
     }
 
+    /// Removes every batch of a partition at or after `offset` (a batch
+    /// boundary), durably: for a log whose suffix was overwritten by a
+    /// leader (a Raft follower's, a replica's). Queued behind the appends
+    /// submitted before it.
+    pub async fn truncate_partition(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+    ) -> EngineResult<()> {
+        let (shard, key) = self.route(topic, partition)?;
+        self.call(shard, |reply| ShardRequest::TruncateTo { key, offset, reply }).await
+    }
+
     /// A partition's offsets, size in bytes and segment count; an offline
     /// partition answers why it is offline (`EngineError::Offline`).
     pub async fn describe_partition(

@@ -125,6 +125,13 @@ pub enum ShardRequest {
         offset: Offset,
         reply: Reply<usize>,
     },
+    /// Remove every batch at or after `offset` (see
+    /// `PartitionLog::truncate_to`), durable when answered.
+    TruncateTo {
+        key: PartitionKey,
+        offset: Offset,
+        reply: Reply<()>,
+    },
     /// Write this shard's recovery points now (after opening partitions,
     /// so they and their memory logs' offsets survive a crash).
     Checkpoint {
@@ -173,6 +180,11 @@ enum WriterCommand {
     DeleteSegmentsBefore {
         offset: Offset,
         reply: Reply<usize>,
+    },
+    /// Remove every batch at or after `offset`.
+    TruncateTo {
+        offset: Offset,
+        reply: Reply<()>,
     },
     /// Something is due (sync, retention); run a round.
     Wake,
@@ -371,6 +383,7 @@ fn fail(command: WriterCommand) {
         WriterCommand::DeleteSegmentsBefore { reply, .. } => {
             respond(reply, Err(EngineError::ShuttingDown));
         }
+        WriterCommand::TruncateTo { reply, .. } => respond(reply, Err(EngineError::ShuttingDown)),
         WriterCommand::Wake | WriterCommand::Close { .. } => {}
     }
 }
@@ -415,6 +428,14 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
             // its queue like an append.
             match lookup(partitions, &key) {
                 Ok(p) => park(p, WriterCommand::DeleteSegmentsBefore { offset, reply }, parked),
+                Err(e) => respond(reply, Err(e)),
+            }
+        }
+        ShardRequest::TruncateTo { key, offset, reply } => {
+            // Like a deletion: queued behind the appends before it, so it
+            // cuts what they wrote, never what comes after.
+            match lookup(partitions, &key) {
+                Ok(p) => park(p, WriterCommand::TruncateTo { offset, reply }, parked),
                 Err(e) => respond(reply, Err(e)),
             }
         }
@@ -694,6 +715,12 @@ impl Writer {
             WriterCommand::DeleteSegmentsBefore { offset, reply } => {
                 self.drain_io().await;
                 respond(reply, self.p.log.delete_segments_before(offset).await);
+            }
+            WriterCommand::TruncateTo { offset, reply } => {
+                // Writes in flight must land before the cut, or one could
+                // write past it afterwards.
+                self.drain_io().await;
+                respond(reply, self.p.log.truncate_to(offset, runtime::now_ms()).await);
             }
             WriterCommand::Wake => {}
             WriterCommand::Close { reply } => self.closing = Some(reply),

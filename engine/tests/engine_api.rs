@@ -466,3 +466,25 @@ fn a_program_that_runs_twice_finds_its_topic_and_its_data() {
     assert_eq!(values(&engine, "app", 2, 0), ["hi", "hi"]);
     engine.close().expect("close");
 }
+
+#[test]
+fn truncated_suffix_is_gone_after_restart_and_offsets_are_reused_by_new_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let engine = Engine::open(dir.path(), config()).expect("open");
+        block_on(engine.create_topic("log", TopicConfig::default())).expect("create");
+        for v in ["a", "b", "c", "d"] {
+            block_on(engine.append("log", PartitionId(0), batch(&[v], 1000))).expect("append");
+        }
+        block_on(engine.truncate_partition("log", PartitionId(0), Offset(2))).expect("truncate");
+        let offsets = block_on(engine.list_offsets("log", PartitionId(0))).expect("offsets");
+        assert_eq!(offsets.next_offset, Offset(2), "the log ends at the cut");
+        let info =
+            block_on(engine.append("log", PartitionId(0), batch(&["x"], 1000))).expect("append");
+        assert_eq!(info.base_offset, Offset(2), "the next append takes the first cut offset");
+        engine.close().expect("close");
+    }
+    let engine = Engine::open(dir.path(), config()).expect("reopen");
+    assert_eq!(values(&engine, "log", 0, 0), ["a", "b", "x"]);
+    engine.close().expect("close");
+}
