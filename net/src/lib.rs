@@ -2,6 +2,7 @@
 //! broker server and the Rust client.
 
 pub mod client;
+pub mod cluster;
 pub mod group;
 pub mod node;
 pub mod protocol;
