@@ -1,8 +1,11 @@
 //! Every request body decoder on arbitrary (aligned) bytes, as the broker
 //! runs them on what a client sends: an error or a value, never a panic.
+//! Also the cluster metadata decoders (a record of the Raft log, a
+//! snapshot from a peer), which take the same untrusted bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mamba_net::cluster::metadata::{MetadataRecord, MetadataState};
 use mamba_net::protocol::*;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
     let bytes: &[u8] = &aligned;
-    match which % 20 {
+    match which % 22 {
         0 => drop(ApiVersionsRequest::decode(bytes)),
         1 => drop(MetadataRequest::decode(bytes)),
         2 => drop(CreateTopicsRequest::decode(bytes)),
@@ -36,6 +39,8 @@ fuzz_target!(|data: &[u8]| {
         16 => drop(ResetOffsetsRequest::decode(bytes)),
         17 => drop(ListGroupsRequest::decode(bytes)),
         18 => drop(DescribeGroupsRequest::decode(bytes)),
-        _ => drop(DeleteGroupsRequest::decode(bytes)),
+        19 => drop(DeleteGroupsRequest::decode(bytes)),
+        20 => drop(MetadataRecord::decode(body)),
+        _ => drop(MetadataState::restore(body)),
     }
 });
