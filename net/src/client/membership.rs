@@ -175,7 +175,14 @@ impl Membership {
     /// `futures-timer` delay, the wake an `Event`), so it serves
     /// `poll_async` on any executor, and `poll` through `blocking::wait`.
     pub async fn assignment_changed(&self, timeout: Duration) {
-        let mut deadline = Delay::new(timeout);
+        let news = std::pin::pin!(self.news());
+        // Either way there is nothing more to wait for.
+        let _either = select(news, Delay::new(timeout)).await;
+    }
+
+    /// Resolves once `has_news` holds; no timer, so it costs nothing on a
+    /// poll's path beyond one listener.
+    pub async fn news(&self) {
         loop {
             // Listen before looking, so a change between the two still
             // wakes this wait.
@@ -183,10 +190,7 @@ impl Membership {
             if self.has_news() {
                 return;
             }
-            match select(listener, &mut deadline).await {
-                Either::Left(((), _)) => continue,
-                Either::Right(((), _)) => return,
-            }
+            listener.await;
         }
     }
 

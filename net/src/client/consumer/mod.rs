@@ -389,15 +389,10 @@ impl Consumer {
         // ahead (`reconcile` drops it if its partitions changed), and the
         // next poll gives the partitions up within a round trip.
         let answered = match &self.group {
-            Some(g) => {
-                let longest = self.conn.request_timeout() + timeout;
-                let changed = std::pin::pin!(g.membership.assignment_changed(longest));
-                match select(&mut answer, changed).await {
-                    Either::Left((answered, _)) => Some(answered),
-                    Either::Right(_) if g.membership.has_news() => None,
-                    Either::Right(_) => Some((&mut answer).await),
-                }
-            }
+            Some(g) => match select(&mut answer, std::pin::pin!(g.membership.news())).await {
+                Either::Left((answered, _)) => Some(answered),
+                Either::Right(_) => None,
+            },
             None => Some((&mut answer).await),
         };
         let Some(answered) = answered else {
