@@ -302,8 +302,14 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                 .partitions
                 .iter()
                 .map(|p| {
-                    let placed =
-                        json!({"partition": p.partition, "leader": p.leader, "shard": p.shard});
+                    let placed = json!({
+                        "partition": p.partition,
+                        "leader": p.leader,
+                        "leader_epoch": p.leader_epoch,
+                        "replicas": p.replicas,
+                        "isr": p.isr,
+                        "shard": p.shard,
+                    });
                     let stored = match by_partition.get(&p.partition) {
                         Some(s) if s.error_code == 0 => json!({
                             "status": "online",
@@ -358,7 +364,10 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                     Some(s) => format!("OFFLINE: {}", s.message),
                     None => "UNKNOWN: the broker did not describe it".to_string(),
                 };
-                say!("  partition {}: leader {} shard {} {state}", p.partition, p.leader, p.shard)?;
+                let leader = p.leader.map_or("none (offline)".to_string(), |id| id.to_string());
+                let replicas = p.replicas.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                let shard = p.shard.map_or(String::new(), |s| format!(" shard {s}"));
+                say!("  partition {}: leader {leader} replicas {replicas}{shard} {state}", p.partition)?;
             }
             let mut total = format!(
                 "  total: {}, {} in {}",

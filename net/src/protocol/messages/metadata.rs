@@ -28,17 +28,33 @@ pub struct MetadataRequest {
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct BrokerMeta {
     pub node_id: u32,
+    /// Where clients reach it.
     pub host: String,
     pub port: u16,
+    /// Its cores; 0 when the answering broker does not know (another
+    /// broker's).
     pub shards: u32,
+    pub rack: Option<String>,
+    /// `alive`, `fenced` (silent past its session, or not caught up with
+    /// the metadata yet: it leads nothing) or `decommissioning`.
+    pub status: String,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionMeta {
     pub partition: u32,
-    pub leader: u32,
-    /// The shard (core) of the leader that owns the partition.
-    pub shard: u32,
+    /// The broker that takes its produce and fetch requests; `None` while
+    /// it is offline (no in-sync replica alive).
+    pub leader: Option<u32>,
+    /// Rises with every leader change.
+    pub leader_epoch: u32,
+    /// Every broker that holds a copy; the first is the preferred leader.
+    pub replicas: Vec<u32>,
+    /// The replicas that have everything the leader acknowledged.
+    pub isr: Vec<u32>,
+    /// The shard (core) that owns it on the answering broker, when that
+    /// broker holds a replica.
+    pub shard: Option<u32>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -50,6 +66,10 @@ pub struct TopicMeta {
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MetadataResponse {
+    pub cluster_id: String,
+    /// The broker that leads the metadata quorum, when known.
+    pub controller_id: Option<u32>,
+    /// Every registered broker.
     pub brokers: Vec<BrokerMeta>,
     pub topics: Vec<TopicMeta>,
 }

@@ -24,6 +24,8 @@ pub(crate) fn metadata(ctx: &ServerContext, request: MetadataRequest) -> Metadat
         host: ctx.advertised.ip().to_string(),
         port: ctx.advertised.port(),
         shards: ctx.engine.shard_count() as u32,
+        rack: None,
+        status: "alive".to_string(),
     }];
     let describe = |meta: mamba_engine::catalog::TopicMeta| TopicMeta {
         name: meta.name.clone(),
@@ -34,8 +36,11 @@ pub(crate) fn metadata(ctx: &ServerContext, request: MetadataRequest) -> Metadat
             .enumerate()
             .map(|(p, shard)| PartitionMeta {
                 partition: p as u32,
-                leader: node_id,
-                shard: shard.0,
+                leader: Some(node_id),
+                leader_epoch: 0,
+                replicas: vec![node_id],
+                isr: vec![node_id],
+                shard: Some(shard.0),
             })
             .collect(),
     };
@@ -49,7 +54,7 @@ pub(crate) fn metadata(ctx: &ServerContext, request: MetadataRequest) -> Metadat
             })
             .collect(),
     };
-    MetadataResponse { brokers, topics }
+    MetadataResponse { cluster_id: String::new(), controller_id: Some(node_id), brokers, topics }
 }
 
 pub(crate) async fn describe_broker(ctx: &ServerContext) -> DescribeBrokerResponse {
