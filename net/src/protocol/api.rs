@@ -44,7 +44,7 @@ macro_rules! api_keys {
 
 api_keys! {
     ApiVersions = 0, "api_versions", 0..=0;
-    Metadata = 1, "metadata", 1..=1;
+    Metadata = 1, "metadata", 0..=0;
     CreateTopics = 2, "create_topics", 0..=0;
     DeleteTopics = 3, "delete_topics", 0..=0;
     DescribeConfigs = 4, "describe_configs", 0..=0;
