@@ -197,6 +197,7 @@ pub(crate) fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>)
     let node = Node::start(NodeConfig {
         data_dir: dir.path().to_path_buf(),
         engine: EngineConfig::default(),
+        cluster: None,
         broker: BrokerConfig { listen, ..BrokerConfig::default() },
     })
     .map_err(|e| e.to_string())?;

@@ -8,10 +8,12 @@
 //! and checkpointing every partition). A node dropped without `stop` stops
 //! the same way.
 
+use crate::cluster::{Addresses, Cluster, ClusterConfig, ClusterError, ClusterHandle};
 use crate::server::{Broker, BrokerConfig, BrokerError};
 use mamba_engine::{Engine, EngineConfig, EngineError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything a node is told.
 #[derive(Debug, Clone)]
@@ -19,6 +21,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     pub broker: BrokerConfig,
+    /// The cluster this node joins; `None`: a broker on its own, without
+    /// a metadata quorum (embedded uses, tests of the broker alone).
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +32,8 @@ pub enum NodeError {
     DataDir { data_dir: PathBuf, source: EngineError },
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("closing the engine: {0}")]
     Close(EngineError),
 }
@@ -36,21 +43,53 @@ pub struct Node {
     engine: Engine,
     /// `None` once stopped.
     broker: Option<Broker>,
+    cluster: Option<Cluster>,
 }
 
 impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let engine = Engine::open(&config.data_dir, config.engine)
             .map_err(|source| NodeError::DataDir { data_dir: config.data_dir.clone(), source })?;
-        match Broker::start(engine.clone(), config.broker) {
-            Ok(broker) => Ok(Node { engine, broker: Some(broker) }),
+        match Node::start_parts(&engine, config.broker, config.cluster) {
+            Ok((broker, cluster)) => Ok(Node { engine, broker: Some(broker), cluster }),
             Err(e) => {
                 if let Err(close) = engine.close() {
                     tracing::error!(error = %close, "closing the engine of a node that did not start");
                 }
-                Err(e.into())
+                Err(e)
             }
         }
+    }
+
+    fn start_parts(
+        engine: &Engine,
+        broker: BrokerConfig,
+        cluster: Option<ClusterConfig>,
+    ) -> Result<(Broker, Option<Cluster>), NodeError> {
+        let Some(cluster) = cluster else {
+            return Ok((Broker::start(engine.clone(), broker)?, None));
+        };
+        let cluster_listen = cluster.cluster_listen;
+        let (handle, inbox) = Cluster::prepare(cluster)?;
+        let broker =
+            Broker::start_clustered(engine.clone(), broker, handle.clone(), cluster_listen)?;
+        let addresses = Addresses {
+            client: broker.local_addr().to_string(),
+            cluster: broker.cluster_addr().map(|a| a.to_string()).unwrap_or_default(),
+            http: String::new(),
+        };
+        let cluster = Cluster::start(engine, handle, inbox, addresses)?;
+        Ok((broker, Some(cluster)))
+    }
+
+    /// The cluster side, when the node is in one.
+    pub fn cluster(&self) -> Option<&Arc<ClusterHandle>> {
+        self.cluster.as_ref().map(Cluster::handle)
+    }
+
+    /// Where other brokers reach this one, when in a cluster.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.broker.as_ref().and_then(Broker::cluster_addr)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -69,6 +108,10 @@ impl Node {
 
     fn stop_in_order(&mut self) -> Result<(), NodeError> {
         let Some(mut broker) = self.broker.take() else { return Ok(()) };
+        // The Raft task and the reconciler use the engine: they stop first.
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop();
+        }
         broker.stop();
         self.engine.close().map_err(NodeError::Close)
     }

@@ -28,6 +28,7 @@ impl InProcessBroker {
         let node = Node::start(NodeConfig {
             data_dir: dir.to_path_buf(),
             engine: EngineConfig { shards: Some(1), pin_shards: false, ..EngineConfig::default() },
+            cluster: None,
             broker: BrokerConfig { listen, ..BrokerConfig::default() },
         })
         .expect("start node");

@@ -26,6 +26,7 @@ fn start(dir: &Path) -> (Node, String) {
     let node = Node::start(NodeConfig {
         data_dir: dir.to_path_buf(),
         engine: EngineConfig { shards: Some(2), pin_shards: false, ..EngineConfig::default() },
+        cluster: None,
         broker: BrokerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             ..BrokerConfig::default()

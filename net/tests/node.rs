@@ -13,6 +13,7 @@ fn start(dir: &Path, listen: SocketAddr) -> Node {
     Node::start(NodeConfig {
         data_dir: dir.to_path_buf(),
         engine: EngineConfig { shards: Some(2), pin_shards: false, ..EngineConfig::default() },
+        cluster: None,
         broker: BrokerConfig { listen, ..BrokerConfig::default() },
     })
     .expect("start node")

@@ -4,6 +4,7 @@
 use crate::serve_config::Flags;
 use clap::Args;
 use mamba_engine::EngineConfig;
+use mamba_net::cluster::{ClusterConfig, CLUSTER_LISTEN_DEFAULT};
 use mamba_net::node::{Node, NodeConfig};
 use mamba_net::server::{BrokerConfig, BrokerLimits, GroupConfig};
 use std::path::PathBuf;
@@ -114,8 +115,30 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .offsets_segment_bytes
             .unwrap_or(group_defaults.offsets_segment_bytes),
     };
-    let broker = BrokerConfig { node_id: settings.node_id.unwrap_or(0), listen, limits, groups };
-    let config = NodeConfig { data_dir: data_dir.clone(), engine: engine_config, broker };
+    let node_id = settings.node_id.unwrap_or(1);
+    let cluster_defaults = ClusterConfig::default();
+    let cluster = ClusterConfig {
+        node_id,
+        cluster_listen: settings.cluster_listen.unwrap_or(CLUSTER_LISTEN_DEFAULT),
+        voters: settings.voters.map(|v| v.0).unwrap_or_default(),
+        seeds: settings.seeds.map(|s| s.0).unwrap_or_default(),
+        rack: settings.rack.filter(|r| !r.is_empty()),
+        heartbeat_interval_ms: settings
+            .broker_heartbeat_interval_ms
+            .unwrap_or(cluster_defaults.heartbeat_interval_ms),
+        session_timeout_ms: settings
+            .broker_session_timeout_ms
+            .unwrap_or(cluster_defaults.session_timeout_ms),
+        ..cluster_defaults
+    };
+    cluster.validate()?;
+    let broker = BrokerConfig { node_id, listen, limits, groups };
+    let config = NodeConfig {
+        data_dir: data_dir.clone(),
+        engine: engine_config,
+        broker,
+        cluster: Some(cluster),
+    };
     let node = Node::start(config).map_err(|e| e.to_string())?;
     let engine = node.engine();
     let report = engine.open_report();
@@ -130,13 +153,27 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         open_files_max = ?open_files_max,
         "mamba broker ready"
     );
+    // A broker that cannot be in its cluster (another cluster's data
+    // directory, a node id a live broker has) stops as if signalled, and
+    // says why.
+    if let Some(cluster) = node.cluster().cloned() {
+        let signals = signals.handle();
+        std::thread::spawn(move || {
+            mamba_net::client::block_on(cluster.wait_fatal());
+            signals.close();
+        });
+    }
     if let Some(signal) = signals.forever().next() {
         tracing::info!(
             signal,
             "shutting down: closing connections, flushing and closing partitions"
         );
     }
+    let fatal = node.cluster().and_then(|c| c.fatal());
     node.stop().map_err(|e| format!("shutdown: {e}"))?;
+    if let Some(reason) = fatal {
+        return Err(reason);
+    }
     tracing::info!("stopped");
     Ok(())
 }

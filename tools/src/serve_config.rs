@@ -81,10 +81,30 @@ macro_rules! settings {
 settings! {
     /// Where topics are stored [default: ./mamba-data]
     data_dir: PathBuf, "MAMBA_DATA_DIR", "DIR", path;
-    /// This broker's id in a cluster [default: 0]
-    node_id: u32, "MAMBA_NODE_ID", "N", number;
+    /// This broker's id in the cluster, unique among its brokers
+    /// [default: 1]
+    node_id: u32, "MAMBA_NODE_ID", "N", positive;
     /// Client address [default: 127.0.0.1:9400]
     listen: SocketAddr, "MAMBA_LISTEN", "ADDR", address;
+    /// Cluster address: other brokers' Raft messages, heartbeats and
+    /// forwarded requests [default: 127.0.0.1:9401]
+    cluster_listen: SocketAddr, "MAMBA_CLUSTER_LISTEN", "ADDR", address;
+    /// The metadata quorum of a new cluster, ID@HOST:PORT of each voter's
+    /// cluster address, e.g. 1@10.0.0.1:9401,2@10.0.0.2:9401,3@10.0.0.3:9401
+    /// (the same list on every voter) [default: this broker alone]
+    voters: VoterList, "MAMBA_VOTERS", "ID@ADDR,...", voters;
+    /// Cluster addresses of live brokers to join an existing cluster
+    /// through (a broker not among the voters) [default: none]
+    seeds: AddressList, "MAMBA_SEEDS", "ADDR,...", addresses;
+    /// This broker's rack (or zone): replicas of a partition go to
+    /// different racks [default: none]
+    rack: String, "MAMBA_RACK", "NAME", text;
+    /// How often this broker heartbeats the controller
+    /// (broker.heartbeat.interval.ms) [default: 500ms]
+    broker_heartbeat_interval_ms: u64, "MAMBA_BROKER_HEARTBEAT_INTERVAL_MS", "DURATION", duration;
+    /// A broker silent this long is fenced: it leads nothing until it is
+    /// back (broker.session.timeout.ms) [default: 3s]
+    broker_session_timeout_ms: u64, "MAMBA_BROKER_SESSION_TIMEOUT_MS", "DURATION", duration;
     /// Executor threads, one per core [default: every core]
     shards: u32, "MAMBA_SHARDS", "N", positive;
     /// Largest request frame accepted; a produce request carries its
@@ -146,6 +166,33 @@ fn load(path: &Path) -> Result<FileSettings, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config {}: {}", path.display(), e.message()))
+}
+
+/// `--voters`, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct VoterList(pub Vec<mamba_net::cluster::Voter>);
+
+/// A comma-separated list of `HOST:PORT`.
+#[derive(Debug, Clone, Default)]
+pub struct AddressList(pub Vec<String>);
+
+fn voters(name: &str, value: &str) -> Result<VoterList, String> {
+    mamba_net::cluster::parse_voters(value).map(VoterList).map_err(|e| format!("{name}: {e}"))
+}
+
+fn addresses(name: &str, value: &str) -> Result<AddressList, String> {
+    let list: Vec<String> =
+        value.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+    if let Some(bad) =
+        list.iter().find(|a| a.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()))
+    {
+        return Err(format!("{name}: {bad:?} is not HOST:PORT"));
+    }
+    Ok(AddressList(list))
+}
+
+fn text(_name: &str, value: &str) -> Result<String, String> {
+    Ok(value.trim().to_string())
 }
 
 fn path(_name: &str, value: &str) -> Result<PathBuf, String> {

@@ -17,7 +17,7 @@ mod topic_pattern;
 
 pub use admin::{Admin, AdminConfig, TopicDescription};
 pub use backoff::Backoff;
-pub use connection::Connection;
+pub use connection::{decode_answer, Connection, Waiter};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Delivered, OffsetReset, RebalanceListener, SeekTo,
 };

@@ -4,8 +4,147 @@
 //! `raft` crate over it; `metadata` is the state machine the committed
 //! records feed (pure, no I/O) and `placement` the controller's choice of
 //! replicas before it proposes a topic.
+//!
+//! At run time (`Cluster::start`): `controller` is the Raft task on shard
+//! 0 (every broker's node, and the controller's duties while it leads);
+//! `handle` is what the server's handlers see (the applied metadata, a way
+//! to the task); `peers` carries messages to other brokers' cluster ports;
+//! `heartbeat` keeps this broker registered and alive at the controller;
+//! `reconcile` opens and removes local partitions as the metadata says.
 
+pub mod config;
+mod controller;
+pub mod handle;
+mod heartbeat;
 pub mod metadata;
+mod peers;
 pub mod placement;
 pub mod raft_node;
 pub mod raft_store;
+mod reconcile;
+
+pub use config::{parse_voters, ClusterConfig, Voter, CLUSTER_LISTEN_DEFAULT};
+pub use handle::{Addresses, AdminCommand, AdminError, ClusterHandle, ClusterView};
+
+use mamba_engine::{Engine, ShardId};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid cluster settings: {0}")]
+    Config(String),
+    #[error("cannot open the metadata log: {0}")]
+    Open(String),
+    #[error("cannot start the cluster: {0}")]
+    Start(String),
+}
+
+/// The running cluster side of one broker.
+pub struct Cluster {
+    handle: Arc<ClusterHandle>,
+    heartbeats: Option<heartbeat::Heartbeats>,
+    stop_reconcile: Option<async_channel::Sender<()>>,
+    controller_done: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+/// How long `stop` waits for the Raft task.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Cluster {
+    /// A handle for the server to share before the cluster starts (its
+    /// listeners must be bound first: their addresses are registered).
+    pub fn prepare(
+        config: ClusterConfig,
+    ) -> Result<(Arc<ClusterHandle>, ClusterInbox), ClusterError> {
+        config.validate().map_err(ClusterError::Config)?;
+        let (handle, inbox) = ClusterHandle::new(config);
+        Ok((handle, ClusterInbox(inbox)))
+    }
+
+    /// Opens the metadata log and starts the Raft task on shard 0, the
+    /// reconciler beside it, and the heartbeats.
+    pub fn start(
+        engine: &Engine,
+        handle: Arc<ClusterHandle>,
+        inbox: ClusterInbox,
+        addresses: Addresses,
+    ) -> Result<Cluster, ClusterError> {
+        handle.set_addresses(addresses);
+        let (opened_tx, opened) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let (engine_there, handle_there, commands) = (engine.clone(), handle.clone(), inbox.0);
+        let task: mamba_engine::shard::ShardTask = Box::new(move || {
+            Box::pin(async move {
+                match controller::Controller::open(engine_there, handle_there).await {
+                    Ok(controller) => {
+                        let _ = opened_tx.send(Ok(()));
+                        controller.run(commands).await;
+                    }
+                    Err(e) => drop(opened_tx.send(Err(e.to_string()))),
+                }
+                let _ = done_tx.send(());
+            })
+        });
+        mamba_engine::block_on(engine.spawn_on_shard(ShardId(0), task))
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        match opened.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ClusterError::Open(e)),
+            Err(_) => {
+                return Err(ClusterError::Start("the raft task ended before it opened".into()))
+            }
+        }
+        let (stop_reconcile, stopped) = async_channel::bounded(1);
+        let (engine_there, handle_there) = (engine.clone(), handle.clone());
+        let task: mamba_engine::shard::ShardTask =
+            Box::new(move || Box::pin(reconcile::run(engine_there, handle_there, stopped)));
+        mamba_engine::block_on(engine.spawn_on_shard(ShardId(0), task))
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let heartbeats = heartbeat::Heartbeats::start(handle.clone(), fastrand::u64(1..))
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        tracing::info!(
+            node_id = handle.node_id(),
+            cluster = %handle.addresses().cluster,
+            voters = ?handle.config().initial_voter_ids(),
+            "cluster member started"
+        );
+        Ok(Cluster {
+            handle,
+            heartbeats: Some(heartbeats),
+            stop_reconcile: Some(stop_reconcile),
+            controller_done: Some(done),
+        })
+    }
+
+    pub fn handle(&self) -> &Arc<ClusterHandle> {
+        &self.handle
+    }
+
+    /// Stops heartbeating, the reconciler and the Raft task (waiting for
+    /// it: it uses the engine, which closes after).
+    pub fn stop(&mut self) {
+        if let Some(mut heartbeats) = self.heartbeats.take() {
+            heartbeats.stop();
+        }
+        if let Some(stop) = self.stop_reconcile.take() {
+            let _ = stop.try_send(());
+        }
+        self.handle.commands.close();
+        if let Some(done) = self.controller_done.take() {
+            if done.recv_timeout(STOP_WAIT).is_err() {
+                tracing::warn!("the raft task did not stop in time");
+            }
+        }
+        self.handle.peers.clear();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The Raft task's end of the command channel, between `prepare` and
+/// `start`.
+pub struct ClusterInbox(async_channel::Receiver<handle::Command>);

@@ -80,6 +80,9 @@ pub enum ProposeError {
     /// commit and will not.
     #[error("the proposal was overwritten by a new leader")]
     Overwritten,
+    /// Another membership change is still being applied.
+    #[error("another membership change is in progress")]
+    ChangePending,
     /// The node stopped or installed a snapshot before the entry was
     /// applied: it may or may not have committed.
     #[error("the proposal's outcome is unknown")]
@@ -129,7 +132,13 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
         };
         raft_config.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&raft_config, store, &logger)?;
+        let mut raw = RawNode::new(&raft_config, store, &logger)?;
+        // The only voter need not wait out an election timeout: a
+        // one-node cluster takes requests as soon as it starts.
+        let voters = &raw.store().conf_state().voters;
+        if voters.len() == 1 && voters[0] == config.id {
+            raw.campaign()?;
+        }
         Ok(RaftNode {
             raw,
             transport,
@@ -182,6 +191,73 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
         let (reply, answer) = oneshot::channel();
         self.pending.insert(index, Pending { term: self.raw.raft.term, reply });
         Ok(answer)
+    }
+
+    /// Proposes a membership change (one voter or learner at a time); the
+    /// future answers once it is applied, as `propose`'s.
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+    ) -> impl Future<Output = Result<u64, ProposeError>> + 'static {
+        let started = self.start_conf_change(change);
+        async move {
+            match started {
+                Ok(answer) => answer.await.unwrap_or(Err(ProposeError::Unknown)),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn start_conf_change(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<oneshot::Receiver<Result<u64, ProposeError>>, ProposeError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        let last_before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose_conf_change(Vec::new(), change).is_err() {
+            // One change at a time: another is pending.
+            return Err(ProposeError::ChangePending);
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        assert_eq!(index, last_before + 1, "a proposal is one entry");
+        let (reply, answer) = oneshot::channel();
+        self.pending.insert(index, Pending { term: self.raw.raft.term, reply });
+        Ok(answer)
+    }
+
+    /// The voters and learners of the configuration applied last.
+    pub fn conf_state(&self) -> &raft::eraftpb::ConfState {
+        self.raw.store().conf_state()
+    }
+
+    /// Each peer's acknowledged log index, as the leader tracks it (empty
+    /// on other nodes): (node id, matched index, is learner).
+    pub fn progress(&self) -> Vec<(u64, u64, bool)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let learners = &self.conf_state().learners;
+        let mut out: Vec<_> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, p)| (*id, p.matched, learners.contains(id)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// Tells raft a message to `node_id` could not be delivered, so it
+    /// probes instead of streaming appends.
+    pub fn report_unreachable(&mut self, node_id: u64) {
+        self.raw.report_unreachable(node_id);
     }
 
     fn not_leader(&self) -> ProposeError {

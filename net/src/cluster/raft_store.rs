@@ -146,7 +146,8 @@ impl RaftStore {
         let (snapshot, snapshot_data) = match read_file(&snapshot_path)? {
             Some(bytes) => decode_snapshot(&snapshot_path, &bytes)?,
             None => {
-                assert!(!voters_initial.is_empty(), "a bootstrap needs at least one voter");
+                // No voters: a broker joining an existing cluster, which
+                // learns the configuration from the leader's snapshot.
                 let point = SnapshotPoint {
                     conf_state: ConfState { voters: voters_initial.to_vec(), ..Default::default() },
                     ..SnapshotPoint::default()
@@ -382,6 +383,10 @@ impl RaftStore {
             .await
             .map_err(engine_err("delete segments"))?;
         Ok(())
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
     }
 
     pub fn hard_state(&self) -> &HardState {

@@ -63,6 +63,10 @@ api_keys! {
     ListGroups = 17, "list_groups", 0..=0;
     DescribeGroups = 18, "describe_groups", 0..=0;
     DeleteGroups = 19, "delete_groups", 0..=0;
+    RaftMessages = 21, "raft_messages", 0..=0;
+    BrokerHeartbeat = 22, "broker_heartbeat", 0..=0;
+    ClusterStatus = 23, "cluster_status", 0..=0;
+    AlterVoters = 24, "alter_voters", 0..=0;
 }
 
 impl ApiKey {

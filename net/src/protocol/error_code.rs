@@ -63,6 +63,17 @@ pub enum ErrorCode {
     InvalidGroupId = 28,
     /// A commit for a partition the member does not own.
     NotAssigned = 29,
+    /// This node does not lead the metadata quorum; the message names the
+    /// one that does, when known.
+    NotController = 30,
+    /// The request comes from a broker of another cluster (another data
+    /// directory's cluster id).
+    ClusterIdMismatch = 31,
+    /// Another live broker has this node id.
+    DuplicateBrokerId = 32,
+    /// The metadata quorum has no majority reachable: metadata cannot
+    /// change now.
+    NoQuorum = 33,
 }
 
 impl ErrorCode {
@@ -98,6 +109,10 @@ impl ErrorCode {
             27 => GroupNotFound,
             28 => InvalidGroupId,
             29 => NotAssigned,
+            30 => NotController,
+            31 => ClusterIdMismatch,
+            32 => DuplicateBrokerId,
+            33 => NoQuorum,
             _ => Unknown,
         }
     }
@@ -116,6 +131,8 @@ impl ErrorCode {
                 | ErrorCode::StorageError
                 | ErrorCode::NotCoordinator
                 | ErrorCode::CoordinatorLoading
+                | ErrorCode::NotController
+                | ErrorCode::NoQuorum
         )
     }
 
@@ -152,6 +169,10 @@ impl ErrorCode {
             GroupNotFound => "group not found",
             InvalidGroupId => "invalid group id",
             NotAssigned => "not assigned",
+            NotController => "not controller",
+            ClusterIdMismatch => "cluster id mismatch",
+            DuplicateBrokerId => "duplicate broker id",
+            NoQuorum => "no metadata quorum",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! here does an API's work.
 
 use super::answer::{error_answer, response, Answer};
-use super::handlers::{fetch, groups, metadata, produce, topics};
+use super::handlers::{cluster, fetch, groups, metadata, produce, topics};
 use super::ServerContext;
 use crate::protocol::*;
 use futures::future::LocalBoxFuture;
@@ -142,6 +142,22 @@ async fn handle(
         ApiKey::DeleteGroups => {
             let request = decode!(DeleteGroupsRequest);
             response(&h, &groups::delete_groups(ctx, request).await, no_payload)
+        }
+        ApiKey::RaftMessages => {
+            let request = decode!(RaftMessagesRequest);
+            response(&h, &cluster::raft_messages(ctx, request), no_payload)
+        }
+        ApiKey::BrokerHeartbeat => {
+            let request = decode!(BrokerHeartbeatRequest);
+            response(&h, &cluster::broker_heartbeat(ctx, request).await, no_payload)
+        }
+        ApiKey::ClusterStatus => {
+            let _request = decode!(ClusterStatusRequest);
+            response(&h, &cluster::cluster_status(ctx).await, no_payload)
+        }
+        ApiKey::AlterVoters => {
+            let request = decode!(AlterVotersRequest);
+            response(&h, &cluster::alter_voters(ctx, request).await, no_payload)
         }
         ApiKey::Produce => {
             unreachable!("produce is started by `start`, before its future is polled")

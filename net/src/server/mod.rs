@@ -18,6 +18,7 @@ mod errors;
 mod handlers;
 mod request_memory;
 
+use crate::cluster::ClusterHandle;
 pub use crate::group::coordinator::GroupConfig;
 use mamba_engine::{Engine, EngineError, ShardId};
 use std::net::SocketAddr;
@@ -133,9 +134,23 @@ pub enum BrokerError {
     Engine(#[from] EngineError),
 }
 
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Port {
+    /// Clients: every client API.
+    Client,
+    /// Other brokers: the cluster APIs too. Admin requests that arrive
+    /// here were forwarded once already and are never forwarded again.
+    Cluster,
+}
+
 /// What every connection handler of a shard shares.
 pub(crate) struct ServerContext {
     pub engine: Engine,
+    /// The cluster this broker is part of; `None` for a broker on its own
+    /// (no metadata quorum: the engine's topics are the truth).
+    pub cluster: Option<Arc<ClusterHandle>>,
+    pub port: Port,
     pub config: BrokerConfig,
     /// The address clients reach this broker at (the bound port).
     pub advertised: SocketAddr,
@@ -152,6 +167,7 @@ pub(crate) struct ServerContext {
 pub struct Broker {
     engine: Engine,
     local_addr: SocketAddr,
+    cluster_addr: Option<SocketAddr>,
     /// One per shard's accept loop.
     stops: Vec<connection::StopSender>,
 }
@@ -221,30 +237,70 @@ fn listen_sockets(
 }
 
 impl Broker {
-    /// Binds the client port on every shard and starts serving.
+    /// Binds the client port on every shard and starts serving: a broker
+    /// on its own, its engine's topics the whole truth.
     pub fn start(engine: Engine, config: BrokerConfig) -> Result<Broker, BrokerError> {
+        Broker::start_in(engine, config, None)
+    }
+
+    /// Binds the client port and the cluster port (`cluster_listen`) on
+    /// every shard and serves as a member of `cluster`.
+    pub fn start_clustered(
+        engine: Engine,
+        config: BrokerConfig,
+        cluster: Arc<ClusterHandle>,
+        cluster_listen: SocketAddr,
+    ) -> Result<Broker, BrokerError> {
+        Broker::start_in(engine, config, Some((cluster, cluster_listen)))
+    }
+
+    fn start_in(
+        engine: Engine,
+        config: BrokerConfig,
+        cluster: Option<(Arc<ClusterHandle>, SocketAddr)>,
+    ) -> Result<Broker, BrokerError> {
         config.limits.validate()?;
         config.groups.validate().map_err(BrokerError::InvalidGroupConfig)?;
-        let (local_addr, listeners) = listen_sockets(config.listen, engine.shard_count())
+        let shards = engine.shard_count();
+        let (local_addr, listeners) = listen_sockets(config.listen, shards)
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
-        let context = Arc::new(ServerContext {
-            engine: engine.clone(),
-            config,
-            advertised: local_addr,
-            started_ms: mamba_engine::runtime::now_ms(),
-            started: std::time::Instant::now(),
-        });
-        let mut stops = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let context = context.clone();
-            let (stop, stopped) = async_channel::bounded(1);
-            stops.push(stop);
-            let task: mamba_engine::shard::ShardTask =
-                Box::new(move || Box::pin(connection::accept_loop(listener, context, stopped)));
-            mamba_engine::block_on(engine.spawn_on_shard(ShardId(i as u32), task))?;
+        let mut ports = vec![(Port::Client, local_addr, listeners)];
+        let mut cluster_addr = None;
+        if let Some((_, listen)) = &cluster {
+            let (bound, listeners) = listen_sockets(*listen, shards)
+                .map_err(|source| BrokerError::Listen { addr: *listen, source })?;
+            cluster_addr = Some(bound);
+            ports.push((Port::Cluster, bound, listeners));
         }
-        tracing::info!(addr = %local_addr, shards = engine.shard_count(), "listening");
-        Ok(Broker { engine, local_addr, stops })
+        let started_ms = mamba_engine::runtime::now_ms();
+        let started = std::time::Instant::now();
+        let mut stops = Vec::new();
+        for (port, _, listeners) in ports {
+            let context = Arc::new(ServerContext {
+                engine: engine.clone(),
+                cluster: cluster.as_ref().map(|(handle, _)| handle.clone()),
+                port,
+                config: config.clone(),
+                advertised: local_addr,
+                started_ms,
+                started,
+            });
+            for (i, listener) in listeners.into_iter().enumerate() {
+                let context = context.clone();
+                let (stop, stopped) = async_channel::bounded(1);
+                stops.push(stop);
+                let task: mamba_engine::shard::ShardTask =
+                    Box::new(move || Box::pin(connection::accept_loop(listener, context, stopped)));
+                mamba_engine::block_on(engine.spawn_on_shard(ShardId(i as u32), task))?;
+            }
+        }
+        tracing::info!(addr = %local_addr, cluster = ?cluster_addr, shards, "listening");
+        Ok(Broker { engine, local_addr, cluster_addr, stops })
+    }
+
+    /// Where other brokers reach this one (the bound port), when clustered.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_addr
     }
 
     /// Stops accepting and closes every connection (requests in flight end

@@ -32,7 +32,8 @@ pub use record::{
 };
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
 pub use state::{
-    Broker, BrokerStatus, MetadataError, MetadataState, ProducerIdBlock, Topic, TopicPartition,
+    broker_status_name, Broker, BrokerStatus, MetadataError, MetadataState, ProducerIdBlock, Topic,
+    TopicPartition,
 };
 
 #[cfg(test)]

@@ -50,6 +50,15 @@ pub enum BrokerStatus {
     Decommissioning,
 }
 
+/// How operators and clients name a broker's status.
+pub fn broker_status_name(broker: &Broker) -> &'static str {
+    match broker.status() {
+        BrokerStatus::Alive => "alive",
+        BrokerStatus::Fenced => "fenced",
+        BrokerStatus::Decommissioning => "decommissioning",
+    }
+}
+
 impl Broker {
     pub fn status(&self) -> BrokerStatus {
         if self.decommissioning {

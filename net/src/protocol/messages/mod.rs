@@ -2,6 +2,7 @@
 //! rkyv archives, validated (bytecheck) when decoded; record batches never
 //! go in a body but in the frame payload, referenced by [`Slice`].
 
+mod cluster;
 mod fetch;
 mod groups;
 mod metadata;
@@ -9,6 +10,7 @@ mod produce;
 mod topics;
 
 pub use super::api::ApiKey;
+pub use cluster::*;
 pub use fetch::*;
 pub use groups::*;
 pub use metadata::*;

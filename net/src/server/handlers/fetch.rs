@@ -6,6 +6,13 @@ use crate::server::ServerContext;
 use mamba_engine::{EngineError, Offset, PartitionId};
 use std::time::{Duration, Instant};
 
+/// Why a partition was not read.
+enum Unreadable {
+    /// Another broker leads it, or no one (code and message).
+    NotHere((u16, String)),
+    Engine(EngineError),
+}
+
 pub(crate) async fn fetch(
     ctx: &ServerContext,
     request: &FetchRequest,
@@ -18,7 +25,17 @@ pub(crate) async fn fetch(
         let share = (request.max_bytes.max(1) as usize / request.partitions.len().max(1)).max(1);
         let reads = request.partitions.iter().map(|p| {
             let max_bytes = (p.max_bytes as usize).min(share).max(1);
-            ctx.engine.read(&p.topic, PartitionId(p.partition), Offset(p.offset), max_bytes)
+            let led = super::cluster::check_leader(ctx, &p.topic, p.partition);
+            async move {
+                led.map_err(Unreadable::NotHere)?;
+                let read = ctx.engine.read(
+                    &p.topic,
+                    PartitionId(p.partition),
+                    Offset(p.offset),
+                    max_bytes,
+                );
+                read.await.map_err(Unreadable::Engine)
+            }
         });
         let reads = futures::future::join_all(reads).await;
         let mut results = Vec::with_capacity(request.partitions.len());
@@ -43,7 +60,11 @@ pub(crate) async fn fetch(
                     position += len as u32;
                     chunks.extend(read.chunks);
                 }
-                Err(e) => {
+                Err(Unreadable::NotHere((code, message))) => {
+                    result.error_code = code;
+                    result.message = message;
+                }
+                Err(Unreadable::Engine(e)) => {
                     result.error_code = code_of(&e);
                     result.message = e.to_string();
                     if let EngineError::OffsetOutOfRange {
@@ -94,6 +115,18 @@ pub(crate) async fn list_offsets(
     let mut partitions = Vec::new();
     for p in request.partitions {
         let partition = PartitionId(p.partition);
+        if let Err((error_code, message)) = super::cluster::check_leader(ctx, &p.topic, p.partition)
+        {
+            partitions.push(ListOffsetsResult {
+                topic: p.topic,
+                partition: p.partition,
+                error_code,
+                message,
+                offset: 0,
+                timestamp: -1,
+            });
+            continue;
+        }
         let outcome = match p.timestamp {
             LATEST_TIMESTAMP => {
                 ctx.engine.list_offsets(&p.topic, partition).await.map(|o| (o.high_watermark.0, -1))

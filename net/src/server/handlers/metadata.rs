@@ -17,7 +17,106 @@ pub(crate) fn api_versions() -> ApiVersionsResponse {
     ApiVersionsResponse { apis }
 }
 
+/// Every topic a client may name: the metadata's in a cluster (the Raft
+/// log's own topic is not one), else the engine's.
+pub(crate) fn topic_names(ctx: &ServerContext) -> Vec<String> {
+    match &ctx.cluster {
+        Some(cluster) => cluster.view().metadata.topics().map(|t| t.name.clone()).collect(),
+        None => ctx.engine.list_topics().into_iter().map(|meta| meta.name).collect(),
+    }
+}
+
 pub(crate) fn metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataResponse {
+    match &ctx.cluster {
+        Some(cluster) => cluster_metadata(ctx, cluster, request),
+        None => engine_metadata(ctx, request),
+    }
+}
+
+/// The metadata as this broker applied it: every broker, every partition's
+/// leader (none while it is fenced), epoch and replicas.
+fn cluster_metadata(
+    ctx: &ServerContext,
+    cluster: &crate::cluster::ClusterHandle,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    let view = cluster.view();
+    let state = &view.metadata;
+    let me = cluster.node_id();
+    let brokers = state
+        .brokers()
+        .map(|b| {
+            let (host, port) = split_host_port(&b.client_address);
+            BrokerMeta {
+                node_id: b.id.0,
+                host,
+                port,
+                shards: if b.id.0 == me { ctx.engine.shard_count() as u32 } else { 0 },
+                rack: b.rack.clone(),
+                status: crate::cluster::metadata::broker_status_name(b).to_string(),
+            }
+        })
+        .collect();
+    let describe = |topic: &crate::cluster::metadata::Topic| {
+        let local = ctx.engine.describe_topic(&topic.name).ok();
+        TopicMeta {
+            name: topic.name.clone(),
+            error_code: 0,
+            partitions: topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(p, part)| PartitionMeta {
+                    partition: p as u32,
+                    leader: part
+                        .leader
+                        .filter(|id| state.broker(*id).is_some_and(|b| !b.fenced))
+                        .map(|id| id.0),
+                    leader_epoch: part.leader_epoch,
+                    replicas: part.replicas.iter().map(|id| id.0).collect(),
+                    isr: part.isr.iter().map(|id| id.0).collect(),
+                    shard: local
+                        .as_ref()
+                        .and_then(|m| m.shard_of(mamba_engine::PartitionId(p as u32)))
+                        .map(|s| s.0),
+                })
+                .collect(),
+        }
+    };
+    let topics = match request.topics {
+        None => state.topics().map(describe).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|name| match state.topic(&name) {
+                Some(topic) => describe(topic),
+                None => TopicMeta {
+                    name,
+                    error_code: ErrorCode::UnknownTopicOrPartition.as_u16(),
+                    partitions: vec![],
+                },
+            })
+            .collect(),
+    };
+    MetadataResponse {
+        cluster_id: state.cluster_id().unwrap_or_default().to_string(),
+        controller_id: view.leader_id.and_then(|id| u32::try_from(id).ok()),
+        brokers,
+        topics,
+    }
+}
+
+/// `HOST:PORT` as its parts (a bad one as itself and port 0).
+fn split_host_port(address: &str) -> (String, u16) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => match port.parse() {
+            Ok(port) => (host.trim_start_matches('[').trim_end_matches(']').to_string(), port),
+            Err(_) => (address.to_string(), 0),
+        },
+        None => (address.to_string(), 0),
+    }
+}
+
+fn engine_metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataResponse {
     let node_id = ctx.config.node_id;
     let brokers = vec![BrokerMeta {
         node_id,
@@ -88,7 +187,7 @@ pub(crate) async fn describe_broker(ctx: &ServerContext) -> DescribeBrokerRespon
         listeners: vec![Listener { name: "client".into(), address: ctx.advertised.to_string() }],
         started_ms: ctx.started_ms,
         uptime_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        topic_count: saturate(engine.list_topics().len()),
+        topic_count: saturate(topic_names(ctx).len()),
         partitions_online: saturate(counts.online),
         partitions_offline: saturate(counts.offline),
         disk,

@@ -59,6 +59,10 @@ async fn submit_produce(
             base_offset: 0,
             last_offset: 0,
         };
+        if let Err(not_here) = super::cluster::check_leader(ctx, &p.topic, p.partition) {
+            submitted.push((result, Err(not_here)));
+            continue;
+        }
         // A request with one batch (what our producer sends) hands the
         // payload buffer over as the batch; others copy each batch out.
         let whole_payload = request.partitions.len() == 1

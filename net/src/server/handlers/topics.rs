@@ -2,44 +2,145 @@
 //! them (`create_partitions`), and what each partition stores
 //! (`describe_partitions`).
 
+use super::cluster::{admin_error, admin_route, forward, AdminRoute};
+use crate::cluster::metadata::ConfigEntry as MetadataConfig;
+use crate::cluster::AdminCommand;
 use crate::protocol::*;
 use crate::server::errors::code_of;
 use crate::server::ServerContext;
 use crate::topic_config;
 use mamba_engine::{EngineError, PartitionId, TopicConfig};
 
+/// Every name failed with the same error (a forward that did not arrive).
+fn all_failed(
+    names: impl IntoIterator<Item = String>,
+    (code, message): (u16, String),
+) -> TopicResults {
+    let results = names
+        .into_iter()
+        .map(|name| TopicResult { name, error_code: code, message: message.clone() })
+        .collect();
+    TopicResults { results }
+}
+
+/// A request done at the controller when this broker is not it.
+macro_rules! forward_unless_here {
+    ($ctx:expr, $request:expr, $names:expr) => {
+        if let AdminRoute::Forward { node_id, address } = admin_route($ctx) {
+            let names: Vec<String> = $names;
+            return match forward::<_, TopicResults>($ctx, node_id, &address, $request).await {
+                Ok(results) => results,
+                Err(e) => all_failed(names, e),
+            };
+        }
+    };
+}
+
+fn metadata_entries(entries: &[ConfigEntry]) -> Vec<MetadataConfig> {
+    entries
+        .iter()
+        .map(|c| MetadataConfig { name: c.name.clone(), value: c.value.clone() })
+        .collect()
+}
+
+fn result(name: String, outcome: Result<(), (u16, String)>) -> TopicResult {
+    let (error_code, message) = outcome.err().unwrap_or_default();
+    TopicResult { name, error_code, message }
+}
+
 pub(crate) async fn create_topics(
     ctx: &ServerContext,
     request: CreateTopicsRequest,
 ) -> TopicResults {
+    forward_unless_here!(
+        ctx,
+        request.clone(),
+        request.topics.iter().map(|t| t.name.clone()).collect()
+    );
     let mut results = Vec::new();
     for topic in request.topics {
         let mut config = TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
-        let result = match topic_config::apply(&mut config, &topic.configs) {
-            Err(message) => (ErrorCode::InvalidConfig.as_u16(), message),
-            Ok(()) => match ctx.engine.create_topic(&topic.name, config).await {
-                Ok(_) => (0, String::new()),
-                Err(e) => (code_of(&e), e.to_string()),
+        let outcome = match topic_config::apply(&mut config, &topic.configs) {
+            Err(message) => Err((ErrorCode::InvalidConfig.as_u16(), message)),
+            Ok(()) => match admin_route(ctx) {
+                AdminRoute::Cluster(cluster) => match config.validate() {
+                    Err(e) => Err((code_of(&e), e.to_string())),
+                    Ok(()) => cluster
+                        .admin(AdminCommand::CreateTopic {
+                            name: topic.name.clone(),
+                            partitions: config.partitions,
+                            replication_factor: 1,
+                            configs: metadata_entries(&topic_config::entries(&config)),
+                        })
+                        .await
+                        .map_err(admin_error),
+                },
+                _ => ctx
+                    .engine
+                    .create_topic(&topic.name, config)
+                    .await
+                    .map(drop)
+                    .map_err(|e| (code_of(&e), e.to_string())),
             },
         };
-        results.push(TopicResult { name: topic.name, error_code: result.0, message: result.1 });
+        if outcome.is_ok() {
+            wait_hosted_here(ctx, &topic.name).await;
+        }
+        results.push(result(topic.name, outcome));
     }
     TopicResults { results }
+}
+
+/// How long a creation's answer waits for this broker to open its share.
+const LOCAL_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (bounded) until this broker opened its partitions of a topic the
+/// cluster just created, so a client that asked here can use them at once.
+async fn wait_hosted_here(ctx: &ServerContext, name: &str) {
+    let Some(cluster) = &ctx.cluster else { return };
+    let me = crate::cluster::metadata::BrokerId(cluster.node_id());
+    let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
+    while std::time::Instant::now() < deadline {
+        let hosts_some = cluster
+            .view()
+            .metadata
+            .topic(name)
+            .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
+        if !hosts_some || ctx.engine.describe_topic(name).is_ok() {
+            return;
+        }
+        crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
 
 pub(crate) async fn delete_topics(
     ctx: &ServerContext,
     request: DeleteTopicsRequest,
 ) -> TopicResults {
+    forward_unless_here!(ctx, request.clone(), request.names.clone());
     let mut results = Vec::new();
     for name in request.names {
-        let (error_code, message) = match ctx.engine.delete_topic(&name).await {
-            Ok(()) => (0, String::new()),
-            Err(e) => (code_of(&e), e.to_string()),
+        let outcome = match admin_route(ctx) {
+            AdminRoute::Cluster(cluster) => cluster
+                .admin(AdminCommand::DeleteTopic { name: name.clone() })
+                .await
+                .map_err(admin_error),
+            _ => ctx.engine.delete_topic(&name).await.map_err(|e| (code_of(&e), e.to_string())),
         };
-        results.push(TopicResult { name, error_code, message });
+        results.push(result(name, outcome));
     }
     TopicResults { results }
+}
+
+/// A topic's settings: from the metadata in a cluster, else the engine.
+fn topic_config_of(ctx: &ServerContext, name: &str) -> Result<TopicConfig, EngineError> {
+    match &ctx.cluster {
+        Some(cluster) => cluster
+            .view()
+            .topic_config(name)
+            .ok_or_else(|| EngineError::UnknownTopic(name.to_string())),
+        None => ctx.engine.describe_topic(name).map(|meta| meta.config),
+    }
 }
 
 pub(crate) fn describe_configs(
@@ -49,13 +150,13 @@ pub(crate) fn describe_configs(
     let topics = request
         .names
         .into_iter()
-        .map(|name| match ctx.engine.describe_topic(&name) {
-            Ok(meta) => TopicConfigs {
+        .map(|name| match topic_config_of(ctx, &name) {
+            Ok(config) => TopicConfigs {
                 name,
                 error_code: 0,
                 message: String::new(),
-                partitions: meta.config.partitions,
-                configs: topic_config::entries(&meta.config),
+                partitions: config.partitions,
+                configs: topic_config::entries(&config),
             },
             Err(e) => TopicConfigs {
                 name,
@@ -73,27 +174,37 @@ pub(crate) async fn alter_configs(
     ctx: &ServerContext,
     request: AlterConfigsRequest,
 ) -> TopicResults {
+    forward_unless_here!(
+        ctx,
+        request.clone(),
+        request.topics.iter().map(|t| t.name.clone()).collect()
+    );
     let mut results = Vec::new();
     for topic in request.topics {
-        let outcome = match ctx.engine.describe_topic(&topic.name) {
+        let outcome = match topic_config_of(ctx, &topic.name) {
             Err(e) => Err((code_of(&e), e.to_string())),
-            Ok(meta) => {
-                let mut config = meta.config;
-                match topic_config::apply(&mut config, &topic.configs) {
-                    Err(message) => Err((ErrorCode::InvalidConfig.as_u16(), message)),
-                    Ok(()) => ctx
+            Ok(mut config) => match topic_config::apply(&mut config, &topic.configs) {
+                Err(message) => Err((ErrorCode::InvalidConfig.as_u16(), message)),
+                Ok(()) => match (admin_route(ctx), config.validate()) {
+                    (_, Err(e)) => Err((code_of(&e), e.to_string())),
+                    (AdminRoute::Cluster(cluster), Ok(())) => cluster
+                        .admin(AdminCommand::AlterTopicConfigs {
+                            name: topic.name.clone(),
+                            set: metadata_entries(&topic.configs),
+                            remove: Vec::new(),
+                        })
+                        .await
+                        .map_err(admin_error),
+                    (_, Ok(())) => ctx
                         .engine
                         .alter_topic(&topic.name, config)
                         .await
+                        .map(drop)
                         .map_err(|e| (code_of(&e), e.to_string())),
-                }
-            }
+                },
+            },
         };
-        let (error_code, message) = match outcome {
-            Ok(_) => (0, String::new()),
-            Err(e) => e,
-        };
-        results.push(TopicResult { name: topic.name, error_code, message });
+        results.push(result(topic.name, outcome));
     }
     TopicResults { results }
 }
@@ -102,14 +213,29 @@ pub(crate) async fn create_partitions(
     ctx: &ServerContext,
     request: CreatePartitionsRequest,
 ) -> TopicResults {
+    forward_unless_here!(
+        ctx,
+        request.clone(),
+        request.topics.iter().map(|t| t.name.clone()).collect()
+    );
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let (error_code, message) =
-            match ctx.engine.increase_partitions_to(&topic.name, topic.partition_count).await {
-                Ok(_) => (0, String::new()),
-                Err(e) => (code_of(&e), e.to_string()),
-            };
-        results.push(TopicResult { name: topic.name, error_code, message });
+        let outcome = match admin_route(ctx) {
+            AdminRoute::Cluster(cluster) => cluster
+                .admin(AdminCommand::CreatePartitions {
+                    name: topic.name.clone(),
+                    partition_count: topic.partition_count,
+                })
+                .await
+                .map_err(admin_error),
+            _ => ctx
+                .engine
+                .increase_partitions_to(&topic.name, topic.partition_count)
+                .await
+                .map(drop)
+                .map_err(|e| (code_of(&e), e.to_string())),
+        };
+        results.push(result(topic.name, outcome));
     }
     TopicResults { results }
 }
@@ -120,7 +246,7 @@ pub(crate) async fn describe_partitions(
 ) -> DescribePartitionsResponse {
     let names = match request.topics {
         Some(names) => names,
-        None => ctx.engine.list_topics().into_iter().map(|meta| meta.name).collect(),
+        None => super::metadata::topic_names(ctx),
     };
     let mut topics = Vec::with_capacity(names.len());
     for name in names {

@@ -1,0 +1,851 @@
+//! The Raft task: one per broker, on shard 0. It drives this broker's
+//! `RaftNode` (voter or learner) with ticks and the messages peers send,
+//! applies committed metadata records to the broker's `MetadataState`,
+//! publishes each new state to the `ClusterHandle`, and — while this node
+//! leads the quorum — acts as the controller: it answers broker
+//! heartbeats (registering, unfencing), fences brokers silent past their
+//! session, adds registered brokers to the quorum as learners, and turns
+//! admin requests into records (placing new partitions).
+//!
+//! Everything here runs on one task and never blocks: proposals are
+//! handed to raft and their outcome awaited by small spawned tasks;
+//! messages leave through `Peers` threads.
+
+use super::config::ClusterConfig;
+use super::handle::{AdminCommand, AdminError, ClusterHandle, ClusterView, Command};
+use super::metadata::{
+    BrokerId, BrokerRegistration, ConfigEntry, IncarnationId, MetadataError, MetadataRecord,
+    MetadataState, Partition, TopicCreation, TopicId,
+};
+use super::placement::{place, BrokerLoad, PlacementRequest};
+use super::raft_node::{ProposeError, RaftNode, RaftNodeConfig, StateMachine, Transport};
+use crate::protocol::*;
+use crate::runtime;
+use futures::FutureExt;
+use mamba_engine::Engine;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Message as RaftMessage};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The cluster setting that says the first leader adopted the topics its
+/// data directory held before the cluster existed (a single-node broker's
+/// data directory opened as a one-node cluster). Until it is set no
+/// broker removes a local topic the metadata does not name.
+pub(crate) const BOOTSTRAPPED_SETTING: &str = "cluster.bootstrapped";
+
+/// The Raft log's own topic: local to every broker, never in the metadata.
+pub(crate) const METADATA_TOPIC: &str = super::raft_store::METADATA_TOPIC;
+
+/// How long a proposal may take to commit before its caller hears
+/// `NoQuorum`.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A controller duty is proposed again only after this long without the
+/// state showing it done (a lost proposal is retried; a slow one is not
+/// duplicated).
+const DUTY_RETRY: Duration = Duration::from_secs(2);
+
+/// Refusals remembered for proposers to collect.
+const REFUSALS_MAX: usize = 1024;
+
+/// The metadata state, as raft's state machine. Records the index each
+/// refused record had, so its proposer can say why.
+struct MetadataMachine {
+    state: MetadataState,
+    refusals: Rc<RefCell<BTreeMap<u64, MetadataError>>>,
+    /// The index at which each broker's current registration applied: it
+    /// has caught up once it applied that far.
+    registered_at: HashMap<BrokerId, u64>,
+}
+
+impl StateMachine for MetadataMachine {
+    fn apply(&mut self, index: u64, data: &[u8]) {
+        let outcome = MetadataRecord::decode(data).map_err(|e| e.to_string()).and_then(|record| {
+            let registered = match &record {
+                MetadataRecord::RegisterBroker(r) => Some(r.broker_id),
+                _ => None,
+            };
+            self.state.apply(index, &record).map_err(|e| {
+                let mut refusals = self.refusals.borrow_mut();
+                refusals.insert(index, e.clone());
+                while refusals.len() > REFUSALS_MAX {
+                    refusals.pop_first();
+                }
+                e.to_string()
+            })?;
+            if let Some(id) = registered {
+                self.registered_at.insert(id, index);
+            }
+            Ok(())
+        });
+        if let Err(reason) = outcome {
+            // Every broker refuses it alike: a no-op in the log.
+            tracing::debug!(index, %reason, "metadata record refused");
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.state.snapshot()
+    }
+
+    fn restore(&mut self, data: &[u8]) {
+        match MetadataState::restore(data) {
+            Ok(state) => {
+                self.state = state;
+                self.registered_at.clear();
+            }
+            // The store checked the snapshot's checksum; a state that does
+            // not restore is a bug or a newer format: keep what we have
+            // and say so loudly.
+            Err(e) => tracing::error!(error = %e, "cannot restore a metadata snapshot"),
+        }
+    }
+}
+
+/// Raft's outgoing messages, collected during a Ready and sent together.
+#[derive(Clone, Default)]
+struct Outbox {
+    messages: Rc<RefCell<Vec<RaftMessage>>>,
+}
+
+impl Transport for Outbox {
+    fn send(&self, _to: u64, message: RaftMessage) {
+        self.messages.borrow_mut().push(message);
+    }
+}
+
+/// A controller duty, for `DUTY_RETRY`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Duty {
+    Init,
+    Adopt,
+    Register(BrokerId, IncarnationId),
+    Unfence(BrokerId, IncarnationId),
+    Fence(BrokerId, IncarnationId),
+    AddLearner(u64),
+}
+
+pub(crate) struct Controller {
+    node: RaftNode<Outbox, MetadataMachine>,
+    outbox: Outbox,
+    handle: Arc<ClusterHandle>,
+    engine: Engine,
+    config: ClusterConfig,
+    refusals: Rc<RefCell<BTreeMap<u64, MetadataError>>>,
+    /// When this leader last heard from each broker (reset on election).
+    last_heartbeat: HashMap<BrokerId, Instant>,
+    duties: HashMap<Duty, Instant>,
+    was_leader: bool,
+    published: (u64, Option<u64>, u64),
+    /// Seeds and controllers met by their answers: node id → address.
+    learned_addresses: HashMap<u64, String>,
+}
+
+impl Controller {
+    pub(crate) async fn open(
+        engine: Engine,
+        handle: Arc<ClusterHandle>,
+    ) -> Result<Controller, super::raft_node::RaftNodeError> {
+        let config = handle.config.clone();
+        let refusals = Rc::new(RefCell::new(BTreeMap::new()));
+        let machine = MetadataMachine {
+            state: MetadataState::default(),
+            refusals: refusals.clone(),
+            registered_at: HashMap::new(),
+        };
+        let outbox = Outbox::default();
+        let node_config = RaftNodeConfig {
+            id: u64::from(config.node_id),
+            voters_initial: if config.is_initial_voter() {
+                config.initial_voter_ids()
+            } else {
+                Vec::new()
+            },
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            snapshot_entries_max: config.snapshot_entries_max,
+        };
+        let node = RaftNode::open(engine.clone(), &node_config, outbox.clone(), machine).await?;
+        let mut controller = Controller {
+            node,
+            outbox,
+            handle,
+            engine,
+            config,
+            refusals,
+            last_heartbeat: HashMap::new(),
+            duties: HashMap::new(),
+            was_leader: false,
+            published: (u64::MAX, None, 0),
+            learned_addresses: HashMap::new(),
+        };
+        controller.publish();
+        Ok(controller)
+    }
+
+    fn state(&self) -> &MetadataState {
+        &self.node.state_machine().state
+    }
+
+    fn me(&self) -> BrokerId {
+        BrokerId(self.config.node_id)
+    }
+
+    /// Runs until the command channel closes (the broker stops).
+    pub(crate) async fn run(mut self, commands: async_channel::Receiver<Command>) {
+        let tick = Duration::from_millis(self.config.raft_tick_ms);
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let received = futures::select! {
+                command = commands.recv().fuse() => Some(command),
+                () = runtime::sleep(wait).fuse() => None,
+            };
+            match received {
+                Some(Ok(command)) => self.on_command(command),
+                Some(Err(_closed)) => break,
+                None => {}
+            }
+            while let Ok(command) = commands.try_recv() {
+                self.on_command(command);
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick = Instant::now() + tick;
+                self.duties();
+            }
+            if let Err(e) = self.node.handle_ready().await {
+                tracing::error!(error = %e, "the metadata log failed; this broker stops following the cluster");
+                self.handle.set_fatal(format!("the metadata log failed: {e}"));
+                break;
+            }
+            self.flush();
+            self.publish();
+        }
+        self.handle.peers.clear();
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Raft(messages) => {
+                for message in messages {
+                    if let Err(e) = self.node.step(message) {
+                        tracing::debug!(error = %e, "raft message not taken");
+                    }
+                }
+            }
+            Command::Heartbeat(request, reply) => {
+                let _gone = reply.send(self.on_heartbeat(request));
+            }
+            Command::Admin(command, reply) => self.on_admin(command, reply),
+            Command::Status(reply) => {
+                let _gone = reply.send(self.status());
+            }
+        }
+    }
+
+    /// Sends what raft produced, each message to its node's cluster port.
+    fn flush(&mut self) {
+        let messages = std::mem::take(&mut *self.outbox.messages.borrow_mut());
+        if messages.is_empty() {
+            return;
+        }
+        let mut by_node: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+        for m in messages {
+            match m.write_to_bytes() {
+                Ok(bytes) => by_node.entry(m.to).or_default().push(bytes),
+                Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
+            }
+        }
+        let cluster_id = self.state().cluster_id().unwrap_or_default().to_string();
+        for (to, messages) in by_node {
+            let Some(address) = self.address_of(to) else {
+                tracing::debug!(to, "no address for a raft peer yet");
+                self.node.report_unreachable(to);
+                continue;
+            };
+            let request = RaftMessagesRequest {
+                cluster_id: cluster_id.clone(),
+                from: u64::from(self.config.node_id),
+                messages,
+            };
+            self.handle.peers.run(
+                to,
+                &address,
+                Box::new(move |connection| {
+                    let Ok(connection) = connection else { return };
+                    let ignore = crate::client::Waiter::Callback(Box::new(|_| {}));
+                    if let Err(e) = connection.send_with(&request, &[], Some(ignore)) {
+                        tracing::debug!(to, error = %e, "raft messages not sent");
+                    }
+                }),
+            );
+        }
+    }
+
+    fn address_of(&self, node_id: u64) -> Option<String> {
+        let registered = u32::try_from(node_id)
+            .ok()
+            .and_then(|id| self.state().broker(BrokerId(id)))
+            .map(|b| b.cluster_address.clone());
+        registered
+            .or_else(|| {
+                self.config
+                    .voters
+                    .iter()
+                    .find(|v| v.node_id == node_id)
+                    .map(|v| v.cluster_address.clone())
+            })
+            .or_else(|| self.learned_addresses.get(&node_id).cloned())
+    }
+
+    /// Replaces the handle's view when anything it shows changed.
+    fn publish(&mut self) {
+        let key = (self.node.applied_index(), self.node.leader_id(), self.node.term());
+        if key == self.published {
+            return;
+        }
+        self.published = key;
+        self.handle.publish(ClusterView {
+            metadata: Arc::new(self.state().clone()),
+            leader_id: self.node.leader_id(),
+            term: self.node.term(),
+        });
+    }
+
+    fn leader_address(&self) -> Option<(u64, String)> {
+        let leader = self.node.leader_id()?;
+        Some((leader, self.address_of(leader)?))
+    }
+
+    /// Proposes `record` and spawns the wait for its outcome.
+    fn propose(
+        &mut self,
+        record: MetadataRecord,
+        reply: Option<futures::channel::oneshot::Sender<Result<(), AdminError>>>,
+    ) {
+        let committed = self.node.propose(record.encode());
+        let refusals = self.refusals.clone();
+        let leader = self.leader_address();
+        runtime::spawn(async move {
+            let outcome = finish(committed, refusals, leader).await;
+            if let Some(reply) = reply {
+                let _gone = reply.send(outcome);
+            }
+        })
+        .detach();
+    }
+
+    /// Proposes a duty's record unless it was proposed lately.
+    fn propose_duty(&mut self, duty: Duty, record: MetadataRecord) {
+        let now = Instant::now();
+        if self.duties.get(&duty).is_some_and(|at| now.duration_since(*at) < DUTY_RETRY) {
+            return;
+        }
+        self.duties.insert(duty, now);
+        self.propose(record, None);
+    }
+
+    fn on_heartbeat(&mut self, request: BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
+        let cluster_id = self.state().cluster_id().unwrap_or_default().to_string();
+        let answer = |code: ErrorCode, message: String, fenced: bool, this: &Self| {
+            let (leader_id, address) = match this.leader_address() {
+                Some((id, address)) => (Some(id), address),
+                None => (this.node.leader_id(), String::new()),
+            };
+            BrokerHeartbeatResponse {
+                error_code: code.as_u16(),
+                message,
+                cluster_id: cluster_id.clone(),
+                leader_id,
+                leader_cluster_address: address,
+                fenced,
+            }
+        };
+        if !self.node.is_leader() {
+            return answer(ErrorCode::NotController, "not the controller".into(), true, self);
+        }
+        if !request.cluster_id.is_empty()
+            && !cluster_id.is_empty()
+            && request.cluster_id != cluster_id
+        {
+            let message = format!(
+                "broker {} belongs to cluster {}, this is cluster {cluster_id}: its data directory is another cluster's",
+                request.broker_id, request.cluster_id
+            );
+            return answer(ErrorCode::ClusterIdMismatch, message, true, self);
+        }
+        if cluster_id.is_empty() {
+            return answer(
+                ErrorCode::NoQuorum,
+                "the cluster is being initialized".into(),
+                true,
+                self,
+            );
+        }
+        let id = BrokerId(request.broker_id);
+        let incarnation = IncarnationId(request.incarnation_id);
+        let now = Instant::now();
+        let session = Duration::from_millis(self.config.session_timeout_ms);
+        let current = self.state().broker(id).cloned();
+        match current {
+            Some(b) if b.incarnation_id == incarnation => {
+                self.last_heartbeat.insert(id, now);
+                let caught_up = self
+                    .node
+                    .state_machine()
+                    .registered_at
+                    .get(&id)
+                    .is_none_or(|at| request.metadata_applied_index >= *at);
+                if b.fenced && caught_up {
+                    self.propose_duty(
+                        Duty::Unfence(id, incarnation),
+                        MetadataRecord::UnfenceBroker {
+                            broker_id: id,
+                            incarnation_id: incarnation,
+                        },
+                    );
+                }
+                answer(ErrorCode::None, String::new(), b.fenced, self)
+            }
+            Some(b)
+                if !b.fenced
+                    && self
+                        .last_heartbeat
+                        .get(&id)
+                        .is_some_and(|at| now.duration_since(*at) < session) =>
+            {
+                let message = format!(
+                    "node id {id} is in use by a live broker at {} (client {})",
+                    b.cluster_address, b.client_address
+                );
+                answer(ErrorCode::DuplicateBrokerId, message, true, self)
+            }
+            _ => {
+                let registration = BrokerRegistration {
+                    broker_id: id,
+                    incarnation_id: incarnation,
+                    client_address: request.client_address,
+                    cluster_address: request.cluster_address,
+                    http_address: request.http_address,
+                    rack: request.rack,
+                };
+                self.last_heartbeat.insert(id, now);
+                self.propose_duty(
+                    Duty::Register(id, incarnation),
+                    MetadataRecord::RegisterBroker(registration),
+                );
+                answer(ErrorCode::None, String::new(), true, self)
+            }
+        }
+    }
+
+    /// What the leader does on every tick.
+    fn duties(&mut self) {
+        let leader = self.node.is_leader();
+        if leader && !self.was_leader {
+            // A new controller has heard from no one yet: every broker
+            // gets a full session from now.
+            let now = Instant::now();
+            let ids: Vec<BrokerId> = self.state().brokers().map(|b| b.id).collect();
+            self.last_heartbeat = ids.into_iter().map(|id| (id, now)).collect();
+            self.duties.clear();
+            tracing::info!(term = self.node.term(), "leading the metadata quorum");
+        }
+        self.was_leader = leader;
+        if !leader {
+            return;
+        }
+        if self.state().cluster_id().is_none() {
+            let cluster_id = new_cluster_id();
+            self.propose_duty(Duty::Init, MetadataRecord::InitCluster { cluster_id });
+            return;
+        }
+        if self.state().setting(BOOTSTRAPPED_SETTING).is_none() {
+            self.adopt_local_topics();
+        }
+        // Fence brokers silent past their session.
+        let session = Duration::from_millis(self.config.session_timeout_ms);
+        let now = Instant::now();
+        let silent: Vec<(BrokerId, IncarnationId)> = self
+            .state()
+            .brokers()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                self.last_heartbeat.get(&b.id).is_none_or(|at| now.duration_since(*at) >= session)
+            })
+            .map(|b| (b.id, b.incarnation_id))
+            .collect();
+        for (id, incarnation) in silent {
+            tracing::info!(broker = %id, "no heartbeat within the session: fencing");
+            self.propose_duty(
+                Duty::Fence(id, incarnation),
+                MetadataRecord::FenceBroker { broker_id: id, incarnation_id: incarnation },
+            );
+        }
+        // Every registered broker follows the log: as a voter or a learner.
+        let conf = self.node.conf_state().clone();
+        let missing: Vec<u64> = self
+            .state()
+            .brokers()
+            .map(|b| u64::from(b.id.0))
+            .filter(|id| !conf.voters.contains(id) && !conf.learners.contains(id))
+            .collect();
+        if let Some(node_id) = missing.first().copied() {
+            let now = Instant::now();
+            let duty = Duty::AddLearner(node_id);
+            if self.duties.get(&duty).is_none_or(|at| now.duration_since(*at) >= DUTY_RETRY) {
+                self.duties.insert(duty, now);
+                let change = ConfChange {
+                    change_type: ConfChangeType::AddLearnerNode,
+                    node_id,
+                    ..Default::default()
+                };
+                let applied = self.node.propose_conf_change(change);
+                runtime::spawn(async move {
+                    if let Err(e) = applied.await {
+                        tracing::debug!(node_id, error = %e, "adding a learner");
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// The first leader of a cluster made from a data directory that held
+    /// topics (a single-node broker before clusters) puts them in the
+    /// metadata, on this broker, then marks the cluster bootstrapped.
+    fn adopt_local_topics(&mut self) {
+        let me = self.me();
+        if self.state().broker(me).is_none() {
+            return; // registers first, through its own heartbeat
+        }
+        let now = Instant::now();
+        if self.duties.get(&Duty::Adopt).is_some_and(|at| now.duration_since(*at) < DUTY_RETRY) {
+            return;
+        }
+        self.duties.insert(Duty::Adopt, now);
+        let local = self.engine.list_topics();
+        for meta in local {
+            if meta.name == METADATA_TOPIC || self.state().topic(&meta.name).is_some() {
+                continue;
+            }
+            let partition = Partition {
+                replicas: vec![me],
+                leader: Some(me),
+                leader_epoch: 0,
+                partition_epoch: 0,
+                isr: vec![me],
+            };
+            let configs = crate::topic_config::entries(&meta.config)
+                .into_iter()
+                .map(|c| ConfigEntry { name: c.name, value: c.value })
+                .collect();
+            tracing::info!(topic = %meta.name, partitions = meta.config.partitions, "adopting a topic of this data directory into the cluster");
+            let record = MetadataRecord::CreateTopic(TopicCreation {
+                name: meta.name.clone(),
+                topic_id: new_topic_id(),
+                configs,
+                partitions: vec![partition; meta.config.partitions as usize],
+            });
+            self.propose(record, None);
+        }
+        self.propose(
+            MetadataRecord::SetClusterSetting {
+                name: BOOTSTRAPPED_SETTING.into(),
+                value: Some("true".into()),
+            },
+            None,
+        );
+    }
+
+    fn on_admin(
+        &mut self,
+        command: AdminCommand,
+        reply: futures::channel::oneshot::Sender<Result<(), AdminError>>,
+    ) {
+        if !self.node.is_leader() {
+            let _gone =
+                reply.send(Err(AdminError::NotController { leader: self.leader_address() }));
+            return;
+        }
+        if self.state().cluster_id().is_none() {
+            let _gone = reply.send(Err(AdminError::NotReady));
+            return;
+        }
+        match command {
+            AdminCommand::AddVoter { node_id } | AdminCommand::RemoveVoter { node_id } => {
+                let add = matches!(command, AdminCommand::AddVoter { .. });
+                self.change_voters(node_id, add, reply);
+            }
+            command => match self.record_for(command) {
+                Ok(Some(record)) => self.propose(record, Some(reply)),
+                Ok(None) => drop(reply.send(Ok(()))),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+        }
+    }
+
+    fn change_voters(
+        &mut self,
+        node_id: u64,
+        add: bool,
+        reply: futures::channel::oneshot::Sender<Result<(), AdminError>>,
+    ) {
+        let refuse =
+            |message: String| AdminError::Refused { code: ErrorCode::InvalidRequest, message };
+        let conf = self.node.conf_state();
+        let is_voter = conf.voters.contains(&node_id);
+        let known =
+            u32::try_from(node_id).ok().and_then(|id| self.state().broker(BrokerId(id))).is_some();
+        let problem = if add && is_voter {
+            Some(format!("node {node_id} is a voter already"))
+        } else if add && !known {
+            Some(format!("node {node_id} is not a registered broker: start it with --seeds first"))
+        } else if !add && !is_voter {
+            Some(format!("node {node_id} is not a voter"))
+        } else if !add && conf.voters.len() == 1 {
+            Some("the last voter cannot be removed".to_string())
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            let _gone = reply.send(Err(refuse(message)));
+            return;
+        }
+        let change = ConfChange {
+            change_type: if add { ConfChangeType::AddNode } else { ConfChangeType::RemoveNode },
+            node_id,
+            ..Default::default()
+        };
+        let applied = self.node.propose_conf_change(change);
+        let leader = self.leader_address();
+        runtime::spawn(async move {
+            let outcome = match with_timeout(applied).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(propose_error(e, leader)),
+            };
+            let _gone = reply.send(outcome);
+        })
+        .detach();
+    }
+
+    /// The record an admin command asks for, checked against the state
+    /// (`None`: nothing to do).
+    fn record_for(&self, command: AdminCommand) -> Result<Option<MetadataRecord>, AdminError> {
+        let state = self.state();
+        let topic_of = |name: &str| {
+            state.topic(name).ok_or_else(|| AdminError::Refused {
+                code: ErrorCode::UnknownTopicOrPartition,
+                message: format!("unknown topic {name:?}"),
+            })
+        };
+        let record = match command {
+            AdminCommand::CreateTopic { name, partitions, replication_factor, configs } => {
+                let partitions = self.place(partitions, replication_factor)?;
+                MetadataRecord::CreateTopic(TopicCreation {
+                    name,
+                    topic_id: new_topic_id(),
+                    configs,
+                    partitions,
+                })
+            }
+            AdminCommand::EnsureTopic { name, partitions, configs } => {
+                if state.topic(&name).is_some() {
+                    return Ok(None);
+                }
+                let partitions = self.place(partitions, 1)?;
+                MetadataRecord::CreateTopic(TopicCreation {
+                    name,
+                    topic_id: new_topic_id(),
+                    configs,
+                    partitions,
+                })
+            }
+            AdminCommand::DeleteTopic { name } => {
+                MetadataRecord::DeleteTopic { topic_id: topic_of(&name)?.id }
+            }
+            AdminCommand::AlterTopicConfigs { name, set, remove } => {
+                MetadataRecord::AlterTopicConfigs { topic_id: topic_of(&name)?.id, set, remove }
+            }
+            AdminCommand::CreatePartitions { name, partition_count } => {
+                let topic = topic_of(&name)?;
+                let current = topic.partitions.len() as u32;
+                if partition_count <= current {
+                    return Err(AdminError::Refused {
+                        code: ErrorCode::InvalidPartitions,
+                        message: format!(
+                            "topic {name:?} has {current} partitions; partitions are only ever added, so ask for more than {current}"
+                        ),
+                    });
+                }
+                let replication_factor =
+                    topic.partitions.first().map_or(1, |p| p.replicas.len() as u32);
+                let partitions = self.place(partition_count - current, replication_factor)?;
+                MetadataRecord::CreatePartitions { topic_id: topic.id, partitions }
+            }
+            AdminCommand::AddVoter { .. } | AdminCommand::RemoveVoter { .. } => {
+                unreachable!("membership changes are not records")
+            }
+        };
+        state.check(&record).map_err(refused)?;
+        Ok(Some(record))
+    }
+
+    /// Replicas for `count` new partitions over the alive brokers.
+    fn place(&self, count: u32, replication_factor: u32) -> Result<Vec<Partition>, AdminError> {
+        let state = self.state();
+        let alive: Vec<(BrokerId, Option<String>)> =
+            state.brokers().filter(|b| b.is_alive()).map(|b| (b.id, b.rack.clone())).collect();
+        let load: BTreeMap<BrokerId, BrokerLoad> = state
+            .replica_load()
+            .into_iter()
+            .map(|(id, (replicas, leaders))| (id, BrokerLoad { replicas, leaders }))
+            .collect();
+        let placed =
+            place(PlacementRequest { partition_count: count, replication_factor }, &alive, &load)
+                .map_err(|e| AdminError::Refused {
+                code: ErrorCode::InvalidConfig,
+                message: e.to_string(),
+            })?;
+        Ok(placed
+            .into_iter()
+            .map(|replicas| Partition {
+                leader: replicas.first().copied(),
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+            .collect())
+    }
+
+    fn status(&self) -> ClusterStatusResponse {
+        let state = self.state();
+        let leader = self.node.is_leader();
+        let progress: HashMap<u64, u64> =
+            self.node.progress().into_iter().map(|(id, matched, _)| (id, matched)).collect();
+        let last = self.node.last_index();
+        let conf = self.node.conf_state();
+        let mut voters = Vec::new();
+        for (ids, learner) in [(&conf.voters, false), (&conf.learners, true)] {
+            for id in ids {
+                let role = if learner {
+                    "learner"
+                } else if self.node.leader_id() == Some(*id) {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                voters.push(VoterStatus {
+                    node_id: *id,
+                    cluster_address: self.address_of(*id).unwrap_or_default(),
+                    role: role.into(),
+                    log_lag: progress.get(id).map(|matched| last.saturating_sub(*matched)),
+                });
+            }
+        }
+        let now = Instant::now();
+        let brokers = state
+            .brokers()
+            .map(|b| BrokerStatus {
+                node_id: b.id.0,
+                client_address: b.client_address.clone(),
+                cluster_address: b.cluster_address.clone(),
+                rack: b.rack.clone(),
+                status: super::metadata::broker_status_name(b).into(),
+                last_heartbeat_age_ms: leader
+                    .then(|| self.last_heartbeat.get(&b.id))
+                    .flatten()
+                    .map(|at| now.duration_since(*at).as_millis() as u64),
+                partitions_led: state.partitions_led_by(b.id).len() as u32,
+                partitions_hosted: state.partitions_hosted_by(b.id).len() as u32,
+            })
+            .collect();
+        let offline_partitions = state
+            .offline_partitions()
+            .into_iter()
+            .map(|tp| OfflinePartition { topic: tp.topic, partition: tp.partition })
+            .collect();
+        ClusterStatusResponse {
+            error_code: 0,
+            message: String::new(),
+            cluster_id: state.cluster_id().unwrap_or_default().to_string(),
+            node_id: u64::from(self.config.node_id),
+            leader_id: self.node.leader_id(),
+            term: self.node.term(),
+            applied_index: self.node.applied_index(),
+            voters,
+            brokers,
+            offline_partitions,
+            metadata_digest: state.digest(),
+        }
+    }
+}
+
+/// Waits for a proposal to commit (bounded) and says how it ended.
+async fn finish(
+    committed: impl std::future::Future<Output = Result<u64, ProposeError>>,
+    refusals: Rc<RefCell<BTreeMap<u64, MetadataError>>>,
+    leader: Option<(u64, String)>,
+) -> Result<(), AdminError> {
+    match with_timeout(committed).await {
+        Ok(index) => match refusals.borrow_mut().remove(&index) {
+            Some(e) => Err(refused(e)),
+            None => Ok(()),
+        },
+        Err(e) => Err(propose_error(e, leader)),
+    }
+}
+
+async fn with_timeout(
+    committed: impl std::future::Future<Output = Result<u64, ProposeError>>,
+) -> Result<u64, ProposeError> {
+    futures::select! {
+        outcome = committed.fuse() => outcome,
+        () = runtime::sleep(COMMIT_TIMEOUT).fuse() => Err(ProposeError::Unknown),
+    }
+}
+
+fn propose_error(e: ProposeError, leader: Option<(u64, String)>) -> AdminError {
+    match e {
+        ProposeError::NotLeader { .. } => AdminError::NotController { leader },
+        ProposeError::ChangePending => AdminError::Refused {
+            code: ErrorCode::Busy,
+            message: "another membership change is in progress; retry".into(),
+        },
+        ProposeError::Overwritten | ProposeError::Unknown => AdminError::NoQuorum(format!(
+            "the change did not commit within {} s (no majority of voters reachable?); it may still apply",
+            COMMIT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+fn refused(e: MetadataError) -> AdminError {
+    let code = match &e {
+        MetadataError::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
+        MetadataError::UnknownTopic { .. } | MetadataError::UnknownPartition { .. } => {
+            ErrorCode::UnknownTopicOrPartition
+        }
+        MetadataError::TooManyPartitions { .. }
+        | MetadataError::NoPartitions { .. }
+        | MetadataError::InvalidPartition { .. } => ErrorCode::InvalidPartitions,
+        MetadataError::DuplicateSetting { .. } | MetadataError::EmptySettingName => {
+            ErrorCode::InvalidConfig
+        }
+        _ => ErrorCode::InvalidRequest,
+    };
+    AdminError::Refused { code, message: e.to_string() }
+}
+
+fn new_cluster_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+fn new_topic_id() -> TopicId {
+    TopicId((u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(..)))
+}

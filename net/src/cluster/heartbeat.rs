@@ -1,0 +1,161 @@
+//! The broker's side of membership: a thread that heartbeats the
+//! controller every `broker.heartbeat.interval.ms` with this broker's
+//! addresses and how far it applied the metadata log. The first heartbeat
+//! of a process registers it; the controller unfences it once it caught
+//! up, and fences it when heartbeats stop.
+//!
+//! Whom to ask: the quorum leader this broker's Raft node knows of; else
+//! the voters and seeds in turn (an answer `not controller` names the
+//! leader). The controller's own broker asks its Raft task directly.
+//!
+//! Answers that mean this broker cannot be in the cluster — its data
+//! directory belongs to another cluster, or a live broker has its node id
+//! (past one session, so a restart that beat its old session out is not
+//! mistaken for one) — end the broker through `ClusterHandle::set_fatal`.
+
+use super::handle::ClusterHandle;
+use crate::protocol::{BrokerHeartbeatRequest, BrokerHeartbeatResponse, ErrorCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Ids for seeds in `Peers` (they have no node id until they answer).
+const SEED_NODE_ID_BASE: u64 = u64::MAX - 1024;
+
+pub(crate) struct Heartbeats {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeats {
+    pub(crate) fn start(
+        handle: Arc<ClusterHandle>,
+        incarnation_id: u64,
+    ) -> std::io::Result<Heartbeats> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("mamba-heartbeat".into())
+            .spawn(move || run(handle, incarnation_id, stopping))?;
+        Ok(Heartbeats { stop, thread: Some(thread) })
+    }
+
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
+    let config = handle.config().clone();
+    let interval = Duration::from_millis(config.heartbeat_interval_ms);
+    let started = Instant::now();
+    let duplicate_grace = Duration::from_millis(config.session_timeout_ms) + 2 * interval;
+    // Where to ask when no leader is known: voters, then seeds.
+    let mut fallbacks: Vec<(u64, String)> =
+        config.voters.iter().map(|v| (v.node_id, v.cluster_address.clone())).collect();
+    fallbacks.extend(
+        config.seeds.iter().enumerate().map(|(i, s)| (SEED_NODE_ID_BASE + i as u64, s.clone())),
+    );
+    let mut next_fallback = 0usize;
+    let mut hinted: Option<(u64, String)> = None;
+    let me = u64::from(config.node_id);
+    let mut last_error = String::new();
+    // Redirects followed without sleeping, so a stale hint cannot spin.
+    let mut redirects = 0u32;
+    while !stop.load(Ordering::Acquire) {
+        let round = Instant::now();
+        let view = handle.view();
+        let addresses = handle.addresses();
+        let request = BrokerHeartbeatRequest {
+            cluster_id: view.metadata.cluster_id().unwrap_or_default().to_string(),
+            broker_id: config.node_id,
+            incarnation_id,
+            client_address: addresses.client,
+            cluster_address: addresses.cluster,
+            http_address: addresses.http,
+            rack: config.rack.clone(),
+            metadata_applied_index: view.metadata.applied_index(),
+        };
+        let target = match view.leader_id {
+            Some(id) if id == me => Some((me, String::new())),
+            Some(id) => handle.address_of(id).map(|a| (id, a)).or_else(|| hinted.clone()),
+            None => hinted.clone(),
+        }
+        .or_else(|| {
+            let pick = fallbacks.get(next_fallback % fallbacks.len().max(1)).cloned();
+            next_fallback += 1;
+            pick
+        });
+        let outcome: Result<BrokerHeartbeatResponse, String> = match &target {
+            None => Err("no controller known yet".into()),
+            Some((id, _)) if *id == me => futures::executor::block_on(handle.heartbeat(request))
+                .ok_or_else(|| "the raft task stopped".to_string()),
+            Some((id, address)) => futures::executor::block_on(
+                handle.call_peer::<_, BrokerHeartbeatResponse>(*id, address, request),
+            )
+            .map_err(|e| e.to_string()),
+        };
+        match outcome {
+            Ok(answer) => match ErrorCode::from_u16(answer.error_code) {
+                ErrorCode::None => {
+                    hinted = target;
+                    last_error.clear();
+                }
+                ErrorCode::NotController => {
+                    hinted = answer
+                        .leader_id
+                        .filter(|_| !answer.leader_cluster_address.is_empty())
+                        .map(|id| (id, answer.leader_cluster_address.clone()));
+                    if hinted.is_some() && redirects < 3 {
+                        redirects += 1;
+                        continue; // ask the leader at once
+                    }
+                }
+                ErrorCode::ClusterIdMismatch => {
+                    handle.set_fatal(answer.message);
+                    return;
+                }
+                ErrorCode::DuplicateBrokerId if started.elapsed() >= duplicate_grace => {
+                    handle.set_fatal(answer.message);
+                    return;
+                }
+                _ => {
+                    if answer.message != last_error {
+                        tracing::info!(reason = %answer.message, "heartbeat not taken; retrying");
+                        last_error = answer.message;
+                    }
+                }
+            },
+            Err(e) => {
+                hinted = None;
+                if e != last_error {
+                    tracing::debug!(error = %e, "heartbeat failed; retrying");
+                    last_error = e;
+                }
+            }
+        }
+        redirects = 0;
+        let left = interval.saturating_sub(round.elapsed());
+        sleep_unless_stopped(left, &stop);
+    }
+}
+
+fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + duration;
+    while !stop.load(Ordering::Acquire) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,77 @@
+//! Makes the engine hold what the metadata says this broker holds: every
+//! partition whose replicas name this broker is open, with the topic's
+//! settings; partitions and topics the metadata no longer gives it are
+//! removed. Runs on shard 0 after each new view, on the latest one only.
+//!
+//! A local topic the metadata does not name is removed only once the
+//! cluster is bootstrapped (its first leader adopted the topics its data
+//! directory held from before the cluster), so upgrading a single-node
+//! data directory never loses a topic.
+
+use super::controller::{BOOTSTRAPPED_SETTING, METADATA_TOPIC};
+use super::handle::{ClusterHandle, ClusterView};
+use super::metadata::BrokerId;
+use mamba_engine::{Engine, PartitionId};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+pub(crate) async fn run(
+    engine: Engine,
+    handle: Arc<ClusterHandle>,
+    stop: async_channel::Receiver<()>,
+) {
+    let me = BrokerId(handle.node_id());
+    let mut done_for: Option<Arc<ClusterView>> = None;
+    loop {
+        let listener = handle.view_changed.listen();
+        let view = handle.view();
+        if done_for.as_ref().is_none_or(|d| !Arc::ptr_eq(d, &view)) {
+            reconcile(&engine, &view, me).await;
+            done_for = Some(view);
+            continue; // a newer view may have come meanwhile
+        }
+        futures::select! {
+            () = futures::FutureExt::fuse(listener) => {}
+            _ = futures::FutureExt::fuse(stop.recv()) => return,
+        }
+    }
+}
+
+async fn reconcile(engine: &Engine, view: &ClusterView, me: BrokerId) {
+    let metadata = &view.metadata;
+    // Only a broker the metadata knows (registered) acts on it.
+    if metadata.cluster_id().is_none() || metadata.broker(me).is_none() {
+        return;
+    }
+    for topic in metadata.topics() {
+        let hosted: BTreeSet<PartitionId> = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.replicas.contains(&me))
+            .map(|(i, _)| PartitionId(i as u32))
+            .collect();
+        let local = engine.describe_topic(&topic.name).is_ok();
+        if hosted.is_empty() && !local {
+            continue;
+        }
+        let Some(config) = view.topic_config(&topic.name) else { continue };
+        if let Err(e) =
+            engine.create_topic_if_not_exists(&topic.name, config).await.map(|_| &hosted)
+        {
+            tracing::warn!(topic = %topic.name, error = %e, "cannot open this broker's partitions of a topic; retrying on the next change");
+        }
+    }
+    if metadata.setting(BOOTSTRAPPED_SETTING).is_none() {
+        return;
+    }
+    for local in engine.list_topics() {
+        if local.name == METADATA_TOPIC || metadata.topic(&local.name).is_some() {
+            continue;
+        }
+        tracing::info!(topic = %local.name, "the cluster deleted this topic: removing it here");
+        if let Err(e) = engine.delete_topic(&local.name).await {
+            tracing::warn!(topic = %local.name, error = %e, "removing a deleted topic");
+        }
+    }
+}

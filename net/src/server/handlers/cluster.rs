@@ -1,0 +1,249 @@
+//! The cluster's APIs: Raft messages and broker heartbeats (cluster port
+//! only), the cluster's status and voter changes (either port); and what
+//! the other handlers ask of the cluster: whether this broker leads a
+//! partition, and where an admin request goes.
+
+use crate::client::ClientError;
+use crate::cluster::{AdminCommand, AdminError, ClusterHandle};
+use crate::protocol::*;
+use crate::server::{Port, ServerContext};
+use protobuf::Message as _;
+use std::sync::Arc;
+
+/// The largest Raft message taken (an install-snapshot carries the whole
+/// metadata state).
+const RAFT_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+fn cluster_port_only(ctx: &ServerContext) -> Option<(u16, String)> {
+    match (&ctx.cluster, ctx.port) {
+        (None, _) => {
+            Some((ErrorCode::InvalidRequest.as_u16(), "this broker is not in a cluster".into()))
+        }
+        (Some(_), Port::Client) => Some((
+            ErrorCode::InvalidRequest.as_u16(),
+            "brokers talk to each other on the cluster port, not the client port".into(),
+        )),
+        (Some(_), Port::Cluster) => None,
+    }
+}
+
+/// Validates untrusted Raft messages and hands them to the Raft task.
+pub(crate) fn raft_messages(
+    ctx: &ServerContext,
+    request: RaftMessagesRequest,
+) -> RaftMessagesResponse {
+    let answer = |code: ErrorCode, message: String| RaftMessagesResponse {
+        error_code: code.as_u16(),
+        message,
+    };
+    if let Some((error_code, message)) = cluster_port_only(ctx) {
+        return RaftMessagesResponse { error_code, message };
+    }
+    let cluster = ctx.cluster.as_ref().expect("checked");
+    let view = cluster.view();
+    let ours = view.metadata.cluster_id().unwrap_or_default();
+    if !request.cluster_id.is_empty() && !ours.is_empty() && request.cluster_id != ours {
+        tracing::warn!(from = request.from, theirs = %request.cluster_id, ours, "raft messages from another cluster refused");
+        return answer(
+            ErrorCode::ClusterIdMismatch,
+            format!("this is cluster {ours}, the sender's is {}", request.cluster_id),
+        );
+    }
+    let me = u64::from(cluster.node_id());
+    let mut messages = Vec::with_capacity(request.messages.len());
+    for bytes in &request.messages {
+        if bytes.len() > RAFT_MESSAGE_BYTES_MAX {
+            return answer(
+                ErrorCode::InvalidRequest,
+                format!("a raft message of {} bytes", bytes.len()),
+            );
+        }
+        let message = match raft::eraftpb::Message::parse_from_bytes(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                return answer(
+                    ErrorCode::InvalidRequest,
+                    format!("a raft message does not decode: {e}"),
+                )
+            }
+        };
+        if message.from != request.from || message.to != me {
+            return answer(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a raft message from {} to {} arrived at node {me} from {}",
+                    message.from, message.to, request.from
+                ),
+            );
+        }
+        messages.push(message);
+    }
+    if !cluster.deliver(messages) {
+        return answer(ErrorCode::Busy, "the raft task is not taking messages".into());
+    }
+    answer(ErrorCode::None, String::new())
+}
+
+pub(crate) async fn broker_heartbeat(
+    ctx: &ServerContext,
+    request: BrokerHeartbeatRequest,
+) -> BrokerHeartbeatResponse {
+    let refuse = |error_code: u16, message: String| BrokerHeartbeatResponse {
+        error_code,
+        message,
+        cluster_id: String::new(),
+        leader_id: None,
+        leader_cluster_address: String::new(),
+        fenced: true,
+    };
+    if let Some((code, message)) = cluster_port_only(ctx) {
+        return refuse(code, message);
+    }
+    let cluster = ctx.cluster.as_ref().expect("checked");
+    match cluster.heartbeat(request).await {
+        Some(answer) => answer,
+        None => refuse(ErrorCode::ShuttingDown.as_u16(), "the broker is stopping".into()),
+    }
+}
+
+pub(crate) async fn cluster_status(ctx: &ServerContext) -> ClusterStatusResponse {
+    let empty = |error_code: ErrorCode, message: String| ClusterStatusResponse {
+        error_code: error_code.as_u16(),
+        message,
+        cluster_id: String::new(),
+        node_id: u64::from(ctx.config.node_id),
+        leader_id: None,
+        term: 0,
+        applied_index: 0,
+        voters: vec![],
+        brokers: vec![],
+        offline_partitions: vec![],
+        metadata_digest: 0,
+    };
+    let Some(cluster) = &ctx.cluster else {
+        return empty(ErrorCode::InvalidRequest, "this broker is not in a cluster".into());
+    };
+    match cluster.status().await {
+        Some(status) => status,
+        None => empty(ErrorCode::ShuttingDown, "the broker is stopping".into()),
+    }
+}
+
+pub(crate) async fn alter_voters(
+    ctx: &ServerContext,
+    request: AlterVotersRequest,
+) -> AlterVotersResponse {
+    let answer = |code: ErrorCode, message: String| AlterVotersResponse {
+        error_code: code.as_u16(),
+        message,
+    };
+    let Some(cluster) = &ctx.cluster else {
+        return answer(ErrorCode::InvalidRequest, "this broker is not in a cluster".into());
+    };
+    let commands: Vec<AdminCommand> = request
+        .add
+        .iter()
+        .map(|id| AdminCommand::AddVoter { node_id: *id })
+        .chain(request.remove.iter().map(|id| AdminCommand::RemoveVoter { node_id: *id }))
+        .collect();
+    if commands.len() != 1 {
+        return answer(ErrorCode::InvalidRequest, "change one voter at a time".into());
+    }
+    let command = commands.into_iter().next().expect("one");
+    match cluster.admin(command).await {
+        Ok(()) => answer(ErrorCode::None, String::new()),
+        Err(AdminError::NotController { leader: Some((id, address)) })
+            if ctx.port == Port::Client =>
+        {
+            match cluster.call_peer::<_, AlterVotersResponse>(id, &address, request).await {
+                Ok(forwarded) => forwarded,
+                Err(e) => answer(ErrorCode::NotController, forward_failed(id, &e)),
+            }
+        }
+        Err(e) => answer(e.code(), e.to_string()),
+    }
+}
+
+fn forward_failed(id: u64, e: &ClientError) -> String {
+    format!("the controller (node {id}) did not answer a forwarded request: {e}")
+}
+
+/// Whether this broker may serve `partition` of `topic` now; the error
+/// names the leader when another broker leads it.
+pub(crate) fn check_leader(
+    ctx: &ServerContext,
+    topic: &str,
+    partition: u32,
+) -> Result<(), (u16, String)> {
+    let Some(cluster) = &ctx.cluster else { return Ok(()) };
+    let view = cluster.view();
+    let me = crate::cluster::metadata::BrokerId(cluster.node_id());
+    match view.serving_leader(topic, partition) {
+        Ok(Some(leader)) if leader == me => Ok(()),
+        Ok(Some(leader)) => {
+            let at =
+                view.metadata.broker(leader).map(|b| b.client_address.clone()).unwrap_or_default();
+            Err((
+                ErrorCode::NotLeader.as_u16(),
+                format!(
+                    "broker {me} does not lead {topic}/{partition}: broker {leader} at {at} does"
+                ),
+            ))
+        }
+        Ok(None) => Err((
+            ErrorCode::NotLeader.as_u16(),
+            format!("{topic}/{partition} is offline: no alive broker leads it"),
+        )),
+        Err(()) => Err((
+            ErrorCode::UnknownTopicOrPartition.as_u16(),
+            format!("unknown topic or partition {topic}/{partition}"),
+        )),
+    }
+}
+
+/// Where an admin request is done.
+pub(crate) enum AdminRoute<'a> {
+    /// No cluster: the engine.
+    Engine,
+    /// Through the quorum, from this broker.
+    Cluster(&'a Arc<ClusterHandle>),
+    /// At the controller, this request forwarded as it is.
+    Forward { node_id: u64, address: String },
+}
+
+pub(crate) fn admin_route(ctx: &ServerContext) -> AdminRoute<'_> {
+    let Some(cluster) = &ctx.cluster else { return AdminRoute::Engine };
+    let me = u64::from(cluster.node_id());
+    match cluster.view().leader_id {
+        Some(leader) if leader != me && ctx.port == Port::Client => {
+            match cluster.address_of(leader) {
+                Some(address) => AdminRoute::Forward { node_id: leader, address },
+                None => AdminRoute::Cluster(cluster),
+            }
+        }
+        _ => AdminRoute::Cluster(cluster),
+    }
+}
+
+/// Forwards `request` to the controller; a failure becomes `error` for
+/// every item.
+pub(crate) async fn forward<R, A>(
+    ctx: &ServerContext,
+    node_id: u64,
+    address: &str,
+    request: R,
+) -> Result<A, (u16, String)>
+where
+    R: Request + Send + 'static,
+    A: Message,
+{
+    let cluster = ctx.cluster.as_ref().expect("forwarding needs a cluster");
+    cluster
+        .call_peer::<R, A>(node_id, address, request)
+        .await
+        .map_err(|e| (ErrorCode::NotController.as_u16(), forward_failed(node_id, &e)))
+}
+
+pub(crate) fn admin_error(e: AdminError) -> (u16, String) {
+    (e.code().as_u16(), e.to_string())
+}
