@@ -58,7 +58,11 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
     let config = handle.config().clone();
     let interval = Duration::from_millis(config.heartbeat_interval_ms);
     let started = Instant::now();
-    let duplicate_grace = Duration::from_millis(config.session_timeout_ms) + 2 * interval;
+    // A restarted broker is refused until its previous run's session
+    // ends — up to one session, and one more when the controller changed
+    // meanwhile (a new controller gives every broker a full session). A
+    // live broker with the same id heartbeats on and is never fenced.
+    let duplicate_grace = 2 * Duration::from_millis(config.session_timeout_ms) + 2 * interval;
     // Where to ask when no leader is known: voters, then seeds.
     let mut fallbacks: Vec<(u64, String)> =
         config.voters.iter().map(|v| (v.node_id, v.cluster_address.clone())).collect();

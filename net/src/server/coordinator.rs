@@ -24,6 +24,7 @@
 //! except requests and answers (`on_shard`).
 
 use super::errors::code_of;
+use crate::cluster::ClusterHandle;
 use crate::group::coordinator::{Group, GroupConfig, GroupError};
 use crate::group::records::{self, GroupRecord};
 use crate::group::{AssignorKind, MemberId};
@@ -82,18 +83,24 @@ pub(crate) async fn ensure_offsets_topic(
     if let Ok(meta) = engine.describe_topic(OFFSETS_TOPIC) {
         return Ok(meta.config.partitions);
     }
-    let topic = TopicConfig {
+    let topic = offsets_topic_config(config);
+    engine
+        .create_topic_if_not_exists(OFFSETS_TOPIC, topic)
+        .await
+        .map(|(meta, _)| meta.config.partitions)
+}
+
+/// `__consumer_offsets`' settings: unlimited retention (its records are the
+/// groups' state; compaction bounds it), disk, fsync.
+pub(crate) fn offsets_topic_config(config: &GroupConfig) -> TopicConfig {
+    TopicConfig {
         partitions: config.offsets_topic_partitions,
         storage: StorageMode::Disk,
         retention_ms: None,
         retention_bytes: None,
         segment_bytes: config.offsets_segment_bytes,
         ..TopicConfig::default()
-    };
-    engine
-        .create_topic_if_not_exists(OFFSETS_TOPIC, topic)
-        .await
-        .map(|(meta, _)| meta.config.partitions)
+    }
 }
 
 /// Runs `work` on `shard` and returns what it gives.
@@ -131,10 +138,23 @@ type Wake = futures::channel::oneshot::Sender<()>;
 struct Host {
     engine: Engine,
     config: GroupConfig,
+    /// Where topics' partition counts come from in a cluster (the
+    /// metadata: a topic may have no partition on this broker).
+    cluster: Option<Arc<ClusterHandle>>,
     /// Loaded on first use; the lock orders a partition's changes.
     partitions: RefCell<HashMap<u32, Arc<Mutex<Option<PartitionGroups>>>>>,
     /// Waiting heartbeats by group and member.
     waiting: RefCell<HashMap<(String, MemberId), Vec<Wake>>>,
+}
+
+impl Host {
+    /// A topic's partition count: the cluster's, else the engine's.
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        match &self.cluster {
+            Some(cluster) => cluster.view().metadata.topic(topic).map(|t| t.partitions.len() as u32),
+            None => self.engine.describe_topic(topic).ok().map(|t| t.config.partitions),
+        }
+    }
 }
 
 thread_local! {
@@ -142,13 +162,14 @@ thread_local! {
 }
 
 /// This shard's coordinators, made (and their sweep started) on first use.
-fn host(engine: &Engine, config: &GroupConfig) -> Rc<Host> {
+fn host(engine: &Engine, config: &GroupConfig, cluster: Option<Arc<ClusterHandle>>) -> Rc<Host> {
     HOST.with(|h| {
         h.borrow_mut()
             .get_or_insert_with(|| {
                 let host = Rc::new(Host {
                     engine: engine.clone(),
                     config: config.clone(),
+                    cluster,
                     partitions: RefCell::new(HashMap::new()),
                     waiting: RefCell::new(HashMap::new()),
                 });
@@ -174,8 +195,10 @@ impl Locked {
         &self.host.config
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.host.engine
+    /// What the assignors need: each topic's partition count.
+    pub fn partition_counts(&self) -> impl Fn(&str) -> Option<u32> + 'static {
+        let host = self.host.clone();
+        move |topic| host.partition_count(topic)
     }
 
     /// Appends `group`'s changes (durably) and wakes the heartbeats whose
@@ -376,27 +399,29 @@ async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, Engine
 /// partition's groups locked.
 pub(crate) async fn with_group_partition<T: Send + 'static>(
     engine: &Engine,
+    cluster: Option<&Arc<ClusterHandle>>,
     config: &GroupConfig,
     group_id: &str,
     work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
 ) -> Result<T, EngineError> {
     let partitions = ensure_offsets_topic(engine, config).await?;
-    with_partition(engine, config, partition_of(group_id, partitions), work).await
+    with_partition(engine, cluster, config, partition_of(group_id, partitions), work).await
 }
 
 /// Runs `work` on `partition` of `__consumer_offsets`, on its shard.
 pub(crate) async fn with_partition<T: Send + 'static>(
     engine: &Engine,
+    cluster: Option<&Arc<ClusterHandle>>,
     config: &GroupConfig,
     partition: u32,
     work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
 ) -> Result<T, EngineError> {
     ensure_offsets_topic(engine, config).await?;
     let shard = engine.shard_of(OFFSETS_TOPIC, PartitionId(partition))?;
-    let (engine_there, config) = (engine.clone(), config.clone());
+    let (engine_there, config, cluster) = (engine.clone(), config.clone(), cluster.cloned());
     on_shard(engine, shard, move || {
         Box::pin(async move {
-            let host = host(&engine_there, &config);
+            let host = host(&engine_there, &config, cluster);
             let mut locked = host.lock(partition).await?;
             Ok(work(&mut locked).await)
         })
@@ -417,8 +442,7 @@ async fn sweep(host: std::rc::Weak<Host>) {
             let ids: Vec<String> = locked.groups().keys().cloned().collect();
             for id in ids {
                 let (expired, emptied) = {
-                    let count =
-                        |t: &str| host.engine.describe_topic(t).ok().map(|m| m.config.partitions);
+                    let count = |t: &str| host.partition_count(t);
                     let Some(group) = locked.groups().get_mut(&id) else { continue };
                     let expired = group.expire(&count, now_ms);
                     group.expire_offsets(host.config.offsets_retention_ms, now_ms);

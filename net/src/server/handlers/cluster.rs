@@ -247,3 +247,85 @@ where
 pub(crate) fn admin_error(e: AdminError) -> (u16, String) {
     (e.code().as_u16(), e.to_string())
 }
+
+/// How long a creation's answer waits for this broker to open its share.
+const LOCAL_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (bounded) until this broker opened its partitions of a topic the
+/// cluster just created, so a client that asked here can use them at once.
+pub(crate) async fn wait_hosted_here(ctx: &ServerContext, name: &str) {
+    let Some(cluster) = &ctx.cluster else { return };
+    let me = crate::cluster::metadata::BrokerId(cluster.node_id());
+    let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
+    while std::time::Instant::now() < deadline {
+        let hosts_some = cluster
+            .view()
+            .metadata
+            .topic(name)
+            .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
+        if !hosts_some || ctx.engine.describe_topic(name).is_ok() {
+            return;
+        }
+        crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+
+/// Whether this broker coordinates `group` (in a cluster: it leads the
+/// group's partition of `__consumer_offsets`, which the controller creates
+/// on first use). `not coordinator` names the broker that does.
+pub(crate) async fn coordinate_here(ctx: &ServerContext, group: &str) -> Result<(), (u16, String)> {
+    use crate::server::coordinator::{partition_of, OFFSETS_TOPIC};
+    let Some(cluster) = &ctx.cluster else { return Ok(()) };
+    if cluster.view().metadata.topic(OFFSETS_TOPIC).is_none() {
+        ensure_offsets_topic(ctx, cluster).await?;
+    }
+    let view = cluster.view();
+    let partitions = view.metadata.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len() as u32);
+    let partition = partition_of(group, partitions);
+    check_leader(ctx, OFFSETS_TOPIC, partition).map_err(|(_, message)| {
+        (ErrorCode::NotCoordinator.as_u16(), format!("group {group:?}: {message}"))
+    })?;
+    wait_hosted_here(ctx, OFFSETS_TOPIC).await;
+    Ok(())
+}
+
+/// Has the controller create `__consumer_offsets` (through this broker's
+/// quorum node, or forwarded), then waits until this broker's metadata
+/// has it.
+async fn ensure_offsets_topic(ctx: &ServerContext, cluster: &Arc<ClusterHandle>) -> Result<(), (u16, String)> {
+    use crate::server::coordinator::{offsets_topic_config, OFFSETS_TOPIC};
+    let config = offsets_topic_config(&ctx.config.groups);
+    let entries = crate::topic_config::entries(&config);
+    let command = AdminCommand::EnsureTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: config.partitions,
+        configs: entries
+            .iter()
+            .map(|c| crate::cluster::metadata::ConfigEntry { name: c.name.clone(), value: c.value.clone() })
+            .collect(),
+    };
+    match cluster.admin(command).await {
+        Ok(()) => {}
+        Err(AdminError::NotController { leader: Some((id, address)) }) => {
+            let request = CreateTopicsRequest {
+                topics: vec![CreateTopic { name: OFFSETS_TOPIC.to_string(), partitions: config.partitions, configs: entries }],
+            };
+            let answer: TopicResults = forward(ctx, id, &address, request).await?;
+            if let Some(r) = answer.results.first() {
+                if r.error_code != 0 && r.error_code != ErrorCode::TopicAlreadyExists.as_u16() {
+                    return Err((r.error_code, r.message.clone()));
+                }
+            }
+        }
+        Err(e) => return Err(admin_error(e)),
+    }
+    let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
+    while cluster.view().metadata.topic(OFFSETS_TOPIC).is_none() {
+        if std::time::Instant::now() >= deadline {
+            return Err((ErrorCode::CoordinatorLoading.as_u16(), "the offsets topic is being created; retry".into()));
+        }
+        crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    Ok(())
+}

@@ -20,14 +20,18 @@ use std::time::Duration;
 /// A failure of a whole request: its code and message.
 type Failure = (u16, String);
 
-fn bad_group_id(group: &str) -> Option<Failure> {
-    validate_group_id(group).err().map(|m| (ErrorCode::InvalidGroupId.as_u16(), m))
+/// Why this broker cannot take a request for `group` now: a bad id, or
+/// (in a cluster) another broker coordinates it.
+async fn group_problem(ctx: &ServerContext, group: &str) -> Option<Failure> {
+    if let Err(m) = validate_group_id(group) {
+        return Some((ErrorCode::InvalidGroupId.as_u16(), m));
+    }
+    super::cluster::coordinate_here(ctx, group).await.err()
 }
 
-/// Partition counts from the catalog, for the assignors.
+/// Partition counts, for the assignors.
 fn counter(locked: &Locked) -> impl Fn(&str) -> Option<u32> + 'static {
-    let engine = locked.engine().clone();
-    move |topic| engine.describe_topic(topic).ok().map(|t| t.config.partitions)
+    locked.partition_counts()
 }
 
 /// What the first half of a heartbeat decided.
@@ -77,7 +81,7 @@ async fn heartbeat_inner(
     request: GroupHeartbeatRequest,
     peer: Option<SocketAddr>,
 ) -> Result<Option<HeartbeatAnswer>, Failure> {
-    if let Some(failure) = bad_group_id(&request.group_id) {
+    if let Some(failure) = group_problem(ctx, &request.group_id).await {
         return Err(failure);
     }
     let assignor = coordinator::assignor(request.assignor.as_deref())
@@ -102,7 +106,7 @@ async fn heartbeat_inner(
             .then_some(u64::from(request.session_timeout_ms)),
     };
     let group = group_id.clone();
-    let heard = with_group_partition(&ctx.engine, &config, &group_id, move |locked| {
+    let heard = with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &config, &group_id, move |locked| {
         Box::pin(async move {
             let count = counter(locked);
             let config = locked.config().clone();
@@ -150,7 +154,7 @@ async fn heartbeat_inner(
     futures::future::select(woken, timer).await;
     let member = MemberId(request.member_id.clone());
     let group = group_id.clone();
-    with_group_partition(&ctx.engine, &config, &group_id, move |locked| {
+    with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &config, &group_id, move |locked| {
         Box::pin(async move {
             let config = locked.config().clone();
             let unknown =
@@ -229,12 +233,12 @@ async fn commit(
     member: Option<(MemberId, i32)>,
     offsets: &[CommitOffset],
 ) -> Result<Vec<Result<(), Failure>>, Failure> {
-    if let Some(failure) = bad_group_id(group_id) {
+    if let Some(failure) = group_problem(ctx, group_id).await {
         return Err(failure);
     }
     let entries = commit_entries(offsets);
     let group = group_id.to_string();
-    with_group_partition(&ctx.engine, &ctx.config.groups, group_id, move |locked| {
+    with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, group_id, move |locked| {
         Box::pin(async move {
             let config = locked.config().clone();
             let g = locked
@@ -295,13 +299,13 @@ pub(crate) async fn offset_fetch(
     ctx: &ServerContext,
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
-    if let Some((error_code, message)) = bad_group_id(&request.group_id) {
+    if let Some((error_code, message)) = group_problem(ctx, &request.group_id).await {
         return OffsetFetchResponse { error_code, message, offsets: vec![] };
     }
     let group = request.group_id.clone();
     let wanted = request.partitions.clone();
     let outcome =
-        with_group_partition(&ctx.engine, &ctx.config.groups, &request.group_id, move |locked| {
+        with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, &request.group_id, move |locked| {
             Box::pin(async move { fetched(locked.groups().get(&group), wanted.as_deref()) })
         })
         .await;
@@ -333,7 +337,7 @@ pub(crate) async fn list_groups(ctx: &ServerContext) -> ListGroupsResponse {
         }
     };
     for partition in 0..partitions {
-        let listed = with_partition(&ctx.engine, &ctx.config.groups, partition, |locked| {
+        let listed = with_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, partition, |locked| {
             Box::pin(async move { locked.groups().values().map(listing).collect::<Vec<_>>() })
         })
         .await;
@@ -397,13 +401,13 @@ pub(crate) async fn describe_groups(
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for group_id in request.group_ids {
-        if let Some(failure) = bad_group_id(&group_id) {
+        if let Some(failure) = group_problem(ctx, &group_id).await {
             groups.push(group_failure(&group_id, failure));
             continue;
         }
         let id = group_id.clone();
         let described =
-            with_group_partition(&ctx.engine, &ctx.config.groups, &group_id, move |locked| {
+            with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, &group_id, move |locked| {
                 Box::pin(async move { locked.groups().get(&id).map(description) })
             })
             .await;
@@ -422,11 +426,11 @@ pub(crate) async fn delete_groups(
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.group_ids.len());
     for group_id in request.group_ids {
-        let outcome = match bad_group_id(&group_id) {
+        let outcome = match group_problem(ctx, &group_id).await {
             Some(failure) => Err(failure),
             None => {
                 let id = group_id.clone();
-                with_group_partition(&ctx.engine, &ctx.config.groups, &group_id, move |locked| {
+                with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, &group_id, move |locked| {
                     Box::pin(async move {
                         match locked.groups().get(&id) {
                             None => Err(not_found(&id)),

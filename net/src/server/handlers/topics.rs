@@ -84,33 +84,11 @@ pub(crate) async fn create_topics(
             },
         };
         if outcome.is_ok() {
-            wait_hosted_here(ctx, &topic.name).await;
+            super::cluster::wait_hosted_here(ctx, &topic.name).await;
         }
         results.push(result(topic.name, outcome));
     }
     TopicResults { results }
-}
-
-/// How long a creation's answer waits for this broker to open its share.
-const LOCAL_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Waits (bounded) until this broker opened its partitions of a topic the
-/// cluster just created, so a client that asked here can use them at once.
-async fn wait_hosted_here(ctx: &ServerContext, name: &str) {
-    let Some(cluster) = &ctx.cluster else { return };
-    let me = crate::cluster::metadata::BrokerId(cluster.node_id());
-    let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
-    while std::time::Instant::now() < deadline {
-        let hosts_some = cluster
-            .view()
-            .metadata
-            .topic(name)
-            .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
-        if !hosts_some || ctx.engine.describe_topic(name).is_ok() {
-            return;
-        }
-        crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
-    }
 }
 
 pub(crate) async fn delete_topics(
@@ -250,8 +228,10 @@ pub(crate) async fn describe_partitions(
     };
     let mut topics = Vec::with_capacity(names.len());
     for name in names {
-        let meta = match ctx.engine.describe_topic(&name) {
-            Ok(meta) => meta,
+        // In a cluster: what the metadata says; this broker describes the
+        // partitions it leads, and names the leader of the others.
+        let partition_count = match topic_config_of(ctx, &name) {
+            Ok(config) => config.partitions,
             Err(e) => {
                 let (error_code, message) = (code_of(&e), e.to_string());
                 topics.push(TopicPartitions { name, error_code, message, partitions: vec![] });
@@ -259,15 +239,20 @@ pub(crate) async fn describe_partitions(
             }
         };
         // Every partition at once: they live on several shards.
-        let summaries = (0..meta.config.partitions).map(|p| {
+        let summaries = (0..partition_count).map(|p| {
             let name = &name;
-            async move { (p, ctx.engine.describe_partition(name, PartitionId(p)).await) }
+            async move {
+                match super::cluster::check_leader(ctx, name, p) {
+                    Ok(()) => partition_summary(p, ctx.engine.describe_partition(name, PartitionId(p)).await),
+                    Err((error_code, message)) => PartitionSummary {
+                        error_code,
+                        message,
+                        ..partition_summary(p, Err(EngineError::ShuttingDown))
+                    },
+                }
+            }
         });
-        let partitions = futures::future::join_all(summaries)
-            .await
-            .into_iter()
-            .map(|(partition, summary)| partition_summary(partition, summary))
-            .collect();
+        let partitions = futures::future::join_all(summaries).await;
         topics.push(TopicPartitions { name, error_code: 0, message: String::new(), partitions });
     }
     DescribePartitionsResponse { topics }
