@@ -40,7 +40,7 @@ pub(crate) fn metadata(ctx: &ServerContext, request: MetadataRequest) -> Metadat
                 leader_epoch: 0,
                 replicas: vec![node_id],
                 isr: vec![node_id],
-                shard: Some(shard.0),
+                shard: shard.map(|s| s.0),
             })
             .collect(),
     };
