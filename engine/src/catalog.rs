@@ -1,16 +1,18 @@
-//! Topic metadata: each topic's config and the shard that owns each of its
-//! partitions, persisted as `<data-dir>/topics/<topic>/topic.json`.
+//! Topic metadata: each topic's config and, for each of its partitions, the
+//! shard that owns it here or that this broker does not host it, persisted
+//! as `<data-dir>/topics/<topic>/topic.json`.
 //!
-//! Written rarely (create, alter, delete) from the caller's thread, each time
-//! atomically (temporary file, fsync, rename, fsync of the directory). A
-//! topic directory without `topic.json` is a deletion that did not finish
-//! and is removed at open.
+//! Written rarely (create, alter, sync, delete) from the caller's thread,
+//! each time atomically (temporary file, fsync, rename, fsync of the
+//! directory). A topic directory without `topic.json` is a deletion that
+//! did not finish and is removed at open; so is a partition directory that
+//! `topic.json` does not list as hosted.
 
 use crate::config::TopicConfig;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{PartitionId, ShardId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -21,14 +23,53 @@ pub const TOPIC_FILE: &str = "topic.json";
 pub struct TopicMeta {
     pub name: String,
     pub config: TopicConfig,
-    /// `placement[p]` owns partition `p` for the partition's whole life.
-    pub placement: Vec<ShardId>,
+    /// One entry per partition (`config.partitions` of them). `Some(shard)`:
+    /// this broker hosts partition `p` and `shard` owns it for as long as it
+    /// does. `None`: the partition exists in the topic (other brokers hold
+    /// it) but this broker has none of its data. Files written before
+    /// brokers hosted parts of topics hold plain shard numbers, which read
+    /// as `Some` (`null` is `None`).
+    pub placement: Vec<Option<ShardId>>,
     pub created_ms: i64,
 }
 
 impl TopicMeta {
+    /// The shard that owns `partition` here; `None` for a partition not
+    /// hosted here, or beyond the partition count.
     pub fn shard_of(&self, partition: PartitionId) -> Option<ShardId> {
-        self.placement.get(partition.0 as usize).copied()
+        self.placement.get(partition.0 as usize).copied().flatten()
+    }
+
+    /// Whether this broker holds `partition` (false beyond the count).
+    pub fn is_hosted(&self, partition: PartitionId) -> bool {
+        self.shard_of(partition).is_some()
+    }
+
+    /// The hosted partitions and their shards, in partition order.
+    pub fn hosted_partitions(&self) -> impl Iterator<Item = (PartitionId, ShardId)> + '_ {
+        self.placement
+            .iter()
+            .enumerate()
+            .filter_map(|(p, shard)| shard.map(|shard| (PartitionId(p as u32), shard)))
+    }
+
+    /// The set of hosted partitions (the argument `Engine::sync_topic`
+    /// takes).
+    pub fn hosted_set(&self) -> BTreeSet<PartitionId> {
+        self.hosted_partitions().map(|(p, _)| p).collect()
+    }
+
+    /// Checks what `load` cannot trust a file for: one placement entry per
+    /// partition.
+    fn check(&self) -> Result<(), String> {
+        if self.placement.len() != self.config.partitions as usize {
+            return Err(format!(
+                "placement lists {} partitions but the topic has {}",
+                self.placement.len(),
+                self.config.partitions
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -84,30 +125,42 @@ fn sync_dir(dir: &Path) -> EngineResult<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| data_dir_error(dir, e))
 }
 
-/// Removes the directories of partitions `topic.json` does not list: what
-/// a growth that stopped before writing it (a crash, a failed open) left.
-/// They never took a record: appends reach a partition only once the
-/// catalog lists it.
+/// The partition a directory entry of a topic names, if it is one the
+/// engine would have written (`0`, `1`, …: no sign, no leading zeros).
+fn partition_of_entry(name: &std::ffi::OsStr) -> Option<PartitionId> {
+    let name = name.to_str()?;
+    let partition = name.parse::<u32>().ok()?;
+    (partition.to_string() == name).then_some(PartitionId(partition))
+}
+
+/// Removes the directories of partitions `topic.json` does not list as
+/// hosted: what a growth or a hosting that stopped before writing it left
+/// (a crash, a failed open; they never took a record: appends reach a
+/// partition only once the catalog lists it), and what an un-hosting that
+/// stopped after writing it left. A hosted partition's directory is never
+/// touched.
 fn remove_unlisted_partitions(topic_dir: &Path, meta: &TopicMeta) -> EngineResult<()> {
     let entries = std::fs::read_dir(topic_dir).map_err(|e| data_dir_error(topic_dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| data_dir_error(topic_dir, e))?;
-        let unlisted = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-            .is_some_and(|partition| partition >= meta.config.partitions);
-        if unlisted {
-            let path = entry.path();
-            tracing::warn!(dir = %path.display(), partitions = meta.config.partitions, "removing a partition an unfinished growth left behind");
-            std::fs::remove_dir_all(&path).map_err(|e| data_dir_error(&path, e))?;
+        let Some(partition) = partition_of_entry(&entry.file_name()) else { continue };
+        if meta.is_hosted(partition) {
+            continue;
         }
+        let path = entry.path();
+        if partition.0 >= meta.config.partitions {
+            tracing::warn!(dir = %path.display(), partitions = meta.config.partitions, "removing a partition an unfinished growth left behind");
+        } else {
+            tracing::warn!(dir = %path.display(), "removing a partition this broker does not host (an unfinished hosting or un-hosting)");
+        }
+        std::fs::remove_dir_all(&path).map_err(|e| data_dir_error(&path, e))?;
     }
     Ok(())
 }
 
 /// Reads every topic; removes directories of unfinished deletions and of
-/// partitions an unfinished growth left.
+/// partitions not hosted (what an unfinished growth, hosting or un-hosting
+/// left).
 pub fn load(data_dir: &Path) -> EngineResult<Catalog> {
     let dir = topics_dir(data_dir);
     let mut catalog = Catalog::default();
@@ -130,8 +183,80 @@ pub fn load(data_dir: &Path) -> EngineResult<Catalog> {
         };
         let meta: TopicMeta = serde_json::from_slice(&bytes)
             .map_err(|e| data_dir_error(&file, format!("unreadable topic metadata: {e}")))?;
+        meta.check()
+            .map_err(|e| data_dir_error(&file, format!("inconsistent topic metadata: {e}")))?;
         remove_unlisted_partitions(&path, &meta)?;
         catalog.topics.insert(meta.name.clone(), meta);
     }
     Ok(catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_json_of_plain_shard_numbers_reads_as_all_hosted() {
+        // As written before brokers hosted parts of topics.
+        let old = r#"{
+          "name": "t",
+          "config": {
+            "partitions": 3,
+            "storage": "disk",
+            "durability": "fsync",
+            "retention_ms": 604800000,
+            "retention_bytes": null,
+            "segment_bytes": 1073741824,
+            "segment_ms": 604800000
+          },
+          "placement": [0, 1, 0],
+          "created_ms": 1700000000000
+        }"#;
+        let meta: TopicMeta = serde_json::from_str(old).expect("old format");
+        assert_eq!(meta.placement, vec![Some(ShardId(0)), Some(ShardId(1)), Some(ShardId(0))]);
+        assert!(meta.check().is_ok());
+        assert_eq!(meta.hosted_set().len(), 3);
+        assert_eq!(meta.shard_of(PartitionId(1)), Some(ShardId(1)));
+        assert_eq!(meta.shard_of(PartitionId(3)), None, "beyond the count");
+    }
+
+    #[test]
+    fn unhosted_partitions_round_trip_as_null() {
+        let meta = TopicMeta {
+            name: "t".into(),
+            config: TopicConfig { partitions: 3, ..TopicConfig::default() },
+            placement: vec![None, Some(ShardId(1)), None],
+            created_ms: 1,
+        };
+        let json = serde_json::to_string(&meta).expect("encode");
+        assert!(json.contains(r#""placement":[null,1,null]"#), "{json}");
+        let back: TopicMeta = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, meta);
+        assert!(!back.is_hosted(PartitionId(0)));
+        assert!(back.is_hosted(PartitionId(1)));
+        let hosted: Vec<_> = back.hosted_partitions().collect();
+        assert_eq!(hosted, vec![(PartitionId(1), ShardId(1))]);
+    }
+
+    #[test]
+    fn a_placement_not_matching_the_partition_count_is_refused() {
+        let meta = TopicMeta {
+            name: "t".into(),
+            config: TopicConfig { partitions: 3, ..TopicConfig::default() },
+            placement: vec![Some(ShardId(0))],
+            created_ms: 1,
+        };
+        let why = meta.check().expect_err("too short");
+        assert!(why.contains("lists 1 partitions but the topic has 3"), "{why}");
+    }
+
+    #[test]
+    fn only_names_the_engine_writes_are_partitions() {
+        let of = |name: &str| partition_of_entry(std::ffi::OsStr::new(name));
+        assert_eq!(of("0"), Some(PartitionId(0)));
+        assert_eq!(of("17"), Some(PartitionId(17)));
+        assert_eq!(of("017"), None);
+        assert_eq!(of("+1"), None);
+        assert_eq!(of("topic.json"), None);
+    }
 }

@@ -19,9 +19,8 @@ use crate::segment::SegmentReport;
 use crate::shard::{self, OpenSpec, PartitionCounts, PartitionKey, Reply, ShardRequest};
 use futures::channel::oneshot;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,17 +56,23 @@ type PartitionOpened = ((Arc<str>, PartitionId), EngineResult<Vec<SegmentReport>
 /// registered I/O memory) recovery holds, however many partitions there are.
 const OPENS_IN_FLIGHT_MAX: usize = 32;
 
-/// Shards for `count` new partitions: each goes to the shard owning the
-/// fewest partitions so far (over every topic, and the new ones placed
-/// before it), the lowest shard id on a tie.
-fn place_partitions(catalog: &Catalog, shard_count: usize, count: u32) -> Vec<ShardId> {
+/// How many hosted partitions each shard owns, over every topic of
+/// `catalog` but `except`.
+fn shard_load(catalog: &Catalog, shard_count: usize, except: Option<&str>) -> Vec<usize> {
     assert!(shard_count > 0, "an engine has at least one shard");
     let mut load = vec![0usize; shard_count];
-    for meta in catalog.topics.values() {
-        for s in &meta.placement {
+    for meta in catalog.topics.values().filter(|meta| Some(meta.name.as_str()) != except) {
+        for (_, s) in meta.hosted_partitions() {
             load[s.0 as usize] += 1;
         }
     }
+    load
+}
+
+/// Shards for `count` new partitions: each goes to the shard owning the
+/// fewest partitions so far (`load`, and the new ones placed before it),
+/// the lowest shard id on a tie.
+fn place_partitions(load: &mut [usize], count: usize) -> Vec<ShardId> {
     (0..count)
         .map(|_| {
             let (i, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
@@ -229,9 +234,9 @@ impl Engine {
         };
         let mut loaded = catalog::load(&data_dir)?;
         for meta in loaded.topics.values_mut() {
-            if meta.placement.iter().any(|s| s.0 as usize >= shard_count) {
+            if meta.hosted_partitions().any(|(_, s)| s.0 as usize >= shard_count) {
                 tracing::warn!(topic = %meta.name, shards = shard_count, "shard count changed; moving partitions of vanished shards");
-                for s in &mut meta.placement {
+                for s in meta.placement.iter_mut().flatten() {
                     *s = ShardId(s.0 % shard_count as u32);
                 }
                 catalog::store(&data_dir, meta)?;
@@ -239,10 +244,10 @@ impl Engine {
         }
         *engine.write_catalog() = Arc::new(loaded.clone());
         let points = crate::recovery_point::load_all(&data_dir)?;
-        let opens = loaded
-            .topics
-            .values()
-            .flat_map(|meta| engine.open_partitions(meta, 0..meta.config.partitions, &points));
+        let opens = loaded.topics.values().flat_map(|meta| {
+            let hosted: Vec<_> = meta.hosted_partitions().map(|(p, _)| p).collect();
+            engine.open_partitions(meta, &hosted, &points)
+        });
         let opened: Vec<_> = block_on(
             futures::stream::iter(opens).buffer_unordered(OPENS_IN_FLIGHT_MAX).collect::<Vec<_>>(),
         );
@@ -290,19 +295,20 @@ impl Engine {
         self.inner.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// One future per partition of `meta` in `partitions` that opens it on
-    /// its shard and resolves to its name and the outcome.
+    /// One future per partition of `meta` in `partitions` (hosted ones,
+    /// all) that opens it on its shard and resolves to its name and the
+    /// outcome.
     fn open_partitions(
         &self,
         meta: &TopicMeta,
-        partitions: Range<u32>,
+        partitions: &[PartitionId],
         points: &HashMap<PointKey, (RecoveryPoint, bool)>,
     ) -> Vec<impl Future<Output = PartitionOpened> + use<>> {
         let topic: Arc<str> = Arc::from(meta.name.as_str());
         partitions
-            .map(|p| {
-                let partition = PartitionId(p);
-                let shard = meta.placement[p as usize];
+            .iter()
+            .map(|&partition| {
+                let shard = meta.shard_of(partition).expect("only hosted partitions are opened");
                 let point_key = PointKey {
                     topic: meta.name.clone(),
                     topic_created_ms: meta.created_ms,
@@ -361,16 +367,48 @@ impl Engine {
         Ok(response)
     }
 
+    /// The shard owning a partition and its key: `UnknownTopic`,
+    /// `UnknownPartition` (beyond the count) or `NotHosted` (another broker
+    /// holds it) otherwise.
     fn route(&self, topic: &str, partition: PartitionId) -> EngineResult<(ShardId, PartitionKey)> {
         let catalog = self.catalog();
         let meta = catalog
             .topics
             .get(topic)
             .ok_or_else(|| EngineError::UnknownTopic(topic.to_string()))?;
+        if partition.0 >= meta.config.partitions {
+            return Err(EngineError::UnknownPartition { topic: topic.to_string(), partition });
+        }
         let shard = meta
             .shard_of(partition)
-            .ok_or_else(|| EngineError::UnknownPartition { topic: topic.to_string(), partition })?;
+            .ok_or_else(|| EngineError::NotHosted { topic: topic.to_string(), partition })?;
         Ok((shard, PartitionKey { topic: Arc::from(topic), partition }))
+    }
+
+    /// The error for a request whose partition left its shard while the
+    /// request was on its way (un-hosted, or its topic deleted): what a
+    /// request sent now would get (`NotHosted`, `UnknownTopic`), rather than
+    /// the shard's `UnknownPartition` or a dropped reply's `ShuttingDown`.
+    fn left_shard(&self, key: &PartitionKey, error: EngineError) -> EngineError {
+        let gone =
+            matches!(error, EngineError::UnknownPartition { .. } | EngineError::ShuttingDown);
+        if !gone || self.inner.closed.load(Ordering::Acquire) {
+            return error;
+        }
+        self.route(&key.topic, key.partition).err().unwrap_or(error)
+    }
+
+    /// Routes a request to the shard owning a partition and waits for its
+    /// reply.
+    async fn call_partition<T>(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        make: impl FnOnce(PartitionKey, Reply<T>) -> ShardRequest,
+    ) -> EngineResult<T> {
+        let (shard, key) = self.route(topic, partition)?;
+        let routed = key.clone();
+        self.call(shard, |reply| make(key, reply)).await.map_err(|e| self.left_shard(&routed, e))
     }
 
     /// Creates a topic; its partitions go to the least-loaded shards.
@@ -382,19 +420,37 @@ impl Engine {
         if catalog.topics.contains_key(name) {
             return Err(EngineError::TopicExists(name.to_string()));
         }
-        let placement = place_partitions(&catalog, self.shard_count(), config.partitions);
+        let all = (0..config.partitions).map(PartitionId).collect();
+        self.create_locked(&catalog, name, config, &all).await
+    }
+
+    /// Creates topic `name`, absent from `catalog`, hosting the partitions
+    /// in `hosted` (all below the count) on the least-loaded shards. The
+    /// caller holds the admin lock and validated `name` and `config`.
+    async fn create_locked(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        config: TopicConfig,
+        hosted: &BTreeSet<PartitionId>,
+    ) -> EngineResult<TopicMeta> {
+        let mut load = shard_load(catalog, self.shard_count(), None);
+        let mut shards = place_partitions(&mut load, hosted.len()).into_iter();
+        let placement = (0..config.partitions)
+            .map(|p| if hosted.contains(&PartitionId(p)) { shards.next() } else { None })
+            .collect();
         let meta =
             TopicMeta { name: name.to_string(), config, placement, created_ms: runtime::now_ms() };
         // The partitions first, `topic.json` last: the topic exists once
         // that file does. A crash before it leaves a directory without it,
         // which the next open removes; a failure here removes it at once.
-        let all = 0..meta.config.partitions;
-        let created = match self.open_new_partitions(&meta, all.clone()).await {
+        let opened: Vec<_> = hosted.iter().copied().collect();
+        let created = match self.open_new_partitions(&meta, &opened).await {
             Err(e) => Err(e),
             Ok(()) => catalog::store(&self.inner.data_dir, &meta),
         };
         if let Err(e) = created {
-            self.remove_partitions(&meta, all).await;
+            self.remove_partitions(&meta, &opened).await;
             let dir = catalog::topic_dir(&self.inner.data_dir, &meta.name);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -406,7 +462,7 @@ impl Engine {
         // A checkpoint now records where the new partitions start (memory
         // logs take appends only once it is written).
         self.checkpoint_all().await?;
-        let mut next = (*catalog).clone();
+        let mut next = catalog.clone();
         next.topics.insert(name.to_string(), meta.clone());
         *self.write_catalog() = Arc::new(next);
         Ok(meta)
@@ -437,7 +493,7 @@ impl Engine {
     async fn open_new_partitions(
         &self,
         meta: &TopicMeta,
-        partitions: Range<u32>,
+        partitions: &[PartitionId],
     ) -> EngineResult<()> {
         let opens = self.open_partitions(meta, partitions, &HashMap::new());
         let opened: Vec<_> =
@@ -449,14 +505,13 @@ impl Engine {
     /// `partitions` opened and removes their directories. Best effort:
     /// `topic.json` does not list them, so the next open removes what
     /// remains.
-    async fn remove_partitions(&self, meta: &TopicMeta, partitions: Range<u32>) {
+    async fn remove_partitions(&self, meta: &TopicMeta, partitions: &[PartitionId]) {
         let topic: Arc<str> = Arc::from(meta.name.as_str());
-        for p in partitions {
-            let partition = PartitionId(p);
+        for &partition in partitions {
             let Some(shard) = meta.shard_of(partition) else { continue };
             let key = PartitionKey { topic: topic.clone(), partition };
             if let Err(e) = self.call(shard, |reply| ShardRequest::Delete { key, reply }).await {
-                tracing::warn!(topic = %meta.name, partition = p, error = %e, "cleaning up partitions that failed to open");
+                tracing::warn!(topic = %meta.name, %partition, error = %e, "cleaning up partitions that failed to open");
             }
             let dir = catalog::partition_dir(&self.inner.data_dir, &meta.name, partition);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -468,8 +523,10 @@ impl Engine {
     }
 
     /// Grows a topic to `partition_count` partitions, placed on the least
-    /// loaded shards as at creation. Existing partitions and their records
-    /// stay as they are; the key → partition mapping of producers changes
+    /// loaded shards as at creation, all hosted here (`sync_topic` grows a
+    /// topic this broker hosts only some partitions of). Existing
+    /// partitions and their records stay as they are; the key → partition
+    /// mapping of producers changes
     /// for new records (as in Kafka), so a key's later records may land in
     /// another partition than its earlier ones. Partitions are never
     /// removed: a count not above the current one is
@@ -494,22 +551,20 @@ impl Engine {
         let mut meta = old.clone();
         meta.config.partitions = partition_count;
         meta.config.validate()?;
-        meta.placement.extend(place_partitions(
-            &catalog,
-            self.shard_count(),
-            partition_count - current,
-        ));
+        let mut load = shard_load(&catalog, self.shard_count(), None);
+        let new = place_partitions(&mut load, (partition_count - current) as usize);
+        meta.placement.extend(new.into_iter().map(Some));
         // As at creation: the new partitions first, `topic.json` last. Until
         // it lists them nothing routes to them; a crash before leaves
         // directories the next open removes, a failure here removes them
         // at once.
-        let added = current..partition_count;
-        let grown = match self.open_new_partitions(&meta, added.clone()).await {
+        let added: Vec<_> = (current..partition_count).map(PartitionId).collect();
+        let grown = match self.open_new_partitions(&meta, &added).await {
             Err(e) => Err(e),
             Ok(()) => catalog::store(&self.inner.data_dir, &meta),
         };
         if let Err(e) = grown {
-            self.remove_partitions(&meta, added).await;
+            self.remove_partitions(&meta, &added).await;
             return Err(e);
         }
         // Grown on disk: route to the new partitions now, so what this
@@ -529,9 +584,10 @@ impl Engine {
         Ok(meta)
     }
 
-    /// Changes a topic's retention, segment and durability settings. The
+    /// Changes a topic's retention, segment and durability settings (of
+    /// the partitions hosted here; the others get them when hosted). The
     /// storage mode cannot change; the partition count grows only through
-    /// `increase_partitions_to`.
+    /// `increase_partitions_to` (or `sync_topic`).
     pub async fn alter_topic(&self, name: &str, config: TopicConfig) -> EngineResult<TopicMeta> {
         config.validate()?;
         let _admin = self.inner.admin.lock().await;
@@ -551,10 +607,10 @@ impl Engine {
         catalog::store(&self.inner.data_dir, &meta)?;
         let options = log_options(&meta.config, &self.inner.config);
         let topic: Arc<str> = Arc::from(name);
-        for (p, shard) in meta.placement.iter().enumerate() {
-            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
+        for (partition, shard) in meta.hosted_partitions() {
+            let key = PartitionKey { topic: topic.clone(), partition };
             let options = options.clone();
-            self.call(*shard, |reply| ShardRequest::Alter { key, options, reply }).await?;
+            self.call(shard, |reply| ShardRequest::Alter { key, options, reply }).await?;
         }
         let mut next = (*catalog).clone();
         next.topics.insert(name.to_string(), meta.clone());
@@ -562,7 +618,180 @@ impl Engine {
         Ok(meta)
     }
 
-    /// Deletes a topic and all its data.
+    /// Makes the local topic `name` what the cluster says it is: `config`,
+    /// with this broker hosting exactly the partitions in `hosted`. One
+    /// idempotent call, for a broker applying metadata:
+    ///
+    /// - an absent topic is created, with only `hosted` opened, placed on
+    ///   the least-loaded shards as by `create_topic`. With `hosted` empty
+    ///   it is still created: `topic.json` then keeps the config, so the
+    ///   topic is listed and later hostings use it;
+    /// - the partition count grows to `config.partitions` (the partitions
+    ///   added are hosted only if in `hosted`); it never shrinks
+    ///   (`PartitionsNotIncreased`);
+    /// - changed retention, segment and durability settings apply to the
+    ///   hosted partitions as by `alter_topic`; the storage mode cannot
+    ///   change (`InvalidConfig`);
+    /// - partitions newly in `hosted` open empty (from offset 0), whatever
+    ///   this broker held of them before;
+    /// - partitions no longer in `hosted` are closed and their files
+    ///   removed: requests to them get `NotHosted`.
+    ///
+    /// A partition in `hosted` at or beyond the count is `UnknownPartition`,
+    /// and nothing changes. When the topic already matches, nothing is
+    /// written or synced. Crash-safe as creation and growth: new partitions
+    /// open (and their recovery points are written) before `topic.json`
+    /// lists them; removed ones leave `topic.json` before their files go,
+    /// and the next open removes the directory of any partition it does not
+    /// list as hosted. An error once `topic.json` is written (a shard
+    /// stopping, a file that cannot be removed) leaves the topic as asked,
+    /// with the leftovers removed at the next open.
+    pub async fn sync_topic(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        hosted: &BTreeSet<PartitionId>,
+    ) -> EngineResult<TopicMeta> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        if let Some(&partition) = hosted.iter().find(|p| p.0 >= config.partitions) {
+            return Err(EngineError::UnknownPartition { topic: name.to_string(), partition });
+        }
+        let _admin = self.inner.admin.lock().await;
+        let catalog = self.catalog();
+        let Some(old) = catalog.topics.get(name) else {
+            let meta = self.create_locked(&catalog, name, config, hosted).await?;
+            tracing::info!(
+                topic = name,
+                partitions = meta.config.partitions,
+                hosted = hosted.len(),
+                "topic created by sync"
+            );
+            return Ok(meta);
+        };
+        if config.storage != old.config.storage {
+            return Err(EngineError::InvalidConfig(format!(
+                "topic {name:?} has storage {}: storage cannot be altered",
+                old.config.storage
+            )));
+        }
+        if config.partitions < old.config.partitions {
+            return Err(EngineError::PartitionsNotIncreased {
+                topic: name.to_string(),
+                partition_count: old.config.partitions,
+                requested: config.partitions,
+            });
+        }
+        let mut meta = old.clone();
+        meta.config = config;
+        meta.placement.resize(meta.config.partitions as usize, None);
+        let removed: Vec<PartitionId> =
+            old.hosted_partitions().map(|(p, _)| p).filter(|p| !hosted.contains(p)).collect();
+        for p in &removed {
+            meta.placement[p.0 as usize] = None;
+        }
+        let added: Vec<PartitionId> =
+            hosted.iter().copied().filter(|&p| !old.is_hosted(p)).collect();
+        // Placed against the load as it will be: without the partitions
+        // this call removes.
+        let mut load = shard_load(&catalog, self.shard_count(), Some(name));
+        for (_, s) in meta.hosted_partitions() {
+            load[s.0 as usize] += 1;
+        }
+        for (p, shard) in added.iter().zip(place_partitions(&mut load, added.len())) {
+            meta.placement[p.0 as usize] = Some(shard);
+        }
+        if meta == *old {
+            return Ok(meta);
+        }
+
+        // New partitions open first, their recovery points written (over
+        // any an earlier hosting of them left) and `topic.json` last.
+        if !added.is_empty() {
+            let opened = match self.clear_partition_dirs(name, &added) {
+                Err(e) => Err(e),
+                Ok(()) => self.open_new_partitions(&meta, &added).await,
+            };
+            let opened = match opened {
+                Err(e) => Err(e),
+                Ok(()) => self.checkpoint_all().await,
+            };
+            if let Err(e) = opened.and_then(|()| catalog::store(&self.inner.data_dir, &meta)) {
+                self.remove_partitions(&meta, &added).await;
+                return Err(e);
+            }
+        } else {
+            catalog::store(&self.inner.data_dir, &meta)?;
+        }
+        let mut next = (*catalog).clone();
+        next.topics.insert(name.to_string(), meta.clone());
+        *self.write_catalog() = Arc::new(next);
+
+        // From here on the topic is as asked; what fails is reported after
+        // the rest is done.
+        let mut first_error = None;
+        let topic: Arc<str> = Arc::from(name);
+        let resized = TopicConfig { partitions: old.config.partitions, ..meta.config.clone() };
+        if resized != old.config {
+            let options = log_options(&meta.config, &self.inner.config);
+            for (partition, shard) in meta.hosted_partitions().filter(|(p, _)| old.is_hosted(*p)) {
+                let key = PartitionKey { topic: topic.clone(), partition };
+                let options = options.clone();
+                match self.call(shard, |reply| ShardRequest::Alter { key, options, reply }).await {
+                    // It takes the settings from `topic.json` once repaired.
+                    Ok(()) | Err(EngineError::Offline(_)) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        for &partition in &removed {
+            let shard = old.shard_of(partition).expect("removed partitions were hosted");
+            let key = PartitionKey { topic: topic.clone(), partition };
+            if let Err(e) = self.call(shard, |reply| ShardRequest::Delete { key, reply }).await {
+                first_error.get_or_insert(e);
+            }
+            // The shard removes an open log's files; this also removes an
+            // offline one's.
+            if let Err(e) = self.clear_partition_dirs(name, &[partition]) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if !removed.is_empty() {
+            // Drops the removed partitions' recovery points.
+            if let Err(e) = self.checkpoint_all().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        tracing::info!(
+            topic = name,
+            partitions = meta.config.partitions,
+            hosted = hosted.len(),
+            opened = added.len(),
+            removed = removed.len(),
+            "topic synced"
+        );
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(meta),
+        }
+    }
+
+    /// Removes the directories of `partitions` of topic `name`, if there.
+    fn clear_partition_dirs(&self, name: &str, partitions: &[PartitionId]) -> EngineResult<()> {
+        for &partition in partitions {
+            let dir = catalog::partition_dir(&self.inner.data_dir, name, partition);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(data_dir_error(&dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic and all its data (its hosted partitions').
     pub async fn delete_topic(&self, name: &str) -> EngineResult<()> {
         let _admin = self.inner.admin.lock().await;
         let catalog = self.catalog();
@@ -578,9 +807,9 @@ impl Engine {
         next.topics.remove(name);
         *self.write_catalog() = Arc::new(next);
         let topic: Arc<str> = Arc::from(name);
-        for (p, shard) in meta.placement.iter().enumerate() {
-            let key = PartitionKey { topic: topic.clone(), partition: PartitionId(p as u32) };
-            self.call(*shard, |reply| ShardRequest::Delete { key, reply }).await?;
+        for (partition, shard) in meta.hosted_partitions() {
+            let key = PartitionKey { topic: topic.clone(), partition };
+            self.call(shard, |reply| ShardRequest::Delete { key, reply }).await?;
         }
         let dir = catalog::topic_dir(&self.inner.data_dir, name);
         match std::fs::remove_dir_all(&dir) {
@@ -637,9 +866,18 @@ impl Engine {
         wait: AppendWait,
     ) -> EngineResult<impl Future<Output = EngineResult<AppendInfo>> + use<>> {
         let (shard, key) = self.route(topic, partition)?;
+        let routed = key.clone();
         let response =
             self.submit(shard, |reply| ShardRequest::Append { key, batch, wait, reply }).await?;
-        Ok(async move { response.await.map_err(|_| EngineError::ShuttingDown)? })
+        // Weak: a pending append does not keep the engine open.
+        let inner = Arc::downgrade(&self.inner);
+        Ok(async move {
+            let answer = response.await.map_err(|_| EngineError::ShuttingDown);
+            answer.and_then(|r| r).map_err(|e| match inner.upgrade() {
+                Some(inner) => Engine { inner }.left_shard(&routed, e),
+                None => e,
+            })
+        })
     }
 
     /// Like `append`, but fails with `Busy` at once when the owning shard's
@@ -654,6 +892,7 @@ impl Engine {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(EngineError::ShuttingDown);
         }
+        let routed = key.clone();
         let (reply, response) = oneshot::channel();
         match self.inner.shards[shard.0 as usize].try_send(ShardRequest::Append {
             key,
@@ -661,7 +900,10 @@ impl Engine {
             wait: AppendWait::Visible,
             reply,
         }) {
-            Ok(()) => response.await.map_err(|_| EngineError::ShuttingDown)?,
+            Ok(()) => {
+                let answer = response.await.map_err(|_| EngineError::ShuttingDown);
+                answer.and_then(|r| r).map_err(|e| self.left_shard(&routed, e))
+            }
             Err(async_channel::TrySendError::Full(_)) => Err(EngineError::Busy),
             Err(async_channel::TrySendError::Closed(_)) => Err(EngineError::ShuttingDown),
         }
@@ -676,8 +918,13 @@ impl Engine {
         offset: Offset,
         max_bytes: usize,
     ) -> EngineResult<ReadOutcome> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Read { key, offset, max_bytes, reply }).await
+        self.call_partition(topic, partition, |key, reply| ShardRequest::Read {
+            key,
+            offset,
+            max_bytes,
+            reply,
+        })
+        .await
     }
 
     /// The log start, high watermark and end of a partition.
@@ -686,8 +933,8 @@ impl Engine {
         topic: &str,
         partition: PartitionId,
     ) -> EngineResult<LogOffsets> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Offsets { key, reply }).await
+        self.call_partition(topic, partition, |key, reply| ShardRequest::Offsets { key, reply })
+            .await
     }
 
     /// Deletes the closed segments of a partition that hold only records
@@ -699,8 +946,12 @@ impl Engine {
         partition: PartitionId,
         offset: Offset,
     ) -> EngineResult<usize> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::DeleteSegmentsBefore { key, offset, reply }).await
+        self.call_partition(topic, partition, |key, reply| ShardRequest::DeleteSegmentsBefore {
+            key,
+            offset,
+            reply,
+        })
+        .await
     }
 
     /// Removes every batch of a partition at or after `offset` (a batch
@@ -713,8 +964,12 @@ impl Engine {
         partition: PartitionId,
         offset: Offset,
     ) -> EngineResult<()> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::TruncateTo { key, offset, reply }).await
+        self.call_partition(topic, partition, |key, reply| ShardRequest::TruncateTo {
+            key,
+            offset,
+            reply,
+        })
+        .await
     }
 
     /// A partition's offsets, size in bytes and segment count; an offline
@@ -724,8 +979,8 @@ impl Engine {
         topic: &str,
         partition: PartitionId,
     ) -> EngineResult<LogSummary> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::Summary { key, reply }).await
+        self.call_partition(topic, partition, |key, reply| ShardRequest::Summary { key, reply })
+            .await
     }
 
     /// How many partitions the shards serve and how many are offline.
@@ -754,8 +1009,12 @@ impl Engine {
         partition: PartitionId,
         offset: Offset,
     ) -> EngineResult<()> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::WaitForData { key, offset, reply }).await
+        self.call_partition(topic, partition, |key, reply| ShardRequest::WaitForData {
+            key,
+            offset,
+            reply,
+        })
+        .await
     }
 
     /// The first offset with a timestamp at or after `timestamp_ms`.
@@ -765,9 +1024,12 @@ impl Engine {
         partition: PartitionId,
         timestamp_ms: i64,
     ) -> EngineResult<Option<(Offset, i64)>> {
-        let (shard, key) = self.route(topic, partition)?;
-        self.call(shard, |reply| ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply })
-            .await
+        self.call_partition(topic, partition, |key, reply| ShardRequest::OffsetForTimestamp {
+            key,
+            timestamp_ms,
+            reply,
+        })
+        .await
     }
 
     /// Runs `task` on `shard`, next to the partitions it owns (how the broker

@@ -16,6 +16,10 @@ pub enum EngineError {
     UnknownTopic(String),
     #[error("topic {topic:?} has no partition {partition}")]
     UnknownPartition { topic: String, partition: PartitionId },
+    /// The partition exists in the topic, but this broker holds none of it
+    /// (another broker hosts it; see `Engine::sync_topic`).
+    #[error("topic {topic:?} partition {partition} is not hosted on this broker")]
+    NotHosted { topic: String, partition: PartitionId },
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     #[error("{0}")]

@@ -13,6 +13,9 @@ pub(crate) fn error_code(e: &EngineError) -> ErrorCode {
         E::Offline(cause) => error_code(cause),
         E::InvalidBatch(_) => ErrorCode::CorruptBatch,
         E::UnknownTopic(_) | E::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
+        // Another broker holds it: the client refreshes metadata and goes
+        // there, as after a leader change.
+        E::NotHosted { .. } => ErrorCode::NotLeader,
         E::TopicExists(_) => ErrorCode::TopicAlreadyExists,
         E::InvalidConfig(_) => ErrorCode::InvalidConfig,
         E::PartitionsNotIncreased { .. } => ErrorCode::InvalidPartitions,

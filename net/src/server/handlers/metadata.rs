@@ -139,7 +139,7 @@ fn engine_metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataRes
                 leader_epoch: 0,
                 replicas: vec![node_id],
                 isr: vec![node_id],
-                shard: Some(shard.0),
+                shard: shard.map(|s| s.0),
             })
             .collect(),
     };
