@@ -136,8 +136,12 @@ pub(crate) struct Controller {
     engine: Engine,
     config: ClusterConfig,
     refusals: Rc<RefCell<BTreeMap<u64, MetadataError>>>,
-    /// When this leader last heard from each broker (reset on election).
+    /// When this leader last heard from each broker (reset on election:
+    /// the session clock for fencing).
     last_heartbeat: HashMap<BrokerId, Instant>,
+    /// The registered run of each broker this leader really heard from,
+    /// and when: tells a second broker with the same id from a restart.
+    heard: HashMap<BrokerId, (IncarnationId, Instant)>,
     duties: HashMap<Duty, Instant>,
     was_leader: bool,
     published: (u64, Option<u64>, u64),
@@ -178,6 +182,7 @@ impl Controller {
             config,
             refusals,
             last_heartbeat: HashMap::new(),
+            heard: HashMap::new(),
             duties: HashMap::new(),
             was_leader: false,
             published: (u64::MAX, None, 0),
@@ -390,11 +395,12 @@ impl Controller {
         let id = BrokerId(request.broker_id);
         let incarnation = IncarnationId(request.incarnation_id);
         let now = Instant::now();
-        let session = Duration::from_millis(self.config.session_timeout_ms);
+        let interval = Duration::from_millis(self.config.heartbeat_interval_ms);
         let current = self.state().broker(id).cloned();
         match current {
             Some(b) if b.incarnation_id == incarnation => {
                 self.last_heartbeat.insert(id, now);
+                self.heard.insert(id, (incarnation, now));
                 let caught_up = self
                     .node
                     .state_machine()
@@ -412,15 +418,18 @@ impl Controller {
                 }
                 answer(ErrorCode::None, String::new(), b.fenced, self)
             }
+            // Another run of this id heartbeat lately (really: not the
+            // session a new controller grants everyone): a second broker
+            // with the same id, not a restart.
             Some(b)
-                if !b.fenced
-                    && self
-                        .last_heartbeat
-                        .get(&id)
-                        .is_some_and(|at| now.duration_since(*at) < session) =>
+                if self.heard.get(&id).is_some_and(|(heard, at)| {
+                    *heard == b.incarnation_id && now.duration_since(*at) < 2 * interval
+                }) =>
             {
+                let heard_ms =
+                    self.heard.get(&id).map_or(0, |(_, at)| now.duration_since(*at).as_millis());
                 let message = format!(
-                    "node id {id} is in use by a live broker at {} (client {})",
+                    "node id {id} is in use by a live broker at {} (client {}; heard {heard_ms} ms ago)",
                     b.cluster_address, b.client_address
                 );
                 answer(ErrorCode::DuplicateBrokerId, message, true, self)

@@ -57,7 +57,8 @@ impl Drop for Heartbeats {
 fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
     let config = handle.config().clone();
     let interval = Duration::from_millis(config.heartbeat_interval_ms);
-    let started = Instant::now();
+    // Since when every answer was "duplicate id" (None: the last was not).
+    let mut refused_since: Option<Instant> = None;
     // A restarted broker is refused until its previous run's session
     // ends — up to one session, and one more when the controller changed
     // meanwhile (a new controller gives every broker a full session). A
@@ -108,6 +109,9 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
             )
             .map_err(|e| e.to_string()),
         };
+        if !matches!(&outcome, Ok(a) if a.error_code == ErrorCode::DuplicateBrokerId.as_u16()) {
+            refused_since = None;
+        }
         match outcome {
             Ok(answer) => match ErrorCode::from_u16(answer.error_code) {
                 ErrorCode::None => {
@@ -128,7 +132,10 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
                     handle.set_fatal(answer.message);
                     return;
                 }
-                ErrorCode::DuplicateBrokerId if started.elapsed() >= duplicate_grace => {
+                ErrorCode::DuplicateBrokerId
+                    if refused_since.get_or_insert_with(Instant::now).elapsed()
+                        >= duplicate_grace =>
+                {
                     handle.set_fatal(answer.message);
                     return;
                 }

@@ -56,9 +56,7 @@ async fn reconcile(engine: &Engine, view: &ClusterView, me: BrokerId) {
             continue;
         }
         let Some(config) = view.topic_config(&topic.name) else { continue };
-        if let Err(e) =
-            engine.create_topic_if_not_exists(&topic.name, config).await.map(|_| &hosted)
-        {
+        if let Err(e) = engine.sync_topic(&topic.name, config, &hosted).await {
             tracing::warn!(topic = %topic.name, error = %e, "cannot open this broker's partitions of a topic; retrying on the next change");
         }
     }

@@ -151,7 +151,9 @@ impl Host {
     /// A topic's partition count: the cluster's, else the engine's.
     fn partition_count(&self, topic: &str) -> Option<u32> {
         match &self.cluster {
-            Some(cluster) => cluster.view().metadata.topic(topic).map(|t| t.partitions.len() as u32),
+            Some(cluster) => {
+                cluster.view().metadata.topic(topic).map(|t| t.partitions.len() as u32)
+            }
             None => self.engine.describe_topic(topic).ok().map(|t| t.config.partitions),
         }
     }

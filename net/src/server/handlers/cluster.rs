@@ -270,7 +270,6 @@ pub(crate) async fn wait_hosted_here(ctx: &ServerContext, name: &str) {
     }
 }
 
-
 /// Whether this broker coordinates `group` (in a cluster: it leads the
 /// group's partition of `__consumer_offsets`, which the controller creates
 /// on first use). `not coordinator` names the broker that does.
@@ -293,7 +292,10 @@ pub(crate) async fn coordinate_here(ctx: &ServerContext, group: &str) -> Result<
 /// Has the controller create `__consumer_offsets` (through this broker's
 /// quorum node, or forwarded), then waits until this broker's metadata
 /// has it.
-async fn ensure_offsets_topic(ctx: &ServerContext, cluster: &Arc<ClusterHandle>) -> Result<(), (u16, String)> {
+async fn ensure_offsets_topic(
+    ctx: &ServerContext,
+    cluster: &Arc<ClusterHandle>,
+) -> Result<(), (u16, String)> {
     use crate::server::coordinator::{offsets_topic_config, OFFSETS_TOPIC};
     let config = offsets_topic_config(&ctx.config.groups);
     let entries = crate::topic_config::entries(&config);
@@ -302,14 +304,21 @@ async fn ensure_offsets_topic(ctx: &ServerContext, cluster: &Arc<ClusterHandle>)
         partitions: config.partitions,
         configs: entries
             .iter()
-            .map(|c| crate::cluster::metadata::ConfigEntry { name: c.name.clone(), value: c.value.clone() })
+            .map(|c| crate::cluster::metadata::ConfigEntry {
+                name: c.name.clone(),
+                value: c.value.clone(),
+            })
             .collect(),
     };
     match cluster.admin(command).await {
         Ok(()) => {}
         Err(AdminError::NotController { leader: Some((id, address)) }) => {
             let request = CreateTopicsRequest {
-                topics: vec![CreateTopic { name: OFFSETS_TOPIC.to_string(), partitions: config.partitions, configs: entries }],
+                topics: vec![CreateTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions: config.partitions,
+                    configs: entries,
+                }],
             };
             let answer: TopicResults = forward(ctx, id, &address, request).await?;
             if let Some(r) = answer.results.first() {
@@ -323,7 +332,10 @@ async fn ensure_offsets_topic(ctx: &ServerContext, cluster: &Arc<ClusterHandle>)
     let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
     while cluster.view().metadata.topic(OFFSETS_TOPIC).is_none() {
         if std::time::Instant::now() >= deadline {
-            return Err((ErrorCode::CoordinatorLoading.as_u16(), "the offsets topic is being created; retry".into()));
+            return Err((
+                ErrorCode::CoordinatorLoading.as_u16(),
+                "the offsets topic is being created; retry".into(),
+            ));
         }
         crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
     }

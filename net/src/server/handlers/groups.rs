@@ -106,42 +106,48 @@ async fn heartbeat_inner(
             .then_some(u64::from(request.session_timeout_ms)),
     };
     let group = group_id.clone();
-    let heard = with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &config, &group_id, move |locked| {
-        Box::pin(async move {
-            let count = counter(locked);
-            let config = locked.config().clone();
-            let g = locked
-                .groups()
-                .entry(group.clone())
-                .or_insert_with(|| coordinator::new_group(&group, &config));
-            let outcome = g.heartbeat(&config, heartbeat, &count, now_ms());
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    forget_if_unused(locked, &group);
-                    return Err(group_error(&e));
-                }
-            };
-            locked.persist(&group).await.map_err(|e| engine_error(&e))?;
-            Ok(match outcome {
-                None => Heard::Left,
-                Some(answer) => {
-                    let unchanged = reported.as_ref().is_some_and(|(epoch, owned)| {
-                        *epoch == answer.member_epoch && *owned == answer.assignment
-                    });
-                    // At most the member's heartbeat interval: its
-                    // session runs while it waits.
-                    let wait_ms = wait_asked_ms.min(answer.heartbeat_interval_ms);
-                    if unchanged && wait_ms > 0 {
-                        let woken = locked.waiter(&group, &answer.member_id);
-                        Heard::Wait(woken, Duration::from_millis(wait_ms))
-                    } else {
-                        Heard::Answer(answer)
+    let heard = with_group_partition(
+        &ctx.engine,
+        ctx.cluster.as_ref(),
+        &config,
+        &group_id,
+        move |locked| {
+            Box::pin(async move {
+                let count = counter(locked);
+                let config = locked.config().clone();
+                let g = locked
+                    .groups()
+                    .entry(group.clone())
+                    .or_insert_with(|| coordinator::new_group(&group, &config));
+                let outcome = g.heartbeat(&config, heartbeat, &count, now_ms());
+                let outcome = match outcome {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        forget_if_unused(locked, &group);
+                        return Err(group_error(&e));
                     }
-                }
+                };
+                locked.persist(&group).await.map_err(|e| engine_error(&e))?;
+                Ok(match outcome {
+                    None => Heard::Left,
+                    Some(answer) => {
+                        let unchanged = reported.as_ref().is_some_and(|(epoch, owned)| {
+                            *epoch == answer.member_epoch && *owned == answer.assignment
+                        });
+                        // At most the member's heartbeat interval: its
+                        // session runs while it waits.
+                        let wait_ms = wait_asked_ms.min(answer.heartbeat_interval_ms);
+                        if unchanged && wait_ms > 0 {
+                            let woken = locked.waiter(&group, &answer.member_id);
+                            Heard::Wait(woken, Duration::from_millis(wait_ms))
+                        } else {
+                            Heard::Answer(answer)
+                        }
+                    }
+                })
             })
-        })
-    })
+        },
+    )
     .await
     .map_err(|e| engine_error(&e))??;
     let (woken, wait) = match heard {
@@ -238,20 +244,26 @@ async fn commit(
     }
     let entries = commit_entries(offsets);
     let group = group_id.to_string();
-    with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, group_id, move |locked| {
-        Box::pin(async move {
-            let config = locked.config().clone();
-            let g = locked
-                .groups()
-                .entry(group.clone())
-                .or_insert_with(|| coordinator::new_group(&group, &config));
-            let outcomes =
-                g.commit(member.as_ref().map(|(id, epoch)| (id, *epoch)), entries, now_ms());
-            forget_if_unused(locked, &group);
-            locked.persist(&group).await.map_err(|e| engine_error(&e))?;
-            Ok(outcomes.into_iter().map(|(_, r)| r.map_err(|e| group_error(&e))).collect())
-        })
-    })
+    with_group_partition(
+        &ctx.engine,
+        ctx.cluster.as_ref(),
+        &ctx.config.groups,
+        group_id,
+        move |locked| {
+            Box::pin(async move {
+                let config = locked.config().clone();
+                let g = locked
+                    .groups()
+                    .entry(group.clone())
+                    .or_insert_with(|| coordinator::new_group(&group, &config));
+                let outcomes =
+                    g.commit(member.as_ref().map(|(id, epoch)| (id, *epoch)), entries, now_ms());
+                forget_if_unused(locked, &group);
+                locked.persist(&group).await.map_err(|e| engine_error(&e))?;
+                Ok(outcomes.into_iter().map(|(_, r)| r.map_err(|e| group_error(&e))).collect())
+            })
+        },
+    )
     .await
     .map_err(|e| engine_error(&e))?
 }
@@ -304,11 +316,16 @@ pub(crate) async fn offset_fetch(
     }
     let group = request.group_id.clone();
     let wanted = request.partitions.clone();
-    let outcome =
-        with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, &request.group_id, move |locked| {
+    let outcome = with_group_partition(
+        &ctx.engine,
+        ctx.cluster.as_ref(),
+        &ctx.config.groups,
+        &request.group_id,
+        move |locked| {
             Box::pin(async move { fetched(locked.groups().get(&group), wanted.as_deref()) })
-        })
-        .await;
+        },
+    )
+    .await;
     match outcome {
         Ok(offsets) => OffsetFetchResponse { error_code: 0, message: String::new(), offsets },
         Err(e) => {
@@ -337,9 +354,15 @@ pub(crate) async fn list_groups(ctx: &ServerContext) -> ListGroupsResponse {
         }
     };
     for partition in 0..partitions {
-        let listed = with_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, partition, |locked| {
-            Box::pin(async move { locked.groups().values().map(listing).collect::<Vec<_>>() })
-        })
+        let listed = with_partition(
+            &ctx.engine,
+            ctx.cluster.as_ref(),
+            &ctx.config.groups,
+            partition,
+            |locked| {
+                Box::pin(async move { locked.groups().values().map(listing).collect::<Vec<_>>() })
+            },
+        )
         .await;
         match listed {
             Ok(listed) => groups.extend(listed),
@@ -406,11 +429,14 @@ pub(crate) async fn describe_groups(
             continue;
         }
         let id = group_id.clone();
-        let described =
-            with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, &group_id, move |locked| {
-                Box::pin(async move { locked.groups().get(&id).map(description) })
-            })
-            .await;
+        let described = with_group_partition(
+            &ctx.engine,
+            ctx.cluster.as_ref(),
+            &ctx.config.groups,
+            &group_id,
+            move |locked| Box::pin(async move { locked.groups().get(&id).map(description) }),
+        )
+        .await;
         groups.push(match described {
             Ok(Some(d)) => d,
             Ok(None) => group_failure(&group_id, not_found(&group_id)),
@@ -430,20 +456,26 @@ pub(crate) async fn delete_groups(
             Some(failure) => Err(failure),
             None => {
                 let id = group_id.clone();
-                with_group_partition(&ctx.engine, ctx.cluster.as_ref(), &ctx.config.groups, &group_id, move |locked| {
-                    Box::pin(async move {
-                        match locked.groups().get(&id) {
-                            None => Err(not_found(&id)),
-                            Some(g) if !g.members.is_empty() => {
-                                Err(group_error(&GroupError::GroupNotEmpty {
-                                    group: id.clone(),
-                                    what: "deleting it",
-                                }))
+                with_group_partition(
+                    &ctx.engine,
+                    ctx.cluster.as_ref(),
+                    &ctx.config.groups,
+                    &group_id,
+                    move |locked| {
+                        Box::pin(async move {
+                            match locked.groups().get(&id) {
+                                None => Err(not_found(&id)),
+                                Some(g) if !g.members.is_empty() => {
+                                    Err(group_error(&GroupError::GroupNotEmpty {
+                                        group: id.clone(),
+                                        what: "deleting it",
+                                    }))
+                                }
+                                Some(_) => locked.delete(&id).await.map_err(|e| engine_error(&e)),
                             }
-                            Some(_) => locked.delete(&id).await.map_err(|e| engine_error(&e)),
-                        }
-                    })
-                })
+                        })
+                    },
+                )
                 .await
                 .map_err(|e| engine_error(&e))
                 .and_then(|r| r)

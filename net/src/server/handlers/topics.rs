@@ -243,7 +243,10 @@ pub(crate) async fn describe_partitions(
             let name = &name;
             async move {
                 match super::cluster::check_leader(ctx, name, p) {
-                    Ok(()) => partition_summary(p, ctx.engine.describe_partition(name, PartitionId(p)).await),
+                    Ok(()) => partition_summary(
+                        p,
+                        ctx.engine.describe_partition(name, PartitionId(p)).await,
+                    ),
                     Err((error_code, message)) => PartitionSummary {
                         error_code,
                         message,
