@@ -4,7 +4,7 @@
 use crate::serve_config::Flags;
 use clap::Args;
 use mamba_engine::EngineConfig;
-use mamba_net::cluster::{ClusterConfig, CLUSTER_LISTEN_DEFAULT};
+use mamba_net::cluster::ClusterConfig;
 use mamba_net::node::{Node, NodeConfig};
 use mamba_net::server::{BrokerConfig, BrokerLimits, GroupConfig};
 use std::path::PathBuf;
@@ -119,7 +119,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let cluster_defaults = ClusterConfig::default();
     let cluster = ClusterConfig {
         node_id,
-        cluster_listen: settings.cluster_listen.unwrap_or(CLUSTER_LISTEN_DEFAULT),
+        // Unless given: the port after the client port (9401 by default;
+        // a kernel-picked one when the client port is picked).
+        cluster_listen: settings.cluster_listen.unwrap_or_else(|| next_port(listen)),
         voters: settings.voters.map(|v| v.0).unwrap_or_default(),
         seeds: settings.seeds.map(|s| s.0).unwrap_or_default(),
         rack: settings.rack.filter(|r| !r.is_empty()),
@@ -176,4 +178,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The cluster port beside a client port: the next one (`0` stays `0`,
+/// for the kernel to pick; the last port wraps to a picked one).
+fn next_port(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    let port = match listen.port() {
+        0 | u16::MAX => 0,
+        p => p + 1,
+    };
+    std::net::SocketAddr::new(listen.ip(), port)
 }

@@ -270,7 +270,7 @@ fn broker_info_says_what_the_broker_is_and_how_full_its_disk_is() {
     create_topic(&broker.addr, "a", 3);
     let before_ms = now_ms();
     let info = &cli_json(&broker.addr, &["broker", "info"])[0];
-    assert_eq!(info["node_id"], 0);
+    assert_eq!(info["node_id"], 1);
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     let data_dir = std::fs::canonicalize(dir.path()).expect("canonical");
     assert_eq!(info["data_dir"], data_dir.display().to_string());
