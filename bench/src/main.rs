@@ -7,6 +7,7 @@ mod group_load;
 mod load;
 mod machine;
 mod member_wire;
+mod metadata_mode;
 mod ownership;
 mod pacing;
 mod rebalance;
@@ -239,6 +240,16 @@ enum Mode {
     /// leave and are killed: time to reassign and resume per event, records
     /// read twice, nothing lost, lag over time.
     Rebalance(RebalanceArgs),
+    /// Times metadata propagation in a running cluster: topic creations
+    /// through the first of --brokers, each until every listed broker's
+    /// metadata shows it (p50/p99/max).
+    Metadata {
+        /// Client addresses of every broker, comma-separated.
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value_t = 200)]
+        rounds: u32,
+    },
     /// One member of a `rebalance` run (started by it).
     #[command(hide = true)]
     RebalanceMember {
@@ -701,6 +712,24 @@ fn run(cli: Cli) -> Result<(), String> {
         Mode::Consume(args) => run_load(load::Mode::Consume, "consume", &args, &machine)?,
         Mode::E2e(args) => run_load(load::Mode::E2e, "e2e", &args, &machine)?,
         Mode::Rebalance(args) => run_rebalance(&args, &machine)?,
+        Mode::Metadata { brokers, rounds } => {
+            let brokers = brokers.split(',').map(|b| b.trim().to_string()).collect();
+            let report = metadata_mode::run(&metadata_mode::MetadataOptions { brokers, rounds })?;
+            let line = |what: &str, h: &hdrhistogram::Histogram<u64>| {
+                println!(
+                    "{what:<28} p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  ({} rounds)",
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                    h.max() as f64 / 1000.0,
+                    h.len()
+                );
+            };
+            line("create acknowledged after", &report.create_us);
+            line("visible on every broker after", &report.everywhere_us);
+            for (broker, h) in &report.per_broker_us {
+                line(&format!("  visible on {broker}"), h);
+            }
+        }
         Mode::RebalanceMember {
             brokers,
             topic,
