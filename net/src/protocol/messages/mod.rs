@@ -150,6 +150,39 @@ mod tests {
     }
 
     #[test]
+    fn every_request_speaks_a_version_its_api_has() {
+        fn speaks<R: Request>() {
+            let versions = R::API_KEY.versions();
+            assert!(
+                versions.contains(&R::VERSION),
+                "{} v{} not in {versions:?}",
+                R::API_KEY,
+                R::VERSION
+            );
+        }
+        speaks::<ApiVersionsRequest>();
+        speaks::<MetadataRequest>();
+        speaks::<CreateTopicsRequest>();
+        speaks::<DeleteTopicsRequest>();
+        speaks::<DescribeConfigsRequest>();
+        speaks::<AlterConfigsRequest>();
+        speaks::<ProduceRequest>();
+        speaks::<FetchRequest>();
+        speaks::<ListOffsetsRequest>();
+        speaks::<InitProducerIdRequest>();
+        speaks::<CreatePartitionsRequest>();
+        speaks::<DescribePartitionsRequest>();
+        speaks::<DescribeBrokerRequest>();
+        speaks::<GroupHeartbeatRequest>();
+        speaks::<OffsetCommitRequest>();
+        speaks::<OffsetFetchRequest>();
+        speaks::<ResetOffsetsRequest>();
+        speaks::<ListGroupsRequest>();
+        speaks::<DescribeGroupsRequest>();
+        speaks::<DeleteGroupsRequest>();
+    }
+
+    #[test]
     fn garbage_bodies_are_errors() {
         let mut bytes = AlignedVec::<16>::new();
         bytes.extend_from_slice(&[0xff; 64]);
