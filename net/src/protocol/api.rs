@@ -63,6 +63,7 @@ api_keys! {
     ListGroups = 17, "list_groups", 0..=0;
     DescribeGroups = 18, "describe_groups", 0..=0;
     DeleteGroups = 19, "delete_groups", 0..=0;
+    FindCoordinator = 20, "find_coordinator", 0..=0;
 }
 
 impl ApiKey {

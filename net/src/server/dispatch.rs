@@ -143,6 +143,10 @@ async fn handle(
             let request = decode!(DeleteGroupsRequest);
             response(&h, &groups::delete_groups(ctx, request).await, no_payload)
         }
+        ApiKey::FindCoordinator => {
+            let request = decode!(FindCoordinatorRequest);
+            response(&h, &groups::find_coordinator(ctx, &request), no_payload)
+        }
         ApiKey::Produce => {
             unreachable!("produce is started by `start`, before its future is polled")
         }

@@ -180,6 +180,24 @@ mod tests {
         speaks::<ListGroupsRequest>();
         speaks::<DescribeGroupsRequest>();
         speaks::<DeleteGroupsRequest>();
+        speaks::<FindCoordinatorRequest>();
+    }
+
+    #[test]
+    fn find_coordinator_bodies_round_trip() {
+        let request = FindCoordinatorRequest { group_id: "billing".into() };
+        let bytes = request.encode().expect("encode");
+        assert_eq!(FindCoordinatorRequest::decode(&bytes).expect("decode"), request);
+        assert_eq!(FindCoordinatorRequest::API_KEY, ApiKey::FindCoordinator);
+        let answer = FindCoordinatorResponse {
+            error_code: 0,
+            message: String::new(),
+            node_id: 2,
+            host: "10.0.0.2".into(),
+            port: 9400,
+        };
+        let bytes = answer.encode().expect("encode");
+        assert_eq!(FindCoordinatorResponse::decode(&bytes).expect("decode"), answer);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Consumer groups: heartbeats (long polls that answer at once when the
-//! member's assignment changes), committed offsets, and administration.
-//! Each runs on the shard of its group's coordinator (coordinator.rs).
+//! Consumer groups: where a group's coordinator is, heartbeats (long polls
+//! that answer at once when the member's assignment changes), committed
+//! offsets, and administration. Each but the first runs on the shard of its
+//! group's coordinator (coordinator.rs).
 
 use crate::group::coordinator::{Group, GroupError, Heartbeat, HeartbeatAnswer, LEAVE_EPOCH};
 use crate::group::MemberId;
@@ -37,6 +38,23 @@ enum Heard {
     /// Nothing new for the member: wait for a change (or this long), then
     /// answer.
     Wait(oneshot::Receiver<()>, Duration),
+}
+
+/// The broker that coordinates `request.group_id`. One broker coordinates
+/// every group for now: this one. (In a cluster it will be the leader of
+/// the group's partition of `__consumer_offsets`.)
+pub(crate) fn find_coordinator(
+    ctx: &ServerContext,
+    request: &FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let (error_code, message) = bad_group_id(&request.group_id).unwrap_or((0, String::new()));
+    FindCoordinatorResponse {
+        error_code,
+        message,
+        node_id: ctx.config.node_id,
+        host: ctx.advertised.ip().to_string(),
+        port: ctx.advertised.port(),
+    }
 }
 
 pub(crate) async fn heartbeat(
