@@ -7,16 +7,19 @@
 mod admin;
 mod backoff;
 mod blocking;
+mod cluster_view;
 mod connection;
 mod consumer;
 mod link;
 mod membership;
 pub mod murmur2;
 mod producer;
+mod refresh_schedule;
 mod topic_pattern;
 
 pub use admin::{Admin, AdminConfig, TopicDescription};
 pub use backoff::Backoff;
+pub use cluster_view::{ClusterView, Route};
 pub use connection::Connection;
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Delivered, OffsetReset, RebalanceListener, SeekTo,
