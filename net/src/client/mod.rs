@@ -7,14 +7,17 @@
 mod admin;
 mod backoff;
 mod blocking;
+mod broker_pool;
 mod cluster_view;
 mod connection;
 mod consumer;
+mod group_coordinator;
 mod link;
 mod membership;
 pub mod murmur2;
 mod producer;
 mod refresh_schedule;
+mod router;
 mod topic_pattern;
 
 pub use admin::{Admin, AdminConfig, TopicDescription};
@@ -72,6 +75,13 @@ pub enum ClientError {
     Timeout { request: &'static str, addr: String, waited_ms: u64 },
     #[error("broker error: {code}: {message}")]
     Broker { code: ErrorCode, message: String },
+    /// The partition has no leader now: it is offline (no in-sync replica
+    /// alive) or a leader election is under way.
+    #[error(
+        "partition {partition} of topic {topic} has no leader now (offline, or a leader \
+         election is under way)"
+    )]
+    NoLeader { topic: String, partition: u32 },
     /// A fetch position outside the partition's log: before its start
     /// (retention deleted it) or past its end.
     #[error(
@@ -122,7 +132,8 @@ impl ClientError {
             ClientError::Io { .. }
             | ClientError::Disconnected { .. }
             | ClientError::Timeout { .. }
-            | ClientError::Connect { .. } => true,
+            | ClientError::Connect { .. }
+            | ClientError::NoLeader { .. } => true,
             _ => false,
         }
     }
