@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// The first wait after a fruitless or failed refresh; doubled up to
 /// [`REFRESH_BACKOFF_MAX`].
 pub const REFRESH_BACKOFF_FIRST: Duration = Duration::from_millis(100);
-pub const REFRESH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub const REFRESH_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What a refresh was asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -168,7 +168,7 @@ mod tests {
         schedule.succeeded(t0, true);
         let mut now = t0;
         // The leader moved; every refresh still names the old one.
-        for wait in [100, 200, 400, 800, 1600, 2000, 2000] {
+        for wait in [100, 200, 400, 800, 1000, 1000] {
             schedule.request();
             assert!(schedule.due(now), "asked as soon as allowed");
             schedule.start();

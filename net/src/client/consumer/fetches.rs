@@ -32,6 +32,15 @@ pub(super) struct FetchSettings {
     pub partition_max_bytes: u32,
 }
 
+/// A partition held until a metadata refresh.
+struct Hold {
+    ticket: RefreshTicket,
+    /// Why its leader could not be reached, if that is why: while nothing
+    /// else is fetched, polls fail with it (the broker is away), instead
+    /// of returning nothing.
+    unreachable: Option<ClientError>,
+}
+
 /// A fetch sent and not answered yet.
 struct InFlight {
     answer: oneshot::Receiver<Result<Frame, ClientError>>,
@@ -47,7 +56,7 @@ pub(super) struct Fetches {
     /// By the leader's node id.
     in_flight: BTreeMap<u32, InFlight>,
     /// Partitions held until a refresh: see the module docs.
-    rerouting: BTreeMap<(String, u32), RefreshTicket>,
+    rerouting: BTreeMap<(String, u32), Hold>,
     /// The broker answered last: the next answer is looked for at the
     /// others first, so a broker that always has data cannot starve them.
     last_answered: Option<u32>,
@@ -59,21 +68,27 @@ impl Fetches {
         self.in_flight.clear();
     }
 
+    /// Whether no fetch is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
     /// Holds `key` until a refresh that serves `ticket` finished.
     pub fn reroute(&mut self, key: (String, u32), ticket: RefreshTicket) {
-        self.rerouting.insert(key, ticket);
+        self.rerouting.insert(key, Hold { ticket, unreachable: None });
     }
 
     /// The latest refresh some partition waits for.
     pub fn awaited_refresh(&self) -> Option<RefreshTicket> {
-        self.rerouting.values().max().copied()
+        self.rerouting.values().map(|hold| hold.ticket).max()
     }
 
     /// Sends a fetch to every broker that has none out, for the partitions
     /// of `positions` it leads, from their positions, leaving out `paused`
     /// ones, ones in a fetch already, and ones waiting for a refresh.
-    /// Fails for a partition the cluster does not have, and with the last
-    /// failed send when no fetch is in flight afterwards.
+    /// Fails for a partition the cluster does not have, and, when no fetch
+    /// is in flight afterwards, with the last failure to reach a leader
+    /// (now, or for a partition still waiting for its refresh).
     pub fn send(
         &mut self,
         router: &Router,
@@ -90,8 +105,8 @@ impl Fetches {
             if paused.contains(key) || busy.contains(key) {
                 continue;
             }
-            if let Some(ticket) = self.rerouting.get(key) {
-                if !router.is_refreshed(*ticket) {
+            if let Some(hold) = self.rerouting.get(key) {
+                if !router.is_refreshed(hold.ticket) {
                     continue;
                 }
                 self.rerouting.remove(key);
@@ -110,10 +125,12 @@ impl Fetches {
                     })
                 }
                 Route::NoLeader => {
-                    self.rerouting.insert(key.clone(), router.request_refresh());
+                    let hold = Hold { ticket: router.request_refresh(), unreachable: None };
+                    self.rerouting.insert(key.clone(), hold);
                 }
                 Route::NotAsked => {
-                    self.rerouting.insert(key.clone(), router.watch(topic));
+                    let hold = Hold { ticket: router.watch(topic), unreachable: None };
+                    self.rerouting.insert(key.clone(), hold);
                 }
                 route @ Route::Unknown => return Err(unroutable(&view, topic, partition, route)),
             }
@@ -142,19 +159,26 @@ impl Fetches {
                 }
                 Err(e) => {
                     tracing::debug!(node_id, addr, error = %e, "could not send a fetch");
+                    // Its partitions wait for the refresh this asks for
+                    // (the leader may have moved), then go again.
                     if refresh_reason(&e) != Reroute::No {
                         let ticket = router.request_refresh();
                         for key in keys {
-                            self.rerouting.insert(key, ticket);
+                            let hold = Hold { ticket, unreachable: Some(e.clone()) };
+                            self.rerouting.insert(key, hold);
                         }
                     }
                     failed = Some(e);
                 }
             }
         }
-        match failed {
-            Some(e) if self.in_flight.is_empty() => Err(e),
-            _ => Ok(()),
+        if !self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let held = self.rerouting.values().find_map(|hold| hold.unreachable.clone());
+        match failed.or(held) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 

@@ -43,7 +43,7 @@ use group::GroupMember;
 use mamba_engine::batch::{iter_batches, peek_stored_bytes, BatchHeader, RecordView};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -396,12 +396,16 @@ impl Consumer {
             }
             return Ok(0);
         }
-        if let Err(e) = self.send_fetches(timeout) {
-            // Nothing went out: positions stay, the next poll sends again.
-            if refresh_reason(&e) != Reroute::No {
-                self.router.request_refresh();
-            }
-            return Err(e);
+        // Nothing went out, the leaders cannot be reached: positions stay,
+        // the next poll sends again.
+        self.send_fetches(timeout)?;
+        if self.fetches.is_empty() {
+            // Every partition waits for its leader to be known (none now,
+            // or it moved): wait for the refresh, within the poll's time,
+            // and send once more; still none makes an empty poll.
+            let started = Instant::now();
+            self.wait_for_leaders(timeout).await;
+            self.send_fetches(timeout.saturating_sub(started.elapsed()))?;
         }
         // Under a group, a revocation does not wait out the fetches' long
         // polls: the poll ends at once with nothing, the fetches stay sent
@@ -417,13 +421,7 @@ impl Consumer {
             }
             None => self.fetches.next_answer().await,
         };
-        let Some(answered) = answered else {
-            // No fetch could go: every partition waits for its leader to be
-            // known (none now, or it moved). Wait for the refresh, within
-            // the poll's time.
-            self.wait_for_leaders(timeout).await;
-            return Ok(0);
-        };
+        let Some(answered) = answered else { return Ok(0) };
         let frame = answered.inspect_err(|e| {
             if refresh_reason(e) != Reroute::No {
                 self.router.request_refresh();
