@@ -1,5 +1,11 @@
 //! The Rust client: [`Admin`], [`Producer`], [`Consumer`].
 //!
+//! A client needs one live broker of its `--brokers` list: from it, it
+//! learns the cluster (its [`ClusterView`]) and sends each partition's
+//! produce, fetch and list-offsets requests to the partition's leader, and
+//! each group's requests to the group's [`Coordinator`], refreshing what
+//! it knows when a broker says it moved (`not leader`, `not coordinator`).
+//!
 //! Network I/O runs on the client's own threads (a reader per connection,
 //! a sender per producer); calls return plain futures that work on any
 //! runtime, and [`block_on`] gives the blocking form.
@@ -28,6 +34,7 @@ pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Delivered, OffsetReset, RebalanceListener, SeekTo,
 };
 pub use futures::executor::block_on;
+pub use group_coordinator::Coordinator;
 pub use link::Link;
 pub use membership::{GroupOptions, Partitions};
 pub use producer::{

@@ -15,6 +15,7 @@
 //! answers) and starts the thread; dropping the router stops it (a
 //! refresh under way is abandoned).
 
+use super::blocking::wait;
 use super::broker_pool::BrokerPool;
 use super::cluster_view::{Asked, ClusterView, Route};
 use super::refresh_schedule::RefreshSchedule;
@@ -30,6 +31,20 @@ use std::time::{Duration, Instant};
 /// A refresh to wait for: one that started after it was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct RefreshTicket(u64);
+
+/// The view and the refreshes it reflects, taken together: a partition
+/// held for a refresh is routed by a view that came after it.
+pub(crate) struct Routes {
+    pub view: Arc<ClusterView>,
+    finished: u64,
+}
+
+impl Routes {
+    /// Whether `ticket`'s refresh had finished when the view was taken.
+    pub fn served(&self, ticket: RefreshTicket) -> bool {
+        self.finished >= ticket.0
+    }
+}
 
 /// Told after every refresh, successful or not (the producer wakes its
 /// sender with it).
@@ -67,6 +82,10 @@ impl Shared {
     }
 }
 
+/// A client's routes. Lifecycle: see the module docs. Thread-safe: the
+/// producer's sender, its callers and the connections' reader threads
+/// (answers) all use one; the refresh thread owns nothing but a share of
+/// its state.
 pub(crate) struct Router {
     shared: Arc<Shared>,
 }
@@ -115,6 +134,12 @@ impl Router {
     /// The latest view (it may be stale: see `request_refresh`).
     pub fn view(&self) -> Arc<ClusterView> {
         self.shared.state().view.clone()
+    }
+
+    /// The latest view, with the refreshes it reflects.
+    pub fn routes(&self) -> Routes {
+        let state = self.shared.state();
+        Routes { view: state.view.clone(), finished: state.finished }
     }
 
     /// Runs `hook` after every refresh from now on.
@@ -382,11 +407,13 @@ fn fetch_view(
     let conn = pool.bootstrap().connection()?;
     let request = MetadataRequest { topics: Some(topics.iter().cloned().collect()) };
     let call = std::pin::pin!(conn.call::<_, MetadataResponse>(&request, &[]));
+    // `wait`, not `block_on`: `Router::start` may run inside an
+    // executor's task (a consumer made in async code).
     let answer = match closing {
-        None => futures::executor::block_on(call)?,
+        None => wait(call)?,
         Some(closing) => {
             let closed = closing.listen();
-            match futures::executor::block_on(select(call, closed)) {
+            match wait(select(call, closed)) {
                 Either::Left((answer, _)) => answer?,
                 Either::Right(_) => return Err(ClientError::Closed),
             }

@@ -97,7 +97,8 @@ impl Fetches {
         settings: FetchSettings,
     ) -> Result<(), ClientError> {
         self.rerouting.retain(|key, _| positions.contains_key(key));
-        let view = router.view();
+        let routes = router.routes();
+        let view = &routes.view;
         let busy: BTreeSet<&(String, u32)> =
             self.in_flight.values().flat_map(|f| f.partitions.iter()).collect();
         let mut by_leader: BTreeMap<u32, (&str, Vec<FetchPartition>)> = BTreeMap::new();
@@ -106,7 +107,7 @@ impl Fetches {
                 continue;
             }
             if let Some(hold) = self.rerouting.get(key) {
-                if !router.is_refreshed(hold.ticket) {
+                if !routes.served(hold.ticket) {
                     continue;
                 }
                 self.rerouting.remove(key);
@@ -132,7 +133,7 @@ impl Fetches {
                     let hold = Hold { ticket: router.watch(topic), unreachable: None };
                     self.rerouting.insert(key.clone(), hold);
                 }
-                route @ Route::Unknown => return Err(unroutable(&view, topic, partition, route)),
+                route @ Route::Unknown => return Err(unroutable(view, topic, partition, route)),
             }
         }
         let mut failed = None;

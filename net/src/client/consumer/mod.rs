@@ -523,7 +523,10 @@ impl Consumer {
         };
         let refreshed = std::pin::pin!(self.router.wait_refreshed(ticket, timeout));
         match &self.group {
-            Some(g) => drop(select(refreshed, std::pin::pin!(g.membership.news())).await),
+            Some(g) => {
+                // Either way there is nothing more to wait for.
+                let _either = select(refreshed, std::pin::pin!(g.membership.news())).await;
+            }
             None => refreshed.await,
         }
     }

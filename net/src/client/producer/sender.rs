@@ -20,8 +20,8 @@
 //! outside the lock, so callers go on filling other batches meanwhile.
 
 use super::super::connection::{decode_answer, Connection, Waiter};
-use super::super::router::{refresh_reason, unroutable, Reroute, Router};
-use super::super::{ClientError, ClusterView, Route};
+use super::super::router::{refresh_reason, unroutable, Reroute, Router, Routes};
+use super::super::{ClientError, Route};
 use super::accumulator::{
     Accumulator, BatchRecords, OpenBatch, SealedBatch, State, Take, TakeWhen, TopicQueues,
 };
@@ -110,7 +110,7 @@ pub(super) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
 fn run(shared: &Arc<Shared>) {
     let accumulator = &shared.accumulator;
     loop {
-        let (view, taken) = {
+        let (routes, taken) = {
             let mut state = accumulator.lock();
             loop {
                 if state.finished() {
@@ -119,10 +119,10 @@ fn run(shared: &Arc<Shared>) {
                 let now = Instant::now();
                 let when =
                     TakeWhen { now, linger: accumulator.linger(), flushing: state.flushing() };
-                let view = shared.router.view();
-                let taken = take_ready(shared, &view, &mut state, when);
+                let routes = shared.router.routes();
+                let taken = take_ready(shared, &routes, &mut state, when);
                 if !taken.ready.is_empty() || !taken.failed.is_empty() {
-                    break (view, taken);
+                    break (routes, taken);
                 }
                 // Sleep until a linger, a retry or an expiry is due, or a
                 // send or a refresh wakes us.
@@ -163,7 +163,7 @@ fn run(shared: &Arc<Shared>) {
             by_leader.entry(node_id).or_default().push((key, number, sealed));
         }
         for (node_id, batches) in by_leader {
-            let connection = match view.broker_address(node_id) {
+            let connection = match routes.view.broker_address(node_id) {
                 Some(addr) => shared.router.pool().connection(node_id, addr),
                 None => unreachable!("a route to broker {node_id}, which the view does not list"),
             };
@@ -186,7 +186,7 @@ fn run(shared: &Arc<Shared>) {
 /// Takes what is ready to send (due resends, closed batches, open ones
 /// that lingered long enough) with its leader, and the batches that
 /// waited too long for one; says when to look again otherwise.
-fn take_ready(shared: &Shared, view: &ClusterView, state: &mut State, when: TakeWhen) -> Taken {
+fn take_ready(shared: &Shared, routes: &Routes, state: &mut State, when: TakeWhen) -> Taken {
     let mut taken = Taken::default();
     for (name, topic) in state.topics_mut() {
         for p in 0..topic.partition_count() {
@@ -194,7 +194,7 @@ fn take_ready(shared: &Shared, view: &ClusterView, state: &mut State, when: Take
                 continue;
             }
             let key = || (name.clone(), p);
-            match destination(&shared.router, view, topic, name, p) {
+            match destination(&shared.router, routes, topic, name, p) {
                 Destination::Leader(node_id) => {
                     take_for_leader(topic, p, node_id, key, when, &mut taken)
                 }
@@ -222,18 +222,19 @@ fn take_ready(shared: &Shared, view: &ClusterView, state: &mut State, when: Take
 /// the refresh it waits for.
 fn destination(
     router: &Router,
-    view: &ClusterView,
+    routes: &Routes,
     topic: &mut TopicQueues,
     name: &str,
     partition: u32,
 ) -> Destination {
     let queue = topic.queue_mut(partition);
     if let Some(ticket) = queue.reroute {
-        if !router.is_refreshed(ticket) {
+        if !routes.served(ticket) {
             return Destination::Wait;
         }
         queue.reroute = None;
     }
+    let view = &routes.view;
     match view.route(name, partition) {
         Route::Leader { node_id, .. } => Destination::Leader(node_id),
         Route::NoLeader => {
