@@ -367,7 +367,10 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                 let leader = p.leader.map_or("none (offline)".to_string(), |id| id.to_string());
                 let replicas = p.replicas.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
                 let shard = p.shard.map_or(String::new(), |s| format!(" shard {s}"));
-                say!("  partition {}: leader {leader} replicas {replicas}{shard} {state}", p.partition)?;
+                say!(
+                    "  partition {}: leader {leader} replicas {replicas}{shard} {state}",
+                    p.partition
+                )?;
             }
             let mut total = format!(
                 "  total: {}, {} in {}",
