@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
     let bytes: &[u8] = &aligned;
-    match which % 22 {
+    match which % 23 {
         0 => drop(ApiVersionsRequest::decode(bytes)),
         1 => drop(MetadataRequest::decode(bytes)),
         2 => drop(CreateTopicsRequest::decode(bytes)),
@@ -40,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
         17 => drop(ListGroupsRequest::decode(bytes)),
         18 => drop(DescribeGroupsRequest::decode(bytes)),
         19 => drop(DeleteGroupsRequest::decode(bytes)),
-        20 => drop(MetadataRecord::decode(body)),
+        20 => drop(FindCoordinatorRequest::decode(bytes)),
+        21 => drop(MetadataRecord::decode(body)),
         _ => drop(MetadataState::restore(body)),
     }
 });

@@ -1,12 +1,21 @@
 //! Topic and consumer group administration, and metadata.
 //!
-//! Requests go through a [`Link`]: after a broker restart or a timed out
-//! request the next call opens a new connection. Admin requests are not
-//! retried automatically (creating a topic twice is not the same as once);
-//! the caller sees the error and may call again.
+//! Topic admin and metadata requests may go to any broker (in a cluster
+//! the broker forwards them to the controller): they go through the
+//! bootstrap [`Link`], which opens a new connection after a broker
+//! restart or a timed out request. The requests of a group go to its
+//! coordinator (`group_coordinator.rs`). Admin requests are not retried
+//! automatically (creating a topic twice is not the same as once), except
+//! a group request answered `not coordinator`, which did nothing and goes
+//! to the coordinator found again; the caller sees any other error and
+//! may call again.
 
+use super::broker_pool::BrokerPool;
+use super::cluster_view::{Asked, ClusterView, Route};
+use super::group_coordinator::{find_coordinator, Coordinator, GroupCoordinator};
 use super::{ClientError, Connection, Link, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::*;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +41,7 @@ pub struct TopicDescription {
 }
 
 pub struct Admin {
-    conn: Link,
+    pool: Arc<BrokerPool>,
 }
 
 fn first_result(results: TopicResults) -> Result<(), ClientError> {
@@ -49,13 +58,33 @@ impl Admin {
 
     pub fn connect_with(brokers: &str, config: AdminConfig) -> Result<Admin, ClientError> {
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
-        Ok(Admin { conn: Link::connect(brokers, request_timeout)? })
+        Ok(Admin { pool: Arc::new(BrokerPool::connect(brokers, request_timeout)?) })
     }
 
-    /// The live connection (a new one if the last one died), for requests
-    /// this type has no method for.
+    /// The bootstrap link: any broker of the list.
+    fn link(&self) -> &Link {
+        self.pool.bootstrap()
+    }
+
+    /// The live connection to a broker of the list (a new one if the last
+    /// one died), for requests this type has no method for.
     pub fn connection(&self) -> Result<Arc<Connection>, ClientError> {
-        self.conn.connection()
+        self.link().connection()
+    }
+
+    /// Everything the cluster's metadata holds: its id, the controller,
+    /// every broker (address, rack, status) and every topic's partitions
+    /// (leader, leader epoch, replicas, in-sync replicas).
+    pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
+        let conn = self.connection()?;
+        let request = MetadataRequest { topics: None };
+        let (answer, _) = conn.call::<_, MetadataResponse>(&request, &[]).await?;
+        Ok(ClusterView::new(answer, Asked::All, conn.addr().ip()))
+    }
+
+    /// The broker that coordinates `group_id` (its requests go there).
+    pub async fn find_coordinator(&self, group_id: &str) -> Result<Coordinator, ClientError> {
+        find_coordinator(&self.pool, group_id).await
     }
 
     pub async fn create_topic(
@@ -67,13 +96,13 @@ impl Admin {
         let request = CreateTopicsRequest {
             topics: vec![CreateTopic { name: name.to_string(), partitions, configs }],
         };
-        let (results, _) = self.conn.call::<_, TopicResults>(&request, &[]).await?;
+        let (results, _) = self.link().call::<_, TopicResults>(&request, &[]).await?;
         first_result(results)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         let request = DeleteTopicsRequest { names: vec![name.to_string()] };
-        let (results, _) = self.conn.call::<_, TopicResults>(&request, &[]).await?;
+        let (results, _) = self.link().call::<_, TopicResults>(&request, &[]).await?;
         first_result(results)
     }
 
@@ -84,7 +113,7 @@ impl Admin {
     ) -> Result<(), ClientError> {
         let request =
             AlterConfigsRequest { topics: vec![AlterTopic { name: name.to_string(), configs }] };
-        let (results, _) = self.conn.call::<_, TopicResults>(&request, &[]).await?;
+        let (results, _) = self.link().call::<_, TopicResults>(&request, &[]).await?;
         first_result(results)
     }
 
@@ -92,12 +121,12 @@ impl Admin {
         &self,
         topics: Option<Vec<String>>,
     ) -> Result<MetadataResponse, ClientError> {
-        Ok(self.conn.call::<_, MetadataResponse>(&MetadataRequest { topics }, &[]).await?.0)
+        Ok(self.link().call::<_, MetadataResponse>(&MetadataRequest { topics }, &[]).await?.0)
     }
 
     /// One topic's metadata; an unknown topic is `UnknownTopic`.
     pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMeta, ClientError> {
-        self.conn.topic_metadata(topic).await
+        self.link().topic_metadata(topic).await
     }
 
     pub async fn list_topics(&self) -> Result<Vec<TopicMeta>, ClientError> {
@@ -105,9 +134,9 @@ impl Admin {
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
-        let topic = self.conn.topic_metadata(name).await?;
+        let topic = self.link().topic_metadata(name).await?;
         let request = DescribeConfigsRequest { names: vec![name.to_string()] };
-        let (configs, _) = self.conn.call::<_, DescribeConfigsResponse>(&request, &[]).await?;
+        let (configs, _) = self.link().call::<_, DescribeConfigsResponse>(&request, &[]).await?;
         let configs = configs.topics.into_iter().next().map(|t| t.configs).unwrap_or_default();
         Ok(TopicDescription { name: topic.name, partitions: topic.partitions, configs })
     }
@@ -125,7 +154,7 @@ impl Admin {
         let request = CreatePartitionsRequest {
             topics: vec![NewPartitions { name: name.to_string(), partition_count }],
         };
-        let (results, _) = self.conn.call::<_, TopicResults>(&request, &[]).await?;
+        let (results, _) = self.link().call::<_, TopicResults>(&request, &[]).await?;
         first_result(results)
     }
 
@@ -137,7 +166,7 @@ impl Admin {
         topics: Option<Vec<String>>,
     ) -> Result<Vec<TopicPartitions>, ClientError> {
         let request = DescribePartitionsRequest { topics };
-        let (answer, _) = self.conn.call::<_, DescribePartitionsResponse>(&request, &[]).await?;
+        let (answer, _) = self.link().call::<_, DescribePartitionsResponse>(&request, &[]).await?;
         Ok(answer.topics)
     }
 
@@ -145,7 +174,7 @@ impl Admin {
     /// broker that is shutting down answers `shutting down`.
     pub async fn describe_broker(&self) -> Result<DescribeBrokerResponse, ClientError> {
         let (answer, _) =
-            self.conn.call::<_, DescribeBrokerResponse>(&DescribeBrokerRequest {}, &[]).await?;
+            self.link().call::<_, DescribeBrokerResponse>(&DescribeBrokerRequest {}, &[]).await?;
         match ClientError::from_code(answer.error_code, answer.message.clone()) {
             Some(e) => Err(e),
             None => Ok(answer),
@@ -153,41 +182,95 @@ impl Admin {
     }
 
     /// The offsets for `timestamp` (or `LATEST_TIMESTAMP`/`EARLIEST_TIMESTAMP`)
-    /// of several partitions of a topic, in one request; each result
-    /// carries its own error.
+    /// of several partitions of a topic, in that order, each asked of its
+    /// leader (one request per leader); each result carries its own error
+    /// (`not leader` when the partition moved meanwhile, `unknown topic or
+    /// partition`). A partition without a leader fails the call
+    /// (`NoLeader`).
     pub async fn list_offsets(
         &self,
         topic: &str,
         partitions: &[u32],
         timestamp: i64,
     ) -> Result<Vec<ListOffsetsResult>, ClientError> {
-        let partitions = partitions
+        let view = self.topic_view(topic).await?;
+        let mut by_leader: BTreeMap<(u32, &str), Vec<u32>> = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for &partition in partitions {
+            match view.route(topic, partition) {
+                Route::Leader { node_id, addr } => {
+                    by_leader.entry((node_id, addr)).or_default().push(partition)
+                }
+                Route::NoLeader => {
+                    return Err(ClientError::NoLeader { topic: topic.to_string(), partition })
+                }
+                // The topic's first broker answers them as it does.
+                Route::Unknown | Route::NotAsked => unknown.push(partition),
+            }
+        }
+        let ask = |conn: Arc<Connection>, partitions: Vec<u32>| async move {
+            let partitions = partitions
+                .into_iter()
+                .map(|partition| ListOffsetsPartition {
+                    topic: topic.to_string(),
+                    partition,
+                    timestamp,
+                })
+                .collect();
+            let request = ListOffsetsRequest { partitions };
+            let (answer, _) = conn.call::<_, ListOffsetsResponse>(&request, &[]).await?;
+            Ok::<_, ClientError>(answer.partitions)
+        };
+        let mut results = Vec::with_capacity(partitions.len());
+        for ((node_id, addr), led) in by_leader {
+            results.extend(ask(self.pool.connection(node_id, addr)?, led).await?);
+        }
+        if !unknown.is_empty() {
+            results.extend(ask(self.connection()?, unknown).await?);
+        }
+        Ok(partitions
             .iter()
-            .map(|&partition| ListOffsetsPartition {
-                topic: topic.to_string(),
-                partition,
-                timestamp,
+            .filter_map(|p| {
+                let at = results.iter().position(|r| r.partition == *p)?;
+                Some(results.swap_remove(at))
             })
-            .collect();
-        let request = ListOffsetsRequest { partitions };
-        let (answer, _) = self.conn.call::<_, ListOffsetsResponse>(&request, &[]).await?;
-        Ok(answer.partitions)
+            .collect())
     }
 
-    /// The offset for `timestamp` (or `LATEST_TIMESTAMP`/`EARLIEST_TIMESTAMP`).
+    /// The offset for `timestamp` (or `LATEST_TIMESTAMP`/`EARLIEST_TIMESTAMP`),
+    /// asked of the partition's leader.
     pub async fn list_offset(
         &self,
         topic: &str,
         partition: u32,
         timestamp: i64,
     ) -> Result<u64, ClientError> {
-        self.conn.list_offset(topic, partition, timestamp).await
+        let view = self.topic_view(topic).await?;
+        match view.route(topic, partition) {
+            Route::Leader { node_id, addr } => {
+                self.pool.connection(node_id, addr)?.list_offset(topic, partition, timestamp).await
+            }
+            Route::NoLeader => Err(ClientError::NoLeader { topic: topic.to_string(), partition }),
+            Route::Unknown | Route::NotAsked => {
+                self.link().list_offset(topic, partition, timestamp).await
+            }
+        }
+    }
+
+    /// The cluster as far as `topic` is concerned: its partitions' leaders
+    /// and the brokers' addresses.
+    async fn topic_view(&self, topic: &str) -> Result<ClusterView, ClientError> {
+        let conn = self.connection()?;
+        let request = MetadataRequest { topics: Some(vec![topic.to_string()]) };
+        let (answer, _) = conn.call::<_, MetadataResponse>(&request, &[]).await?;
+        let asked = Asked::Topics([topic.to_string()].into());
+        Ok(ClusterView::new(answer, asked, conn.addr().ip()))
     }
 
     /// Every consumer group the broker coordinates, by id.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
         let (answer, _) =
-            self.conn.call::<_, ListGroupsResponse>(&ListGroupsRequest {}, &[]).await?;
+            self.link().call::<_, ListGroupsResponse>(&ListGroupsRequest {}, &[]).await?;
         match ClientError::from_code(answer.error_code, answer.message) {
             Some(e) => Err(e),
             None => Ok(answer.groups),
@@ -195,52 +278,116 @@ impl Admin {
     }
 
     /// Members, assignments and committed offsets of `group_ids`, in that
-    /// order; each entry carries its own error (`group not found`, ...).
+    /// order, each asked of its coordinator; each entry carries its own
+    /// error (`group not found`, ...).
     pub async fn describe_groups(
         &self,
         group_ids: &[String],
     ) -> Result<Vec<GroupDescription>, ClientError> {
-        let request = DescribeGroupsRequest { group_ids: group_ids.to_vec() };
-        let (answer, _) = self.conn.call::<_, DescribeGroupsResponse>(&request, &[]).await?;
-        Ok(answer.groups)
+        self.by_coordinator(group_ids, |conn, group_ids| async move {
+            let request = DescribeGroupsRequest { group_ids };
+            let (answer, _) = conn.call::<_, DescribeGroupsResponse>(&request, &[]).await?;
+            Ok(answer.groups.into_iter().map(|g| (g.group_id.clone(), g)).collect())
+        })
+        .await
     }
 
-    /// Deletes groups and their offsets; each result carries its own error
-    /// (`group not empty` while it has members, `group not found`).
+    /// Deletes groups and their offsets, each at its coordinator; each
+    /// result carries its own error (`group not empty` while it has
+    /// members, `group not found`).
     pub async fn delete_groups(
         &self,
         group_ids: &[String],
     ) -> Result<Vec<GroupResult>, ClientError> {
-        let request = DeleteGroupsRequest { group_ids: group_ids.to_vec() };
-        let (answer, _) = self.conn.call::<_, DeleteGroupsResponse>(&request, &[]).await?;
-        Ok(answer.results)
+        self.by_coordinator(group_ids, |conn, group_ids| async move {
+            let request = DeleteGroupsRequest { group_ids };
+            let (answer, _) = conn.call::<_, DeleteGroupsResponse>(&request, &[]).await?;
+            Ok(answer.results.into_iter().map(|r| (r.group_id.clone(), r)).collect())
+        })
+        .await
+    }
+
+    /// Asks about `group_ids` at their coordinators: `ask` runs once per
+    /// coordinator, over its connection, with the ids it coordinates, and
+    /// answers `(group id, result)` pairs; the results come back in the
+    /// order of `group_ids`. An id no coordinator is named for (`invalid
+    /// group id`, ...) is asked of the bootstrap broker, which answers it
+    /// with its error as it always did.
+    async fn by_coordinator<T, F, Asked>(
+        &self,
+        group_ids: &[String],
+        ask: F,
+    ) -> Result<Vec<T>, ClientError>
+    where
+        T: Clone,
+        F: Fn(Arc<Connection>, Vec<String>) -> Asked,
+        Asked: std::future::Future<Output = Result<Vec<(String, T)>, ClientError>>,
+    {
+        let found = futures::future::join_all(
+            group_ids.iter().map(|group_id| find_coordinator(&self.pool, group_id)),
+        )
+        .await;
+        let mut by_coordinator: BTreeMap<Option<(u32, String)>, Vec<String>> = BTreeMap::new();
+        for (group_id, found) in group_ids.iter().zip(found) {
+            let coordinator = match found {
+                Ok(c) => Some((c.node_id, c.addr)),
+                Err(ClientError::Broker { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let ids = by_coordinator.entry(coordinator).or_default();
+            if !ids.contains(group_id) {
+                ids.push(group_id.clone());
+            }
+        }
+        let mut answered = Vec::with_capacity(group_ids.len());
+        for (coordinator, ids) in by_coordinator {
+            let conn = match coordinator {
+                Some((node_id, addr)) => self.pool.connection(node_id, &addr)?,
+                None => self.connection()?,
+            };
+            answered.extend(ask(conn, ids).await?);
+        }
+        group_ids
+            .iter()
+            .map(|id| {
+                let found = answered.iter().find(|(group_id, _)| group_id == id);
+                found.map(|(_, t)| t.clone()).ok_or_else(|| {
+                    ClientError::Protocol(format!(
+                        "the coordinator did not answer for group {id:?}"
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// A group's committed offsets: of `partitions` (offset -1 where none
-    /// is committed), or every one it committed.
+    /// is committed), or every one it committed. Asked of its coordinator.
     pub async fn fetch_offsets(
         &self,
         group_id: &str,
         partitions: Option<Vec<TopicAssignment>>,
     ) -> Result<Vec<FetchedOffset>, ClientError> {
         let request = OffsetFetchRequest { group_id: group_id.to_string(), partitions };
-        let (answer, _) = self.conn.call::<_, OffsetFetchResponse>(&request, &[]).await?;
+        let coordinator = GroupCoordinator::new(self.pool.clone(), group_id);
+        let answer = coordinator.call::<_, OffsetFetchResponse>(&request, |a| a.error_code).await?;
         match ClientError::from_code(answer.error_code, answer.message) {
             Some(e) => Err(e),
             None => Ok(answer.offsets),
         }
     }
 
-    /// Sets a group's committed offsets. The broker refuses it while the
-    /// group has members (`group not empty`, in each partition's result);
-    /// each result carries its own error.
+    /// Sets a group's committed offsets, at its coordinator. The broker
+    /// refuses it while the group has members (`group not empty`, in each
+    /// partition's result); each result carries its own error.
     pub async fn reset_offsets(
         &self,
         group_id: &str,
         offsets: Vec<CommitOffset>,
     ) -> Result<Vec<PartitionResult>, ClientError> {
         let request = ResetOffsetsRequest { group_id: group_id.to_string(), offsets };
-        let (answer, _) = self.conn.call::<_, OffsetCommitResponse>(&request, &[]).await?;
+        let coordinator = GroupCoordinator::new(self.pool.clone(), group_id);
+        let answer =
+            coordinator.call::<_, OffsetCommitResponse>(&request, |a| a.error_code).await?;
         match ClientError::from_code(answer.error_code, answer.message) {
             Some(e) => Err(e),
             None => Ok(answer.partitions),

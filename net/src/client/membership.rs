@@ -1,6 +1,8 @@
 //! A consumer's membership of a group: a thread that heartbeats to the
 //! group's coordinator on its own connection, and the state it shares with
-//! the consumer.
+//! the consumer. The coordinator is found with `find_coordinator` and
+//! found again after a `not coordinator` answer or a failed connection
+//! (`group_coordinator.rs`), the heartbeat's backoff spacing the tries.
 //!
 //! The coordinator answers with the partitions the member may hold
 //! (`assignment`). The consumer reconciles at its next poll — gives up
@@ -20,7 +22,9 @@
 //! consumer, whose `poll_async` waits without blocking its executor.
 
 use super::backoff::Backoff;
-use super::{ClientError, Link};
+use super::broker_pool::BrokerPool;
+use super::group_coordinator::{connection_lost, GroupCoordinator};
+use super::ClientError;
 use crate::group::coordinator::{LEAVE_EPOCH, STATIC_LEAVE_EPOCH};
 use crate::protocol::*;
 use event_listener::Event;
@@ -108,7 +112,7 @@ impl Membership {
     /// Joins with `topics` as the subscription (`options.topics`, or what a
     /// pattern matched).
     pub fn start(
-        link: Link,
+        pool: Arc<BrokerPool>,
         options: GroupOptions,
         topics: Vec<String>,
     ) -> Result<Membership, ClientError> {
@@ -132,7 +136,10 @@ impl Membership {
         let (leave_now, leave_asked) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("mamba-group-{}", options.group_id))
-            .spawn(move || heartbeat_loop(&link, &thread_shared, &thread_options, leave_asked))
+            .spawn(move || {
+                let coordinator = GroupCoordinator::new(pool, &thread_options.group_id);
+                heartbeat_loop(&coordinator, &thread_shared, &thread_options, leave_asked)
+            })
             .map_err(|e| {
                 ClientError::InvalidArgument(format!("starting the heartbeat thread: {e}"))
             })?;
@@ -221,7 +228,7 @@ impl Drop for Membership {
 }
 
 fn heartbeat_loop(
-    link: &Link,
+    coordinator: &GroupCoordinator,
     shared: &Shared,
     options: &GroupOptions,
     leave_asked: oneshot::Receiver<()>,
@@ -288,7 +295,10 @@ fn heartbeat_loop(
         // A long poll waits at the coordinator for up to the heartbeat
         // interval: leaving does not wait it out (closing a consumer would
         // take seconds), it drops it and sends the leave at once.
-        let call = link.call::<_, GroupHeartbeatResponse>(&request, &[]);
+        let call = async {
+            let conn = coordinator.connection().await?;
+            conn.call::<_, GroupHeartbeatResponse>(&request, &[]).await
+        };
         let answer = futures::executor::block_on(async {
             match futures::future::select(std::pin::pin!(call), &mut leave_asked).await {
                 Either::Left((answer, _)) => Some(answer),
@@ -329,7 +339,12 @@ fn heartbeat_loop(
                             return;
                         }
                     }
-                    code if code.is_retriable() => retry_after = Some(backoff.next_wait()),
+                    code if code.is_retriable() => {
+                        if code == ErrorCode::NotCoordinator {
+                            coordinator.forget();
+                        }
+                        retry_after = Some(backoff.next_wait());
+                    }
                     _ => {
                         state.fatal = Some(ClientError::Broker { code, message: answer.message });
                         drop(state);
@@ -344,6 +359,10 @@ fn heartbeat_loop(
             }
             Err(e) => {
                 tracing::debug!(group = %options.group_id, error = %e, "heartbeat failed; retrying");
+                if connection_lost(&e) || matches!(e, ClientError::Timeout { .. }) {
+                    // It may have moved, or be gone: ask where it is now.
+                    coordinator.forget();
+                }
                 // The report did not arrive: send it again.
                 state.report_due = true;
                 retry_after = Some(backoff.next_wait());

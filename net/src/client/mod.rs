@@ -1,5 +1,11 @@
 //! The Rust client: [`Admin`], [`Producer`], [`Consumer`].
 //!
+//! A client needs one live broker of its `--brokers` list: from it, it
+//! learns the cluster (its [`ClusterView`]) and sends each partition's
+//! produce, fetch and list-offsets requests to the partition's leader, and
+//! each group's requests to the group's [`Coordinator`], refreshing what
+//! it knows when a broker says it moved (`not leader`, `not coordinator`).
+//!
 //! Network I/O runs on the client's own threads (a reader per connection,
 //! a sender per producer); calls return plain futures that work on any
 //! runtime, and [`block_on`] gives the blocking form.
@@ -7,21 +13,28 @@
 mod admin;
 mod backoff;
 mod blocking;
+mod broker_pool;
+mod cluster_view;
 mod connection;
 mod consumer;
+mod group_coordinator;
 mod link;
 mod membership;
 pub mod murmur2;
 mod producer;
+mod refresh_schedule;
+mod router;
 mod topic_pattern;
 
 pub use admin::{Admin, AdminConfig, TopicDescription};
 pub use backoff::Backoff;
+pub use cluster_view::{ClusterView, Route};
 pub use connection::{decode_answer, Connection, Waiter};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Delivered, OffsetReset, RebalanceListener, SeekTo,
 };
 pub use futures::executor::block_on;
+pub use group_coordinator::Coordinator;
 pub use link::Link;
 pub use membership::{GroupOptions, Partitions};
 pub use producer::{
@@ -69,6 +82,13 @@ pub enum ClientError {
     Timeout { request: &'static str, addr: String, waited_ms: u64 },
     #[error("broker error: {code}: {message}")]
     Broker { code: ErrorCode, message: String },
+    /// The partition has no leader now: it is offline (no in-sync replica
+    /// alive) or a leader election is under way.
+    #[error(
+        "partition {partition} of topic {topic} has no leader now (offline, or a leader \
+         election is under way)"
+    )]
+    NoLeader { topic: String, partition: u32 },
     /// A fetch position outside the partition's log: before its start
     /// (retention deleted it) or past its end.
     #[error(
@@ -119,7 +139,8 @@ impl ClientError {
             ClientError::Io { .. }
             | ClientError::Disconnected { .. }
             | ClientError::Timeout { .. }
-            | ClientError::Connect { .. } => true,
+            | ClientError::Connect { .. }
+            | ClientError::NoLeader { .. } => true,
             _ => false,
         }
     }

@@ -44,7 +44,7 @@ macro_rules! api_keys {
 
 api_keys! {
     ApiVersions = 0, "api_versions", 0..=0;
-    Metadata = 1, "metadata", 0..=0;
+    Metadata = 1, "metadata", 1..=1;
     CreateTopics = 2, "create_topics", 0..=0;
     DeleteTopics = 3, "delete_topics", 0..=0;
     DescribeConfigs = 4, "describe_configs", 0..=0;
@@ -63,6 +63,7 @@ api_keys! {
     ListGroups = 17, "list_groups", 0..=0;
     DescribeGroups = 18, "describe_groups", 0..=0;
     DeleteGroups = 19, "delete_groups", 0..=0;
+    FindCoordinator = 20, "find_coordinator", 0..=0;
     RaftMessages = 21, "raft_messages", 0..=0;
     BrokerHeartbeat = 22, "broker_heartbeat", 0..=0;
     ClusterStatus = 23, "cluster_status", 0..=0;

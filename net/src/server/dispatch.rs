@@ -159,6 +159,10 @@ async fn handle(
             let request = decode!(AlterVotersRequest);
             response(&h, &cluster::alter_voters(ctx, request).await, no_payload)
         }
+        ApiKey::FindCoordinator => {
+            let request = decode!(FindCoordinatorRequest);
+            response(&h, &groups::find_coordinator(ctx, &request).await, no_payload)
+        }
         ApiKey::Produce => {
             unreachable!("produce is started by `start`, before its future is polled")
         }

@@ -6,14 +6,20 @@
 //! The membership thread (`membership.rs`) talks to the coordinator; this
 //! side runs on the thread that polls and never waits for that thread
 //! except in `Membership::assignment_changed`, which does not block.
+//! Commits and offset fetches go to the group's coordinator too, over the
+//! consumer's own connection to it (`group_coordinator.rs`: found again
+//! when it answers `not coordinator` or its connection fails).
 
 use super::{Consumer, OffsetReset};
 use crate::client::blocking::wait;
+use crate::client::broker_pool::BrokerPool;
+use crate::client::group_coordinator::GroupCoordinator;
 use crate::client::membership::{GroupOptions, Membership, Partitions};
 use crate::client::topic_pattern::TopicPattern;
-use crate::client::{ClientError, Link};
+use crate::client::ClientError;
 use crate::protocol::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Told of partitions a group member gains, gives up and loses; called
@@ -58,6 +64,8 @@ pub trait RebalanceListener: Send {
 /// drop, which leaves without committing).
 pub(super) struct GroupMember {
     pub(super) membership: Membership,
+    /// Where commits and offset fetches go.
+    coordinator: GroupCoordinator,
     /// What this consumer reads (and reported to the coordinator).
     owned: Partitions,
     listener: Option<Box<dyn RebalanceListener>>,
@@ -123,10 +131,15 @@ impl Consumer {
         topics: Vec<String>,
         pattern: Option<TopicPattern>,
     ) -> Result<(), ClientError> {
-        let link = Link::connect(self.conn.brokers(), self.conn.request_timeout())?;
-        let membership = Membership::start(link, options, topics)?;
+        // The heartbeats have connections of their own: a long poll never
+        // waits behind the consumer's requests, nor they behind it.
+        let pool = self.router.pool();
+        let own = BrokerPool::connect(pool.bootstrap().brokers(), pool.request_timeout())?;
+        let coordinator = GroupCoordinator::new(pool.clone(), &options.group_id);
+        let membership = Membership::start(Arc::new(own), options, topics)?;
         self.group = Some(GroupMember {
             membership,
+            coordinator,
             owned: Partitions::new(),
             listener: None,
             listener_running: false,
@@ -211,7 +224,8 @@ impl Consumer {
                 })
                 .collect(),
         };
-        let (answer, _) = self.conn.call::<_, OffsetCommitResponse>(&request, &[]).await?;
+        let answer =
+            g.coordinator.call::<_, OffsetCommitResponse>(&request, |a| a.error_code).await?;
         if let Some(e) = ClientError::from_code(answer.error_code, answer.message) {
             return Err(e);
         }
@@ -246,7 +260,8 @@ impl Consumer {
             group_id: g.membership.options.group_id.clone(),
             partitions: Some(TopicAssignment::list(wanted)),
         };
-        let (answer, _) = self.conn.call::<_, OffsetFetchResponse>(&request, &[]).await?;
+        let answer =
+            g.coordinator.call::<_, OffsetFetchResponse>(&request, |a| a.error_code).await?;
         if let Some(e) = ClientError::from_code(answer.error_code, answer.message) {
             return Err(e);
         }
@@ -280,7 +295,8 @@ impl Consumer {
     /// The broker's topic names.
     async fn topic_names(&self) -> Result<Vec<String>, ClientError> {
         let request = MetadataRequest { topics: None };
-        let (metadata, _) = self.conn.call::<_, MetadataResponse>(&request, &[]).await?;
+        let link = self.router.pool().bootstrap();
+        let (metadata, _) = link.call::<_, MetadataResponse>(&request, &[]).await?;
         Ok(metadata.topics.into_iter().filter(|t| t.error_code == 0).map(|t| t.name).collect())
     }
 
@@ -356,7 +372,7 @@ impl Consumer {
             g.membership.report_owned(Partitions::new());
             if !gone.is_empty() {
                 tracing::info!(?gone, "lost the group's partitions");
-                self.prefetched = None;
+                self.fetches.clear();
                 self.call_listener(|listener, consumer| listener.on_lost(consumer, &gone));
                 self.forget(&gone);
             }
@@ -367,7 +383,7 @@ impl Consumer {
         }
         let revoked = difference(&g.owned, &assignment);
         let added = difference(&assignment, &g.owned);
-        self.prefetched = None;
+        self.fetches.clear();
         if !revoked.is_empty() {
             self.call_listener(|listener, consumer| listener.on_revoked(consumer, &revoked));
             if self.config.enable_auto_commit {
@@ -391,10 +407,10 @@ impl Consumer {
                     Some(offset) => *offset,
                     None => match self.config.auto_offset_reset {
                         OffsetReset::Earliest => {
-                            self.conn.list_offset(topic, partition, EARLIEST_TIMESTAMP).await?
+                            self.router.list_offset(topic, partition, EARLIEST_TIMESTAMP).await?
                         }
                         OffsetReset::Latest => {
-                            self.conn.list_offset(topic, partition, LATEST_TIMESTAMP).await?
+                            self.router.list_offset(topic, partition, LATEST_TIMESTAMP).await?
                         }
                         OffsetReset::Error => {
                             return Err(ClientError::InvalidArgument(format!(

@@ -3,35 +3,47 @@
 //! (`assign`), or a group's (`subscribe`, `subscribe_pattern`: see
 //! `group.rs`), whose committed offsets give where they start.
 //!
-//! Like Kafka's consumer it pre-fetches: once a fetch answers with data,
-//! the next fetch (from the positions after it) goes out before the records
-//! are handed over, so the broker works while the caller does. Records are
-//! handed over borrowed from the answer ([`Consumer::poll_each`]) or copied
-//! out ([`Consumer::poll`]).
+//! Each partition is read from its leader: a fetch per broker carries the
+//! partitions it leads (`fetches.rs`), and list-offsets (seeks, resets)
+//! go to the leader too. The leaders come from the consumer's `Router`,
+//! which refreshes its metadata when a broker answers `not leader` or a
+//! partition has no leader; such a partition is simply fetched again
+//! after the refresh, from its position.
+//!
+//! Like Kafka's consumer it pre-fetches: once a broker's fetch answers
+//! with data, the next fetch to that broker (from the positions after it)
+//! goes out before the records are handed over, so the brokers work while
+//! the caller does. A poll hands over one broker's answer, taking the
+//! brokers in turn. Records are handed over borrowed from the answer
+//! ([`Consumer::poll_each`]) or copied out ([`Consumer::poll`]).
 //!
 //! Broker restarts and lost connections: a poll whose fetch failed
 //! (`Disconnected`, `Timeout`, a busy or shutting-down broker; see
 //! [`ClientError::is_retriable`]) returns the error and leaves every
-//! position where it was, so the next poll connects again (through the
-//! consumer's [`Link`]) and fetches from the first record not handed over:
-//! nothing is skipped or handed over twice. How long to keep trying is the
-//! caller's choice; [`super::Backoff`] spaces the attempts.
+//! position where it was, so the next poll connects again and fetches
+//! from the first record not handed over: nothing is skipped or handed
+//! over twice. How long to keep trying is the caller's choice;
+//! [`super::Backoff`] spaces the attempts.
 
+mod fetches;
 mod group;
 
 pub use group::RebalanceListener;
 
 use super::blocking::wait;
-use super::connection::{decode_answer, Waiter};
-use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
+use super::broker_pool::BrokerPool;
+use super::connection::decode_answer;
+use super::router::{refresh_reason, Reroute, Router};
+use super::{ClientError, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::*;
-use futures::channel::oneshot;
+use fetches::{FetchSettings, Fetches};
 use futures::future::{select, Either};
 use futures_timer::Delay;
 use group::GroupMember;
 use mamba_engine::batch::{iter_batches, peek_stored_bytes, BatchHeader, RecordView};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -51,9 +63,10 @@ pub struct ConsumerConfig {
     pub auto_commit_interval_ms: u64,
     /// Under a group, where a partition with no committed offset starts.
     pub auto_offset_reset: OffsetReset,
-    /// Under `subscribe_pattern`: how often the broker's topic list is
-    /// matched again, so new topics are picked up (Kafka's
-    /// `metadata.max.age.ms`).
+    /// How often the metadata (partition leaders) is refreshed even when
+    /// no broker said it changed, and under `subscribe_pattern` how often
+    /// the broker's topic list is matched again, so new topics are picked
+    /// up (Kafka's `metadata.max.age.ms`).
     pub metadata_max_age_ms: u64,
 }
 
@@ -114,8 +127,6 @@ pub struct Delivered<'a> {
     pub record: RecordView<'a>,
 }
 
-type FetchAnswer = oneshot::Receiver<Result<Frame, ClientError>>;
-
 /// Lifecycle: `connect`; `assign` (or `seek`) partitions, or `subscribe`
 /// to a group; then `poll` as long as wanted (and `close` under a group);
 /// positions only move past records handed over. `pause`d partitions keep
@@ -150,28 +161,33 @@ type FetchAnswer = oneshot::Receiver<Result<Frame, ClientError>>;
 /// a hint); or key every write by (topic, partition, offset), so a
 /// redelivered record overwrites itself.
 pub struct Consumer {
-    conn: Link,
+    /// The partitions' leaders, and the connections to them.
+    router: Router,
     config: ConsumerConfig,
     /// (topic, partition) -> next offset to read.
     positions: BTreeMap<(String, u32), u64>,
     /// Keys of `positions` left out of fetches.
     paused: BTreeSet<(String, u32)>,
-    /// The fetch already sent for the current positions (paused
-    /// partitions left out).
-    prefetched: Option<FetchAnswer>,
+    /// The fetches sent for the current positions (paused partitions left
+    /// out), one per broker at most.
+    fetches: Fetches,
     /// Set by `subscribe` or `subscribe_pattern`.
     group: Option<GroupMember>,
 }
 
 impl Consumer {
+    /// Connects to the first of `brokers` (comma-separated `HOST[:PORT]`)
+    /// that answers, and learns the cluster's brokers from it.
     pub fn connect(brokers: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
+        let pool = Arc::new(BrokerPool::connect(brokers, request_timeout)?);
+        let router = Router::start(pool, Duration::from_millis(config.metadata_max_age_ms))?;
         Ok(Consumer {
-            conn: Link::connect(brokers, request_timeout)?,
+            router,
             config,
             positions: BTreeMap::new(),
             paused: BTreeSet::new(),
-            prefetched: None,
+            fetches: Fetches::default(),
             group: None,
         })
     }
@@ -181,9 +197,9 @@ impl Consumer {
         self.positions.keys().cloned().collect()
     }
 
-    /// The partitions of `topic`, from the broker.
+    /// The partitions of `topic`, from the cluster's metadata.
     pub fn partitions(&self, topic: &str) -> Result<Vec<u32>, ClientError> {
-        let t = wait(self.conn.topic_metadata(topic))?;
+        let t = wait(self.router.topic(topic))?;
         Ok(t.partitions.iter().map(|p| p.partition).collect())
     }
 
@@ -235,8 +251,8 @@ impl Consumer {
             }
         }
         // A fetch already sent reads from the old position.
-        self.prefetched = None;
-        let list = |timestamp| wait(self.conn.list_offset(topic, partition, timestamp));
+        self.fetches.clear();
+        let list = |timestamp| wait(self.router.list_offset(topic, partition, timestamp));
         let offset = match to {
             SeekTo::Offset(offset) => offset,
             SeekTo::Earliest => list(EARLIEST_TIMESTAMP)?,
@@ -267,8 +283,8 @@ impl Consumer {
     /// this consumer does not read are refused (nothing is paused then).
     pub fn pause(&mut self, partitions: &[(String, u32)]) -> Result<(), ClientError> {
         self.refuse_unassigned("pause", partitions)?;
-        // The fetch sent ahead reads them too.
-        self.prefetched = None;
+        // The fetches sent ahead read them too.
+        self.fetches.clear();
         self.paused.extend(partitions.iter().cloned());
         Ok(())
     }
@@ -278,9 +294,9 @@ impl Consumer {
     /// does nothing.
     pub fn resume(&mut self, partitions: &[(String, u32)]) -> Result<(), ClientError> {
         self.refuse_unassigned("resume", partitions)?;
-        // The fetch sent ahead leaves them out: without this they would
-        // wait for its long poll.
-        self.prefetched = None;
+        // The fetches sent ahead leave them out: without this they would
+        // wait for their long polls.
+        self.fetches.clear();
         for key in partitions {
             self.paused.remove(key);
         }
@@ -380,27 +396,37 @@ impl Consumer {
             }
             return Ok(0);
         }
-        let mut answer = match self.prefetched.take() {
-            Some(answer) => answer,
-            None => self.send_fetch(timeout)?,
-        };
-        // Under a group, a revocation does not wait out the fetch's long
-        // poll: the poll ends at once with nothing, the fetch stays sent
-        // ahead (`reconcile` drops it if its partitions changed), and the
+        // Nothing went out, the leaders cannot be reached: positions stay,
+        // the next poll sends again.
+        self.send_fetches(timeout)?;
+        if self.fetches.is_empty() {
+            // Every partition waits for its leader to be known (none now,
+            // or it moved): wait for the refresh, within the poll's time,
+            // and send once more; still none makes an empty poll.
+            let started = Instant::now();
+            self.wait_for_leaders(timeout).await;
+            self.send_fetches(timeout.saturating_sub(started.elapsed()))?;
+        }
+        // Under a group, a revocation does not wait out the fetches' long
+        // polls: the poll ends at once with nothing, the fetches stay sent
+        // ahead (`reconcile` drops them if its partitions changed), and the
         // next poll gives the partitions up within a round trip.
         let answered = match &self.group {
-            Some(g) => match select(&mut answer, std::pin::pin!(g.membership.news())).await {
-                Either::Left((answered, _)) => Some(answered),
-                Either::Right(_) => None,
-            },
-            None => Some((&mut answer).await),
+            Some(g) => {
+                let answer = std::pin::pin!(self.fetches.next_answer());
+                match select(answer, std::pin::pin!(g.membership.news())).await {
+                    Either::Left((answered, _)) => answered,
+                    Either::Right(_) => return Ok(0),
+                }
+            }
+            None => self.fetches.next_answer().await,
         };
-        let Some(answered) = answered else {
-            self.prefetched = Some(answer);
-            return Ok(0);
-        };
-        let disconnected = || ClientError::Disconnected { addr: self.conn.brokers().to_string() };
-        let frame = answered.map_err(|_| disconnected())??;
+        let Some(answered) = answered else { return Ok(0) };
+        let frame = answered.inspect_err(|e| {
+            if refresh_reason(e) != Reroute::No {
+                self.router.request_refresh();
+            }
+        })?;
         let answer = decode_answer::<FetchResponse>(&frame)?;
         // Where each partition continues, from the batch headers, so the
         // next fetch can go out before the records are checked and handed
@@ -418,6 +444,14 @@ impl Consumer {
                 });
             }
             if let Some(e) = ClientError::from_code(p.error_code, p.message.clone()) {
+                if refresh_reason(&e) == Reroute::Yes {
+                    // Another broker leads it now (or will): fetch it there
+                    // once the view says where, from the same position.
+                    tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "rerouting");
+                    let ticket = self.router.request_refresh();
+                    self.fetches.reroute((p.topic.clone(), p.partition), ticket);
+                    continue;
+                }
                 return Err(e);
             }
             let bytes = slice_of(frame.payload(), p.records)
@@ -432,11 +466,10 @@ impl Consumer {
         }
         if parts.iter().any(|(_, bytes, _)| !bytes.is_empty()) {
             // The records of this answer are handed over whatever happens
-            // to the fetch sent ahead: if it cannot go out (the connection
-            // just died), the next poll sends one from the positions.
-            match self.send_fetch(timeout) {
-                Ok(answer) => self.prefetched = Some(answer),
-                Err(e) => tracing::debug!(error = %e, "could not fetch ahead"),
+            // to the fetches sent ahead: if one cannot go out (a connection
+            // just died), the next poll sends it from the positions.
+            if let Err(e) = self.send_fetches(timeout) {
+                tracing::debug!(error = %e, "could not fetch ahead");
             }
         }
         let mut delivered = 0;
@@ -448,8 +481,8 @@ impl Consumer {
                     Err(e) => {
                         // Read again from the bad batch, and the partitions
                         // after it from where this poll found them; the
-                        // fetch sent ahead skipped them.
-                        self.prefetched = None;
+                        // fetches sent ahead skipped them.
+                        self.fetches.clear();
                         self.positions.insert((p.topic.clone(), p.partition), next);
                         for &(q, _, q_from) in &parts[i + 1..] {
                             self.positions.insert((q.topic.clone(), q.partition), q_from);
@@ -469,29 +502,33 @@ impl Consumer {
         Ok(delivered)
     }
 
-    fn send_fetch(&self, timeout: Duration) -> Result<FetchAnswer, ClientError> {
-        let request = FetchRequest {
-            max_wait_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+    /// Sends a fetch to each leader that has none out (see `fetches.rs`),
+    /// for the partitions it leads; paused ones are left out.
+    fn send_fetches(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let settings = FetchSettings {
+            max_wait: timeout,
             min_bytes: self.config.fetch_min_bytes,
             max_bytes: self.config.fetch_max_bytes,
-            partitions: self
-                .positions
-                .iter()
-                .filter(|(key, _)| !self.paused.contains(*key))
-                .map(|((topic, partition), offset)| FetchPartition {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: *offset,
-                    max_bytes: self.config.partition_max_bytes,
-                })
-                .collect(),
+            partition_max_bytes: self.config.partition_max_bytes,
         };
-        let (tx, rx) = oneshot::channel();
-        // The broker may hold a fetch for its whole long poll before it
-        // answers: that is not a late answer.
-        let deadline = self.conn.request_timeout() + timeout;
-        self.conn.connection()?.send_within(&request, &[], Some(Waiter::Channel(tx)), deadline)?;
-        Ok(rx)
+        self.fetches.send(&self.router, &self.positions, &self.paused, settings)
+    }
+
+    /// Waits up to `timeout` for the metadata refresh the partitions wait
+    /// for (under a group, at most until the coordinator changes
+    /// something).
+    async fn wait_for_leaders(&self, timeout: Duration) {
+        let Some(ticket) = self.fetches.awaited_refresh() else {
+            return Delay::new(timeout).await;
+        };
+        let refreshed = std::pin::pin!(self.router.wait_refreshed(ticket, timeout));
+        match &self.group {
+            Some(g) => {
+                // Either way there is nothing more to wait for.
+                let _either = select(refreshed, std::pin::pin!(g.membership.news())).await;
+            }
+            None => refreshed.await,
+        }
     }
 }
 

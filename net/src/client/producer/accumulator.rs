@@ -11,6 +11,7 @@
 //! delivery.
 
 use super::super::murmur2::partition_for_key;
+use super::super::router::RefreshTicket;
 use super::super::ClientError;
 use super::delivery::Completion;
 use super::send_order::{SendOrder, SendOrderConfig};
@@ -56,11 +57,18 @@ pub(super) struct BatchRecords {
 pub(super) struct SealedBatch {
     pub batch: Arc<Batch>,
     pub records: BatchRecords,
+    /// When its first record came: its delivery timeout counts from here.
+    pub opened: Instant,
 }
 
 impl OpenBatch {
     pub fn record_count(&self) -> u32 {
         self.writer.record_count() as u32
+    }
+
+    /// Its records, for a batch that will never be sent.
+    pub fn into_records(self) -> BatchRecords {
+        BatchRecords { completions: self.completions, size_bytes: self.size_bytes }
     }
 
     /// Writes the record array, header and CRC; `producer` is the producer
@@ -71,7 +79,7 @@ impl OpenBatch {
     ) -> Result<SealedBatch, (BatchError, BatchRecords)> {
         let records = BatchRecords { completions: self.completions, size_bytes: self.size_bytes };
         match self.writer.finish(producer) {
-            Ok(built) => Ok(SealedBatch { batch: Arc::new(built), records }),
+            Ok(built) => Ok(SealedBatch { batch: Arc::new(built), records, opened: self.opened }),
             Err(e) => Err((e, records)),
         }
     }
@@ -82,6 +90,9 @@ pub(super) struct PartitionQueue {
     open: Option<OpenBatch>,
     closed: VecDeque<OpenBatch>,
     pub order: SendOrder<SealedBatch>,
+    /// A send found the cluster's view wrong (`not leader`, a leader that
+    /// could not be reached): nothing goes until this refresh finished.
+    pub reroute: Option<RefreshTicket>,
 }
 
 /// A batch for the sender, or why there is none.
@@ -114,6 +125,36 @@ impl TopicQueues {
 
     pub fn order_mut(&mut self, partition: u32) -> &mut SendOrder<SealedBatch> {
         &mut self.partitions[partition as usize].order
+    }
+
+    pub fn queue_mut(&mut self, partition: u32) -> &mut PartitionQueue {
+        &mut self.partitions[partition as usize]
+    }
+
+    /// Whether the partition has batches to send, new or again.
+    pub fn has_work(&self, partition: u32) -> bool {
+        let queue = &self.partitions[partition as usize];
+        queue.open.is_some() || !queue.closed.is_empty() || queue.order.has_resends()
+    }
+
+    /// Takes the batches not sent yet that opened at or before
+    /// `opened_by`, oldest first (they will never be sent).
+    pub fn take_unsent_opened_by(&mut self, partition: u32, opened_by: Instant) -> Vec<OpenBatch> {
+        let queue = &mut self.partitions[partition as usize];
+        let mut taken = Vec::new();
+        while queue.closed.front().is_some_and(|b| b.opened <= opened_by) {
+            taken.extend(queue.closed.pop_front());
+        }
+        if queue.closed.is_empty() && queue.open.as_ref().is_some_and(|b| b.opened <= opened_by) {
+            taken.extend(queue.open.take());
+        }
+        taken
+    }
+
+    /// When the partition's oldest batch not sent yet opened.
+    pub fn oldest_unsent(&self, partition: u32) -> Option<Instant> {
+        let queue = &self.partitions[partition as usize];
+        queue.closed.front().or(queue.open.as_ref()).map(|b| b.opened)
     }
 
     /// The partition's next batch to send: a closed one, else the open one
@@ -256,6 +297,7 @@ impl Accumulator {
                     open: None,
                     closed: VecDeque::new(),
                     order: SendOrder::new(send_order),
+                    reroute: None,
                 })
                 .collect(),
             sticky: spread_start(partition_count),

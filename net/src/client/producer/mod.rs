@@ -6,9 +6,12 @@
 //! open batch: one copy of its bytes, no allocation. A batch closes when
 //! the next record would not fit `batch_bytes`; a sender thread sends
 //! closed batches, and open ones once they have waited `linger_ms` (or on
-//! `flush`). It keeps up to `max_in_flight` requests in flight per
+//! `flush`). Each partition's batches go to its leader (the `Router` knows
+//! which broker leads it, and refreshes that when a broker answers `not
+//! leader`). It keeps up to `max_in_flight` requests in flight per
 //! partition, and retries retriable errors with a backoff, keeping each
-//! partition's order. Buffered bytes are bounded: a send waits for room up
+//! partition's order; a partition without a leader waits for one, up to
+//! `delivery_timeout_ms`. Buffered bytes are bounded: a send waits for room up
 //! to `max_block_ms`, then fails.
 //!
 //! How a send ends reaches the caller three ways: a future ([`Producer::send`]),
@@ -29,7 +32,9 @@ mod sender;
 
 pub use delivery::{Delivery, DeliveryHandler, RecordMetadata};
 
-use super::{ClientError, Link, REQUEST_TIMEOUT_MS_DEFAULT};
+use super::broker_pool::BrokerPool;
+use super::router::Router;
+use super::{ClientError, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::protocol::{InitProducerIdRequest, InitProducerIdResponse};
 use accumulator::{Accumulator, AccumulatorConfig, Appended};
 use delivery::Completion;
@@ -84,6 +89,15 @@ pub struct ProducerConfig {
     /// A produce request with no answer for this long fails with
     /// `ClientError::Timeout` (its connection is replaced) and is retried.
     pub request_timeout_ms: u64,
+    /// How long a batch may wait for its partition's leader, counted from
+    /// when the batch opened: while the partition has none (offline, an
+    /// election under way: `ClientError::NoLeader` then) or its leader
+    /// moved (`not leader` answers, which do not use up `retries`). Other
+    /// failures are bounded by `retries`.
+    pub delivery_timeout_ms: u64,
+    /// How often the partitions' leaders are asked for even when no
+    /// broker said they moved (Kafka's `metadata.max.age.ms`).
+    pub metadata_max_age_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -99,6 +113,8 @@ impl Default for ProducerConfig {
             max_in_flight: 5,
             idempotence: true,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            delivery_timeout_ms: 120_000,
+            metadata_max_age_ms: 300_000,
         }
     }
 }
@@ -172,10 +188,11 @@ impl Producer {
                 "max_in_flight must be between 1 and {RECENT_BATCHES_MAX} with idempotence"
             )));
         }
-        let link = Link::connect(brokers, Duration::from_millis(config.request_timeout_ms))?;
+        let pool = BrokerPool::connect(brokers, Duration::from_millis(config.request_timeout_ms))?;
         let identity = if idempotent {
+            // Any broker hands out producer ids.
             let (answer, _) = futures::executor::block_on(
-                link.call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]),
+                pool.bootstrap().call::<_, InitProducerIdResponse>(&InitProducerIdRequest {}, &[]),
             )?;
             if let Some(e) = ClientError::from_code(answer.error_code, "init producer id".into()) {
                 return Err(e);
@@ -197,11 +214,14 @@ impl Producer {
                 retry_backoff_ms: config.retry_backoff_ms,
             },
         });
+        let router =
+            Router::start(Arc::new(pool), Duration::from_millis(config.metadata_max_age_ms))?;
         let shared = Arc::new(Shared {
-            link,
+            router,
             config: SenderConfig {
                 acks: config.acks.wire(),
                 request_timeout_ms: config.request_timeout_ms,
+                delivery_timeout: Duration::from_millis(config.delivery_timeout_ms),
             },
             identity,
             delivery,
@@ -257,9 +277,9 @@ impl Producer {
         self.enqueue(&record, done)
     }
 
-    /// Learns a topic's partition count from the broker.
+    /// Learns a topic's partition count from the cluster's metadata.
     fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
-        let meta = futures::executor::block_on(self.shared.link.topic_metadata(topic))?;
+        let meta = futures::executor::block_on(self.shared.router.topic(topic))?;
         self.shared.accumulator.add_topic(topic, meta.partitions.len() as u32);
         Ok(())
     }

@@ -26,6 +26,17 @@
 //! - A batch refused as out of order while an earlier batch of its
 //!   partition failed is not at fault: it goes again after that one. Out of
 //!   order with nothing failed before it, it fails like any refusal.
+//! - A batch answered `not leader` was not written (the broker checks
+//!   leadership before it appends): it goes again, to the leader the
+//!   sender learns next, without using up one of its retries — a leader
+//!   election is a wait, not a failure — until it has waited past its
+//!   delivery timeout. Batches waiting to go again while their partition
+//!   has no leader are given up the same way (`give_up_waiting`).
+//! - A batch once answered with no answer to trust (a timeout, a failed
+//!   connection) may have been written, whatever later answers to its
+//!   resends say (a `not leader` from a broker that lost the leadership
+//!   after writing it): given up, it moves the partition to its next
+//!   epoch, never renumbers the batches after it.
 
 use crate::protocol::ErrorCode;
 use std::collections::BTreeMap;
@@ -71,6 +82,9 @@ pub(super) enum Answer {
     /// No answer to trust (the connection failed, the request timed out,
     /// the answer was unreadable): written or not, nobody knows.
     Unknown { retriable: bool },
+    /// The broker does not lead the partition, so it did not write the
+    /// batch; `expired`: the batch has waited past its delivery timeout.
+    NotLeader { expired: bool },
 }
 
 /// What to do next for the partition.
@@ -112,8 +126,11 @@ pub(super) enum Verdict<B> {
 struct Sent {
     base_sequence: u32,
     record_count: u32,
-    /// Sends after the first so far.
+    /// Sends after the first so far (`not leader` answers not counted).
     attempts: u32,
+    /// An answer to one of its sends could not be trusted: the broker may
+    /// have written it.
+    maybe_written: bool,
 }
 
 /// One partition's send order. Lifecycle: made when the producer learns
@@ -228,7 +245,8 @@ impl<B> SendOrder<B> {
         }
         let number = BatchNumber(self.next_number);
         self.next_number += 1;
-        self.in_flight.insert(number, Sent { base_sequence, record_count, attempts: 0 });
+        let sent = Sent { base_sequence, record_count, attempts: 0, maybe_written: false };
+        self.in_flight.insert(number, sent);
         (number, Sequence { epoch: self.epoch, base_sequence })
     }
 
@@ -258,7 +276,21 @@ impl<B> SendOrder<B> {
         let (refused, retriable) = match answer {
             Answer::Written => return Verdict::Deliver(batch),
             Answer::Refused { code, retriable } => (Some(code), retriable),
-            Answer::Unknown { retriable } => (None, retriable),
+            Answer::Unknown { retriable } => {
+                sent.maybe_written = true;
+                (None, retriable)
+            }
+            Answer::NotLeader { expired } => {
+                if !expired && !producer_closed {
+                    // A wait for the leader, not an attempt: no retry used
+                    // up, no doubling.
+                    let at = now + Duration::from_millis(self.config.retry_backoff_ms);
+                    self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
+                    self.retries.insert(number, (sent, batch));
+                    return Verdict::Retry;
+                }
+                (Some(ErrorCode::NotLeader), false)
+            }
         };
         // A batch refused as out of order because an earlier one of this
         // partition failed goes again after it.
@@ -279,17 +311,59 @@ impl<B> SendOrder<B> {
             self.retries.insert(number, (sent, batch));
             return Verdict::Retry;
         }
-        if self.config.idempotent {
-            if refused.is_some() {
-                // Refused, so never written: the batches after it take over
-                // its sequence numbers.
-                self.never_written(sent.base_sequence);
-            } else {
-                // Its fate is unknown: a new epoch starts afresh.
-                self.new_epoch_due = true;
-            }
-        }
+        self.give_up(sent);
         Verdict::Deliver(batch)
+    }
+
+    /// The partition has no leader to send to: the batches waiting to go
+    /// again are given up, oldest first, for as long as `expired` says
+    /// they waited too long (their records fail), with what that means
+    /// for the numbering, as for a batch given up after its answer. Only
+    /// with nothing in flight (an answer still due might change that),
+    /// else nothing is given up.
+    pub fn give_up_waiting(&mut self, expired: impl Fn(&B) -> bool) -> Vec<B> {
+        let mut given_up = Vec::new();
+        if !self.in_flight.is_empty() {
+            return given_up;
+        }
+        while let Some(entry) = self.retries.first_entry() {
+            if !expired(&entry.get().1) {
+                break;
+            }
+            let (sent, batch) = entry.remove();
+            self.give_up(sent);
+            given_up.push(batch);
+        }
+        if self.retries.is_empty() {
+            self.retry_at = None;
+        }
+        given_up
+    }
+
+    /// A batch will not be sent again: the batches after it are numbered
+    /// as its fate demands.
+    fn give_up(&mut self, sent: Sent) {
+        if !self.config.idempotent {
+            return;
+        }
+        if sent.maybe_written {
+            // Its fate is unknown: a new epoch starts afresh.
+            self.new_epoch_due = true;
+        } else {
+            // Refused every time, so never written: the batches after it
+            // take over its sequence numbers.
+            self.never_written(sent.base_sequence);
+        }
+    }
+
+    /// Whether batches wait to be sent again.
+    pub fn has_resends(&self) -> bool {
+        !self.retries.is_empty()
+    }
+
+    /// The first batch waiting to be sent again.
+    pub fn first_resend(&self) -> Option<&B> {
+        self.retries.first_key_value().map(|(_, (_, batch))| batch)
     }
 
     /// The broker never got the batch numbered from `base_sequence`: the
@@ -560,6 +634,114 @@ mod tests {
         let b = send(&mut order, now, 1);
         assert_eq!(order.answered(a, "a", TIMEOUT, now, true), Verdict::Deliver("a"));
         assert_eq!(order.answered(b, "b", OUT_OF_ORDER, now, true), Verdict::Deliver("b"));
+    }
+
+    const NOT_LEADER: Answer = Answer::NotLeader { expired: false };
+    const NOT_LEADER_EXPIRED: Answer = Answer::NotLeader { expired: true };
+
+    #[test]
+    fn not_leader_answers_resend_in_order_keeping_their_numbers_and_their_retries() {
+        // No retries at all: a leader election still does not fail them.
+        let mut order = order(0);
+        let t0 = Instant::now();
+        let a = send(&mut order, t0, 2);
+        let b = send(&mut order, t0, 3);
+        let c = send(&mut order, t0, 1);
+        // The old leader refuses all three; b's answer comes first.
+        assert_eq!(order.answered(b, "b", NOT_LEADER, t0, false), Verdict::Retry);
+        assert_eq!(order.next(t0), Next::Hold, "nothing new before every answer is in");
+        assert_eq!(order.answered(a, "a", NOT_LEADER, t0, false), Verdict::Retry);
+        assert_eq!(order.answered(c, "c", NOT_LEADER, t0, false), Verdict::Retry);
+        // One backoff, not doubled.
+        let due = t0 + Duration::from_millis(BACKOFF_MS);
+        assert_eq!(order.next(t0), Next::HoldUntil(due));
+        // Same numbers, same order: the new leader sees them as if first sent.
+        assert_eq!(resends(&mut order, due), [("a", None), ("b", None), ("c", None)]);
+        // Moved again: still no retry used up.
+        for (number, batch) in [(a, "a"), (b, "b"), (c, "c")] {
+            assert_eq!(order.answered(number, batch, NOT_LEADER, due, false), Verdict::Retry);
+        }
+        let later = due + Duration::from_millis(BACKOFF_MS);
+        assert_eq!(resends(&mut order, later), [("a", None), ("b", None), ("c", None)]);
+        for (number, batch) in [(a, "a"), (b, "b"), (c, "c")] {
+            let written = order.answered(number, batch, Answer::Written, later, false);
+            assert_eq!(written, Verdict::Deliver(batch));
+        }
+        assert_eq!(order.next(later), Next::SendNew);
+        assert_eq!(order.send_new(1).1, seq(7, 6));
+    }
+
+    #[test]
+    fn a_not_leader_batch_past_its_delivery_timeout_fails_and_the_next_take_its_numbers() {
+        let mut order = order(5);
+        let now = Instant::now();
+        let a = send(&mut order, now, 2);
+        let b = send(&mut order, now, 3);
+        assert_eq!(order.answered(a, "a", NOT_LEADER_EXPIRED, now, false), Verdict::Deliver("a"));
+        assert_eq!(order.answered(b, "b", NOT_LEADER, now, false), Verdict::Retry);
+        let due = now + Duration::from_millis(BACKOFF_MS);
+        // a was never written: b takes over its numbers.
+        assert_eq!(resends(&mut order, due), [("b", Some(seq(7, 0)))]);
+    }
+
+    #[test]
+    fn a_batch_that_timed_out_and_then_met_a_new_leader_may_have_been_written() {
+        let mut order = order(5);
+        let t0 = Instant::now();
+        let a = send(&mut order, t0, 2);
+        let b = send(&mut order, t0, 3);
+        // The leader wrote a, then died before answering; b too.
+        assert_eq!(order.answered(a, "a", TIMEOUT, t0, false), Verdict::Retry);
+        assert_eq!(order.answered(b, "b", TIMEOUT, t0, false), Verdict::Retry);
+        let t1 = t0 + Duration::from_millis(2 * BACKOFF_MS);
+        assert_eq!(resends(&mut order, t1), [("a", None), ("b", None)]);
+        // A broker that no longer leads refuses the resends; a waited too
+        // long. Renumbering b from a's numbers could make b look like the
+        // duplicate of a written a: a new epoch instead.
+        assert_eq!(order.answered(a, "a", NOT_LEADER_EXPIRED, t1, false), Verdict::Deliver("a"));
+        assert_eq!(order.answered(b, "b", NOT_LEADER, t1, false), Verdict::Retry);
+        let t2 = t1 + Duration::from_millis(BACKOFF_MS);
+        assert_eq!(resends(&mut order, t2), [("b", Some(seq(8, 0)))]);
+    }
+
+    #[test]
+    fn batches_waiting_for_a_leader_are_given_up_oldest_first_once_nothing_is_in_flight() {
+        let mut order = order(5);
+        let now = Instant::now();
+        let a = send(&mut order, now, 2);
+        let b = send(&mut order, now, 3);
+        let c = send(&mut order, now, 1);
+        assert_eq!(order.answered(a, "a", NOT_LEADER, now, false), Verdict::Retry);
+        assert_eq!(order.answered(b, "b", NOT_LEADER, now, false), Verdict::Retry);
+        let expired = |batch: &&str| *batch != "c";
+        assert_eq!(order.give_up_waiting(expired), Vec::<&str>::new(), "c is still out");
+        assert_eq!(order.answered(c, "c", NOT_LEADER, now, false), Verdict::Retry);
+        assert_eq!(order.give_up_waiting(expired), ["a", "b"]);
+        // Never written: c takes over a's numbers, and new batches follow.
+        let due = now + Duration::from_millis(BACKOFF_MS);
+        assert_eq!(resends(&mut order, due), [("c", Some(seq(7, 0)))]);
+        assert_eq!(order.next(due), Next::SendNew);
+        assert_eq!(order.send_new(1).1, seq(7, 1));
+    }
+
+    #[test]
+    fn a_batch_given_up_waiting_for_a_leader_after_a_timeout_moves_to_the_next_epoch() {
+        let mut order = order(5);
+        let now = Instant::now();
+        let a = send(&mut order, now, 2);
+        assert_eq!(order.answered(a, "a", TIMEOUT, now, false), Verdict::Retry);
+        assert_eq!(order.give_up_waiting(|_| true), ["a"]);
+        assert!(!order.has_resends());
+        assert_eq!(order.next(now), Next::SendNew);
+        assert_eq!(order.send_new(1).1, seq(8, 0));
+    }
+
+    #[test]
+    fn a_closed_producer_does_not_wait_for_a_leader() {
+        let mut order = order(5);
+        let now = Instant::now();
+        let a = send(&mut order, now, 1);
+        assert_eq!(order.answered(a, "a", NOT_LEADER, now, true), Verdict::Deliver("a"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Consumer groups: the member heartbeat that joins, leaves and carries
 //! assignments (consumer_group_heartbeat), committed offsets (offset_commit,
 //! offset_fetch, reset_offsets), and administration (list_groups,
-//! describe_groups, delete_groups).
+//! describe_groups, delete_groups), and where a group's coordinator is
+//! (find_coordinator).
 
 use super::ApiKey;
 
@@ -213,6 +214,25 @@ pub struct DeleteGroupsResponse {
     pub results: Vec<GroupResult>,
 }
 
+/// Which broker coordinates a group (Kafka's FindCoordinator): the one to
+/// send its heartbeats, commits and offset fetches to.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FindCoordinatorRequest {
+    pub group_id: String,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FindCoordinatorResponse {
+    /// Not 0: no coordinator now (e.g. `invalid group id`, or the group's
+    /// partition of `__consumer_offsets` has no leader); `message` says why.
+    pub error_code: u16,
+    pub message: String,
+    pub node_id: u32,
+    /// Where clients reach it, as in `metadata`'s brokers.
+    pub host: String,
+    pub port: u16,
+}
+
 super::messages! {
     ApiKey::GroupHeartbeat => GroupHeartbeatRequest, GroupHeartbeatResponse;
     ApiKey::OffsetCommit => OffsetCommitRequest, OffsetCommitResponse;
@@ -221,4 +241,5 @@ super::messages! {
     ApiKey::ListGroups => ListGroupsRequest, ListGroupsResponse;
     ApiKey::DescribeGroups => DescribeGroupsRequest, DescribeGroupsResponse;
     ApiKey::DeleteGroups => DeleteGroupsRequest, DeleteGroupsResponse;
+    ApiKey::FindCoordinator => FindCoordinatorRequest, FindCoordinatorResponse;
 }

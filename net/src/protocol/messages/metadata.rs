@@ -124,6 +124,14 @@ pub struct DescribeBrokerResponse {
 
 super::messages! {
     ApiKey::ApiVersions => ApiVersionsRequest, ApiVersionsResponse;
-    ApiKey::Metadata => MetadataRequest, MetadataResponse;
     ApiKey::DescribeBroker => DescribeBrokerRequest, DescribeBrokerResponse;
 }
+
+/// Version 1: brokers with rack and status, partitions with their leader
+/// (or none), leader epoch, replicas and in-sync replicas.
+impl super::Request for MetadataRequest {
+    const API_KEY: ApiKey = ApiKey::Metadata;
+    const VERSION: u16 = 1;
+}
+super::body!(MetadataRequest);
+super::body!(MetadataResponse);

@@ -152,6 +152,57 @@ mod tests {
     }
 
     #[test]
+    fn every_request_speaks_a_version_its_api_has() {
+        fn speaks<R: Request>() {
+            let versions = R::API_KEY.versions();
+            assert!(
+                versions.contains(&R::VERSION),
+                "{} v{} not in {versions:?}",
+                R::API_KEY,
+                R::VERSION
+            );
+        }
+        speaks::<ApiVersionsRequest>();
+        speaks::<MetadataRequest>();
+        speaks::<CreateTopicsRequest>();
+        speaks::<DeleteTopicsRequest>();
+        speaks::<DescribeConfigsRequest>();
+        speaks::<AlterConfigsRequest>();
+        speaks::<ProduceRequest>();
+        speaks::<FetchRequest>();
+        speaks::<ListOffsetsRequest>();
+        speaks::<InitProducerIdRequest>();
+        speaks::<CreatePartitionsRequest>();
+        speaks::<DescribePartitionsRequest>();
+        speaks::<DescribeBrokerRequest>();
+        speaks::<GroupHeartbeatRequest>();
+        speaks::<OffsetCommitRequest>();
+        speaks::<OffsetFetchRequest>();
+        speaks::<ResetOffsetsRequest>();
+        speaks::<ListGroupsRequest>();
+        speaks::<DescribeGroupsRequest>();
+        speaks::<DeleteGroupsRequest>();
+        speaks::<FindCoordinatorRequest>();
+    }
+
+    #[test]
+    fn find_coordinator_bodies_round_trip() {
+        let request = FindCoordinatorRequest { group_id: "billing".into() };
+        let bytes = request.encode().expect("encode");
+        assert_eq!(FindCoordinatorRequest::decode(&bytes).expect("decode"), request);
+        assert_eq!(FindCoordinatorRequest::API_KEY, ApiKey::FindCoordinator);
+        let answer = FindCoordinatorResponse {
+            error_code: 0,
+            message: String::new(),
+            node_id: 2,
+            host: "10.0.0.2".into(),
+            port: 9400,
+        };
+        let bytes = answer.encode().expect("encode");
+        assert_eq!(FindCoordinatorResponse::decode(&bytes).expect("decode"), answer);
+    }
+
+    #[test]
     fn garbage_bodies_are_errors() {
         let mut bytes = AlignedVec::<16>::new();
         bytes.extend_from_slice(&[0xff; 64]);

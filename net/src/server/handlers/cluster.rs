@@ -274,19 +274,54 @@ pub(crate) async fn wait_hosted_here(ctx: &ServerContext, name: &str) {
 /// group's partition of `__consumer_offsets`, which the controller creates
 /// on first use). `not coordinator` names the broker that does.
 pub(crate) async fn coordinate_here(ctx: &ServerContext, group: &str) -> Result<(), (u16, String)> {
-    use crate::server::coordinator::{partition_of, OFFSETS_TOPIC};
+    use crate::server::coordinator::OFFSETS_TOPIC;
     let Some(cluster) = &ctx.cluster else { return Ok(()) };
-    if cluster.view().metadata.topic(OFFSETS_TOPIC).is_none() {
-        ensure_offsets_topic(ctx, cluster).await?;
-    }
-    let view = cluster.view();
-    let partitions = view.metadata.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len() as u32);
-    let partition = partition_of(group, partitions);
+    let (partition, view) = group_partition(ctx, cluster, group).await?;
+    drop(view);
     check_leader(ctx, OFFSETS_TOPIC, partition).map_err(|(_, message)| {
         (ErrorCode::NotCoordinator.as_u16(), format!("group {group:?}: {message}"))
     })?;
     wait_hosted_here(ctx, OFFSETS_TOPIC).await;
     Ok(())
+}
+
+/// The broker that coordinates `group`: node id, host and port of its
+/// client address.
+pub(crate) async fn coordinator_of(
+    ctx: &ServerContext,
+    group: &str,
+) -> Result<(u32, String, u16), (u16, String)> {
+    use crate::server::coordinator::OFFSETS_TOPIC;
+    let cluster = ctx.cluster.as_ref().expect("asked in a cluster");
+    let (partition, view) = group_partition(ctx, cluster, group).await?;
+    let leader = view.serving_leader(OFFSETS_TOPIC, partition).ok().flatten().ok_or_else(|| {
+        (
+            ErrorCode::CoordinatorLoading.as_u16(),
+            format!("group {group:?}: partition {partition} of {OFFSETS_TOPIC} has no alive leader; retry"),
+        )
+    })?;
+    let address =
+        view.metadata.broker(leader).map(|b| b.client_address.clone()).unwrap_or_default();
+    let (host, port) = address
+        .rsplit_once(':')
+        .map_or((address.clone(), 0), |(h, p)| (h.to_string(), p.parse().unwrap_or(0)));
+    Ok((leader.0, host, port))
+}
+
+/// The partition of `__consumer_offsets` that holds `group` (the topic
+/// made first when missing), and the view it was found in.
+async fn group_partition(
+    ctx: &ServerContext,
+    cluster: &Arc<ClusterHandle>,
+    group: &str,
+) -> Result<(u32, Arc<crate::cluster::ClusterView>), (u16, String)> {
+    use crate::server::coordinator::{partition_of, OFFSETS_TOPIC};
+    if cluster.view().metadata.topic(OFFSETS_TOPIC).is_none() {
+        ensure_offsets_topic(ctx, cluster).await?;
+    }
+    let view = cluster.view();
+    let partitions = view.metadata.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len() as u32);
+    Ok((partition_of(group, partitions), view))
 }
 
 /// Has the controller create `__consumer_offsets` (through this broker's

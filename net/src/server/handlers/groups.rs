@@ -1,6 +1,7 @@
-//! Consumer groups: heartbeats (long polls that answer at once when the
-//! member's assignment changes), committed offsets, and administration.
-//! Each runs on the shard of its group's coordinator (coordinator.rs).
+//! Consumer groups: where a group's coordinator is, heartbeats (long polls
+//! that answer at once when the member's assignment changes), committed
+//! offsets, and administration. Each but the first runs on the shard of its
+//! group's coordinator (coordinator.rs).
 
 use crate::group::coordinator::{Group, GroupError, Heartbeat, HeartbeatAnswer, LEAVE_EPOCH};
 use crate::group::MemberId;
@@ -41,6 +42,40 @@ enum Heard {
     /// Nothing new for the member: wait for a change (or this long), then
     /// answer.
     Wait(oneshot::Receiver<()>, Duration),
+}
+
+/// The broker that coordinates `request.group_id`. One broker coordinates
+/// every group for now: this one. (In a cluster it will be the leader of
+/// the group's partition of `__consumer_offsets`.)
+pub(crate) async fn find_coordinator(
+    ctx: &ServerContext,
+    request: &FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let failed = |(error_code, message): Failure| FindCoordinatorResponse {
+        error_code,
+        message,
+        node_id: 0,
+        host: String::new(),
+        port: 0,
+    };
+    if let Err(m) = validate_group_id(&request.group_id) {
+        return failed((ErrorCode::InvalidGroupId.as_u16(), m));
+    }
+    if ctx.cluster.is_none() {
+        return FindCoordinatorResponse {
+            error_code: 0,
+            message: String::new(),
+            node_id: ctx.config.node_id,
+            host: ctx.advertised.ip().to_string(),
+            port: ctx.advertised.port(),
+        };
+    }
+    match super::cluster::coordinator_of(ctx, &request.group_id).await {
+        Ok((node_id, host, port)) => {
+            FindCoordinatorResponse { error_code: 0, message: String::new(), node_id, host, port }
+        }
+        Err(failure) => failed(failure),
+    }
 }
 
 pub(crate) async fn heartbeat(
