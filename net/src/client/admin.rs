@@ -166,8 +166,48 @@ impl Admin {
         topics: Option<Vec<String>>,
     ) -> Result<Vec<TopicPartitions>, ClientError> {
         let request = DescribePartitionsRequest { topics };
-        let (answer, _) = self.link().call::<_, DescribePartitionsResponse>(&request, &[]).await?;
+        let (mut answer, _) =
+            self.link().call::<_, DescribePartitionsResponse>(&request, &[]).await?;
+        // In a cluster a broker describes the partitions it leads; the
+        // others come from their leaders.
+        let elsewhere = answer
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.error_code == ErrorCode::NotLeader.as_u16());
+        if elsewhere {
+            self.describe_at_leaders(&request, &mut answer.topics).await?;
+        }
         Ok(answer.topics)
+    }
+
+    /// Replaces each `not leader` entry of `topics` by its leader's.
+    async fn describe_at_leaders(
+        &self,
+        request: &DescribePartitionsRequest,
+        topics: &mut [TopicPartitions],
+    ) -> Result<(), ClientError> {
+        let view = self.cluster().await?;
+        let mut leaders = std::collections::BTreeSet::new();
+        for t in topics.iter() {
+            for p in t.partitions.iter().filter(|p| p.error_code == ErrorCode::NotLeader.as_u16()) {
+                if let Route::Leader { node_id, addr } = view.route(&t.name, p.partition) {
+                    leaders.insert((node_id, addr.to_string()));
+                }
+            }
+        }
+        for (node_id, address) in leaders {
+            let conn = self.pool.connection(node_id, &address)?;
+            let (theirs, _) = conn.call::<_, DescribePartitionsResponse>(request, &[]).await?;
+            for (mine, theirs) in topics.iter_mut().zip(theirs.topics) {
+                for (p, q) in mine.partitions.iter_mut().zip(theirs.partitions) {
+                    if p.error_code == ErrorCode::NotLeader.as_u16() && q.error_code == 0 {
+                        *p = q;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The broker's identity, listeners, uptime, partitions and disk. A
