@@ -9,7 +9,7 @@ use mamba_engine::{block_on, Engine, EngineConfig};
 use mamba_net::cluster::raft_node::{
     ProposeError, RaftNode, RaftNodeConfig, StateMachine, Transport,
 };
-use raft::eraftpb::Message;
+use raft::eraftpb::{ConfChange, ConfChangeType, Message};
 
 /// The state machine of the tests: every applied entry, in order.
 #[derive(Default)]
@@ -185,6 +185,22 @@ impl Cluster {
         self.network.in_flight.borrow_mut().retain(|m| m.to != id);
     }
 
+    /// Starts node `id` (the next one) on an empty store that names no
+    /// voters: a broker joining through seeds, before it is added.
+    fn join(&mut self, id: u64) {
+        assert_eq!(id as usize, self.members.len() + 1, "members are numbered in order");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = open_engine(dir.path());
+        let node = block_on(Node::open(
+            engine.clone(),
+            &config(id, &[], self.snapshot_entries_max),
+            self.network.clone(),
+            AppliedLog::default(),
+        ))
+        .expect("node opens");
+        self.members.push(Member { dir, engine, node: Some(node) });
+    }
+
     fn restart(&mut self, id: u64) {
         let member = &mut self.members[(id - 1) as usize];
         assert!(member.node.is_none(), "stopped first");
@@ -282,4 +298,47 @@ fn a_node_far_behind_is_sent_a_snapshot() {
     let node = cluster.node(lagging);
     assert!(node.snapshot_index() >= 30);
     assert!(node.state_machine().data().len() >= 30, "state restored from the local snapshot");
+}
+
+#[test]
+fn a_node_joining_with_an_empty_store_gets_the_configuration_by_snapshot_and_follows() {
+    let mut cluster = Cluster::new(3, 1000);
+    let leader = cluster.elect();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        cluster.propose(leader, &format!("m{i}"));
+        expected.push(format!("m{i}"));
+    }
+    cluster.join(4);
+    let change = ConfChange {
+        change_type: ConfChangeType::AddLearnerNode,
+        node_id: 4,
+        ..Default::default()
+    };
+    let added = cluster.node_mut(leader).propose_conf_change(change);
+    cluster.settle();
+    block_on(added).expect("the learner is added");
+    for _ in 0..5 {
+        cluster.tick_all();
+    }
+    let learner = cluster.node(4);
+    assert_eq!(learner.conf_state().voters, [1, 2, 3], "the voters, from the leader's snapshot");
+    assert_eq!(learner.conf_state().learners, [4]);
+    assert_eq!(learner.state_machine().data(), expected, "everything applied before it joined");
+
+    cluster.propose(leader, "after");
+    expected.push("after".into());
+    cluster.tick_all();
+    assert_eq!(cluster.node(4).state_machine().data(), expected, "and what comes after");
+    assert!(!cluster.node(4).is_leader() && cluster.node(leader).is_leader());
+
+    // Restarted, it follows on from its own disk.
+    cluster.stop(4);
+    cluster.restart(4);
+    cluster.propose(leader, "later");
+    expected.push("later".into());
+    for _ in 0..3 {
+        cluster.tick_all();
+    }
+    assert_eq!(cluster.node(4).state_machine().data(), expected);
 }

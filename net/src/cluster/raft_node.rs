@@ -103,6 +103,9 @@ pub struct RaftNode<T: Transport, S: StateMachine> {
     pending: BTreeMap<u64, Pending>,
     applied: u64,
     snapshot_entries_max: u64,
+    /// A membership change was applied since the last snapshot: the next
+    /// `maybe_snapshot` takes one (see there).
+    conf_changed: bool,
 }
 
 impl<T: Transport, S: StateMachine> RaftNode<T, S> {
@@ -146,6 +149,7 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
             pending: BTreeMap::new(),
             applied,
             snapshot_entries_max: config.snapshot_entries_max,
+            conf_changed: false,
         })
     }
 
@@ -280,6 +284,7 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
                 self.raw.mut_store().apply_snapshot(&snapshot).await?;
                 self.machine.restore(&snapshot.data);
                 self.applied = snapshot.get_metadata().index;
+                self.conf_changed = false;
                 self.fail_pending_through(self.applied);
             }
             let committed = ready.take_committed_entries();
@@ -326,6 +331,7 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
                     })?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state);
+                    self.conf_changed = true;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let mut change = ConfChangeV2::default();
@@ -334,6 +340,7 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
                     })?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state);
+                    self.conf_changed = true;
                 }
             }
             self.applied = entry.index;
@@ -362,14 +369,29 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
 
     /// Snapshots the state machine once the log past the last snapshot
     /// holds `snapshot_entries_max` applied entries, so the log (and the
-    /// in-memory mirror of it) stays bounded.
+    /// in-memory mirror of it) stays bounded; and after every membership
+    /// change.
+    ///
+    /// Why after a membership change: a node added to the quorum starts
+    /// with an empty store that names no voters (a broker joining through
+    /// seeds). It must get the configuration from a snapshot — the log's
+    /// entries from index 1 hold only changes relative to the bootstrap
+    /// configuration, which is in the bootstrap snapshot alone, so
+    /// applying them to an empty one fails ("removed all voters") — and
+    /// raft-rs refuses a snapshot whose configuration does not name the
+    /// receiver. Compacting once the change that added it is applied does
+    /// both: the leader no longer has the entries from index 1, so it
+    /// sends its snapshot, and that snapshot's configuration names the
+    /// new node. Membership changes are rare and the metadata is small.
     async fn maybe_snapshot(&mut self) -> Result<(), RaftNodeError> {
         let snapshot_index = self.raw.store().snapshot_index();
-        if self.applied - snapshot_index < self.snapshot_entries_max {
+        let due = self.applied - snapshot_index >= self.snapshot_entries_max;
+        if !due && !(self.conf_changed && self.applied > snapshot_index) {
             return Ok(());
         }
         let data = self.machine.snapshot();
         self.raw.mut_store().compact(self.applied, data).await?;
+        self.conf_changed = false;
         Ok(())
     }
 
