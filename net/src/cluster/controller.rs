@@ -145,8 +145,6 @@ pub(crate) struct Controller {
     duties: HashMap<Duty, Instant>,
     was_leader: bool,
     published: (u64, Option<u64>, u64),
-    /// Seeds and controllers met by their answers: node id → address.
-    learned_addresses: HashMap<u64, String>,
 }
 
 impl Controller {
@@ -186,7 +184,6 @@ impl Controller {
             duties: HashMap::new(),
             was_leader: false,
             published: (u64::MAX, None, 0),
-            learned_addresses: HashMap::new(),
         };
         controller.publish();
         Ok(controller)
@@ -305,7 +302,9 @@ impl Controller {
                     .find(|v| v.node_id == node_id)
                     .map(|v| v.cluster_address.clone())
             })
-            .or_else(|| self.learned_addresses.get(&node_id).cloned())
+            // A joining broker knows its controller from its heartbeats
+            // before its metadata names anyone.
+            .or_else(|| self.handle.learned_address(node_id))
     }
 
     /// Replaces the handle's view when anything it shows changed.

@@ -12,6 +12,7 @@ use crate::protocol::{
     Request,
 };
 use futures::channel::oneshot;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The metadata as this broker last applied it, and what it knows of the
@@ -142,6 +143,13 @@ pub struct ClusterHandle {
     pub(crate) commands: async_channel::Sender<Command>,
     pub(crate) peers: Peers,
     addresses: RwLock<Addresses>,
+    /// Cluster addresses of nodes met before the metadata names them: the
+    /// controllers this broker's heartbeats reached (or were pointed to).
+    /// A broker that joins through seeds knows no other node's address
+    /// until it has applied the metadata, and it applies the metadata only
+    /// by answering the leader's Raft messages: without these it could
+    /// never answer, and would never catch up.
+    learned_addresses: Mutex<HashMap<u64, String>>,
     /// Set when this broker cannot be part of the cluster (another
     /// cluster's data, a duplicate node id): `mamba serve` exits with it.
     fatal: Mutex<Option<String>>,
@@ -160,6 +168,7 @@ impl ClusterHandle {
             commands,
             peers: Peers::default(),
             addresses: RwLock::new(Addresses::default()),
+            learned_addresses: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
             fatal_event: event_listener::Event::new(),
         };
@@ -298,19 +307,38 @@ impl ClusterHandle {
         decode_answer::<A>(&frame)
     }
 
-    /// The cluster address of `node_id`: as registered, else as a voter.
+    /// The cluster address of `node_id`: as registered, else as a voter,
+    /// else as learned from a heartbeat's answer.
     pub fn address_of(&self, node_id: u64) -> Option<String> {
         let view = self.view();
         let registered = u32::try_from(node_id)
             .ok()
             .and_then(|id| view.metadata.broker(BrokerId(id)))
             .map(|b| b.cluster_address.clone());
-        registered.or_else(|| {
-            self.config
-                .voters
-                .iter()
-                .find(|v| v.node_id == node_id)
-                .map(|v| v.cluster_address.clone())
-        })
+        registered
+            .or_else(|| {
+                self.config
+                    .voters
+                    .iter()
+                    .find(|v| v.node_id == node_id)
+                    .map(|v| v.cluster_address.clone())
+            })
+            .or_else(|| self.learned_address(node_id))
+    }
+
+    /// Remembers where `node_id`'s cluster port is (a controller a
+    /// heartbeat reached or was pointed to).
+    pub(crate) fn learn_address(&self, node_id: u64, address: &str) {
+        if node_id == u64::from(self.config.node_id) || address.is_empty() {
+            return;
+        }
+        // One entry per node id that answered as (or was named) the
+        // controller: bounded by the cluster's size.
+        let mut learned = self.learned_addresses.lock().unwrap_or_else(|p| p.into_inner());
+        learned.insert(node_id, address.to_string());
+    }
+
+    pub(crate) fn learned_address(&self, node_id: u64) -> Option<String> {
+        self.learned_addresses.lock().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned()
     }
 }

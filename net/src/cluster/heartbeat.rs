@@ -115,6 +115,9 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
         match outcome {
             Ok(answer) => match ErrorCode::from_u16(answer.error_code) {
                 ErrorCode::None => {
+                    if let Some((id, address)) = &target {
+                        handle.learn_address(*id, address);
+                    }
                     hinted = target;
                     last_error.clear();
                 }
@@ -123,6 +126,9 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
                         .leader_id
                         .filter(|_| !answer.leader_cluster_address.is_empty())
                         .map(|id| (id, answer.leader_cluster_address.clone()));
+                    if let Some((id, address)) = &hinted {
+                        handle.learn_address(*id, address);
+                    }
                     if hinted.is_some() && redirects < 3 {
                         redirects += 1;
                         continue; // ask the leader at once
