@@ -585,6 +585,15 @@ impl Controller {
             let _gone = reply.send(Err(AdminError::NotReady));
             return;
         }
+        // A new controller's own broker registers and is unfenced through
+        // its first heartbeats. Until then a one-node cluster has no alive
+        // broker to place partitions on, and a topic created at once after
+        // `mamba serve` printed "ready" would be refused ("0 are alive"):
+        // wait for it as for an election instead.
+        if self.state().broker(self.me()).is_none_or(|b| b.fenced) {
+            let _gone = reply.send(Err(AdminError::NotReady));
+            return;
+        }
         match command {
             AdminCommand::AddVoter { node_id } | AdminCommand::RemoveVoter { node_id } => {
                 let add = matches!(command, AdminCommand::AddVoter { .. });
