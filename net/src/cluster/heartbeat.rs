@@ -112,12 +112,17 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
         if !matches!(&outcome, Ok(a) if a.error_code == ErrorCode::DuplicateBrokerId.as_u16()) {
             refused_since = None;
         }
+        if let Ok(answer) = &outcome {
+            // Whoever answered names the controller (itself, or the one it
+            // knows of): a seed is asked under a made-up id, so the answer,
+            // not the target, says which node id is at which address.
+            if let Some(id) = answer.leader_id {
+                handle.learn_address(id, &answer.leader_cluster_address);
+            }
+        }
         match outcome {
             Ok(answer) => match ErrorCode::from_u16(answer.error_code) {
                 ErrorCode::None => {
-                    if let Some((id, address)) = &target {
-                        handle.learn_address(*id, address);
-                    }
                     hinted = target;
                     last_error.clear();
                 }
@@ -126,9 +131,6 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
                         .leader_id
                         .filter(|_| !answer.leader_cluster_address.is_empty())
                         .map(|id| (id, answer.leader_cluster_address.clone()));
-                    if let Some((id, address)) = &hinted {
-                        handle.learn_address(*id, address);
-                    }
                     if hinted.is_some() && redirects < 3 {
                         redirects += 1;
                         continue; // ask the leader at once
