@@ -102,8 +102,13 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
         });
         let outcome: Result<BrokerHeartbeatResponse, String> = match &target {
             None => Err("no controller known yet".into()),
-            Some((id, _)) if *id == me => futures::executor::block_on(handle.heartbeat(request))
-                .ok_or_else(|| "the raft task stopped".to_string()),
+            // This broker's own Raft task leads. Not "the leader has my
+            // id": a hint may name another process with this broker's id
+            // (a duplicate), which must hear from it to refuse it.
+            Some((_, address)) if address.is_empty() => {
+                futures::executor::block_on(handle.heartbeat(request))
+                    .ok_or_else(|| "the raft task stopped".to_string())
+            }
             Some((id, address)) => futures::executor::block_on(
                 handle.call_peer::<_, BrokerHeartbeatResponse>(*id, address, request),
             )
