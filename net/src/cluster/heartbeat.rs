@@ -12,15 +12,28 @@
 //! directory belongs to another cluster, or a live broker has its node id
 //! (past one session, so a restart that beat its old session out is not
 //! mistaken for one) — end the broker through `ClusterHandle::set_fatal`.
+//!
+//! The same thread checks once that the peers named by `--voters` and
+//! `--seeds` are in this broker's cluster (`IdentityCheck`): a broker
+//! started on another cluster's data directory may lead a quorum of its
+//! own (a one-node cluster's directory: it is that quorum's only voter),
+//! so its heartbeats go to itself and would never meet the refusal above.
 
 use super::handle::ClusterHandle;
-use crate::protocol::{BrokerHeartbeatRequest, BrokerHeartbeatResponse, ErrorCode};
+use crate::protocol::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterStatusRequest, ClusterStatusResponse,
+    ErrorCode,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Ids for seeds in `Peers` (they have no node id until they answer).
 const SEED_NODE_ID_BASE: u64 = u64::MAX - 1024;
+
+/// Ids for the identity check's links in `Peers`, apart from the links
+/// Raft uses (a voter's configured address may be stale).
+const CHECK_NODE_ID_BASE: u64 = u64::MAX - 2048;
 
 pub(crate) struct Heartbeats {
     stop: Arc<AtomicBool>,
@@ -70,6 +83,7 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
     fallbacks.extend(
         config.seeds.iter().enumerate().map(|(i, s)| (SEED_NODE_ID_BASE + i as u64, s.clone())),
     );
+    let mut identity = IdentityCheck::new(&config);
     let mut next_fallback = 0usize;
     let mut hinted: Option<(u64, String)> = None;
     let me = u64::from(config.node_id);
@@ -168,8 +182,73 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
             }
         }
         redirects = 0;
+        if let Err(reason) = identity.step(&handle, interval) {
+            handle.set_fatal(reason);
+            return;
+        }
         let left = interval.saturating_sub(round.elapsed());
         sleep_unless_stopped(left, &stop);
+    }
+}
+
+/// Asks the peers of `--voters` and `--seeds` for their cluster id, one
+/// per heartbeat round, until one answers with this broker's own: then the
+/// data directory is this cluster's. One that answers with another id
+/// means the data directory is another cluster's, and the broker must not
+/// serve (it would be a cluster of its own beside the one it was pointed
+/// at, or try to join it with another cluster's metadata).
+struct IdentityCheck {
+    /// (link id, what it is, its cluster address); empty once checked.
+    peers: Vec<(u64, String, String)>,
+    next: usize,
+}
+
+impl IdentityCheck {
+    fn new(config: &super::config::ClusterConfig) -> IdentityCheck {
+        let me = u64::from(config.node_id);
+        let voters = config
+            .voters
+            .iter()
+            .filter(|v| v.node_id != me)
+            .map(|v| (format!("voter {}", v.node_id), v.cluster_address.clone()));
+        let seeds = config.seeds.iter().map(|s| ("seed".to_string(), s.clone()));
+        let peers = voters
+            .chain(seeds)
+            .enumerate()
+            .map(|(i, (what, address))| (CHECK_NODE_ID_BASE + i as u64, what, address))
+            .collect();
+        IdentityCheck { peers, next: 0 }
+    }
+
+    /// Asks the next peer (waiting at most `wait`); `Err` says why this
+    /// broker cannot be in the cluster.
+    fn step(&mut self, handle: &ClusterHandle, wait: Duration) -> Result<(), String> {
+        let ours = handle.view().metadata.cluster_id().unwrap_or_default().to_string();
+        if self.peers.is_empty() || ours.is_empty() {
+            return Ok(());
+        }
+        let (link, what, address) = self.peers[self.next % self.peers.len()].clone();
+        self.next += 1;
+        let asked =
+            handle.call_peer::<_, ClusterStatusResponse>(link, &address, ClusterStatusRequest {});
+        let answer = futures::executor::block_on(async {
+            futures::select! {
+                answer = futures::FutureExt::fuse(asked) => answer.ok(),
+                () = futures::FutureExt::fuse(futures_timer::Delay::new(wait)) => None,
+            }
+        });
+        // No answer, or a peer that has no cluster id yet: ask again later.
+        let Some(theirs) = answer.map(|a| a.cluster_id).filter(|id| !id.is_empty()) else {
+            return Ok(());
+        };
+        if theirs == ours {
+            self.peers.clear();
+            return Ok(());
+        }
+        Err(format!(
+            "this data directory holds cluster {ours}, but {what} at {address} is in cluster {theirs}: \
+             a broker joins a cluster with an empty data directory (or give the --voters or --seeds of its own cluster)"
+        ))
     }
 }
 
