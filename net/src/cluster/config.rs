@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn voters_parse_and_bad_lists_say_why() {
-        let voters = parse_voters("1@127.0.0.1:9401, 2@127.0.0.1:9411,3@host:9421").unwrap();
+        let voters = parse_voters("1@127.0.0.1:9401, 2@127.0.0.1:9411,3@host:9421").expect("valid");
         assert_eq!(voters.len(), 3);
         assert_eq!(voters[2], Voter { node_id: 3, cluster_address: "host:9421".into() });
         for (bad, says) in [
@@ -176,7 +176,7 @@ mod tests {
             ("1@127.0.0.1", "ID@HOST:PORT"),
             ("1@127.0.0.1:0", "port"),
         ] {
-            let e = parse_voters(bad).unwrap_err();
+            let e = parse_voters(bad).expect_err("refused");
             assert!(e.contains(says), "{bad}: {e}");
         }
     }
@@ -185,22 +185,25 @@ mod tests {
     fn inconsistent_settings_are_refused_in_one_line() {
         let base = ClusterConfig {
             node_id: 1,
-            cluster_listen: "127.0.0.1:9401".parse().unwrap(),
-            voters: parse_voters("1@127.0.0.1:9401,2@127.0.0.1:9411,3@127.0.0.1:9421").unwrap(),
+            cluster_listen: "127.0.0.1:9401".parse().expect("valid"),
+            voters: parse_voters("1@127.0.0.1:9401,2@127.0.0.1:9411,3@127.0.0.1:9421")
+                .expect("valid"),
             ..ClusterConfig::default()
         };
         assert_eq!(base.validate(), Ok(()));
         assert!(base.is_initial_voter());
-        let elsewhere =
-            ClusterConfig { cluster_listen: "127.0.0.1:9999".parse().unwrap(), ..base.clone() };
-        assert!(elsewhere.validate().unwrap_err().contains("--cluster-listen"));
-        let twice = ClusterConfig {
-            voters: parse_voters("1@127.0.0.1:9401,1@127.0.0.1:9411").unwrap(),
+        let elsewhere = ClusterConfig {
+            cluster_listen: "127.0.0.1:9999".parse().expect("valid"),
             ..base.clone()
         };
-        assert!(twice.validate().unwrap_err().contains("twice"));
+        assert!(elsewhere.validate().expect_err("refused").contains("--cluster-listen"));
+        let twice = ClusterConfig {
+            voters: parse_voters("1@127.0.0.1:9401,1@127.0.0.1:9411").expect("valid"),
+            ..base.clone()
+        };
+        assert!(twice.validate().expect_err("refused").contains("twice"));
         let session = ClusterConfig { session_timeout_ms: 100, ..base.clone() };
-        assert!(session.validate().unwrap_err().contains("session"));
+        assert!(session.validate().expect_err("refused").contains("session"));
         let learner = ClusterConfig { node_id: 4, ..base };
         assert_eq!(learner.validate(), Ok(()));
         assert!(!learner.is_initial_voter());

@@ -24,13 +24,21 @@ pub struct ClusterView {
     pub term: u64,
 }
 
+/// The metadata names no such topic or partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownPartition;
+
 impl ClusterView {
     /// The broker that leads `partition` of `topic` and may serve it: its
     /// leader, unless that broker is fenced (then the partition is
-    /// offline). `Err(None)`: no such partition.
-    pub fn serving_leader(&self, topic: &str, partition: u32) -> Result<Option<BrokerId>, ()> {
-        let t = self.metadata.topic(topic).ok_or(())?;
-        let p = t.partitions.get(partition as usize).ok_or(())?;
+    /// offline: `Ok(None)`).
+    pub fn serving_leader(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<BrokerId>, UnknownPartition> {
+        let t = self.metadata.topic(topic).ok_or(UnknownPartition)?;
+        let p = t.partitions.get(partition as usize).ok_or(UnknownPartition)?;
         Ok(p.leader.filter(|id| self.metadata.broker(*id).is_some_and(|b| !b.fenced)))
     }
 }

@@ -386,7 +386,8 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
     async fn maybe_snapshot(&mut self) -> Result<(), RaftNodeError> {
         let snapshot_index = self.raw.store().snapshot_index();
         let due = self.applied - snapshot_index >= self.snapshot_entries_max;
-        if !due && !(self.conf_changed && self.applied > snapshot_index) {
+        let conf_changed = self.conf_changed && self.applied > snapshot_index;
+        if !due && !conf_changed {
             return Ok(());
         }
         let data = self.machine.snapshot();

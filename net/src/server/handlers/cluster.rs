@@ -194,7 +194,7 @@ pub(crate) fn check_leader(
             ErrorCode::NotLeader.as_u16(),
             format!("{topic}/{partition} is offline: no alive broker leads it"),
         )),
-        Err(()) => Err((
+        Err(crate::cluster::handle::UnknownPartition) => Err((
             ErrorCode::UnknownTopicOrPartition.as_u16(),
             format!("unknown topic or partition {topic}/{partition}"),
         )),
