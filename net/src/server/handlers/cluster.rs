@@ -251,20 +251,25 @@ pub(crate) fn admin_error(e: AdminError) -> (u16, String) {
 /// How long a creation's answer waits for this broker to open its share.
 const LOCAL_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Waits (bounded) until this broker opened its partitions of a topic the
-/// cluster just created, so a client that asked here can use them at once.
+/// Waits (bounded) until this broker applied a topic the cluster just
+/// created and opened its partitions of it, so a client that asked here
+/// can use them at once.
 pub(crate) async fn wait_hosted_here(ctx: &ServerContext, name: &str) {
     let Some(cluster) = &ctx.cluster else { return };
     let me = crate::cluster::metadata::BrokerId(cluster.node_id());
     let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
     while std::time::Instant::now() < deadline {
+        // Not in this broker's view yet (a forwarded creation, or the
+        // controller's own view published just after the commit): wait.
         let hosts_some = cluster
             .view()
             .metadata
             .topic(name)
-            .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
-        if !hosts_some || ctx.engine.describe_topic(name).is_ok() {
-            return;
+            .map(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
+        match hosts_some {
+            Some(false) => return,
+            Some(true) if ctx.engine.describe_topic(name).is_ok() => return,
+            _ => {}
         }
         crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
     }

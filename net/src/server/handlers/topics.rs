@@ -52,11 +52,20 @@ pub(crate) async fn create_topics(
     ctx: &ServerContext,
     request: CreateTopicsRequest,
 ) -> TopicResults {
-    forward_unless_here!(
-        ctx,
-        request.clone(),
-        request.topics.iter().map(|t| t.name.clone()).collect()
-    );
+    if let AdminRoute::Forward { node_id, address } = admin_route(ctx) {
+        let names = request.topics.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let results = match forward::<_, TopicResults>(ctx, node_id, &address, request).await {
+            Ok(results) => results,
+            Err(e) => return all_failed(names, e),
+        };
+        // The controller answered once it applied the topic; this broker
+        // may not have yet. A client that created a topic here uses it
+        // here next (describe, produce), so the answer waits for it too.
+        for created in results.results.iter().filter(|r| r.error_code == 0) {
+            super::cluster::wait_hosted_here(ctx, &created.name).await;
+        }
+        return results;
+    }
     let mut results = Vec::new();
     for topic in request.topics {
         let mut config = TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
