@@ -44,6 +44,16 @@ pub struct Admin {
     pool: Arc<BrokerPool>,
 }
 
+/// One change to the voters of the metadata quorum (Raft changes one at
+/// a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoterChange {
+    /// Makes a registered broker (a learner) a voter.
+    Add(u64),
+    /// Makes a voter a learner again.
+    Remove(u64),
+}
+
 fn first_result(results: TopicResults) -> Result<(), ClientError> {
     match results.results.into_iter().next() {
         Some(r) => ClientError::from_code(r.error_code, r.message).map_or(Ok(()), Err),
@@ -432,5 +442,32 @@ impl Admin {
             Some(e) => Err(e),
             None => Ok(answer.partitions),
         }
+    }
+
+    /// The cluster as the answering broker sees it: the metadata quorum's
+    /// leader and voters, the brokers, offline partitions and the digest
+    /// of the metadata it applied. Log lags and heartbeat ages are known
+    /// only when the answering broker is the controller (`node_id ==
+    /// leader_id`); ask that broker for them.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse, ClientError> {
+        let (answer, _) =
+            self.link().call::<_, ClusterStatusResponse>(&ClusterStatusRequest {}, &[]).await?;
+        match ClientError::from_code(answer.error_code, answer.message.clone()) {
+            Some(e) => Err(e),
+            None => Ok(answer),
+        }
+    }
+
+    /// Adds or removes one voter of the metadata quorum; any broker takes
+    /// it and forwards it to the controller.
+    pub async fn alter_voters(&self, change: VoterChange) -> Result<(), ClientError> {
+        let request = match change {
+            VoterChange::Add(node_id) => AlterVotersRequest { add: vec![node_id], remove: vec![] },
+            VoterChange::Remove(node_id) => {
+                AlterVotersRequest { add: vec![], remove: vec![node_id] }
+            }
+        };
+        let (answer, _) = self.link().call::<_, AlterVotersResponse>(&request, &[]).await?;
+        ClientError::from_code(answer.error_code, answer.message).map_or(Ok(()), Err)
     }
 }

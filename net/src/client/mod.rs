@@ -26,7 +26,7 @@ mod refresh_schedule;
 mod router;
 mod topic_pattern;
 
-pub use admin::{Admin, AdminConfig, TopicDescription};
+pub use admin::{Admin, AdminConfig, TopicDescription, VoterChange};
 pub use backoff::Backoff;
 pub use cluster_view::{ClusterView, Route};
 pub use connection::{decode_answer, Connection, Waiter};
