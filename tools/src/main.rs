@@ -2,6 +2,7 @@
 
 mod broker_cmd;
 mod cli;
+mod cluster_cmd;
 mod consume_cmd;
 mod group_cmd;
 mod human;
@@ -31,8 +32,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
-    /// Run a broker (single node for now).
+    /// Run a broker: a one-node cluster, or a member of one (--voters,
+    /// --seeds).
     Serve(serve::ServeArgs),
     /// Create, list, describe, alter (or grow) and delete topics; their offsets.
     Topic(topic_cmd::TopicArgs),
@@ -49,6 +52,9 @@ enum Command {
     /// List, describe (members, committed offsets, lag), reset the offsets
     /// of, and delete consumer groups.
     Group(group_cmd::GroupArgs),
+    /// The cluster: its controller, voters and brokers (status, brokers);
+    /// add or remove a voter of the metadata quorum (voters).
+    Cluster(cluster_cmd::ClusterArgs),
     /// Look at and repair a data directory offline (no broker running).
     ///
     /// PATH may be a data directory, a topic directory
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => args.client.output(),
         Command::Consume(args) => args.client.output(),
         Command::Group(args) => args.client.output(),
+        Command::Cluster(args) => args.client.output(),
         Command::Log(args) => args.output.output,
         Command::Serve(_) | Command::Completions { .. } | Command::Man => Output::Text,
     };
@@ -110,6 +117,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce_cmd::run(args),
         Command::Consume(args) => consume_cmd::run(args),
         Command::Group(args) => group_cmd::run(args),
+        Command::Cluster(args) => cluster_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
