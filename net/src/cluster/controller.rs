@@ -185,6 +185,12 @@ impl Controller {
             was_leader: false,
             published: (u64::MAX, None, 0),
         };
+        // Apply what this node's own log holds as committed before the
+        // broker serves (`Cluster::start` returns once this did): else a
+        // restarted broker answers "unknown topic" for its own topics until
+        // the Raft task's first tick, or a leader's first message.
+        controller.node.handle_ready().await?;
+        controller.flush();
         controller.publish();
         Ok(controller)
     }
