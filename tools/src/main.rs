@@ -34,8 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 #[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
-    /// Run a broker: a one-node cluster, or a member of one (--voters,
-    /// --seeds).
+    /// Run a broker: a one-node cluster, or a member of a bigger one.
     Serve(serve::ServeArgs),
     /// Create, list, describe, alter (or grow) and delete topics; their offsets.
     Topic(topic_cmd::TopicArgs),

@@ -288,7 +288,7 @@ fn broker_info_says_what_the_broker_is_and_how_full_its_disk_is() {
     assert!(total > 0 && free <= total, "{info}");
 
     let text = cli_ok(&broker.addr, &["broker", "info"]);
-    assert!(text.starts_with(&format!("broker 0 (mamba {})", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.starts_with(&format!("broker 1 (mamba {})", env!("CARGO_PKG_VERSION"))), "{text}");
     for field in ["data dir", "shards", "listeners", "started", "(up ", "3 online", "free of"] {
         assert!(text.contains(field), "{field}: {text}");
     }

@@ -158,10 +158,17 @@ fn engine_metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataRes
 
 pub(crate) async fn describe_broker(ctx: &ServerContext) -> DescribeBrokerResponse {
     let engine = &ctx.engine;
-    let (error_code, message, counts) = match engine.partition_counts().await {
+    let (error_code, message, mut counts) = match engine.partition_counts().await {
         Ok(counts) => (0, String::new(), counts),
         Err(e) => (code_of(&e), e.to_string(), Default::default()),
     };
+    // The metadata log's partition is the cluster's, not a topic's: the
+    // counts are of what clients can name, as `topic_count` is.
+    // (A broker whose metadata log does not open does not start.)
+    let metadata_log = engine.describe_topic(crate::cluster::raft_store::METADATA_TOPIC);
+    if ctx.cluster.is_some() && metadata_log.is_ok() {
+        counts.online = counts.online.saturating_sub(1);
+    }
     let disk = match engine.disk_space() {
         Ok(space) => DiskUsage {
             error_code: 0,
