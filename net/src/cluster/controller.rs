@@ -699,11 +699,14 @@ impl Controller {
                 let topic = topic_of(&name)?;
                 let current = topic.partitions.len() as u32;
                 if partition_count <= current {
+                    let why = mamba_engine::EngineError::PartitionsNotIncreased {
+                        topic: name,
+                        partition_count: current,
+                        requested: partition_count,
+                    };
                     return Err(AdminError::Refused {
                         code: ErrorCode::InvalidPartitions,
-                        message: format!(
-                            "topic {name:?} has {current} partitions; partitions are only ever added, so ask for more than {current}"
-                        ),
+                        message: why.to_string(),
                     });
                 }
                 let replication_factor =

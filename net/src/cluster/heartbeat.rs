@@ -28,6 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Heartbeat interval while this broker is not (yet) alive.
+const FENCED_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Ids for seeds in `Peers` (they have no node id until they answer).
 const SEED_NODE_ID_BASE: u64 = u64::MAX - 1024;
 
@@ -186,7 +189,15 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
             handle.set_fatal(reason);
             return;
         }
-        let left = interval.saturating_sub(round.elapsed());
+        // While fenced (registering, catching up) the next heartbeat is
+        // what unfences: it goes soon.
+        let fenced = handle
+            .view()
+            .metadata
+            .broker(super::metadata::BrokerId(config.node_id))
+            .is_none_or(|b| b.fenced || b.incarnation_id.0 != incarnation_id);
+        let wait = if fenced { FENCED_INTERVAL.min(interval) } else { interval };
+        let left = wait.saturating_sub(round.elapsed());
         sleep_unless_stopped(left, &stop);
     }
 }

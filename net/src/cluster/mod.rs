@@ -47,6 +47,29 @@ pub struct Cluster {
     controller_done: Option<std::sync::mpsc::Receiver<()>>,
 }
 
+/// How long `start` waits for this broker to be registered and unfenced.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until the metadata shows this run of this broker alive.
+fn wait_alive(handle: &ClusterHandle, incarnation: u64, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    let me = metadata::BrokerId(handle.node_id());
+    loop {
+        let view = handle.view();
+        let alive = view
+            .metadata
+            .broker(me)
+            .is_some_and(|b| b.incarnation_id.0 == incarnation && !b.fenced);
+        if alive || handle.fatal().is_some() {
+            return alive;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// How long `stop` waits for the Raft task.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -100,8 +123,18 @@ impl Cluster {
             Box::new(move || Box::pin(reconcile::run(engine_there, handle_there, stopped)));
         mamba_engine::block_on(engine.spawn_on_shard(ShardId(0), task))
             .map_err(|e| ClusterError::Start(e.to_string()))?;
-        let heartbeats = heartbeat::Heartbeats::start(handle.clone(), fastrand::u64(1..))
+        let incarnation = fastrand::u64(1..);
+        let heartbeats = heartbeat::Heartbeats::start(handle.clone(), incarnation)
             .map_err(|e| ClusterError::Start(e.to_string()))?;
+        // Serve once registered as this run (clients find this broker at
+        // its new addresses) and unfenced; a quorum that is not there yet
+        // is waited for only so long, then the broker serves what it has.
+        if !wait_alive(&handle, incarnation, READY_WAIT) {
+            tracing::warn!(
+                wait = ?READY_WAIT,
+                "not registered with the controller yet (is a majority of --voters up?); serving meanwhile"
+            );
+        }
         tracing::info!(
             node_id = handle.node_id(),
             cluster = %handle.addresses().cluster,

@@ -254,25 +254,36 @@ const LOCAL_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Waits (bounded) until this broker applied a topic the cluster just
 /// created and opened its partitions of it, so a client that asked here
 /// can use them at once.
-pub(crate) async fn wait_hosted_here(ctx: &ServerContext, name: &str) {
-    let Some(cluster) = &ctx.cluster else { return };
+pub(crate) async fn wait_hosted_here(ctx: &ServerContext, name: &str) -> Result<(), (u16, String)> {
+    let Some(cluster) = &ctx.cluster else { return Ok(()) };
     let me = crate::cluster::metadata::BrokerId(cluster.node_id());
     let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
+    let mut closed = Vec::new();
     while std::time::Instant::now() < deadline {
-        // Not in this broker's view yet (a forwarded creation, or the
-        // controller's own view published just after the commit): wait.
-        let hosts_some = cluster
-            .view()
-            .metadata
-            .topic(name)
-            .map(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
-        match hosts_some {
-            Some(false) => return,
-            Some(true) if ctx.engine.describe_topic(name).is_ok() => return,
-            _ => {}
+        let view = cluster.view();
+        if let Some(topic) = view.metadata.topic(name) {
+            // Done once every partition this broker holds is open here.
+            let local = ctx.engine.describe_topic(name).ok();
+            closed = (0..topic.partitions.len() as u32)
+                .filter(|p| topic.partitions[*p as usize].replicas.contains(&me))
+                .filter(|p| {
+                    local
+                        .as_ref()
+                        .is_none_or(|m| m.shard_of(mamba_engine::PartitionId(*p)).is_none())
+                })
+                .collect();
+            if closed.is_empty() {
+                return Ok(());
+            }
         }
         crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
     }
+    Err((
+        ErrorCode::StorageError.as_u16(),
+        format!(
+            "topic {name:?} is in the cluster, but broker {me} could not open its partitions {closed:?} within {LOCAL_OPEN_WAIT:?} (see its log); it retries at every metadata change and start"
+        ),
+    ))
 }
 
 /// Whether this broker coordinates `group` (in a cluster: it leads the
@@ -286,8 +297,7 @@ pub(crate) async fn coordinate_here(ctx: &ServerContext, group: &str) -> Result<
     check_leader(ctx, OFFSETS_TOPIC, partition).map_err(|(_, message)| {
         (ErrorCode::NotCoordinator.as_u16(), format!("group {group:?}: {message}"))
     })?;
-    wait_hosted_here(ctx, OFFSETS_TOPIC).await;
-    Ok(())
+    wait_hosted_here(ctx, OFFSETS_TOPIC).await
 }
 
 /// The broker that coordinates `group`: node id, host and port of its

@@ -54,15 +54,18 @@ pub(crate) async fn create_topics(
 ) -> TopicResults {
     if let AdminRoute::Forward { node_id, address } = admin_route(ctx) {
         let names = request.topics.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-        let results = match forward::<_, TopicResults>(ctx, node_id, &address, request).await {
+        let mut results = match forward::<_, TopicResults>(ctx, node_id, &address, request).await {
             Ok(results) => results,
             Err(e) => return all_failed(names, e),
         };
         // The controller answered once it applied the topic; this broker
         // may not have yet. A client that created a topic here uses it
         // here next (describe, produce), so the answer waits for it too.
-        for created in results.results.iter().filter(|r| r.error_code == 0) {
-            super::cluster::wait_hosted_here(ctx, &created.name).await;
+        for created in results.results.iter_mut().filter(|r| r.error_code == 0) {
+            if let Err((code, message)) = super::cluster::wait_hosted_here(ctx, &created.name).await
+            {
+                (created.error_code, created.message) = (code, message);
+            }
         }
         return results;
     }
@@ -92,9 +95,10 @@ pub(crate) async fn create_topics(
                     .map_err(|e| (code_of(&e), e.to_string())),
             },
         };
-        if outcome.is_ok() {
-            super::cluster::wait_hosted_here(ctx, &topic.name).await;
-        }
+        let outcome = match outcome {
+            Ok(()) => super::cluster::wait_hosted_here(ctx, &topic.name).await,
+            failed => failed,
+        };
         results.push(result(topic.name, outcome));
     }
     TopicResults { results }
@@ -221,6 +225,10 @@ pub(crate) async fn create_partitions(
                 .await
                 .map(drop)
                 .map_err(|e| (code_of(&e), e.to_string())),
+        };
+        let outcome = match outcome {
+            Ok(()) => super::cluster::wait_hosted_here(ctx, &topic.name).await,
+            failed => failed,
         };
         results.push(result(topic.name, outcome));
     }
