@@ -116,11 +116,34 @@ async fn complete_produce(submitted: Submitted) -> ProduceResponse {
 }
 
 /// A new idempotent producer id.
+/// Producer ids one broker of a cluster hands out (see `init_producer_id`).
+const LOCAL_PRODUCER_IDS_MAX: u64 = 1 << 32;
+
+/// A producer id no other producer has.
+///
+/// Each broker counts producer ids in its own data directory. In a
+/// cluster that alone gave two producers the same id from two brokers,
+/// and a partition's leader took the second one's first batches for
+/// retries of the first one's: answered with the first one's offsets and
+/// never written. Until ids come from blocks the controller allocates
+/// (`AllocateProducerIds` in the metadata), a broker's ids carry its node
+/// id in their high 32 bits: node ids are unique among the brokers.
 pub(crate) fn init_producer_id(ctx: &ServerContext) -> InitProducerIdResponse {
-    match ctx.engine.allocate_producer_id() {
-        Ok(producer_id) => InitProducerIdResponse { error_code: 0, producer_id, producer_epoch: 0 },
-        Err(e) => {
-            InitProducerIdResponse { error_code: code_of(&e), producer_id: 0, producer_epoch: 0 }
+    let refused =
+        |error_code: u16| InitProducerIdResponse { error_code, producer_id: 0, producer_epoch: 0 };
+    let local = match ctx.engine.allocate_producer_id() {
+        Ok(local) => local,
+        Err(e) => return refused(code_of(&e)),
+    };
+    let producer_id = match &ctx.cluster {
+        None => local,
+        Some(cluster) if local < LOCAL_PRODUCER_IDS_MAX => {
+            (u64::from(cluster.node_id()) << 32) | local
         }
-    }
+        Some(_) => {
+            tracing::error!(local, "this broker handed out all the producer ids it may");
+            return refused(ErrorCode::InvalidProducer.as_u16());
+        }
+    };
+    InitProducerIdResponse { error_code: 0, producer_id, producer_epoch: 0 }
 }
