@@ -20,8 +20,14 @@ pub struct Broker {
 }
 
 pub fn serve_args(data_dir: &Path, shards: u32, listen: &str) -> Vec<std::ffi::OsString> {
+    // A one-node cluster: nobody dials its cluster port, so the kernel
+    // picks one (the default, the client port + 1, may be taken when the
+    // client port is given).
     let mut args: Vec<std::ffi::OsString> =
-        ["serve", "--listen", listen, "--shards"].into_iter().map(Into::into).collect();
+        ["serve", "--listen", listen, "--cluster-listen", "127.0.0.1:0", "--shards"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
     args.extend([shards.to_string().into(), "--data-dir".into(), data_dir.into()]);
     args
 }
