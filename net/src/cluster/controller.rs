@@ -295,22 +295,10 @@ impl Controller {
         }
     }
 
+    /// As the handle says, from the state applied here (the published
+    /// view may be one Ready behind).
     fn address_of(&self, node_id: u64) -> Option<String> {
-        let registered = u32::try_from(node_id)
-            .ok()
-            .and_then(|id| self.state().broker(BrokerId(id)))
-            .map(|b| b.cluster_address.clone());
-        registered
-            .or_else(|| {
-                self.config
-                    .voters
-                    .iter()
-                    .find(|v| v.node_id == node_id)
-                    .map(|v| v.cluster_address.clone())
-            })
-            // A joining broker knows its controller from its heartbeats
-            // before its metadata names anyone.
-            .or_else(|| self.handle.learned_address(node_id))
+        self.handle.address_in(self.state(), node_id)
     }
 
     /// Replaces the handle's view when anything it shows changed.

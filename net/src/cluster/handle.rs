@@ -318,10 +318,16 @@ impl ClusterHandle {
     /// The cluster address of `node_id`: as registered, else as a voter,
     /// else as learned from a heartbeat's answer.
     pub fn address_of(&self, node_id: u64) -> Option<String> {
-        let view = self.view();
+        self.address_in(&self.view().metadata, node_id)
+    }
+
+    /// The cluster address of `node_id` as `metadata` registers it, else
+    /// as a voter, else as a heartbeat answer named it (a joining broker
+    /// knows its controller before its metadata names anyone).
+    pub(crate) fn address_in(&self, metadata: &MetadataState, node_id: u64) -> Option<String> {
         let registered = u32::try_from(node_id)
             .ok()
-            .and_then(|id| view.metadata.broker(BrokerId(id)))
+            .and_then(|id| metadata.broker(BrokerId(id)))
             .map(|b| b.cluster_address.clone());
         registered
             .or_else(|| {
