@@ -1049,6 +1049,12 @@ impl Engine {
         self.inner.producer_ids.allocate()
     }
 
+    /// Every producer id `allocate_producer_id` ever handed out in this
+    /// data directory is below this.
+    pub fn producer_ids_reserved_end(&self) -> EngineResult<u64> {
+        self.inner.producer_ids.reserved_end()
+    }
+
     /// The shard that owns a partition.
     pub fn shard_of(&self, topic: &str, partition: PartitionId) -> EngineResult<ShardId> {
         self.route(topic, partition).map(|(shard, _)| shard)

@@ -27,17 +27,23 @@ impl ProducerIds {
         ProducerIds { path: data_dir.join(FILE), range: Mutex::new((0, 0)) }
     }
 
+    /// The end of the last block this data directory reserved: every id
+    /// it ever handed out is below it (0 when it handed out none).
+    pub fn reserved_end(&self) -> EngineResult<u64> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| error(&self.path, format!("unreadable: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(error(&self.path, e)),
+        }
+    }
+
     pub fn allocate(&self) -> EngineResult<u64> {
         let mut range = self.range.lock().unwrap_or_else(|p| p.into_inner());
         if range.0 == range.1 {
-            let start = match std::fs::read_to_string(&self.path) {
-                Ok(text) => text
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|e| error(&self.path, format!("unreadable: {e}")))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-                Err(e) => return Err(error(&self.path, e)),
-            };
+            let start = self.reserved_end()?;
             let end = start
                 .checked_add(BLOCK)
                 .ok_or_else(|| error(&self.path, "producer ids exhausted"))?;

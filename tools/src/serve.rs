@@ -131,6 +131,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         session_timeout_ms: settings
             .broker_session_timeout_ms
             .unwrap_or(cluster_defaults.session_timeout_ms),
+        snapshot_entries_max: settings
+            .metadata_snapshot_entries
+            .unwrap_or(cluster_defaults.snapshot_entries_max),
         ..cluster_defaults
     };
     cluster.validate()?;

@@ -105,6 +105,10 @@ settings! {
     /// A broker silent this long is fenced: it leads nothing until it is
     /// back (broker.session.timeout.ms) [default: 3s]
     broker_session_timeout_ms: u64, "MAMBA_BROKER_SESSION_TIMEOUT_MS", "DURATION", duration;
+    /// Metadata log entries applied past the last snapshot before a new
+    /// one; the log before a snapshot is dropped, and a broker further
+    /// behind installs the snapshot instead [default: 10000]
+    metadata_snapshot_entries: u64, "MAMBA_METADATA_SNAPSHOT_ENTRIES", "N", positive;
     /// Executor threads, one per core [default: every core]
     shards: u32, "MAMBA_SHARDS", "N", positive;
     /// Largest request frame accepted; a produce request carries its

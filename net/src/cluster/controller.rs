@@ -13,9 +13,10 @@
 
 use super::config::ClusterConfig;
 use super::handle::{AdminCommand, AdminError, ClusterHandle, ClusterView, Command};
+use super::metadata::limits::PRODUCER_ID_BLOCK_SIZE_MAX;
 use super::metadata::{
     BrokerId, BrokerRegistration, ConfigEntry, IncarnationId, MetadataError, MetadataRecord,
-    MetadataState, Partition, TopicCreation, TopicId,
+    MetadataState, Partition, ProducerIdBlock, TopicCreation, TopicId,
 };
 use super::placement::{place, BrokerLoad, PlacementRequest};
 use super::raft_node::{ProposeError, RaftNode, RaftNodeConfig, StateMachine, Transport};
@@ -252,6 +253,9 @@ impl Controller {
             Command::Admin(command, reply) => self.on_admin(command, reply),
             Command::Status(reply) => {
                 let _gone = reply.send(self.status());
+            }
+            Command::AllocateProducerIds(broker_id, reply) => {
+                self.allocate_producer_ids(broker_id, reply);
             }
         }
     }
@@ -556,6 +560,21 @@ impl Controller {
             });
             self.propose(record, None);
         }
+        // The producers this directory's broker served keep their ids in
+        // the partitions' producer state: no block may hand those out again.
+        let reserved_end = match self.engine.producer_ids_reserved_end() {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this data directory's producer ids; bootstrap retried");
+                return;
+            }
+        };
+        let mut start = self.state().next_producer_id();
+        while start < reserved_end {
+            let size = (reserved_end - start).min(PRODUCER_ID_BLOCK_SIZE_MAX);
+            self.propose(MetadataRecord::AllocateProducerIds { broker_id: me, start, size }, None);
+            start += size;
+        }
         self.propose(
             MetadataRecord::SetClusterSetting {
                 name: BOOTSTRAPPED_SETTING.into(),
@@ -565,18 +584,24 @@ impl Controller {
         );
     }
 
+    /// Why this node cannot make a metadata change now, if it cannot.
+    fn refuse_change(&self) -> Option<AdminError> {
+        if !self.node.is_leader() {
+            return Some(AdminError::NotController { leader: self.leader_address() });
+        }
+        if self.state().cluster_id().is_none() {
+            return Some(AdminError::NotReady);
+        }
+        None
+    }
+
     fn on_admin(
         &mut self,
         command: AdminCommand,
         reply: futures::channel::oneshot::Sender<Result<(), AdminError>>,
     ) {
-        if !self.node.is_leader() {
-            let _gone =
-                reply.send(Err(AdminError::NotController { leader: self.leader_address() }));
-            return;
-        }
-        if self.state().cluster_id().is_none() {
-            let _gone = reply.send(Err(AdminError::NotReady));
+        if let Some(refusal) = self.refuse_change() {
+            let _gone = reply.send(Err(refusal));
             return;
         }
         // A new controller's own broker registers and is unfenced through
@@ -599,6 +624,40 @@ impl Controller {
                 Err(e) => drop(reply.send(Err(e))),
             },
         }
+    }
+
+    /// Reserves the next `BLOCK_SIZE` producer ids for `broker_id`: the
+    /// block starts where the applied log's last one ended. Two requests in
+    /// one commit window ask for the same start; the second is refused when
+    /// applied, as `busy`, and its broker asks again.
+    fn allocate_producer_ids(
+        &mut self,
+        broker_id: BrokerId,
+        reply: futures::channel::oneshot::Sender<Result<ProducerIdBlock, AdminError>>,
+    ) {
+        if let Some(refusal) = self.refuse_change() {
+            let _gone = reply.send(Err(refusal));
+            return;
+        }
+        let block = ProducerIdBlock {
+            broker_id,
+            start: self.state().next_producer_id(),
+            size: super::producer_ids::BLOCK_SIZE,
+        };
+        let record =
+            MetadataRecord::AllocateProducerIds { broker_id, start: block.start, size: block.size };
+        if let Err(e) = self.state().check(&record) {
+            let _gone = reply.send(Err(refused(e)));
+            return;
+        }
+        let committed = self.node.propose(record.encode());
+        let refusals = self.refusals.clone();
+        let leader = self.leader_address();
+        runtime::spawn(async move {
+            let outcome = finish(committed, refusals, leader).await.map(|()| block);
+            let _gone = reply.send(outcome);
+        })
+        .detach();
     }
 
     fn change_voters(
@@ -851,6 +910,7 @@ fn refused(e: MetadataError) -> AdminError {
         MetadataError::DuplicateSetting { .. } | MetadataError::EmptySettingName => {
             ErrorCode::InvalidConfig
         }
+        MetadataError::ProducerIdBlockNotNext { .. } => ErrorCode::Busy,
         _ => ErrorCode::InvalidRequest,
     };
     AdminError::Refused { code, message: e.to_string() }

@@ -4,8 +4,9 @@
 //! Thread-safe; every shard's handlers share one.
 
 use super::config::ClusterConfig;
-use super::metadata::{BrokerId, ConfigEntry, MetadataState};
+use super::metadata::{BrokerId, ConfigEntry, MetadataState, ProducerIdBlock};
 use super::peers::Peers;
+use super::producer_ids::ProducerIdSource;
 use crate::client::{decode_answer, ClientError, Waiter};
 use crate::protocol::{
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterStatusResponse, ErrorCode, Message,
@@ -127,6 +128,8 @@ pub(crate) enum Command {
     Heartbeat(BrokerHeartbeatRequest, oneshot::Sender<BrokerHeartbeatResponse>),
     Admin(AdminCommand, oneshot::Sender<Result<(), AdminError>>),
     Status(oneshot::Sender<ClusterStatusResponse>),
+    /// Reserve the next block of producer ids for a broker.
+    AllocateProducerIds(BrokerId, oneshot::Sender<Result<ProducerIdBlock, AdminError>>),
 }
 
 /// How long an admin request waits for the quorum to have a leader.
@@ -158,6 +161,7 @@ pub struct ClusterHandle {
     /// by answering the leader's Raft messages: without these it could
     /// never answer, and would never catch up.
     learned_addresses: Mutex<HashMap<u64, String>>,
+    producer_ids: ProducerIdSource,
     /// Set when this broker cannot be part of the cluster (another
     /// cluster's data, a duplicate node id): `mamba serve` exits with it.
     fatal: Mutex<Option<String>>,
@@ -177,6 +181,7 @@ impl ClusterHandle {
             peers: Peers::default(),
             addresses: RwLock::new(Addresses::default()),
             learned_addresses: Mutex::new(HashMap::new()),
+            producer_ids: ProducerIdSource::default(),
             fatal: Mutex::new(None),
             fatal_event: event_listener::Event::new(),
         };
@@ -264,6 +269,23 @@ impl ClusterHandle {
                 () = futures::FutureExt::fuse(futures_timer::Delay::new(left)) => {}
             }
         }
+    }
+
+    /// An idempotent producer id unique in the cluster, from this
+    /// broker's block (a new block from the controller when it ran out).
+    pub async fn allocate_producer_id(&self) -> Result<u64, AdminError> {
+        self.producer_ids.next(self).await
+    }
+
+    /// Reserves a block of producer ids for `broker_id`, when this node
+    /// leads the quorum (`NotController` otherwise).
+    pub(crate) async fn allocate_producer_ids_here(
+        &self,
+        broker_id: u32,
+    ) -> Result<ProducerIdBlock, AdminError> {
+        self.ask(|reply| Command::AllocateProducerIds(BrokerId(broker_id), reply))
+            .await
+            .unwrap_or_else(|| Err(AdminError::NoQuorum("the broker is stopping".into())))
     }
 
     pub(crate) async fn heartbeat(

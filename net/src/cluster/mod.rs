@@ -19,6 +19,7 @@ mod heartbeat;
 pub mod metadata;
 mod peers;
 pub mod placement;
+mod producer_ids;
 pub mod raft_node;
 pub mod raft_store;
 mod reconcile;

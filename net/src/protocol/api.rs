@@ -68,6 +68,7 @@ api_keys! {
     BrokerHeartbeat = 22, "broker_heartbeat", 0..=0;
     ClusterStatus = 23, "cluster_status", 0..=0;
     AlterVoters = 24, "alter_voters", 0..=0;
+    AllocateProducerIds = 25, "allocate_producer_ids", 0..=0;
 }
 
 impl ApiKey {

@@ -113,7 +113,7 @@ async fn handle(
         }
         ApiKey::InitProducerId => {
             let _request = decode!(InitProducerIdRequest);
-            response(&h, &produce::init_producer_id(ctx), no_payload)
+            response(&h, &produce::init_producer_id(ctx).await, no_payload)
         }
         ApiKey::GroupHeartbeat => {
             let request = decode!(GroupHeartbeatRequest);
@@ -158,6 +158,10 @@ async fn handle(
         ApiKey::AlterVoters => {
             let request = decode!(AlterVotersRequest);
             response(&h, &cluster::alter_voters(ctx, request).await, no_payload)
+        }
+        ApiKey::AllocateProducerIds => {
+            let request = decode!(AllocateProducerIdsRequest);
+            response(&h, &cluster::allocate_producer_ids(ctx, request).await, no_payload)
         }
         ApiKey::FindCoordinator => {
             let request = decode!(FindCoordinatorRequest);

@@ -123,9 +123,32 @@ pub struct AlterVotersResponse {
     pub message: String,
 }
 
+/// A broker asks the controller for a block of producer ids to hand out
+/// (cluster port only). Blocks come from the metadata log in order, so no
+/// two producers in the cluster share an id.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AllocateProducerIdsRequest {
+    /// The asking broker's cluster id; empty before it knows one.
+    pub cluster_id: String,
+    pub broker_id: u32,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AllocateProducerIdsResponse {
+    /// `not controller` (30): ask `leader_id` at `leader_cluster_address`.
+    pub error_code: u16,
+    pub message: String,
+    pub leader_id: Option<u64>,
+    pub leader_cluster_address: String,
+    /// The block: ids `start .. start + size`, for this broker alone.
+    pub start: u64,
+    pub size: u64,
+}
+
 super::messages! {
     ApiKey::RaftMessages => RaftMessagesRequest, RaftMessagesResponse;
     ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest, BrokerHeartbeatResponse;
     ApiKey::ClusterStatus => ClusterStatusRequest, ClusterStatusResponse;
     ApiKey::AlterVoters => AlterVotersRequest, AlterVotersResponse;
+    ApiKey::AllocateProducerIds => AllocateProducerIdsRequest, AllocateProducerIdsResponse;
 }

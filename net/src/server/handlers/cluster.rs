@@ -106,6 +106,52 @@ pub(crate) async fn broker_heartbeat(
     }
 }
 
+/// A broker's request for a block of producer ids, answered by the
+/// controller (`not controller`, naming it, elsewhere).
+pub(crate) async fn allocate_producer_ids(
+    ctx: &ServerContext,
+    request: AllocateProducerIdsRequest,
+) -> AllocateProducerIdsResponse {
+    let refuse = |code: ErrorCode, message: String, leader: Option<(u64, String)>| {
+        let (leader_id, leader_cluster_address) =
+            leader.map_or((None, String::new()), |(id, address)| (Some(id), address));
+        AllocateProducerIdsResponse {
+            error_code: code.as_u16(),
+            message,
+            leader_id,
+            leader_cluster_address,
+            start: 0,
+            size: 0,
+        }
+    };
+    if let Some((code, message)) = cluster_port_only(ctx) {
+        return refuse(ErrorCode::from_u16(code), message, None);
+    }
+    let cluster = ctx.cluster.as_ref().expect("checked");
+    let ours = cluster.view().metadata.cluster_id().unwrap_or_default().to_string();
+    if !request.cluster_id.is_empty() && !ours.is_empty() && request.cluster_id != ours {
+        let message = format!("this is cluster {ours}, the broker's is {}", request.cluster_id);
+        return refuse(ErrorCode::ClusterIdMismatch, message, None);
+    }
+    match cluster.allocate_producer_ids_here(request.broker_id).await {
+        Ok(block) => AllocateProducerIdsResponse {
+            error_code: ErrorCode::None.as_u16(),
+            message: String::new(),
+            leader_id: None,
+            leader_cluster_address: String::new(),
+            start: block.start,
+            size: block.size,
+        },
+        Err(e) => {
+            let leader = match &e {
+                AdminError::NotController { leader } => leader.clone(),
+                _ => None,
+            };
+            refuse(e.code(), e.to_string(), leader)
+        }
+    }
+}
+
 pub(crate) async fn cluster_status(ctx: &ServerContext) -> ClusterStatusResponse {
     let empty = |error_code: ErrorCode, message: String| ClusterStatusResponse {
         error_code: error_code.as_u16(),

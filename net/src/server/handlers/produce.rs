@@ -115,35 +115,19 @@ async fn complete_produce(submitted: Submitted) -> ProduceResponse {
     ProduceResponse { partitions: futures::future::join_all(outcomes).await }
 }
 
-/// A new idempotent producer id.
-/// Producer ids one broker of a cluster hands out (see `init_producer_id`).
-const LOCAL_PRODUCER_IDS_MAX: u64 = 1 << 32;
-
-/// A producer id no other producer has.
-///
-/// Each broker counts producer ids in its own data directory. In a
-/// cluster that alone gave two producers the same id from two brokers,
-/// and a partition's leader took the second one's first batches for
-/// retries of the first one's: answered with the first one's offsets and
-/// never written. Until ids come from blocks the controller allocates
-/// (`AllocateProducerIds` in the metadata), a broker's ids carry its node
-/// id in their high 32 bits: node ids are unique among the brokers.
-pub(crate) fn init_producer_id(ctx: &ServerContext) -> InitProducerIdResponse {
-    let refused =
-        |error_code: u16| InitProducerIdResponse { error_code, producer_id: 0, producer_epoch: 0 };
-    let local = match ctx.engine.allocate_producer_id() {
-        Ok(local) => local,
-        Err(e) => return refused(code_of(&e)),
+/// A producer id no other producer has: in a cluster from this broker's
+/// block of the metadata log's producer ids, else from the data
+/// directory's own counter.
+pub(crate) async fn init_producer_id(ctx: &ServerContext) -> InitProducerIdResponse {
+    let allocated = match &ctx.cluster {
+        Some(cluster) => cluster.allocate_producer_id().await.map_err(|e| {
+            tracing::warn!(error = %e, "no producer id for a producer");
+            e.code().as_u16()
+        }),
+        None => ctx.engine.allocate_producer_id().map_err(|e| code_of(&e)),
     };
-    let producer_id = match &ctx.cluster {
-        None => local,
-        Some(cluster) if local < LOCAL_PRODUCER_IDS_MAX => {
-            (u64::from(cluster.node_id()) << 32) | local
-        }
-        Some(_) => {
-            tracing::error!(local, "this broker handed out all the producer ids it may");
-            return refused(ErrorCode::InvalidProducer.as_u16());
-        }
-    };
-    InitProducerIdResponse { error_code: 0, producer_id, producer_epoch: 0 }
+    match allocated {
+        Ok(producer_id) => InitProducerIdResponse { error_code: 0, producer_id, producer_epoch: 0 },
+        Err(error_code) => InitProducerIdResponse { error_code, producer_id: 0, producer_epoch: 0 },
+    }
 }
