@@ -11,6 +11,8 @@
 
 mod common;
 
+use mamba_net::client::{block_on, Admin};
+use mamba_net::protocol::ConfigEntry;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -145,10 +147,17 @@ struct Cluster {
     dir: tempfile::TempDir,
     members: BTreeMap<u32, Member>,
     voters: String,
+    /// Settings every broker of this cluster gets.
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     fn start(n: u32) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Brokers 1..=n, each also given `extra_args`.
+    fn start_with(n: u32, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(2 * n as usize);
         let cluster_port = |id: u32| ports[2 * (id as usize - 1) + 1];
@@ -156,7 +165,8 @@ impl Cluster {
             .map(|id| format!("{id}@127.0.0.1:{}", cluster_port(id)))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster { dir, members: BTreeMap::new(), voters };
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let mut cluster = Cluster { dir, members: BTreeMap::new(), voters, extra_args };
         for id in 1..=n {
             let member = Member {
                 data_dir: cluster.dir.path().join(format!("broker-{id}")),
@@ -211,6 +221,7 @@ impl Cluster {
         args.push("--data-dir".into());
         args.push(m.data_dir.to_string_lossy().into_owned());
         args.extend(m.membership.iter().cloned());
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -802,4 +813,94 @@ fn bad_cluster_settings_and_identities_are_refused_with_one_clear_line() {
     let after = cluster.settle();
     assert_eq!(after["metadata_digest"], before["metadata_digest"], "the cluster is as it was");
     assert!(after["brokers"].as_array().expect("brokers").iter().all(|b| b["node_id"] != 5));
+}
+
+#[test]
+fn a_learner_far_behind_catches_up_by_installing_a_snapshot() {
+    let _serial = one_at_a_time();
+    // Snapshots every 100 entries: the leader's log soon starts past where
+    // a stopped broker left off.
+    let mut cluster = Cluster::start_with(3, &["--metadata-snapshot-entries", "100"]);
+    let seeds = cluster.cluster_address(1);
+    cluster.join(4, &seeds);
+    cluster.settle();
+    cluster.kill9(4);
+
+    const CHANGES: u32 = 1_500;
+    let admin = Admin::connect(&cluster.client(1)).expect("admin");
+    block_on(admin.create_topic("churn", 2, vec![])).expect("create");
+    for chunk in (0..CHANGES).collect::<Vec<_>>().chunks(50) {
+        let alters = chunk.iter().map(|i| {
+            let entry =
+                ConfigEntry { name: "retention.ms".into(), value: (3_600_000 + i).to_string() };
+            admin.alter_topic("churn", vec![entry])
+        });
+        for outcome in block_on(futures::future::join_all(alters)) {
+            outcome.expect("a metadata change while broker 4 is down");
+        }
+    }
+    let last = (3_600_000 + CHANGES - 1).to_string();
+
+    cluster.restart(4);
+    cluster.settle();
+    let log = std::fs::read_to_string(cluster.log_of(4)).expect("log");
+    assert!(
+        log.contains("installed a metadata snapshot"),
+        "broker 4 caught up by snapshot, not by replaying the log"
+    );
+    let described = common::cli_json(&cluster.client(4), &["topic", "describe", "churn"]);
+    assert_eq!(
+        described[0]["configs"]["retention.ms"].as_str(),
+        Some(last.as_str()),
+        "broker 4 serves the latest metadata: {described:?}"
+    );
+}
+
+#[test]
+fn five_brokers_with_three_voters_spread_2000_partitions_evenly_and_restart_with_them() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let seeds = cluster.cluster_address(2);
+    cluster.join(4, &seeds);
+    cluster.join(5, &seeds);
+    cluster.settle();
+
+    const TOPICS: u32 = 20;
+    const PARTITIONS: u32 = 100;
+    for t in 0..TOPICS {
+        let through = cluster.client(t % 5 + 1);
+        let admin = Admin::connect(&through).expect("admin");
+        block_on(admin.create_topic(&format!("load-{t}"), PARTITIONS, vec![]))
+            .unwrap_or_else(|e| panic!("create load-{t} through {through}: {e}"));
+    }
+    let check = |status: &Value| {
+        let roles: Vec<Option<String>> = (1..=5).map(|id| role_of(status, id)).collect();
+        let voters = roles.iter().filter(|r| matches!(r.as_deref(), Some("leader" | "follower")));
+        assert_eq!(voters.count(), 3, "three voters: {roles:?}");
+        assert_eq!(roles[3].as_deref(), Some("learner"), "broker 4 follows as a learner");
+        assert_eq!(roles[4].as_deref(), Some("learner"), "broker 5 follows as a learner");
+        let led: Vec<u64> =
+            (1..=5).map(|id| broker(status, id)["partitions_led"].as_u64().expect("led")).collect();
+        let hosted: Vec<u64> = (1..=5)
+            .map(|id| broker(status, id)["partitions_hosted"].as_u64().expect("hosted"))
+            .collect();
+        assert_eq!(led.iter().sum::<u64>(), u64::from(TOPICS * PARTITIONS), "led: {led:?}");
+        let spread = led.iter().max().expect("max") - led.iter().min().expect("min");
+        assert!(spread <= 1, "partitions per broker differ by at most 1: {led:?}");
+        assert_eq!(led, hosted, "with one replica each, a broker hosts what it leads");
+        led
+    };
+    let before = check(&cluster.settle());
+
+    // Every broker down at once, then back: each opens its 400 partitions.
+    for id in 1..=5 {
+        cluster.kill9(id);
+    }
+    for id in 1..=5 {
+        cluster.restart(id);
+    }
+    let after = check(&cluster.settle());
+    assert_eq!(before, after, "the same placement after a restart");
+    let leaders = topic_leaders(&cluster.client(5), "load-7");
+    assert!(leaders.iter().all(Option::is_some), "every partition has a leader: {leaders:?}");
 }

@@ -284,6 +284,11 @@ impl<T: Transport, S: StateMachine> RaftNode<T, S> {
                 self.raw.mut_store().apply_snapshot(&snapshot).await?;
                 self.machine.restore(&snapshot.data);
                 self.applied = snapshot.get_metadata().index;
+                tracing::info!(
+                    index = self.applied,
+                    term = snapshot.get_metadata().term,
+                    "installed a metadata snapshot from the leader (this node was behind its log)"
+                );
                 self.conf_changed = false;
                 self.fail_pending_through(self.applied);
             }
