@@ -31,6 +31,12 @@ pub struct TopicMeta {
     /// as `Some` (`null` is `None`).
     pub placement: Vec<Option<ShardId>>,
     pub created_ms: i64,
+    /// The id a cluster gave this topic: a topic deleted and created again
+    /// under the same name has another, so a broker that missed both can
+    /// tell its files belong to the old one. `None` for a topic made
+    /// without a cluster (and in files written before clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
 }
 
 impl TopicMeta {
@@ -227,6 +233,7 @@ mod tests {
             config: TopicConfig { partitions: 3, ..TopicConfig::default() },
             placement: vec![None, Some(ShardId(1)), None],
             created_ms: 1,
+            topic_id: None,
         };
         let json = serde_json::to_string(&meta).expect("encode");
         assert!(json.contains(r#""placement":[null,1,null]"#), "{json}");
@@ -245,6 +252,7 @@ mod tests {
             config: TopicConfig { partitions: 3, ..TopicConfig::default() },
             placement: vec![Some(ShardId(0))],
             created_ms: 1,
+            topic_id: None,
         };
         let why = meta.check().expect_err("too short");
         assert!(why.contains("lists 1 partitions but the topic has 3"), "{why}");

@@ -421,7 +421,7 @@ impl Engine {
             return Err(EngineError::TopicExists(name.to_string()));
         }
         let all = (0..config.partitions).map(PartitionId).collect();
-        self.create_locked(&catalog, name, config, &all).await
+        self.create_locked(&catalog, name, config, &all, None).await
     }
 
     /// Creates topic `name`, absent from `catalog`, hosting the partitions
@@ -433,14 +433,20 @@ impl Engine {
         name: &str,
         config: TopicConfig,
         hosted: &BTreeSet<PartitionId>,
+        topic_id: Option<&str>,
     ) -> EngineResult<TopicMeta> {
         let mut load = shard_load(catalog, self.shard_count(), None);
         let mut shards = place_partitions(&mut load, hosted.len()).into_iter();
         let placement = (0..config.partitions)
             .map(|p| if hosted.contains(&PartitionId(p)) { shards.next() } else { None })
             .collect();
-        let meta =
-            TopicMeta { name: name.to_string(), config, placement, created_ms: runtime::now_ms() };
+        let meta = TopicMeta {
+            name: name.to_string(),
+            config,
+            placement,
+            created_ms: runtime::now_ms(),
+            topic_id: topic_id.map(str::to_string),
+        };
         // The partitions first, `topic.json` last: the topic exists once
         // that file does. A crash before it leaves a directory without it,
         // which the next open removes; a failure here removes it at once.
@@ -637,6 +643,11 @@ impl Engine {
     /// - partitions no longer in `hosted` are closed and their files
     ///   removed: requests to them get `NotHosted`.
     ///
+    /// `topic_id` is the cluster's id of the topic. A local topic of that
+    /// name with another id is a deleted topic's leftover: it is removed
+    /// and the topic created anew. A local topic without an id (made
+    /// before the cluster) takes this one.
+    ///
     /// A partition in `hosted` at or beyond the count is `UnknownPartition`,
     /// and nothing changes. When the topic already matches, nothing is
     /// written or synced. Crash-safe as creation and growth: new partitions
@@ -651,6 +662,7 @@ impl Engine {
         name: &str,
         config: TopicConfig,
         hosted: &BTreeSet<PartitionId>,
+        topic_id: Option<&str>,
     ) -> EngineResult<TopicMeta> {
         validate_topic_name(name)?;
         config.validate()?;
@@ -658,9 +670,18 @@ impl Engine {
             return Err(EngineError::UnknownPartition { topic: name.to_string(), partition });
         }
         let _admin = self.inner.admin.lock().await;
-        let catalog = self.catalog();
+        let mut catalog = self.catalog();
+        let stale = catalog.topics.get(name).and_then(|old| match (&old.topic_id, topic_id) {
+            (Some(had), Some(given)) if had != given => Some(had.clone()),
+            _ => None,
+        });
+        if let Some(had) = stale {
+            tracing::info!(topic = name, old_id = %had, "this broker holds a deleted topic of the same name: removing it");
+            self.delete_locked(&catalog, name).await?;
+            catalog = self.catalog();
+        }
         let Some(old) = catalog.topics.get(name) else {
-            let meta = self.create_locked(&catalog, name, config, hosted).await?;
+            let meta = self.create_locked(&catalog, name, config, hosted, topic_id).await?;
             tracing::info!(
                 topic = name,
                 partitions = meta.config.partitions,
@@ -685,6 +706,9 @@ impl Engine {
         let mut meta = old.clone();
         meta.config = config;
         meta.placement.resize(meta.config.partitions as usize, None);
+        if let Some(id) = topic_id {
+            meta.topic_id = Some(id.to_string());
+        }
         let removed: Vec<PartitionId> =
             old.hosted_partitions().map(|(p, _)| p).filter(|p| !hosted.contains(p)).collect();
         for p in &removed {
@@ -795,6 +819,11 @@ impl Engine {
     pub async fn delete_topic(&self, name: &str) -> EngineResult<()> {
         let _admin = self.inner.admin.lock().await;
         let catalog = self.catalog();
+        self.delete_locked(&catalog, name).await
+    }
+
+    /// `delete_topic`, with the admin lock held.
+    async fn delete_locked(&self, catalog: &Catalog, name: &str) -> EngineResult<()> {
         let meta = catalog
             .topics
             .get(name)

@@ -81,7 +81,7 @@ fn is_not_hosted<T: std::fmt::Debug>(result: Result<T, EngineError>, partition: 
 fn sync_topic_opens_only_the_hosted_partitions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    let meta = block_on(engine.sync_topic("t", topic(4), &hosted(&[1, 3]))).expect("sync");
+    let meta = block_on(engine.sync_topic("t", topic(4), &hosted(&[1, 3]), None)).expect("sync");
     assert_eq!(meta.config.partitions, 4, "the topic keeps all its partitions");
     assert_eq!(meta.placement.len(), 4);
     assert_eq!((meta.placement[0], meta.placement[2]), (None, None));
@@ -124,10 +124,11 @@ fn sync_topic_opens_only_the_hosted_partitions() {
 fn a_grown_topic_hosts_what_it_is_told_and_never_shrinks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.sync_topic("t", topic(2), &hosted(&[0]))).expect("sync");
+    block_on(engine.sync_topic("t", topic(2), &hosted(&[0]), None)).expect("sync");
     append(&engine, "t", 0, "kept");
 
-    let grown = block_on(engine.sync_topic("t", topic(5), &hosted(&[0, 1, 4]))).expect("grow");
+    let grown =
+        block_on(engine.sync_topic("t", topic(5), &hosted(&[0, 1, 4]), None)).expect("grow");
     assert_eq!(grown.config.partitions, 5);
     assert_eq!(grown.hosted_set(), hosted(&[0, 1, 4]));
     assert_eq!((grown.placement[2], grown.placement[3]), (None, None));
@@ -137,22 +138,23 @@ fn a_grown_topic_hosts_what_it_is_told_and_never_shrinks() {
     assert!(is_not_hosted(block_on(engine.list_offsets("t", PartitionId(3))), 3));
     assert_eq!(values(&engine, "t", 0), vec!["kept"]);
 
-    let shrink = block_on(engine.sync_topic("t", topic(3), &hosted(&[0]))).expect_err("shrink");
+    let shrink =
+        block_on(engine.sync_topic("t", topic(3), &hosted(&[0]), None)).expect_err("shrink");
     assert!(matches!(
         shrink,
         EngineError::PartitionsNotIncreased { partition_count: 5, requested: 3, .. }
     ));
     let memory = TopicConfig { storage: StorageMode::Memory, ..topic(5) };
     assert!(matches!(
-        block_on(engine.sync_topic("t", memory, &hosted(&[0]))),
+        block_on(engine.sync_topic("t", memory, &hosted(&[0]), None)),
         Err(EngineError::InvalidConfig(_))
     ));
     assert!(matches!(
-        block_on(engine.sync_topic("t", topic(5), &hosted(&[0, 5]))),
+        block_on(engine.sync_topic("t", topic(5), &hosted(&[0, 5]), None)),
         Err(EngineError::UnknownPartition { partition: PartitionId(5), .. })
     ));
     assert!(matches!(
-        block_on(engine.sync_topic("bad/name", topic(1), &hosted(&[0]))),
+        block_on(engine.sync_topic("bad/name", topic(1), &hosted(&[0]), None)),
         Err(EngineError::InvalidConfig(_))
     ));
     assert_eq!(engine.describe_topic("t").expect("describe"), grown, "refusals change nothing");
@@ -164,7 +166,7 @@ fn a_grown_topic_hosts_what_it_is_told_and_never_shrinks() {
 fn unhosting_a_partition_removes_its_files_and_keeps_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 1, 2]))).expect("sync");
+    block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 1, 2]), None)).expect("sync");
     for p in 0..3 {
         for i in 0..5 {
             append(&engine, "t", p, &format!("p{p}-{i}"));
@@ -176,7 +178,7 @@ fn unhosting_a_partition_removes_its_files_and_keeps_the_others() {
         std::thread::spawn(move || block_on(engine.wait_for_data("t", PartitionId(1), Offset(5))))
     };
 
-    let meta = block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 2]))).expect("unhost");
+    let meta = block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 2]), None)).expect("unhost");
     assert_eq!(meta.placement[1], None);
     assert_eq!(partition_dirs(dir.path(), "t"), vec![0, 2], "the un-hosted partition's files go");
     assert!(is_not_hosted(waiter.join().expect("waiter"), 1));
@@ -189,7 +191,7 @@ fn unhosting_a_partition_removes_its_files_and_keeps_the_others() {
     assert_eq!(counts.online, 2);
 
     // Hosted again, it starts empty: this broker keeps nothing of it.
-    block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 1, 2]))).expect("host again");
+    block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 1, 2]), None)).expect("host again");
     let offsets = block_on(engine.list_offsets("t", PartitionId(1))).expect("offsets");
     assert_eq!((offsets.log_start_offset, offsets.next_offset), (Offset(0), Offset(0)));
     assert_eq!(append(&engine, "t", 1, "fresh"), Offset(0));
@@ -205,13 +207,13 @@ fn unhosting_a_partition_removes_its_files_and_keeps_the_others() {
 fn syncing_the_same_state_twice_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    let first = block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 2]))).expect("sync");
+    let first = block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 2]), None)).expect("sync");
     append(&engine, "t", 2, "x");
     let file = dir.path().join("topics/t/topic.json");
     let before = std::fs::metadata(&file).expect("topic.json");
     let bytes_before = std::fs::read(&file).expect("read");
 
-    let second = block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 2]))).expect("again");
+    let second = block_on(engine.sync_topic("t", topic(3), &hosted(&[0, 2]), None)).expect("again");
     assert_eq!(second, first);
     let after = std::fs::metadata(&file).expect("topic.json");
     assert_eq!(
@@ -225,7 +227,8 @@ fn syncing_the_same_state_twice_changes_nothing() {
 
     // Only the settings changed: applied, nothing opened or removed.
     let altered = TopicConfig { retention_ms: Some(60_000), ..topic(3) };
-    let meta = block_on(engine.sync_topic("t", altered.clone(), &hosted(&[0, 2]))).expect("alter");
+    let meta =
+        block_on(engine.sync_topic("t", altered.clone(), &hosted(&[0, 2]), None)).expect("alter");
     assert_eq!(meta.config, altered);
     assert_eq!(meta.placement, first.placement);
     assert_eq!(engine.describe_topic("t").expect("describe").config.retention_ms, Some(60_000));
@@ -237,7 +240,7 @@ fn syncing_the_same_state_twice_changes_nothing() {
 fn a_restart_keeps_exactly_the_hosted_partitions_and_their_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    let meta = block_on(engine.sync_topic("t", topic(4), &hosted(&[0, 2, 3]))).expect("sync");
+    let meta = block_on(engine.sync_topic("t", topic(4), &hosted(&[0, 2, 3]), None)).expect("sync");
     for p in [0, 2, 3] {
         append(&engine, "t", p, &format!("in {p}"));
     }
@@ -302,7 +305,8 @@ fn a_topic_json_of_plain_shard_numbers_opens_as_all_hosted() {
     assert_eq!(values(&engine, "old", 1), vec!["one"]);
     assert_eq!(engine.open_report().partitions_opened, 2);
     // Synced with all hosted, it is the same topic.
-    let synced = block_on(engine.sync_topic("old", topic(2), &hosted(&[0, 1]))).expect("sync");
+    let synced =
+        block_on(engine.sync_topic("old", topic(2), &hosted(&[0, 1]), None)).expect("sync");
     assert_eq!(synced, meta);
     engine.close().expect("close");
 }
@@ -312,7 +316,8 @@ fn a_topic_with_nothing_hosted_keeps_its_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
     let config = TopicConfig { retention_ms: Some(3_600_000), ..topic(3) };
-    let meta = block_on(engine.sync_topic("t", config.clone(), &BTreeSet::new())).expect("sync");
+    let meta =
+        block_on(engine.sync_topic("t", config.clone(), &BTreeSet::new(), None)).expect("sync");
     assert_eq!(meta.placement, vec![None, None, None]);
     assert!(dir.path().join("topics/t/topic.json").is_file());
     assert!(partition_dirs(dir.path(), "t").is_empty());
@@ -323,11 +328,12 @@ fn a_topic_with_nothing_hosted_keeps_its_config() {
 
     let engine = Engine::open(dir.path(), self::config()).expect("reopen");
     assert_eq!(engine.describe_topic("t").expect("describe"), meta);
-    let hosting = block_on(engine.sync_topic("t", config.clone(), &hosted(&[1]))).expect("host");
+    let hosting =
+        block_on(engine.sync_topic("t", config.clone(), &hosted(&[1]), None)).expect("host");
     assert_eq!(hosting.config, config, "a later hosting keeps the config");
     assert_eq!(append(&engine, "t", 1, "now"), Offset(0));
     // Back to nothing hosted, then gone.
-    block_on(engine.sync_topic("t", config, &BTreeSet::new())).expect("unhost");
+    block_on(engine.sync_topic("t", config, &BTreeSet::new(), None)).expect("unhost");
     assert!(partition_dirs(dir.path(), "t").is_empty());
     block_on(engine.delete_topic("t")).expect("delete");
     assert!(!dir.path().join("topics/t").exists());
@@ -338,7 +344,7 @@ fn a_topic_with_nothing_hosted_keeps_its_config() {
 fn alter_grow_and_delete_work_on_a_partly_hosted_topic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
-    block_on(engine.sync_topic("t", topic(3), &hosted(&[1]))).expect("sync");
+    block_on(engine.sync_topic("t", topic(3), &hosted(&[1]), None)).expect("sync");
     let altered = TopicConfig { retention_ms: Some(60_000), ..topic(3) };
     let meta = block_on(engine.alter_topic("t", altered)).expect("alter");
     assert_eq!(meta.hosted_set(), hosted(&[1]));
@@ -362,11 +368,47 @@ fn memory_topics_are_hosted_and_unhosted_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), config()).expect("open");
     let memory = TopicConfig { storage: StorageMode::Memory, ..topic(2) };
-    block_on(engine.sync_topic("m", memory.clone(), &hosted(&[0]))).expect("sync");
+    block_on(engine.sync_topic("m", memory.clone(), &hosted(&[0]), None)).expect("sync");
     assert_eq!(append(&engine, "m", 0, "a"), Offset(0));
     assert!(is_not_hosted(block_on(engine.list_offsets("m", PartitionId(1))), 1));
-    block_on(engine.sync_topic("m", memory.clone(), &hosted(&[1]))).expect("move");
+    block_on(engine.sync_topic("m", memory.clone(), &hosted(&[1]), None)).expect("move");
     assert!(is_not_hosted(block_on(engine.list_offsets("m", PartitionId(0))), 0));
     assert_eq!(append(&engine, "m", 1, "b"), Offset(0));
+    engine.close().expect("close");
+}
+
+#[test]
+fn a_topic_synced_under_another_id_replaces_the_deleted_one_of_the_same_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config()).expect("open");
+    // Made before the cluster: no id. Its first sync gives it one and
+    // keeps its data.
+    block_on(engine.create_topic("t", topic(2))).expect("create");
+    append(&engine, "t", 0, "before-the-cluster");
+    let adopted =
+        block_on(engine.sync_topic("t", topic(2), &hosted(&[0, 1]), Some("a"))).expect("adopt");
+    assert_eq!(adopted.topic_id.as_deref(), Some("a"));
+    assert_eq!(values(&engine, "t", 0), vec!["before-the-cluster"]);
+    engine.close().expect("close");
+
+    // The id survives a restart; the same id again changes nothing.
+    let engine = Engine::open(dir.path(), config()).expect("reopen");
+    assert_eq!(engine.describe_topic("t").expect("describe").topic_id.as_deref(), Some("a"));
+    append(&engine, "t", 1, "old-topic");
+    let same =
+        block_on(engine.sync_topic("t", topic(2), &hosted(&[0, 1]), Some("a"))).expect("same id");
+    assert_eq!(values(&engine, "t", 1), vec!["old-topic"]);
+    assert_eq!(same.topic_id.as_deref(), Some("a"));
+
+    // The cluster deleted "t" and made a new "t" while this broker was
+    // away: nothing of the old one may be served as the new one.
+    let new = block_on(engine.sync_topic("t", topic(3), &hosted(&[1, 2]), Some("b")))
+        .expect("another id");
+    assert_eq!(new.topic_id.as_deref(), Some("b"));
+    assert_eq!(new.hosted_set(), hosted(&[1, 2]));
+    assert!(values(&engine, "t", 1).is_empty(), "the new topic starts empty");
+    assert!(is_not_hosted(block_on(engine.list_offsets("t", PartitionId(0))), 0));
+    assert_eq!(partition_dirs(dir.path(), "t"), vec![1, 2]);
+    assert_eq!(append(&engine, "t", 2, "new-topic"), Offset(0));
     engine.close().expect("close");
 }

@@ -56,7 +56,8 @@ async fn reconcile(engine: &Engine, view: &ClusterView, me: BrokerId) {
             continue;
         }
         let Some(config) = view.topic_config(&topic.name) else { continue };
-        if let Err(e) = engine.sync_topic(&topic.name, config, &hosted).await {
+        let topic_id = topic.id.to_string();
+        if let Err(e) = engine.sync_topic(&topic.name, config, &hosted, Some(&topic_id)).await {
             tracing::warn!(topic = %topic.name, error = %e, "cannot open this broker's partitions of a topic; retrying on the next change");
         }
     }
