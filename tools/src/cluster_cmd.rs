@@ -117,7 +117,7 @@ fn controller_view(client: &ClientArgs) -> Result<ControllerView, CliError> {
     let mut answers = BTreeMap::from([(first.node_id, first.clone())]);
     let missing = match first.leader_id {
         None => Some(
-            "the metadata quorum has no leader now (an election, or too few voters up)".to_string(),
+            "waiting for quorum: the metadata quorum has no leader now (an election, or too few voters up)".to_string(),
         ),
         Some(leader) if leader == first.node_id => None,
         Some(leader) => match client_address(&first, leader) {

@@ -904,3 +904,49 @@ fn five_brokers_with_three_voters_spread_2000_partitions_evenly_and_restart_with
     let leaders = topic_leaders(&cluster.client(5), "load-7");
     assert!(leaders.iter().all(Option::is_some), "every partition has a leader: {leaders:?}");
 }
+
+#[test]
+fn with_a_majority_of_voters_down_changes_wait_for_quorum_and_the_survivor_serves_what_it_leads() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    cluster.settle();
+    common::cli_ok(&cluster.client(1), &["topic", "create", "kept", "-p", "3"]);
+    cluster.settle();
+    let leaders = topic_leaders(&cluster.client(1), "kept");
+    let mine = leaders.iter().position(|l| *l == Some(1)).expect("broker 1 leads a partition");
+    let partition = mine.to_string();
+    let survivor = cluster.client(1);
+    let produce = |values: &[&str]| {
+        let lines: String = values.iter().map(|v| format!("{v}\n")).collect();
+        run_bounded(
+            &survivor,
+            &["produce", "kept", "--partition", &partition],
+            lines.as_bytes(),
+        )
+    };
+    assert!(produce(&["before-0", "before-1"]).status.success());
+
+    cluster.kill9(2);
+    cluster.kill9(3);
+    let asked_at = Instant::now();
+    let refused = run_bounded(&cluster.client(1), &["topic", "create", "lonely"], b"");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "no metadata change without a majority");
+    assert!(stderr.contains("waiting for quorum"), "a clear error: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(asked_at.elapsed() < WAIT, "refused in bounded time: {:?}", asked_at.elapsed());
+    let status = common::cli_ok(&cluster.client(1), &["cluster", "status"]);
+    assert!(status.contains("waiting for quorum"), "{status}");
+
+    // The survivor still serves the partition it leads, to new producers
+    // too (their ids come from the block it holds).
+    let alone = produce(&["alone-0", "alone-1", "alone-2"]);
+    assert!(alone.status.success(), "produce alone: {}", String::from_utf8_lossy(&alone.stderr));
+    let args =
+        ["consume", "kept", "--partition", &partition, "--count", "5", "--timeout-ms", "10000"];
+    let out = run_bounded(&cluster.client(1), &args, b"");
+    assert!(out.status.success(), "consume: {}", String::from_utf8_lossy(&out.stderr));
+    let values: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(values, ["before-0", "before-1", "alone-0", "alone-1", "alone-2"]);
+}

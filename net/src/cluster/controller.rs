@@ -892,7 +892,7 @@ fn propose_error(e: ProposeError, leader: Option<(u64, String)>) -> AdminError {
             message: "another membership change is in progress; retry".into(),
         },
         ProposeError::Overwritten | ProposeError::Unknown => AdminError::NoQuorum(format!(
-            "the change did not commit within {} s (no majority of voters reachable?); it may still apply",
+            "waiting for quorum: the change did not commit within {} s (is a majority of the voters up and reachable?); it may still apply",
             COMMIT_TIMEOUT.as_secs()
         )),
     }

@@ -103,7 +103,8 @@ pub enum AdminError {
     /// known): forward there.
     #[error("not the controller (the controller is {})", leader.as_ref().map_or("unknown: no quorum yet".to_string(), |(id, addr)| format!("node {id} at {addr}")))]
     NotController { leader: Option<(u64, String)> },
-    #[error("no metadata quorum: {0}")]
+    /// No majority of voters answers (the text says what waited).
+    #[error("{0}")]
     NoQuorum(String),
     /// The quorum has a leader that has not initialized the cluster yet.
     #[error("the cluster is starting; retry")]
@@ -134,6 +135,15 @@ pub(crate) enum Command {
 
 /// How long an admin request waits for the quorum to have a leader.
 const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What an admin request hears when no controller was elected while it
+/// waited.
+fn no_leader_elected() -> AdminError {
+    AdminError::NoQuorum(format!(
+        "waiting for quorum: no controller elected within {} s (a majority of the voters must be up and reach each other)",
+        LEADER_WAIT.as_secs()
+    ))
+}
 
 /// Commands queued for the Raft task before senders wait.
 pub(crate) const COMMANDS_MAX: usize = 4096;
@@ -260,8 +270,14 @@ impl ClusterHandle {
                 Err(AdminError::NotController { leader: None } | AdminError::NotReady)
             );
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if !leaderless || left.is_zero() {
+            if !leaderless {
                 return outcome;
+            }
+            if left.is_zero() {
+                return match outcome {
+                    Err(AdminError::NotController { leader: None }) => Err(no_leader_elected()),
+                    other => other,
+                };
             }
             // The next view (a leader known, or a new term) or the deadline.
             futures::select! {
@@ -273,8 +289,12 @@ impl ClusterHandle {
 
     /// An idempotent producer id unique in the cluster, from this
     /// broker's block (a new block from the controller when it ran out).
-    pub async fn allocate_producer_id(&self) -> Result<u64, AdminError> {
+    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<u64, AdminError> {
         self.producer_ids.next(self).await
+    }
+
+    pub(crate) fn producer_ids(&self) -> &ProducerIdSource {
+        &self.producer_ids
     }
 
     /// Reserves a block of producer ids for `broker_id`, when this node

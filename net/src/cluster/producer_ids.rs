@@ -9,6 +9,7 @@
 use super::handle::{AdminError, ClusterHandle};
 use super::metadata::{BrokerId, ProducerIdBlock};
 use crate::protocol::{AllocateProducerIdsRequest, AllocateProducerIdsResponse, ErrorCode};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Ids per block: one metadata record per this many producers.
@@ -21,25 +22,135 @@ const BLOCK_WAIT: Duration = Duration::from_secs(5);
 /// Pause between attempts while no controller is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-/// The block this broker hands ids out of.
+/// The blocks this broker hands ids out of: the current one and a spare,
+/// fetched in the background once the current one is in use, so producers
+/// rarely wait for the controller — and a broker cut off from the quorum
+/// still has ids to give while it serves the partitions it leads.
 #[derive(Default)]
 pub(crate) struct ProducerIdSource {
-    /// Next id to hand out and the end of the block. Async: producers that
-    /// find the block empty wait for the one request that refills it.
-    range: futures::lock::Mutex<(u64, u64)>,
+    blocks: std::sync::Mutex<Blocks>,
+    /// Notified when a fetch ends.
+    fetched: event_listener::Event,
+}
+
+#[derive(Default)]
+struct Blocks {
+    /// Next id to hand out and the end of its block.
+    current: (u64, u64),
+    spare: Option<(u64, u64)>,
+    /// A fetch is under way (one at a time).
+    fetching: bool,
+}
+
+/// What `next` does after looking at the blocks.
+enum Step {
+    Id { id: u64, fetch_spare: bool },
+    Wait(event_listener::EventListener),
+    Fetch,
 }
 
 impl ProducerIdSource {
     /// A producer id no other producer in the cluster has.
-    pub(crate) async fn next(&self, handle: &ClusterHandle) -> Result<u64, AdminError> {
-        let mut range = self.range.lock().await;
-        if range.0 == range.1 {
-            let block = fetch_block(handle).await?;
-            *range = (block.start, block.start + block.size);
+    pub(crate) async fn next(&self, handle: &Arc<ClusterHandle>) -> Result<u64, AdminError> {
+        let deadline = Instant::now() + BLOCK_WAIT;
+        loop {
+            match self.step() {
+                Step::Id { id, fetch_spare } => {
+                    if fetch_spare {
+                        self.spawn_fetch(handle.clone());
+                    }
+                    return Ok(id);
+                }
+                Step::Wait(listener) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    futures::select! {
+                        () = futures::FutureExt::fuse(listener) => {}
+                        () = futures::FutureExt::fuse(crate::runtime::sleep(left)) => {}
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(AdminError::NoQuorum(
+                            "no block of producer ids from the controller in time".into(),
+                        ));
+                    }
+                }
+                Step::Fetch => {
+                    let fetched = fetch_block(handle).await;
+                    let failed = fetched.as_ref().err().cloned();
+                    self.store(fetched);
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        let id = range.0;
-        range.0 += 1;
-        Ok(id)
+    }
+
+    /// Starts fetching a spare block unless one is held or coming: for a
+    /// broker that just joined, before its first producer asks.
+    pub(crate) fn prefetch(&self, handle: &Arc<ClusterHandle>) {
+        let start = {
+            let mut blocks = self.lock();
+            let wanted = blocks.spare.is_none() && !blocks.fetching;
+            blocks.fetching |= wanted;
+            wanted
+        };
+        if start {
+            self.spawn_fetch(handle.clone());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        self.blocks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn step(&self) -> Step {
+        let mut blocks = self.lock();
+        if blocks.current.0 == blocks.current.1 {
+            if let Some(spare) = blocks.spare.take() {
+                blocks.current = spare;
+            }
+        }
+        if blocks.current.0 < blocks.current.1 {
+            let id = blocks.current.0;
+            blocks.current.0 += 1;
+            let fetch_spare = blocks.spare.is_none() && !blocks.fetching;
+            blocks.fetching |= fetch_spare;
+            return Step::Id { id, fetch_spare };
+        }
+        if blocks.fetching {
+            return Step::Wait(self.fetched.listen());
+        }
+        blocks.fetching = true;
+        Step::Fetch
+    }
+
+    /// Ends a fetch: the block becomes the spare (or the current one, when
+    /// that ran out).
+    fn store(&self, fetched: Result<ProducerIdBlock, AdminError>) {
+        let mut blocks = self.lock();
+        blocks.fetching = false;
+        if let Ok(block) = fetched {
+            let range = (block.start, block.start + block.size);
+            if blocks.current.0 == blocks.current.1 {
+                blocks.current = range;
+            } else {
+                blocks.spare = Some(range);
+            }
+        }
+        drop(blocks);
+        self.fetched.notify(usize::MAX);
+    }
+
+    /// Fetches a block in the background (`fetching` is set by the caller).
+    fn spawn_fetch(&self, handle: Arc<ClusterHandle>) {
+        crate::runtime::spawn(async move {
+            let fetched = fetch_block(&handle).await;
+            if let Err(e) = &fetched {
+                tracing::debug!(error = %e, "no spare block of producer ids yet");
+            }
+            handle.producer_ids().store(fetched);
+        })
+        .detach();
     }
 }
 

@@ -7,6 +7,9 @@
 //! cluster is bootstrapped (its first leader adopted the topics its data
 //! directory held from before the cluster), so upgrading a single-node
 //! data directory never loses a topic.
+//!
+//! The same task keeps a spare block of producer ids in hand once the
+//! broker is alive (`ProducerIdSource::prefetch`).
 
 use super::controller::{BOOTSTRAPPED_SETTING, METADATA_TOPIC};
 use super::handle::{ClusterHandle, ClusterView};
@@ -27,6 +30,11 @@ pub(crate) async fn run(
         let view = handle.view();
         if done_for.as_ref().is_none_or(|d| !Arc::ptr_eq(d, &view)) {
             reconcile(&engine, &view, me).await;
+            if view.metadata.broker(me).is_some_and(|b| !b.fenced) {
+                // Producer ids in hand before the first producer asks (and
+                // should the quorum be lost later).
+                handle.producer_ids().prefetch(&handle);
+            }
             done_for = Some(view);
             continue; // a newer view may have come meanwhile
         }
