@@ -126,10 +126,23 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
                 futures::executor::block_on(handle.heartbeat(request))
                     .ok_or_else(|| "the raft task stopped".to_string())
             }
-            Some((id, address)) => futures::executor::block_on(
-                handle.call_peer::<_, BrokerHeartbeatResponse>(*id, address, request),
-            )
-            .map_err(|e| e.to_string()),
+            // Waits one interval, not the peer request timeout: a
+            // controller cut off by the network answers nothing (packets
+            // dropped, no reset), and a heartbeat waiting on it that long
+            // would miss the session a new controller grants every broker
+            // when elected — every broker, its own included, fenced. The
+            // next round asks whoever leads by then.
+            Some((id, address)) => {
+                let asked = handle.call_peer::<_, BrokerHeartbeatResponse>(*id, address, request);
+                futures::executor::block_on(async {
+                    futures::select! {
+                        answer = futures::FutureExt::fuse(asked) => answer.map_err(|e| e.to_string()),
+                        () = futures::FutureExt::fuse(futures_timer::Delay::new(interval)) => {
+                            Err(format!("node {id} at {address} did not answer within {interval:?}"))
+                        }
+                    }
+                })
+            }
         };
         if !matches!(&outcome, Ok(a) if a.error_code == ErrorCode::DuplicateBrokerId.as_u16()) {
             refused_since = None;
