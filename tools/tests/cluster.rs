@@ -540,6 +540,25 @@ fn produce_and_consume_through_one_broker_reach_partitions_led_by_each() {
             );
         }
     }
+
+    // Groups live on the coordinators their ids hash to, all over the
+    // cluster; listing through any broker shows every one.
+    let groups: Vec<String> = (0..12).map(|i| format!("readers-{i}")).collect();
+    for g in &groups {
+        common::cli_ok(
+            &cluster.client(1),
+            &["group", "reset-offsets", g, "--topic", "routed", "--to", "earliest"],
+        );
+    }
+    for through in 1..=3 {
+        let listed = common::cli_json(&cluster.client(through), &["group", "list"]);
+        let mut ids: Vec<String> =
+            listed.iter().map(|g| g["group_id"].as_str().expect("id").to_string()).collect();
+        ids.sort();
+        let mut expected = groups.clone();
+        expected.sort();
+        assert_eq!(ids, expected, "every group, listed through broker {through}");
+    }
 }
 
 #[test]
@@ -918,11 +937,7 @@ fn with_a_majority_of_voters_down_changes_wait_for_quorum_and_the_survivor_serve
     let survivor = cluster.client(1);
     let produce = |values: &[&str]| {
         let lines: String = values.iter().map(|v| format!("{v}\n")).collect();
-        run_bounded(
-            &survivor,
-            &["produce", "kept", "--partition", &partition],
-            lines.as_bytes(),
-        )
+        run_bounded(&survivor, &["produce", "kept", "--partition", &partition], lines.as_bytes())
     };
     assert!(produce(&["before-0", "before-1"]).status.success());
 

@@ -317,14 +317,31 @@ impl Admin {
         Ok(ClusterView::new(answer, asked, conn.addr().ip()))
     }
 
-    /// Every consumer group the broker coordinates, by id.
+    /// Every consumer group of the cluster, by id: each alive broker lists
+    /// the groups it coordinates (a fenced broker coordinates none that
+    /// anyone can reach now).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
-        let (answer, _) =
-            self.link().call::<_, ListGroupsResponse>(&ListGroupsRequest {}, &[]).await?;
-        match ClientError::from_code(answer.error_code, answer.message) {
-            Some(e) => Err(e),
-            None => Ok(answer.groups),
+        let view = self.cluster().await?;
+        let brokers: Vec<(u32, String)> = view
+            .brokers()
+            .filter(|b| b.status == "alive")
+            .filter_map(|b| Some((b.node_id, view.broker_address(b.node_id)?.to_string())))
+            .collect();
+        let mut groups = BTreeMap::new();
+        if brokers.is_empty() {
+            // The metadata lists no alive broker yet: ask the one we know.
+            let conn = self.connection()?;
+            for g in list_groups_at(&conn).await? {
+                groups.insert(g.group_id.clone(), g);
+            }
         }
+        for (node_id, address) in brokers {
+            let conn = self.pool.connection(node_id, &address)?;
+            for g in list_groups_at(&conn).await? {
+                groups.insert(g.group_id.clone(), g);
+            }
+        }
+        Ok(groups.into_values().collect())
     }
 
     /// Members, assignments and committed offsets of `group_ids`, in that
@@ -469,5 +486,14 @@ impl Admin {
         };
         let (answer, _) = self.link().call::<_, AlterVotersResponse>(&request, &[]).await?;
         ClientError::from_code(answer.error_code, answer.message).map_or(Ok(()), Err)
+    }
+}
+
+/// The groups one broker coordinates.
+async fn list_groups_at(conn: &Connection) -> Result<Vec<GroupListing>, ClientError> {
+    let (answer, _) = conn.call::<_, ListGroupsResponse>(&ListGroupsRequest {}, &[]).await?;
+    match ClientError::from_code(answer.error_code, answer.message) {
+        Some(e) => Err(e),
+        None => Ok(answer.groups),
     }
 }

@@ -48,10 +48,12 @@ pub struct Cluster {
     controller_done: Option<std::sync::mpsc::Receiver<()>>,
 }
 
-/// How long `start` waits for this broker to be registered and unfenced.
+/// How long `start` waits for this broker to be registered and unfenced
+/// (and to hold producer ids).
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Waits until the metadata shows this run of this broker alive.
+/// Waits until the metadata shows this run of this broker alive and it
+/// holds producer ids to hand out.
 fn wait_alive(handle: &ClusterHandle, incarnation: u64, within: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + within;
     let me = metadata::BrokerId(handle.node_id());
@@ -61,8 +63,12 @@ fn wait_alive(handle: &ClusterHandle, incarnation: u64, within: std::time::Durat
             .metadata
             .broker(me)
             .is_some_and(|b| b.incarnation_id.0 == incarnation && !b.fenced);
-        if alive || handle.fatal().is_some() {
-            return alive;
+        // And with producer ids in hand (the reconciler fetches a block
+        // once the broker is alive): none to ask the controller for while
+        // it serves, and none taken just after it said it serves.
+        let ready = alive && handle.producer_ids().in_hand();
+        if ready || handle.fatal().is_some() {
+            return ready;
         }
         if std::time::Instant::now() >= deadline {
             return false;

@@ -42,6 +42,12 @@ struct Blocks {
     fetching: bool,
 }
 
+impl Blocks {
+    fn in_hand(&self) -> bool {
+        self.current.0 < self.current.1 || self.spare.is_some()
+    }
+}
+
 /// What `next` does after looking at the blocks.
 enum Step {
     Id { id: u64, fetch_spare: bool },
@@ -85,18 +91,24 @@ impl ProducerIdSource {
         }
     }
 
-    /// Starts fetching a spare block unless one is held or coming: for a
-    /// broker that just joined, before its first producer asks.
+    /// Starts fetching a block unless ids are in hand or coming: for a
+    /// broker that just joined, before its first producer asks. (The spare
+    /// is fetched once ids are handed out.)
     pub(crate) fn prefetch(&self, handle: &Arc<ClusterHandle>) {
         let start = {
             let mut blocks = self.lock();
-            let wanted = blocks.spare.is_none() && !blocks.fetching;
+            let wanted = !blocks.in_hand() && !blocks.fetching;
             blocks.fetching |= wanted;
             wanted
         };
         if start {
             self.spawn_fetch(handle.clone());
         }
+    }
+
+    /// Whether ids can be handed out without asking the controller.
+    pub(crate) fn in_hand(&self) -> bool {
+        self.lock().in_hand()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {

@@ -14,6 +14,7 @@ use crate::server::coordinator::{
 use crate::server::ServerContext;
 use futures::channel::oneshot;
 use mamba_engine::runtime::now_ms;
+use mamba_engine::EngineError;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -379,16 +380,34 @@ fn listing(g: &Group) -> GroupListing {
     }
 }
 
+/// The partitions of `__consumer_offsets` whose groups this broker
+/// coordinates: in a cluster those it leads (none before the topic
+/// exists: no group does either), else all (the topic made if missing).
+async fn offsets_partitions_led_here(ctx: &ServerContext) -> Result<Vec<u32>, EngineError> {
+    let Some(cluster) = &ctx.cluster else {
+        let count = ensure_offsets_topic(&ctx.engine, &ctx.config.groups).await?;
+        return Ok((0..count).collect());
+    };
+    let view = cluster.view();
+    let me = crate::cluster::metadata::BrokerId(cluster.node_id());
+    let count = view.metadata.topic(coordinator::OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
+    Ok((0..count as u32)
+        .filter(|p| view.serving_leader(coordinator::OFFSETS_TOPIC, *p) == Ok(Some(me)))
+        .collect())
+}
+
+/// The groups this broker coordinates (`Admin::list_groups` asks every
+/// broker of a cluster).
 pub(crate) async fn list_groups(ctx: &ServerContext) -> ListGroupsResponse {
     let mut groups = Vec::new();
-    let partitions = match ensure_offsets_topic(&ctx.engine, &ctx.config.groups).await {
+    let partitions = match offsets_partitions_led_here(ctx).await {
         Ok(partitions) => partitions,
         Err(e) => {
             let (error_code, message) = engine_error(&e);
             return ListGroupsResponse { error_code, message, groups };
         }
     };
-    for partition in 0..partitions {
+    for partition in partitions {
         let listed = with_partition(
             &ctx.engine,
             ctx.cluster.as_ref(),
