@@ -8,7 +8,7 @@
 //! and checkpointing every partition). A node dropped without `stop` stops
 //! the same way.
 
-use crate::cluster::{Addresses, Cluster, ClusterConfig, ClusterError, ClusterHandle};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, ClusterHandle};
 use crate::server::{Broker, BrokerConfig, BrokerError};
 use mamba_engine::{Engine, EngineConfig, EngineError};
 use std::net::SocketAddr;
@@ -73,11 +73,9 @@ impl Node {
         let (handle, inbox) = Cluster::prepare(cluster)?;
         let broker =
             Broker::start_clustered(engine.clone(), broker, handle.clone(), cluster_listen)?;
-        let addresses = Addresses {
-            client: broker.local_addr().to_string(),
-            cluster: broker.cluster_addr().map(|a| a.to_string()).unwrap_or_default(),
-            http: String::new(),
-        };
+        let cluster_addr =
+            broker.cluster_addr().expect("a clustered broker listens for the cluster");
+        let addresses = handle.config().addresses_to_register(broker.local_addr(), cluster_addr);
         let cluster = Cluster::start(engine, handle, inbox, addresses)?;
         Ok((broker, Some(cluster)))
     }

@@ -134,6 +134,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         snapshot_entries_max: settings
             .metadata_snapshot_entries
             .unwrap_or(cluster_defaults.snapshot_entries_max),
+        advertised_client: settings.advertised_listen.clone(),
+        advertised_cluster: settings.advertised_cluster_listen.clone(),
         ..cluster_defaults
     };
     cluster.validate()?;

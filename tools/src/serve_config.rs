@@ -89,6 +89,14 @@ settings! {
     /// Cluster address: other brokers' Raft messages, heartbeats and
     /// forwarded requests [default: 127.0.0.1:9401]
     cluster_listen: SocketAddr, "MAMBA_CLUSTER_LISTEN", "ADDR", address;
+    /// The client address this broker gives clients and other brokers,
+    /// when --listen is not it (0.0.0.0, a NAT, a DNS name)
+    /// [default: --listen]
+    advertised_listen: String, "MAMBA_ADVERTISED_LISTEN", "HOST:PORT", host_port;
+    /// The cluster address other brokers reach this one at, when
+    /// --cluster-listen is not it [default: this node's --voters entry,
+    /// else --cluster-listen]
+    advertised_cluster_listen: String, "MAMBA_ADVERTISED_CLUSTER_LISTEN", "HOST:PORT", host_port;
     /// The metadata quorum of a new cluster, ID@HOST:PORT of each voter's
     /// cluster address, e.g. 1@10.0.0.1:9401,2@10.0.0.2:9401,3@10.0.0.3:9401
     /// (the same list on every voter) [default: this broker alone]
@@ -193,6 +201,23 @@ fn addresses(name: &str, value: &str) -> Result<AddressList, String> {
         return Err(format!("{name}: {bad:?} is not HOST:PORT"));
     }
     Ok(AddressList(list))
+}
+
+fn host_port(name: &str, value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let bad = |why: &str| {
+        format!("{name} must be HOST:PORT that others can reach ({why}); got {value:?}")
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(bad("a port from 1")),
+        Ok(_) => {}
+    }
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+    if host.is_empty() || ip.is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(bad("a host or IP, not 0.0.0.0"));
+    }
+    Ok(value.to_string())
 }
 
 fn text(_name: &str, value: &str) -> Result<String, String> {

@@ -763,6 +763,9 @@ fn bad_cluster_settings_and_identities_are_refused_with_one_clear_line() {
         err.trim(),
         format!("mamba: --voters says node 1 is at {}, but --cluster-listen is {}", at(1), at(0))
     );
+    // An advertised address no one can dial.
+    let err = serve_fails(&base(&["--advertised-listen", "0.0.0.0:9400"]), quick);
+    assert!(err.lines().next().unwrap_or_default().contains("not 0.0.0.0"), "{err}");
     assert!(!dir.path().join("refused").exists(), "nothing was written");
 
     let cluster = Cluster::start(3);
@@ -964,4 +967,39 @@ fn with_a_majority_of_voters_down_changes_wait_for_quorum_and_the_survivor_serve
     let values: Vec<String> =
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(values, ["before-0", "before-1", "alone-0", "alone-1", "alone-2"]);
+}
+
+#[test]
+fn a_broker_on_wildcard_addresses_registers_the_addresses_it_advertises() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = free_ports(2);
+    let client = format!("127.0.0.1:{}", ports[0]);
+    let cluster_address = format!("127.0.0.1:{}", ports[1]);
+    let args: Vec<String> = [
+        "--shards",
+        "1",
+        "--listen",
+        &format!("0.0.0.0:{}", ports[0]),
+        "--cluster-listen",
+        &format!("0.0.0.0:{}", ports[1]),
+        "--advertised-listen",
+        &client,
+        "--advertised-cluster-listen",
+        &cluster_address,
+        "--data-dir",
+        &dir.path().join("data").to_string_lossy(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let _serve = Serve::start(&args, &dir.path().join("broker.log"))
+        .unwrap_or_else(|(code, log)| panic!("serve exited ({code:?}):\n{log}"));
+    let brokers = common::cli_json(&client, &["cluster", "brokers"]);
+    assert_eq!(brokers.len(), 1, "{brokers:?}");
+    assert_eq!(brokers[0]["client_address"], client.as_str(), "{brokers:?}");
+    assert_eq!(brokers[0]["cluster_address"], cluster_address.as_str(), "{brokers:?}");
+    // Clients are sent to the advertised address, and it works.
+    common::cli_ok(&client, &["topic", "create", "reachable", "-p", "2"]);
+    let leaders = topic_leaders(&client, "reachable");
+    assert_eq!(leaders, [Some(1), Some(1)]);
 }

@@ -5,6 +5,7 @@
 //! `mamba serve` with none of these is a one-node cluster: node 1, voter
 //! of itself, on the default cluster port.
 
+use super::handle::Addresses;
 use std::net::SocketAddr;
 
 /// The cluster port `mamba serve` listens on unless told otherwise.
@@ -43,6 +44,12 @@ pub struct ClusterConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries past the last snapshot before a new one.
     pub snapshot_entries_max: u64,
+    /// The client address registered for clients and other brokers, when
+    /// the bound one is not it (`None`: the bound address).
+    pub advertised_client: Option<String>,
+    /// The cluster address registered for other brokers (`None`: this
+    /// node's `voters` entry, else the bound address).
+    pub advertised_cluster: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -59,6 +66,8 @@ impl Default for ClusterConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_entries_max: 10_000,
+            advertised_client: None,
+            advertised_cluster: None,
         }
     }
 }
@@ -102,7 +111,14 @@ impl ClusterConfig {
             }
         }
         if let Some(me) = self.voters.iter().find(|v| v.node_id == u64::from(self.node_id)) {
-            if self.cluster_listen.port() != 0
+            if let Some(advertised) = &self.advertised_cluster {
+                if *advertised != me.cluster_address {
+                    return Err(format!(
+                        "--voters says node {} is at {}, but --advertised-cluster-listen is {advertised}",
+                        self.node_id, me.cluster_address
+                    ));
+                }
+            } else if self.cluster_listen.port() != 0
                 && !same_address(&me.cluster_address, self.cluster_listen)
             {
                 return Err(format!(
@@ -135,6 +151,36 @@ impl ClusterConfig {
 
     /// Whether this broker votes in the initial quorum (or is the one node
     /// of a cluster with no voters and no seeds).
+    /// The addresses this broker registers, given the ones it bound: the
+    /// advertised ones when set; for the cluster address else its own
+    /// `--voters` entry (what the other voters dial); else the bound ones.
+    /// A bound wildcard address (0.0.0.0) reaches no one from another
+    /// host: said once, loudly.
+    pub fn addresses_to_register(&self, client: SocketAddr, cluster: SocketAddr) -> Addresses {
+        let me = u64::from(self.node_id);
+        let client = match &self.advertised_client {
+            Some(advertised) => advertised.clone(),
+            None => {
+                if client.ip().is_unspecified() {
+                    tracing::warn!(%client, "the client address is a wildcard: brokers and clients on other hosts cannot reach it (set --advertised-listen)");
+                }
+                client.to_string()
+            }
+        };
+        let voter_entry =
+            self.voters.iter().find(|v| v.node_id == me).map(|v| v.cluster_address.clone());
+        let cluster = match self.advertised_cluster.clone().or(voter_entry) {
+            Some(advertised) => advertised,
+            None => {
+                if cluster.ip().is_unspecified() {
+                    tracing::warn!(%cluster, "the cluster address is a wildcard: brokers on other hosts cannot reach it (set --advertised-cluster-listen)");
+                }
+                cluster.to_string()
+            }
+        };
+        Addresses { client, cluster, http: String::new() }
+    }
+
     pub fn initial_voter_ids(&self) -> Vec<u64> {
         if self.voters.is_empty() && self.seeds.is_empty() {
             return vec![u64::from(self.node_id)];
@@ -209,5 +255,34 @@ mod tests {
         assert!(!learner.is_initial_voter());
         let alone = ClusterConfig::default();
         assert_eq!(alone.initial_voter_ids(), vec![1]);
+    }
+
+    #[test]
+    fn a_wildcard_listener_registers_its_voter_entry_or_what_it_advertises() {
+        let voters = parse_voters("1@10.0.0.1:9401,2@10.0.0.2:9401").expect("valid");
+        let wildcard = ClusterConfig {
+            node_id: 1,
+            cluster_listen: "0.0.0.0:9401".parse().expect("valid"),
+            voters,
+            advertised_client: Some("broker-1.example:9400".into()),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(wildcard.validate(), Ok(()));
+        let bound = |a: &str| a.parse::<SocketAddr>().expect("valid");
+        let registered =
+            wildcard.addresses_to_register(bound("0.0.0.0:9400"), bound("0.0.0.0:9401"));
+        assert_eq!(registered.client, "broker-1.example:9400");
+        assert_eq!(registered.cluster, "10.0.0.1:9401", "what the other voters dial");
+        let contradicting =
+            ClusterConfig { advertised_cluster: Some("10.0.0.9:9401".into()), ..wildcard };
+        let why = contradicting.validate().expect_err("refused");
+        assert!(why.contains("--advertised-cluster-listen"), "{why}");
+        let plain = ClusterConfig::default();
+        let registered =
+            plain.addresses_to_register(bound("127.0.0.1:9400"), bound("127.0.0.1:9401"));
+        assert_eq!(
+            (registered.client.as_str(), registered.cluster.as_str()),
+            ("127.0.0.1:9400", "127.0.0.1:9401")
+        );
     }
 }
