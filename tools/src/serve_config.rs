@@ -91,11 +91,11 @@ settings! {
     cluster_listen: SocketAddr, "MAMBA_CLUSTER_LISTEN", "ADDR", address;
     /// The client address this broker gives clients and other brokers,
     /// when --listen is not it (0.0.0.0, a NAT, a DNS name)
-    /// [default: --listen]
+    /// [default: the --listen address]
     advertised_listen: String, "MAMBA_ADVERTISED_LISTEN", "HOST:PORT", host_port;
     /// The cluster address other brokers reach this one at, when
     /// --cluster-listen is not it [default: this node's --voters entry,
-    /// else --cluster-listen]
+    /// else the --cluster-listen address]
     advertised_cluster_listen: String, "MAMBA_ADVERTISED_CLUSTER_LISTEN", "HOST:PORT", host_port;
     /// The metadata quorum of a new cluster, ID@HOST:PORT of each voter's
     /// cluster address, e.g. 1@10.0.0.1:9401,2@10.0.0.2:9401,3@10.0.0.3:9401

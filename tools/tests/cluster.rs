@@ -75,7 +75,7 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitS
 
 /// A `mamba serve` process logging to a file; killed when dropped.
 struct Serve {
-    child: Child,
+    child: common::KillOnDrop,
     /// Its client address, as it announced it.
     client: String,
 }
@@ -103,7 +103,7 @@ impl Serve {
             let text = text.get(start_at..).unwrap_or_default();
             if let Some(rest) = text.split("mamba broker ready listen=").nth(1) {
                 let client = rest.split_whitespace().next().unwrap_or_default().to_string();
-                return Ok(Serve { child, client });
+                return Ok(Serve { child: common::KillOnDrop(child), client });
             }
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return Err((status.code(), text.to_string()));
@@ -120,15 +120,6 @@ impl Serve {
     fn kill9(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
     }
 }
 

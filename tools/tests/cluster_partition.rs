@@ -18,11 +18,13 @@
 //! says "skipped: ..." and passes, except under CI (`CI` set), where it
 //! fails: there it must really run.
 
+mod common;
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Heartbeats and sessions as in `cluster.rs`: short enough for tests,
@@ -247,17 +249,8 @@ impl Bounded {
 
 /// One broker's process, logging to a file; killed when dropped.
 struct Broker {
-    child: Child,
+    child: common::KillOnDrop,
     log: PathBuf,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
 }
 
 /// Three voters, broker `id` in namespace `id`. Field order is drop
@@ -301,7 +294,7 @@ impl Cluster {
                 .stdout(Stdio::null())
                 .stderr(file);
             let child = command.spawn().expect("start mamba serve");
-            cluster.brokers.push(Broker { child, log });
+            cluster.brokers.push(Broker { child: common::KillOnDrop(child), log });
         }
         for id in BROKERS {
             cluster.wait_ready(id);

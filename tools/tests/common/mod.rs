@@ -183,3 +183,29 @@ pub fn partition(described: &serde_json::Value, p: u64) -> &serde_json::Value {
         .find(|entry| entry["partition"] == p)
         .unwrap_or_else(|| panic!("partition {p} in {described}"))
 }
+
+/// A child process killed (and reaped) when dropped, unless it exited
+/// already; otherwise used as the `Child` it holds.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+}
