@@ -366,7 +366,7 @@ async fn checkpoint(shard: &ShardState, clean: bool) -> EngineResult<()> {
     }
     let file = crate::recovery_point::shard_file(&shard.data_dir, shard.id);
     let bytes = Checkpoint { clean, points: points.clone() }.encode();
-    crate::recovery_point::write_atomically(&DiskStorage, &file, &bytes).await?;
+    crate::storage::write_atomically(&DiskStorage, &file, &bytes).await?;
     *written = points;
     for (p, offset) in memory {
         p.log.set_offset_lease_end(offset.plus(MEMORY_OFFSET_LEASE));

@@ -97,6 +97,9 @@ impl Storage for FullDisk {
     fn remove_dir_all<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>> {
         DiskStorage.remove_dir_all(path)
     }
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>> {
+        DiskStorage.rename(from, to)
+    }
     fn list_files(&self, path: &Path) -> StorageResult<Vec<String>> {
         DiskStorage.list_files(path)
     }
