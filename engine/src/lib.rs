@@ -77,5 +77,5 @@ pub use engine::{block_on, Engine, OpenReport};
 pub use error::{EngineError, EngineResult};
 pub use ids::{LeaderEpoch, Offset, PartitionId, ShardId};
 pub use leader_epochs::{EpochEnd, EpochEntry};
-pub use partition::{AppendInfo, AppendWait, LogOffsets, LogSummary, ReadOutcome};
+pub use partition::{AppendInfo, AppendWait, LogOffsets, LogSummary, ReadLimit, ReadOutcome};
 pub use shard::PartitionCounts;
