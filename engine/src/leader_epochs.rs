@@ -19,12 +19,15 @@
 //!   a crash the file is a superset of what the log holds. A batch of an
 //!   epoch older than the latest is refused;
 //! - **truncation** (and recovery after an I/O error) cuts the entries
-//!   starting at or past the new log end. The file may keep them a while:
-//!   it is rewritten before the log grows past them (the next append);
+//!   starting at or past the new log end, and the file is rewritten; should
+//!   that fail, the next append rewrites it before the log grows past them
+//!   (until then, open would cut them too);
 //! - **retention** drops, in memory, the entries wholly before the log
 //!   start, keeping the latest that starts at or before it (so the epoch of
 //!   the first batch stays known). The file is not rewritten for it: the
-//!   extra entries lie before the log start, and open drops them too.
+//!   extra entries lie before the log start, and open drops them too;
+//! - an **empty log** holds no epoch: a follower that cut its whole log
+//!   takes whatever epoch its leader sends next, as in Kafka.
 //!
 //! # The file
 //!
