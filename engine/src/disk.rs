@@ -318,6 +318,13 @@ impl Storage for DiskStorage {
         .boxed_local()
     }
 
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>> {
+        // A metadata operation on small control files (checkpoints), rare
+        // enough to run on the shard's thread.
+        async move { std::fs::rename(from, to).map_err(|e| StorageError::new("rename", from, e)) }
+            .boxed_local()
+    }
+
     fn list_files(&self, path: &Path) -> StorageResult<Vec<String>> {
         let mut names = Vec::new();
         let entries = std::fs::read_dir(path).map_err(|e| StorageError::new("list", path, e))?;

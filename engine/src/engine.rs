@@ -10,13 +10,18 @@ use crate::catalog::{self, Catalog, TopicMeta};
 use crate::config::{validate_topic_name, EngineConfig, TopicConfig};
 use crate::disk_space::DiskSpace;
 use crate::error::{EngineError, EngineResult};
-use crate::ids::{Offset, PartitionId, ShardId};
+use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
+use crate::leader_epochs::{EpochEnd, EpochEntry};
 use crate::limits::SHARD_INBOX_CAPACITY;
-use crate::partition::{AppendInfo, AppendWait, LogOffsets, LogOptions, LogSummary, ReadOutcome};
+use crate::partition::{
+    AppendInfo, AppendWait, LogOffsets, LogOptions, LogSummary, ReadLimit, ReadOutcome,
+};
 use crate::recovery_point::{PointKey, RecoveryPoint};
 use crate::runtime::{self, ExecutorOptions};
 use crate::segment::SegmentReport;
-use crate::shard::{self, OpenSpec, PartitionCounts, PartitionKey, Reply, ShardRequest};
+use crate::shard::{
+    self, AppendOrigin, OpenSpec, PartitionCounts, PartitionKey, Reply, ShardRequest,
+};
 use futures::channel::oneshot;
 use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap};
@@ -894,10 +899,59 @@ impl Engine {
         batch: Batch,
         wait: AppendWait,
     ) -> EngineResult<impl Future<Output = EngineResult<AppendInfo>> + use<>> {
+        self.submit_append_from(topic, partition, batch, wait, AppendOrigin::Client).await
+    }
+
+    /// Appends a batch a follower fetched from its partition's leader, as
+    /// stored there: it keeps its offsets and leader epoch. Resolves once
+    /// it is durable here under the topic's policy (local durability; the
+    /// leader learns of it from the follower's next fetch).
+    ///
+    /// The batch's bytes were verified when it was built from them
+    /// (`Batch::from_bytes`/`from_aligned`: bounds, CRC, records archive);
+    /// the partition checks what the CRC does not cover. It must start
+    /// exactly at the log end (else `OffsetMismatch`) and its epoch may not
+    /// be older than the log's latest (else `StaleLeaderEpoch`); a refused
+    /// batch changes nothing. A new epoch is recorded in the leader epoch
+    /// history before the batch enters the log, and an idempotent
+    /// producer's batch is remembered as a leader append's is, so after a
+    /// failover this replica, leading, still answers that producer's
+    /// retries as duplicates.
+    pub async fn append_replica(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: Batch,
+    ) -> EngineResult<AppendInfo> {
+        self.submit_append_replica(topic, partition, batch, AppendWait::Visible).await?.await
+    }
+
+    /// `append_replica`, handed to the partition now: the batches of one
+    /// fetch, submitted in order (each submission awaited before the next),
+    /// are appended in that order while earlier ones are still written.
+    pub async fn submit_append_replica(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: Batch,
+        wait: AppendWait,
+    ) -> EngineResult<impl Future<Output = EngineResult<AppendInfo>> + use<>> {
+        self.submit_append_from(topic, partition, batch, wait, AppendOrigin::Replication).await
+    }
+
+    async fn submit_append_from(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: Batch,
+        wait: AppendWait,
+        origin: AppendOrigin,
+    ) -> EngineResult<impl Future<Output = EngineResult<AppendInfo>> + use<>> {
         let (shard, key) = self.route(topic, partition)?;
         let routed = key.clone();
-        let response =
-            self.submit(shard, |reply| ShardRequest::Append { key, batch, wait, reply }).await?;
+        let response = self
+            .submit(shard, |reply| ShardRequest::Append { key, batch, wait, origin, reply })
+            .await?;
         // Weak: a pending append does not keep the engine open.
         let inner = Arc::downgrade(&self.inner);
         Ok(async move {
@@ -927,6 +981,7 @@ impl Engine {
             key,
             batch,
             wait: AppendWait::Visible,
+            origin: AppendOrigin::Client,
             reply,
         }) {
             Ok(()) => {
@@ -947,16 +1002,32 @@ impl Engine {
         offset: Offset,
         max_bytes: usize,
     ) -> EngineResult<ReadOutcome> {
+        self.read_with(topic, partition, offset, max_bytes, ReadLimit::HighWatermark).await
+    }
+
+    /// `read`, never past what `limit` names: `LocalHighWatermark` is how
+    /// a leader serves its followers' fetches, past the replicated high
+    /// watermark (see `partition.rs` on replicated partitions).
+    pub async fn read_with(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+        max_bytes: usize,
+        limit: ReadLimit,
+    ) -> EngineResult<ReadOutcome> {
         self.call_partition(topic, partition, |key, reply| ShardRequest::Read {
             key,
             offset,
             max_bytes,
+            limit,
             reply,
         })
         .await
     }
 
-    /// The log start, high watermark and end of a partition.
+    /// The log start, high watermarks and end of a partition. Cheap (no
+    /// I/O): what a follower reads to report its local high watermark.
     pub async fn list_offsets(
         &self,
         topic: &str,
@@ -1030,15 +1101,106 @@ impl Engine {
     }
 
     /// Resolves once readers can see data at `offset` (the high watermark
-    /// passed it). Pair it with a timer for a long poll; dropping the future
-    /// cancels the wait.
+    /// passed it: local writes and syncs move it, and on a replicated
+    /// partition `set_high_watermark`). Pair it with a timer for a long
+    /// poll; dropping the future cancels the wait.
     pub async fn wait_for_data(
         &self,
         topic: &str,
         partition: PartitionId,
         offset: Offset,
     ) -> EngineResult<()> {
+        self.wait_for_data_with(topic, partition, offset, ReadLimit::HighWatermark).await
+    }
+
+    /// `wait_for_data` for a read with `limit` (a leader's long poll for a
+    /// follower's fetch waits with `LocalHighWatermark`).
+    pub async fn wait_for_data_with(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+        limit: ReadLimit,
+    ) -> EngineResult<()> {
         self.call_partition(topic, partition, |key, reply| ShardRequest::WaitForData {
+            key,
+            offset,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Makes this broker lead the partition at `epoch`: later producer
+    /// appends are stamped with it, and the first of them records the
+    /// epoch in the partition's leader epoch history. An epoch older than
+    /// the partition's latest (set here or replicated in) is refused with
+    /// `StaleLeaderEpoch`; the same one again changes nothing. The epoch
+    /// is 0 until this is called, and after a restart the latest in the
+    /// history.
+    pub async fn set_leader_epoch(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        epoch: LeaderEpoch,
+    ) -> EngineResult<()> {
+        self.call_partition(topic, partition, |key, reply| ShardRequest::SetLeaderEpoch {
+            key,
+            epoch,
+            reply,
+        })
+        .await
+    }
+
+    /// Where `epoch` ends in the partition's log, as Kafka's
+    /// OffsetForLeaderEpoch answers: the largest epoch at or below it that
+    /// the log holds, ending at the start of the next larger epoch or, for
+    /// the latest, at the log end offset; `Undefined` when the log holds no
+    /// epoch at or below it.
+    pub async fn end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        epoch: LeaderEpoch,
+    ) -> EngineResult<EpochEnd> {
+        self.call_partition(topic, partition, |key, reply| ShardRequest::EndOffsetForEpoch {
+            key,
+            epoch,
+            reply,
+        })
+        .await
+    }
+
+    /// The partition's leader epoch history: every epoch with batches in
+    /// the log and the offset of its first batch, oldest first.
+    pub async fn leader_epochs(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> EngineResult<Vec<EpochEntry>> {
+        self.call_partition(topic, partition, |key, reply| ShardRequest::LeaderEpochs {
+            key,
+            reply,
+        })
+        .await
+    }
+
+    /// Makes the partition replicated, with readers capped at `offset`:
+    /// from now on reads, `wait_for_data`, `list_offsets` and
+    /// `describe_partition` show `min(local high watermark, offset)` as the
+    /// high watermark, and waiting readers wake. The replicated high
+    /// watermark only grows (a lower `offset` changes nothing) but for a
+    /// truncation below it; a leader change keeps it. Not persisted: set it
+    /// again after a restart before serving readers. Returns the high
+    /// watermark readers see now. See `partition.rs` on replicated
+    /// partitions.
+    pub async fn set_high_watermark(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+    ) -> EngineResult<Offset> {
+        self.call_partition(topic, partition, |key, reply| ShardRequest::SetHighWatermark {
             key,
             offset,
             reply,

@@ -1,7 +1,7 @@
 //! The engine's error type: operating errors as values, with context.
 
 use crate::batch::BatchError;
-use crate::ids::{Offset, PartitionId};
+use crate::ids::{LeaderEpoch, Offset, PartitionId};
 use crate::storage::StorageError;
 use std::sync::Arc;
 
@@ -33,6 +33,12 @@ pub enum EngineError {
     MessageTooLarge { size_bytes: usize, limit_bytes: usize },
     #[error("follower append at offset {got} where the log ends at {expected}")]
     OffsetMismatch { expected: Offset, got: Offset },
+    /// A leader epoch older than the partition's latest: told to lead at
+    /// it (`Engine::set_leader_epoch`), stamping a leader append with it
+    /// after a newer epoch was replicated in, or a replicated batch of it
+    /// after the log holds a newer one. Leader epochs only grow.
+    #[error("leader epoch {epoch} is older than the partition's latest, {latest}")]
+    StaleLeaderEpoch { epoch: LeaderEpoch, latest: LeaderEpoch },
     /// The partition stopped taking writes after an I/O error; it takes
     /// them again once the log has been re-verified (see `Partition`).
     #[error("partition is fenced after a storage error: {0}")]

@@ -47,7 +47,14 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// The epoch of the leader that wrote a batch (replication uses it later).
+/// The epoch of the leader that wrote a batch: a partition's leadership
+/// term, raised at every leader change (see `leader_epochs.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LeaderEpoch(pub u32);
+
+impl fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

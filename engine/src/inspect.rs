@@ -425,7 +425,7 @@ pub async fn recover_partition(dir: &Path, force: bool) -> EngineResult<Vec<Segm
             .unwrap_or_default();
         checkpoint.clean = false;
         checkpoint.points.insert(key, log.recovery_point());
-        crate::recovery_point::write_atomically(&DiskStorage, &file, &checkpoint.encode()).await?;
+        crate::storage::write_atomically(&DiskStorage, &file, &checkpoint.encode()).await?;
     }
     Ok(reports)
 }

@@ -36,7 +36,8 @@
 //!
 //! Underneath: [`batch`] (the format), [`storage`] (the disk seam),
 //! [`appender`], [`segment`], [`segment_index`], [`scan`] (recovery),
-//! [`partition`] (one log), [`shard`] (group commit), [`engine`].
+//! [`partition`] (one log), [`leader_epochs`] (its leader epoch history,
+//! for replication), [`shard`] (group commit), [`engine`].
 pub mod appender;
 pub mod batch;
 pub mod batch_writer;
@@ -48,6 +49,7 @@ pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod inspect;
+pub mod leader_epochs;
 pub mod limits;
 pub mod memfs;
 pub mod partition;
@@ -74,5 +76,6 @@ pub use disk_space::DiskSpace;
 pub use engine::{block_on, Engine, OpenReport};
 pub use error::{EngineError, EngineResult};
 pub use ids::{LeaderEpoch, Offset, PartitionId, ShardId};
-pub use partition::{AppendInfo, AppendWait, LogOffsets, LogSummary, ReadOutcome};
+pub use leader_epochs::{EpochEnd, EpochEntry};
+pub use partition::{AppendInfo, AppendWait, LogOffsets, LogSummary, ReadLimit, ReadOutcome};
 pub use shard::PartitionCounts;

@@ -56,12 +56,31 @@ pub const PARTITION_INBOX_CAPACITY: usize = 128;
 /// Segments are at least this large, so a roll never happens per batch.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
+/// Most entries a partition's leader epoch history holds (one per leader
+/// epoch with data in the log). A log with more distinct epochs forgets the
+/// oldest, as retention would: asked about it, the partition answers that it
+/// knows no such epoch (see `leader_epochs.rs`).
+pub const LEADER_EPOCH_ENTRIES_MAX: usize = 1 << 14;
+
+/// The longest entry line of the leader epoch file: a `u32` epoch in
+/// decimal, a space, a `u64` offset, a newline.
+pub const LEADER_EPOCH_LINE_BYTES_MAX: usize = 10 + 1 + 20 + 1;
+
+/// The room the leader epoch file's header and checksum lines take, at most.
+pub const LEADER_EPOCH_FRAME_BYTES_MAX: usize = 64;
+
+/// The largest leader epoch file; a larger one is damage, never read whole.
+pub const LEADER_EPOCH_FILE_BYTES_MAX: usize =
+    LEADER_EPOCH_FRAME_BYTES_MAX + LEADER_EPOCH_ENTRIES_MAX * LEADER_EPOCH_LINE_BYTES_MAX;
+
 const _: () = assert!(BATCH_HEADER_BYTES.is_multiple_of(BATCH_ALIGN_BYTES));
 const _: () = assert!((BLOCK_BYTES as usize).is_multiple_of(BATCH_ALIGN_BYTES));
 const _: () = assert!(WRITE_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES as usize));
 const _: () = assert!(READ_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES as usize));
 const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(SEGMENT_BYTES_MIN >= BLOCK_BYTES);
+// The leader epoch file is read at open in one buffer of at most 1 MiB.
+const _: () = assert!(LEADER_EPOCH_FILE_BYTES_MAX <= WRITE_CHUNK_BYTES);
 // The largest subscription (names and their length words) fits in a batch
 // with room to spare.
 const _: () =

@@ -296,6 +296,25 @@ impl Storage for MemFs {
         .boxed_local()
     }
 
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>> {
+        async move {
+            // Like removals, a rename is durable at once in this model
+            // (journalled metadata); the bytes it moves are as durable as
+            // their last sync made them.
+            let mut state = self.state.borrow_mut();
+            let Some(file) = state.files.remove(from) else {
+                return Err(StorageError::new(
+                    "rename",
+                    from,
+                    io::Error::from(io::ErrorKind::NotFound),
+                ));
+            };
+            state.files.insert(to.to_path_buf(), file);
+            Ok(())
+        }
+        .boxed_local()
+    }
+
     fn list_files(&self, path: &Path) -> StorageResult<Vec<String>> {
         let state = self.state.borrow();
         Ok(state

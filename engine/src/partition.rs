@@ -8,15 +8,51 @@
 //! flushes and syncs. Owned by one shard (`!Send`); state lives in a
 //! `RefCell` that is never borrowed across an await.
 //!
-//! Offsets, in order: `log_start_offset <= high_watermark <= written_offset
-//! <= next_offset`. The high watermark is what readers see: under `fsync`
-//! it trails the synced offset, otherwise the written one. A torn or
-//! unwritten tail is never visible.
+//! Offsets, in order: `log_start_offset <= local_high_watermark <=
+//! written_offset <= next_offset`. The local high watermark is what this
+//! replica holds durably under its topic's policy: under `fsync` it trails
+//! the synced offset, otherwise the written one. A torn or unwritten tail
+//! is never visible.
+//!
+//! # Replicated partitions
+//!
+//! A partition is replicated once the replication layer sets its high
+//! watermark (`set_high_watermark`, learned from the in-sync replicas by a
+//! leader, from the leader by a follower). Readers then see up to
+//! `high_watermark = min(local_high_watermark, replicated_high_watermark)`
+//! (never below the log start), and an offset between that and the log end
+//! reads as no data rather than out of range (a consumer that moved to a
+//! new leader whose high watermark lags is not reset). A partition that was
+//! never given one is not replicated: readers see the local high watermark,
+//! exactly as before replication existed.
+//!
+//! The replicated high watermark only grows (a lower value, a reordered
+//! answer from the leader, changes nothing), with one exception:
+//! `truncate_to` lowers it to the cut, since what lay past the cut is gone.
+//! A leader change keeps it, so a new leader starts from what it knew as a
+//! follower, as in Kafka. It lives in memory: after a restart (or a
+//! re-hosting) the partition is not replicated until the replication layer
+//! sets it again, which it must do before the partition serves readers.
+//!
+//! Appends complete on local durability (the local high watermark) in
+//! either case: waiting for the replicas is the replication layer's part.
+//! A follower's fetch from its leader reads past the replicated high
+//! watermark, up to the leader's local one (`ReadLimit::LocalHighWatermark`).
+//!
+//! # Leader epochs
+//!
+//! Every batch carries the epoch of the leader that wrote it; the log keeps
+//! their history (`leader_epochs.rs`). Leader appends are stamped with the
+//! log's current leader epoch (`set_leader_epoch`, 0 until the replication
+//! layer raises it; at open, the latest epoch of the history); follower
+//! appends keep the epoch their batch carries. Neither may go below the
+//! latest epoch of the history.
 
 use crate::batch::{peek_stored_bytes, Batch, BatchHeader};
 use crate::config::Durability;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset};
+use crate::leader_epochs::{EpochCheck, EpochEnd, EpochEntry, LeaderEpochHistory, StoredHistory};
 use crate::limits::{align_down, align_up, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use crate::producer_state::{ProducerStates, SequenceCheck};
 use crate::recovery_point::RecoveryPoint;
@@ -73,11 +109,24 @@ pub struct AppendInfo {
     pub last_offset: Offset,
 }
 
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadLimit {
+    /// Up to the high watermark: what consumers see.
+    #[default]
+    HighWatermark,
+    /// Up to the local high watermark, past the replicated one: what a
+    /// follower's fetch reads from its leader (the high watermark cannot
+    /// pass what the followers do not have yet).
+    LocalHighWatermark,
+}
+
 /// Stored batches returned by a read, byte for byte.
 #[derive(Debug, Clone, Default)]
 pub struct ReadOutcome {
     /// Runs of whole batches, each 16-byte aligned.
     pub chunks: Vec<Bytes>,
+    /// The high watermark readers see (whatever the read's limit was).
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
 }
@@ -91,10 +140,24 @@ impl ReadOutcome {
 /// The offsets a reader may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOffsets {
+    /// The first offset the log holds.
     pub log_start_offset: Offset,
+    /// Readers see the records below it: the local high watermark, capped
+    /// by the replicated one on a replicated partition.
     pub high_watermark: Offset,
+    /// The log end offset: just after the last append, written or not
+    /// (Kafka's LEO).
     pub next_offset: Offset,
+    /// Everything below it is synced (fdatasync'd), whatever the policy.
     pub durable_offset: Offset,
+    /// Everything below it is durable under the topic's policy (`fsync`:
+    /// synced; `interval:`/`none`: written); appends complete once it
+    /// passes them. What a follower reports to its leader, and what a
+    /// leader counts for itself in the in-sync minimum.
+    pub local_high_watermark: Offset,
+    /// The high watermark the replication layer set; `None` while the
+    /// partition is not replicated.
+    pub replicated_high_watermark: Option<Offset>,
 }
 
 /// What an operator sees of a log (`mamba topic describe`): where it
@@ -102,16 +165,34 @@ pub struct LogOffsets {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSummary {
     pub offsets: LogOffsets,
+    /// The epoch leader appends are stamped with now.
+    pub leader_epoch: LeaderEpoch,
     /// The bytes of every segment's log file (indexes not counted), up to
     /// the last append, written or not.
     pub size_bytes: u64,
     pub segment_count: usize,
 }
 
+/// How the leader epoch file stands against the history in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EpochFile {
+    /// No file: it stands for epoch 0 from the log start, so a history of
+    /// epoch 0 alone needs none.
+    Absent,
+    /// The file holds the history, or more entries wholly before the log
+    /// start (retention does not rewrite it).
+    Current,
+    /// The history lost entries the file still has (truncation, recovery)
+    /// or the file is damaged: it is rewritten before the log grows.
+    Stale,
+}
+
 struct LogState {
     segments: VecDeque<Segment>,
     log_start_offset: Offset,
-    high_watermark: Offset,
+    local_high_watermark: Offset,
+    /// Set by the replication layer (see the module docs).
+    replicated_high_watermark: Option<Offset>,
     written_offset: Offset,
     durable_offset: Offset,
     /// Where `durable_offset` starts in the log; checkpointed by the shard.
@@ -125,6 +206,12 @@ struct LogState {
     corrupt_logged: Option<(String, u64)>,
     /// Appends may not assign offsets at or past this (memory logs).
     offset_lease_end: Option<Offset>,
+    /// The leader epochs with batches in the log.
+    epochs: LeaderEpochHistory,
+    epoch_file: EpochFile,
+    /// What leader appends are stamped with; not persisted (see the module
+    /// docs).
+    leader_epoch: LeaderEpoch,
 }
 
 impl LogState {
@@ -137,11 +224,54 @@ impl LogState {
     fn next_offset(&self) -> Offset {
         self.active().next_offset()
     }
+    /// What readers see (see the module docs).
+    fn high_watermark(&self) -> Offset {
+        match self.replicated_high_watermark {
+            None => self.local_high_watermark,
+            Some(replicated) => {
+                replicated.min(self.local_high_watermark).max(self.log_start_offset)
+            }
+        }
+    }
+    /// Where a read with `limit` stops.
+    fn visible_end(&self, limit: ReadLimit) -> Offset {
+        match limit {
+            ReadLimit::HighWatermark => self.high_watermark(),
+            ReadLimit::LocalHighWatermark => self.local_high_watermark,
+        }
+    }
+    /// Fits the leader epoch history to the log's bounds: no entry at or
+    /// past the log end (cut by a truncation, lost in a crash), none wholly
+    /// before the log start, and none at all in an empty log (no batch, no
+    /// epoch: as in Kafka, a follower that truncated its whole log starts
+    /// afresh at whatever epoch its leader sends). Entries cut there may
+    /// still be in the file, which is then rewritten before the log grows.
+    fn fit_epochs_to_log(&mut self) {
+        let (start, end) = (self.log_start_offset, self.next_offset());
+        let cut_from = if start == end { Offset::ZERO } else { end };
+        if self.epochs.truncate_from(cut_from) && self.epoch_file != EpochFile::Absent {
+            self.epoch_file = EpochFile::Stale;
+        }
+        self.epochs.trim_before(start);
+    }
+
     fn check_offsets(&self) {
-        assert!(self.log_start_offset <= self.high_watermark, "log start above high watermark");
-        assert!(self.high_watermark <= self.written_offset, "high watermark above written");
+        assert!(
+            self.log_start_offset <= self.local_high_watermark,
+            "log start above the local high watermark"
+        );
+        assert!(
+            self.local_high_watermark <= self.written_offset,
+            "local high watermark above written"
+        );
         assert!(self.durable_offset <= self.written_offset, "durable above written");
         assert!(self.written_offset <= self.next_offset(), "written above log end");
+        if let Some(latest) = self.epochs.latest() {
+            assert!(
+                latest.start_offset < self.next_offset(),
+                "the latest epoch starts past the log end"
+            );
+        }
     }
 }
 
@@ -238,7 +368,8 @@ impl PartitionLog {
         let state = LogState {
             segments,
             log_start_offset,
-            high_watermark: next,
+            local_high_watermark: next,
+            replicated_high_watermark: None,
             written_offset: next,
             durable_offset: next,
             recovery_point: RecoveryPoint::ZERO,
@@ -248,6 +379,9 @@ impl PartitionLog {
             corrupt_reads: 0,
             corrupt_logged: None,
             offset_lease_end: None,
+            epochs: LeaderEpochHistory::default(),
+            epoch_file: EpochFile::Absent,
+            leader_epoch: LeaderEpoch(0),
         };
         state.check_offsets();
         let log = PartitionLog {
@@ -257,7 +391,8 @@ impl PartitionLog {
             state: RefCell::new(state),
         };
         log.state.borrow_mut().recovery_point = log.end_point();
-        log.rebuild_producer_states().await?;
+        let stored = crate::leader_epochs::read(&*log.storage, dir).await?;
+        log.recover_recent_state(stored).await?;
         Ok((log, reports))
     }
 
@@ -294,6 +429,14 @@ impl PartitionLog {
     /// Rebuilds the idempotent-producer state from the last two segments
     /// (what a producer may still be retrying lies there).
     async fn rebuild_producer_states(&self) -> EngineResult<()> {
+        let mut states = ProducerStates::default();
+        self.for_each_recent_header(|header| states.record(header)).await?;
+        self.state.borrow_mut().producers = states;
+        Ok(())
+    }
+
+    /// Calls `f` with every batch header of the last two segments.
+    async fn for_each_recent_header(&self, mut f: impl FnMut(&BatchHeader)) -> EngineResult<()> {
         let segments: Vec<(FileRef, u64, Offset)> = {
             let st = self.state.borrow();
             st.segments
@@ -304,12 +447,175 @@ impl PartitionLog {
                 .map(|s| (s.log().clone(), s.flushed_bytes(), s.base_offset()))
                 .collect()
         };
-        let mut states = ProducerStates::default();
         for (file, end, base) in segments {
-            for_each_header(&file, end, base, |header| states.record(header)).await?;
+            for_each_header(&file, end, base, &mut f).await?;
         }
-        self.state.borrow_mut().producers = states;
         Ok(())
+    }
+
+    /// At open: the producer states and the leader epoch history, from one
+    /// read of the last two segments' headers (see `leader_epochs.rs` for
+    /// the recovery rule).
+    async fn recover_recent_state(&self, stored: StoredHistory) -> EngineResult<()> {
+        let file_damaged = matches!(stored, StoredHistory::Damaged(_));
+        let (mut epochs, mut epoch_file) = {
+            let mut st = self.state.borrow_mut();
+            (st.epochs, st.epoch_file) = match stored {
+                StoredHistory::Absent => {
+                    let zero =
+                        LeaderEpochHistory::epoch_zero(st.log_start_offset, st.next_offset());
+                    (zero, EpochFile::Absent)
+                }
+                StoredHistory::Intact(epochs) => (epochs, EpochFile::Current),
+                // Empty: it disagrees with every batch, so it is rebuilt.
+                StoredHistory::Damaged(error) => {
+                    tracing::warn!(%error, "rebuilding the leader epoch history from the log");
+                    (LeaderEpochHistory::default(), EpochFile::Stale)
+                }
+            };
+            // A crash after an epoch's entry was written, before its first
+            // batch was durable, left an entry past the end.
+            st.fit_epochs_to_log();
+            (st.epochs.clone(), st.epoch_file)
+        };
+        let mut producers = ProducerStates::default();
+        let mut disagreement: Option<(Offset, LeaderEpoch)> = None;
+        let first_known = epochs.entries().first().map_or(Offset::ZERO, |e| e.start_offset);
+        self.for_each_recent_header(|header| {
+            producers.record(header);
+            // Before the first entry: epochs the history forgot at its size
+            // limit.
+            let offset = header.base_offset;
+            if offset >= first_known && epochs.epoch_at(offset) != Some(header.leader_epoch) {
+                disagreement.get_or_insert((offset, header.leader_epoch));
+            }
+        })
+        .await?;
+        if let Some((offset, epoch)) = disagreement {
+            if !file_damaged {
+                tracing::warn!(dir = %self.dir.display(), %offset, %epoch, history = ?epochs.entries(), "the leader epoch history disagrees with the batch at this offset; rebuilding it from the log");
+            }
+            epochs = self.epochs_from_headers().await?;
+            epoch_file = match epoch_file {
+                EpochFile::Absent if epochs.is_epoch_zero_only() => EpochFile::Absent,
+                _ => EpochFile::Stale,
+            };
+        }
+        {
+            let mut st = self.state.borrow_mut();
+            st.producers = producers;
+            st.leader_epoch = epochs.latest_epoch().unwrap_or(LeaderEpoch(0));
+            st.epochs = epochs;
+            st.epoch_file = epoch_file;
+            st.check_offsets();
+        }
+        self.store_epochs_if_stale().await
+    }
+
+    /// The leader epoch history read from the headers of every batch.
+    /// Reads a header per batch of the whole log: only for a damaged or
+    /// disagreeing file.
+    async fn epochs_from_headers(&self) -> EngineResult<LeaderEpochHistory> {
+        let segments: Vec<(FileRef, u64, Offset)> = {
+            let st = self.state.borrow();
+            st.segments
+                .iter()
+                .map(|s| (s.log().clone(), s.flushed_bytes(), s.base_offset()))
+                .collect()
+        };
+        let mut epochs = LeaderEpochHistory::default();
+        for (file, end, base) in segments {
+            for_each_header(&file, end, base, &mut |header: &BatchHeader| {
+                // A batch older than an epoch before it (`Stale`) was not
+                // written by this engine, which refuses those; it counts
+                // under the newer epoch.
+                if epochs.check_append(header.leader_epoch) == EpochCheck::New {
+                    epochs.push(EpochEntry {
+                        epoch: header.leader_epoch,
+                        start_offset: header.base_offset,
+                    });
+                }
+            })
+            .await?;
+        }
+        Ok(epochs)
+    }
+
+    /// Rewrites the leader epoch file when it holds entries the history
+    /// dropped: before the log grows past them.
+    async fn store_epochs_if_stale(&self) -> EngineResult<()> {
+        let epochs = {
+            let st = self.state.borrow();
+            if st.epoch_file != EpochFile::Stale {
+                return Ok(());
+            }
+            st.epochs.clone()
+        };
+        crate::leader_epochs::write(&*self.storage, &self.dir, &epochs).await?;
+        self.state.borrow_mut().epoch_file = EpochFile::Current;
+        Ok(())
+    }
+
+    /// Records the entry of a new epoch, durably when a file must hold it,
+    /// before its first batch is appended.
+    async fn record_epoch(&self, entry: EpochEntry) -> EngineResult<()> {
+        let (epochs, file_needed) = {
+            let st = self.state.borrow();
+            let mut epochs = st.epochs.clone();
+            epochs.push(entry);
+            let file_needed = st.epoch_file != EpochFile::Absent || !epochs.is_epoch_zero_only();
+            (epochs, file_needed)
+        };
+        if file_needed {
+            crate::leader_epochs::write(&*self.storage, &self.dir, &epochs).await?;
+        }
+        let mut st = self.state.borrow_mut();
+        st.epochs = epochs;
+        if file_needed {
+            st.epoch_file = EpochFile::Current;
+        }
+        Ok(())
+    }
+
+    /// The epoch leader appends are stamped with now.
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.state.borrow().leader_epoch
+    }
+
+    /// Makes `epoch` the one leader appends are stamped with (this replica
+    /// leads the partition at it). Refused when older than the current one
+    /// or than the latest epoch of the history (`StaleLeaderEpoch`);
+    /// setting the same epoch again changes nothing.
+    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) -> EngineResult<()> {
+        let mut st = self.state.borrow_mut();
+        let latest = st.epochs.latest_epoch().map_or(st.leader_epoch, |e| e.max(st.leader_epoch));
+        if epoch < latest {
+            return Err(EngineError::StaleLeaderEpoch { epoch, latest });
+        }
+        st.leader_epoch = epoch;
+        Ok(())
+    }
+
+    /// The leader epochs with batches in the log, oldest first.
+    pub fn leader_epochs(&self) -> Vec<EpochEntry> {
+        self.state.borrow().epochs.entries().to_vec()
+    }
+
+    /// Where `epoch` ends in this log (Kafka's OffsetForLeaderEpoch; see
+    /// `EpochEnd`). The latest epoch ends at the log end offset.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> EpochEnd {
+        let st = self.state.borrow();
+        st.epochs.end_offset_for(epoch, st.next_offset())
+    }
+
+    /// Raises the replicated high watermark to `offset`, making the
+    /// partition replicated if it was not; a lower value changes nothing.
+    /// Returns the high watermark readers see now.
+    pub fn set_high_watermark(&self, offset: Offset) -> Offset {
+        let mut st = self.state.borrow_mut();
+        let raised = st.replicated_high_watermark.map_or(offset, |hw| hw.max(offset));
+        st.replicated_high_watermark = Some(raised);
+        st.high_watermark()
     }
 
     pub fn dir(&self) -> &Path {
@@ -320,9 +626,11 @@ impl PartitionLog {
         let st = self.state.borrow();
         LogOffsets {
             log_start_offset: st.log_start_offset,
-            high_watermark: st.high_watermark,
+            high_watermark: st.high_watermark(),
             next_offset: st.next_offset(),
             durable_offset: st.durable_offset,
+            local_high_watermark: st.local_high_watermark,
+            replicated_high_watermark: st.replicated_high_watermark,
         }
     }
 
@@ -347,6 +655,7 @@ impl PartitionLog {
     pub fn summary(&self) -> LogSummary {
         LogSummary {
             offsets: self.offsets(),
+            leader_epoch: self.leader_epoch(),
             size_bytes: self.size_bytes(),
             segment_count: self.segment_count(),
         }
@@ -370,7 +679,11 @@ impl PartitionLog {
     }
 
     /// Adds `batch` to the log (in memory; `flush` writes it). Rolls the
-    /// active segment first when it is full or old.
+    /// active segment first when it is full or old. The first batch of a
+    /// new leader epoch waits for the epoch's entry to be durable.
+    ///
+    /// Every refusal (fenced, lease, offset, stale epoch) comes before any
+    /// change: a refused append leaves the log and its files as they were.
     pub async fn append(
         &self,
         mut batch: Batch,
@@ -379,29 +692,51 @@ impl PartitionLog {
     ) -> EngineResult<AppendInfo> {
         self.check_fenced()?;
         self.roll_if_needed(batch.as_bytes().len() as u64, now_ms).await?;
-        let mut st = self.state.borrow_mut();
-        let next = st.next_offset();
-        if let Some(end) = st.offset_lease_end {
-            if next.plus(u64::from(batch.header().last_offset_delta)) >= end {
-                // The checkpoint that extends the lease is behind.
-                return Err(EngineError::Busy);
+        let (next, new_epoch) = {
+            let st = self.state.borrow();
+            let next = st.next_offset();
+            if let Some(end) = st.offset_lease_end {
+                if next.plus(u64::from(batch.header().last_offset_delta)) >= end {
+                    // The checkpoint that extends the lease is behind.
+                    return Err(EngineError::Busy);
+                }
             }
+            let epoch = match mode {
+                AppendMode::Leader { epoch } => {
+                    if let SequenceCheck::Duplicate(info) = st.producers.check(batch.header())? {
+                        return Ok(info);
+                    }
+                    epoch
+                }
+                AppendMode::Follower => {
+                    if batch.header().base_offset != next {
+                        return Err(EngineError::OffsetMismatch {
+                            expected: next,
+                            got: batch.header().base_offset,
+                        });
+                    }
+                    batch.header().leader_epoch
+                }
+            };
+            let new_epoch = match st.epochs.check_append(epoch) {
+                EpochCheck::Stale { latest } => {
+                    return Err(EngineError::StaleLeaderEpoch { epoch, latest })
+                }
+                EpochCheck::Latest => None,
+                EpochCheck::New => Some(EpochEntry { epoch, start_offset: next }),
+            };
+            (next, new_epoch)
+        };
+        // The file must not hold entries past the log end once the log
+        // grows past them, and must hold a new epoch before its batch.
+        self.store_epochs_if_stale().await?;
+        if let Some(entry) = new_epoch {
+            self.record_epoch(entry).await?;
         }
-        match mode {
-            AppendMode::Leader { epoch } => {
-                if let SequenceCheck::Duplicate(info) = st.producers.check(batch.header())? {
-                    return Ok(info);
-                }
-                batch.set_base_offset_and_epoch(next, epoch);
-            }
-            AppendMode::Follower => {
-                if batch.header().base_offset != next {
-                    return Err(EngineError::OffsetMismatch {
-                        expected: next,
-                        got: batch.header().base_offset,
-                    });
-                }
-            }
+        let mut st = self.state.borrow_mut();
+        assert_eq!(st.next_offset(), next, "the log grew while an append waited for its epoch");
+        if let AppendMode::Leader { epoch } = mode {
+            batch.set_base_offset_and_epoch(next, epoch);
         }
         let header = *batch.header();
         st.active_mut().append(batch.as_bytes(), &header);
@@ -475,7 +810,7 @@ impl PartitionLog {
         st.active_mut().flush_done(end);
         st.written_offset = target;
         if self.options.borrow().durability != Durability::Fsync {
-            st.high_watermark = target;
+            st.local_high_watermark = target;
         }
         st.check_offsets();
         Ok(())
@@ -520,7 +855,7 @@ impl PartitionLog {
             st.recovery_point = point;
         }
         if self.options.borrow().durability == Durability::Fsync {
-            st.high_watermark = st.high_watermark.max(target);
+            st.local_high_watermark = st.local_high_watermark.max(target);
         }
         st.check_offsets();
         Ok(())
@@ -560,15 +895,18 @@ impl PartitionLog {
             st.written_offset = next;
             st.durable_offset = next;
             // Batches that reached the disk intact are now durable and visible.
-            st.high_watermark = next;
+            st.local_high_watermark = next;
             st.cache.clear();
             st.fenced = None;
+            // The first batches of an epoch may be among the lost ones.
+            st.fit_epochs_to_log();
             st.check_offsets();
         }
         self.state.borrow_mut().recovery_point = self.end_point();
         // Batches of the failed flush may be missing: forget what the
         // producers were told and read it back from the disk.
-        self.rebuild_producer_states().await
+        self.rebuild_producer_states().await?;
+        self.store_epochs_if_stale().await
     }
 
     pub fn is_fenced(&self) -> bool {
@@ -578,10 +916,28 @@ impl PartitionLog {
     /// Reads stored batches from the one holding `offset`, up to `max_bytes`
     /// (always at least one whole batch), never past the high watermark.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> EngineResult<ReadOutcome> {
-        let (file, start, readable_end, high_watermark, log_start_offset) = {
+        self.read_with(offset, max_bytes, ReadLimit::HighWatermark).await
+    }
+
+    /// `read`, never past what `limit` names. Out of range below the log
+    /// start and past the log end; between the limit and the log end there
+    /// is no data yet, except that a partition that is not replicated
+    /// reports offsets past its high watermark as out of range, as it
+    /// always did.
+    pub async fn read_with(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        limit: ReadLimit,
+    ) -> EngineResult<ReadOutcome> {
+        let (file, start, readable_end, visible_end, high_watermark, log_start_offset) = {
             let st = self.state.borrow();
-            let (hw, start) = (st.high_watermark, st.log_start_offset);
-            if offset < start || offset > hw {
+            let (hw, start) = (st.high_watermark(), st.log_start_offset);
+            let visible_end = st.visible_end(limit);
+            let local_only =
+                limit == ReadLimit::HighWatermark && st.replicated_high_watermark.is_none();
+            let end = if local_only { visible_end } else { st.next_offset() };
+            if offset < start || offset > end {
                 return Err(EngineError::OffsetOutOfRange {
                     offset,
                     log_start_offset: start,
@@ -590,19 +946,21 @@ impl PartitionLog {
             }
             let mut outcome =
                 ReadOutcome { chunks: Vec::new(), high_watermark: hw, log_start_offset: start };
-            if offset == hw {
+            if offset >= visible_end {
                 return Ok(outcome);
             }
-            if let Some(chunks) = st.cache.read(offset, max_bytes, hw) {
+            if let Some(chunks) = st.cache.read(offset, max_bytes, visible_end) {
                 outcome.chunks = chunks;
                 return Ok(outcome);
             }
             let i = st.segments.partition_point(|s| s.base_offset() <= offset);
             let segment = &st.segments[i.saturating_sub(1)];
-            (segment.log().clone(), segment.locate(offset), segment.flushed_bytes(), hw, start)
+            let (file, located, readable_end) =
+                (segment.log().clone(), segment.locate(offset), segment.flushed_bytes());
+            (file, located, readable_end, visible_end, hw, start)
         };
         let chunk =
-            read_from_segment(&file, start, readable_end, offset, max_bytes, high_watermark).await;
+            read_from_segment(&file, start, readable_end, offset, max_bytes, visible_end).await;
         let chunk = chunk.inspect_err(|e| self.on_read_error(e))?;
         Ok(ReadOutcome {
             chunks: if chunk.is_empty() { Vec::new() } else { vec![chunk] },
@@ -642,7 +1000,7 @@ impl PartitionLog {
                 .map(|s| (s.log().clone(), s.locate_time(timestamp_ms), s.flushed_bytes()))
                 .collect()
         };
-        let high_watermark = self.state.borrow().high_watermark;
+        let high_watermark = self.state.borrow().high_watermark();
         for (file, (mut position, mut expected), end) in candidates {
             let corrupt = |position_bytes: u64, offset: Offset, reason: String| {
                 let e = EngineError::Corrupt {
@@ -691,7 +1049,7 @@ impl PartitionLog {
                 return Err(EngineError::OffsetOutOfRange {
                     offset,
                     log_start_offset: st.log_start_offset,
-                    high_watermark: st.high_watermark,
+                    high_watermark: st.high_watermark(),
                 });
             }
             let keep = st.segments.partition_point(|s| s.base_offset() <= offset).max(1);
@@ -752,18 +1110,22 @@ impl PartitionLog {
             Segment::open(&*self.storage, &self.dir, keep_base, RecoveryMode::Repair, true, now_ms)
                 .await?;
         assert_eq!(segment.next_offset(), offset, "truncation must end the log at {offset}");
-        let mut st = self.state.borrow_mut();
-        st.segments.pop_back();
-        st.segments.push_back(segment);
-        st.high_watermark = st.high_watermark.min(offset);
-        st.written_offset = offset;
-        st.durable_offset = offset;
-        st.cache.truncate(offset);
-        st.producers.truncate(offset);
-        st.check_offsets();
-        drop(st);
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments.pop_back();
+            st.segments.push_back(segment);
+            st.local_high_watermark = st.local_high_watermark.min(offset);
+            // What lay past the cut is gone: readers must not be promised it.
+            st.replicated_high_watermark = st.replicated_high_watermark.map(|hw| hw.min(offset));
+            st.written_offset = offset;
+            st.durable_offset = offset;
+            st.cache.truncate(offset);
+            st.producers.truncate(offset);
+            st.fit_epochs_to_log();
+            st.check_offsets();
+        }
         self.state.borrow_mut().recovery_point = self.end_point();
-        Ok(())
+        self.store_epochs_if_stale().await
     }
 
     /// Deletes closed segments past `retention_ms` (by their newest record)
@@ -809,7 +1171,7 @@ impl PartitionLog {
                 if !doomed(&st.segments[0], total) {
                     break;
                 }
-                if st.segments[1].base_offset() > st.high_watermark {
+                if st.segments[1].base_offset() > st.high_watermark() {
                     break;
                 }
                 total -= st.segments[0].size_bytes();
@@ -820,6 +1182,9 @@ impl PartitionLog {
             if let Some(first) = st.segments.front() {
                 st.log_start_offset = st.log_start_offset.max(first.base_offset());
             }
+            // Not written for this: the file's extra entries lie before the
+            // log start, and open drops them too.
+            st.fit_epochs_to_log();
             st.check_offsets();
             removed
         };
@@ -955,7 +1320,7 @@ async fn for_each_header(
     file: &FileRef,
     end: u64,
     base: Offset,
-    mut f: impl FnMut(&BatchHeader),
+    f: &mut impl FnMut(&BatchHeader),
 ) -> EngineResult<()> {
     let mut window = Window::new(file, end);
     let (mut position, mut expected) = (0u64, base);

@@ -26,8 +26,6 @@
 
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{Offset, PartitionId, ShardId};
-use crate::limits::{align_up, BLOCK_BYTES};
-use crate::storage::{Storage, StorageError, StorageResult};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -157,32 +155,6 @@ impl Checkpoint {
         }
         Ok(Checkpoint { clean, points })
     }
-}
-
-/// Replaces `path` with `bytes` atomically and durably: a temporary file
-/// written with O_DIRECT and fdatasync'd, renamed over `path`, and the
-/// directory synced.
-pub async fn write_atomically(
-    storage: &dyn Storage,
-    path: &Path,
-    bytes: &[u8],
-) -> StorageResult<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    storage.create_dir_all(dir).await?;
-    let tmp = path.with_extension("tmp");
-    let file = storage.open(&tmp, true).await?;
-    let aligned = align_up(bytes.len() as u64, BLOCK_BYTES) as usize;
-    if aligned > 0 {
-        let mut buf = file.alloc_buffer(aligned);
-        buf[..bytes.len()].copy_from_slice(bytes);
-        buf[bytes.len()..].fill(0);
-        file.write_at(buf, 0).await?;
-    }
-    file.truncate(bytes.len() as u64).await?;
-    file.sync().await?;
-    file.close().await?;
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::new("rename", path, e))?;
-    storage.sync_dir(dir).await
 }
 
 /// Every shard's checkpoint in the data directory, merged. A partition found

@@ -18,11 +18,12 @@ use crate::config::{Durability, EngineConfig, StorageMode};
 use crate::disk::{prime_io_poll_probe, DiskStorage};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
+use crate::leader_epochs::{EpochEnd, EpochEntry};
 use crate::limits::PARTITION_INBOX_CAPACITY;
 use crate::memfs::MemFs;
 use crate::partition::{
     AppendInfo, AppendMode, AppendWait, LogOffsets, LogOptions, LogSummary, PartitionLog,
-    ReadOutcome,
+    ReadLimit, ReadOutcome,
 };
 use crate::recovery_point::{Checkpoint, PointKey, RecoveryPoint, MEMORY_OFFSET_LEASE};
 use crate::runtime;
@@ -67,6 +68,17 @@ pub struct OpenSpec {
     pub recovery_point: Option<(RecoveryPoint, bool)>,
 }
 
+/// Where an appended batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer: the partition leads, assigns the offsets and stamps its
+    /// current leader epoch (`AppendMode::Leader`).
+    Client,
+    /// The partition's leader, to this follower: the batch keeps the
+    /// offsets and epoch it carries (`AppendMode::Follower`).
+    Replication,
+}
+
 /// What a shard can be asked to do.
 pub enum ShardRequest {
     Open {
@@ -77,12 +89,14 @@ pub enum ShardRequest {
         key: PartitionKey,
         batch: Batch,
         wait: AppendWait,
+        origin: AppendOrigin,
         reply: Reply<AppendInfo>,
     },
     Read {
         key: PartitionKey,
         offset: Offset,
         max_bytes: usize,
+        limit: ReadLimit,
         reply: Reply<ReadOutcome>,
     },
     Offsets {
@@ -98,11 +112,37 @@ pub enum ShardRequest {
     CountPartitions {
         reply: Reply<PartitionCounts>,
     },
-    /// Answer once readers can see data at `offset` (a long-polling fetch).
+    /// Answer once a read with `limit` can see data at `offset` (a
+    /// long-polling fetch).
     WaitForData {
         key: PartitionKey,
         offset: Offset,
+        limit: ReadLimit,
         reply: Reply<()>,
+    },
+    /// Lead at `epoch` (see `PartitionLog::set_leader_epoch`).
+    SetLeaderEpoch {
+        key: PartitionKey,
+        epoch: LeaderEpoch,
+        reply: Reply<()>,
+    },
+    /// Raise the replicated high watermark (see
+    /// `PartitionLog::set_high_watermark`); answers the one readers see.
+    SetHighWatermark {
+        key: PartitionKey,
+        offset: Offset,
+        reply: Reply<Offset>,
+    },
+    /// Where a leader epoch ends in the log (Kafka's OffsetForLeaderEpoch).
+    EndOffsetForEpoch {
+        key: PartitionKey,
+        epoch: LeaderEpoch,
+        reply: Reply<EpochEnd>,
+    },
+    /// The log's leader epoch history.
+    LeaderEpochs {
+        key: PartitionKey,
+        reply: Reply<Vec<EpochEntry>>,
     },
     OffsetForTimestamp {
         key: PartitionKey,
@@ -174,6 +214,7 @@ enum WriterCommand {
     Append {
         batch: Batch,
         wait: AppendWait,
+        origin: AppendOrigin,
         reply: Reply<AppendInfo>,
     },
     /// Delete the segments holding only records before `offset`.
@@ -202,34 +243,45 @@ struct Partition {
     sync_due: Cell<bool>,
     retention_due: Cell<bool>,
     last_sync_ms: Cell<i64>,
-    /// Readers waiting for data at an offset, answered when the high
-    /// watermark passes it. Waiters whose caller gave up are pruned on
-    /// every registration, so the list stays as long as the live waits.
-    watchers: RefCell<Vec<(Offset, Reply<()>)>>,
+    /// Readers waiting for data at an offset, answered when the end their
+    /// limit names passes it (the high watermark moves with local writes
+    /// and syncs, and with the replication layer's `set_high_watermark`).
+    /// Waiters whose caller gave up are pruned on every registration, so
+    /// the list stays as long as the live waits.
+    watchers: RefCell<Vec<(Offset, ReadLimit, Reply<()>)>>,
+}
+
+/// Where reads with each limit stop now.
+fn visible_end(offsets: &LogOffsets, limit: ReadLimit) -> Offset {
+    match limit {
+        ReadLimit::HighWatermark => offsets.high_watermark,
+        ReadLimit::LocalHighWatermark => offsets.local_high_watermark,
+    }
 }
 
 impl Partition {
-    fn watch(&self, offset: Offset, reply: Reply<()>) {
-        if self.log.offsets().high_watermark > offset {
+    fn watch(&self, offset: Offset, limit: ReadLimit, reply: Reply<()>) {
+        if visible_end(&self.log.offsets(), limit) > offset {
             respond(reply, Ok(()));
             return;
         }
         let mut watchers = self.watchers.borrow_mut();
-        watchers.retain(|(_, r)| !r.is_canceled());
-        watchers.push((offset, reply));
+        watchers.retain(|(_, _, r)| !r.is_canceled());
+        watchers.push((offset, limit, reply));
     }
 
     /// Wakes the readers waiting for data now visible.
     fn notify_watchers(&self) {
-        let visible = self.log.offsets().high_watermark;
+        let offsets = self.log.offsets();
+        let ready = |offset: Offset, limit: ReadLimit| offset < visible_end(&offsets, limit);
         let mut watchers = self.watchers.borrow_mut();
-        if watchers.iter().all(|(offset, _)| *offset >= visible) {
+        if !watchers.iter().any(|(offset, limit, _)| ready(*offset, *limit)) {
             return;
         }
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            watchers.drain(..).partition(|(offset, _)| *offset < visible);
+        let (woken, waiting): (Vec<_>, Vec<_>) =
+            watchers.drain(..).partition(|(offset, limit, _)| ready(*offset, *limit));
         *watchers = waiting;
-        for (_, reply) in ready {
+        for (_, _, reply) in woken {
             respond(reply, Ok(()));
         }
     }
@@ -366,7 +418,7 @@ async fn checkpoint(shard: &ShardState, clean: bool) -> EngineResult<()> {
     }
     let file = crate::recovery_point::shard_file(&shard.data_dir, shard.id);
     let bytes = Checkpoint { clean, points: points.clone() }.encode();
-    crate::recovery_point::write_atomically(&DiskStorage, &file, &bytes).await?;
+    crate::storage::write_atomically(&DiskStorage, &file, &bytes).await?;
     *written = points;
     for (p, offset) in memory {
         p.log.set_offset_lease_end(offset.plus(MEMORY_OFFSET_LEASE));
@@ -406,20 +458,27 @@ fn park(p: Rc<Partition>, command: WriterCommand, parked: &Rc<Cell<usize>>) {
 fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>>) {
     let partitions = &shard.partitions;
     match request {
-        ShardRequest::Append { key, batch, wait, reply } => match lookup(partitions, &key) {
-            Ok(p) => match p.writer.try_send(WriterCommand::Append { batch, wait, reply }) {
-                Ok(()) => {}
-                Err(async_channel::TrySendError::Full(command)) => park(p, command, parked),
-                Err(async_channel::TrySendError::Closed(command)) => fail(command),
-            },
-            Err(e) => respond(reply, Err(e)),
-        },
-        ShardRequest::Read { key, offset, max_bytes, reply } => match lookup(partitions, &key) {
-            Ok(p) => runtime::spawn_detached(async move {
-                respond(reply, p.log.read(offset, max_bytes).await);
-            }),
-            Err(e) => respond(reply, Err(e)),
-        },
+        ShardRequest::Append { key, batch, wait, origin, reply } => {
+            match lookup(partitions, &key) {
+                Ok(p) => {
+                    let command = WriterCommand::Append { batch, wait, origin, reply };
+                    match p.writer.try_send(command) {
+                        Ok(()) => {}
+                        Err(async_channel::TrySendError::Full(command)) => park(p, command, parked),
+                        Err(async_channel::TrySendError::Closed(command)) => fail(command),
+                    }
+                }
+                Err(e) => respond(reply, Err(e)),
+            }
+        }
+        ShardRequest::Read { key, offset, max_bytes, limit, reply } => {
+            match lookup(partitions, &key) {
+                Ok(p) => runtime::spawn_detached(async move {
+                    respond(reply, p.log.read_with(offset, max_bytes, limit).await);
+                }),
+                Err(e) => respond(reply, Err(e)),
+            }
+        }
         ShardRequest::Offsets { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.offsets()));
         }
@@ -452,10 +511,31 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
             );
             respond(reply, Ok(counts));
         }
-        ShardRequest::WaitForData { key, offset, reply } => match lookup(partitions, &key) {
-            Ok(p) => p.watch(offset, reply),
+        ShardRequest::WaitForData { key, offset, limit, reply } => match lookup(partitions, &key) {
+            Ok(p) => p.watch(offset, limit, reply),
             Err(e) => respond(reply, Err(e)),
         },
+        // Leadership and the replicated high watermark change in memory at
+        // once, outside the writer's queue: appends already queued are
+        // stamped with the new epoch, as their offsets come after the
+        // change anyway.
+        ShardRequest::SetLeaderEpoch { key, epoch, reply } => {
+            respond(reply, lookup(partitions, &key).and_then(|p| p.log.set_leader_epoch(epoch)));
+        }
+        ShardRequest::SetHighWatermark { key, offset, reply } => {
+            let set = lookup(partitions, &key).map(|p| {
+                let high_watermark = p.log.set_high_watermark(offset);
+                p.notify_watchers();
+                high_watermark
+            });
+            respond(reply, set);
+        }
+        ShardRequest::EndOffsetForEpoch { key, epoch, reply } => {
+            respond(reply, lookup(partitions, &key).map(|p| p.log.end_offset_for_epoch(epoch)));
+        }
+        ShardRequest::LeaderEpochs { key, reply } => {
+            respond(reply, lookup(partitions, &key).map(|p| p.log.leader_epochs()));
+        }
         ShardRequest::OffsetForTimestamp { key, timestamp_ms, reply } => {
             match lookup(partitions, &key) {
                 Ok(p) => runtime::spawn_detached(async move {
@@ -665,8 +745,9 @@ impl Writer {
         }
     }
 
-    /// Answers every waiting append the high watermark has passed, or all
-    /// of them with `error`.
+    /// Answers every waiting append the local high watermark has passed
+    /// (local durability: replication waits on its own), or all of them
+    /// with `error`.
     fn answer(&mut self, error: Option<EngineError>) {
         match error {
             Some(e) => {
@@ -675,7 +756,7 @@ impl Writer {
                 }
             }
             None => {
-                let visible = self.p.log.offsets().high_watermark;
+                let visible = self.p.log.offsets().local_high_watermark;
                 while self.waiting.front().is_some_and(|(_, info)| info.last_offset < visible) {
                     if let Some((reply, info)) = self.waiting.pop_front() {
                         respond(reply, Ok(info));
@@ -699,13 +780,16 @@ impl Writer {
 
     async fn command(&mut self, command: WriterCommand) {
         match command {
-            WriterCommand::Append { batch, wait, reply } => {
+            WriterCommand::Append { batch, wait, origin, reply } => {
                 let now = runtime::now_ms();
                 if self.p.log.needs_roll(batch.as_bytes().len() as u64, now) {
                     // A roll flushes and syncs the old segment itself.
                     self.drain_io().await;
                 }
-                let mode = AppendMode::Leader { epoch: LeaderEpoch(0) };
+                let mode = match origin {
+                    AppendOrigin::Client => AppendMode::Leader { epoch: self.p.log.leader_epoch() },
+                    AppendOrigin::Replication => AppendMode::Follower,
+                };
                 match (self.p.log.append(batch, mode, now).await, wait) {
                     (Ok(info), AppendWait::Visible) => self.waiting.push_back((reply, info)),
                     (Ok(info), AppendWait::Appended) => respond(reply, Ok(info)),

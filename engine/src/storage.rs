@@ -10,7 +10,7 @@
 //! `read_at` are multiples of [`BLOCK_BYTES`]; implementations assert it, so a
 //! test on `MemFs` catches what O_DIRECT would reject on a real disk.
 
-use crate::limits::BLOCK_BYTES;
+use crate::limits::{align_up, BLOCK_BYTES};
 use futures::future::LocalBoxFuture;
 use std::io;
 use std::ops::{Deref, DerefMut};
@@ -133,6 +133,9 @@ pub trait Storage {
     fn sync_dir<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>>;
     fn remove_file<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>>;
     fn remove_dir_all<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>>;
+    /// Renames `from` to `to`, replacing `to` if it exists (rename(2)); the
+    /// directory entry is durable only after `sync_dir`.
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> LocalBoxFuture<'a, StorageResult<()>>;
     /// File names (not paths) directly inside `path`, sorted.
     fn list_files(&self, path: &Path) -> StorageResult<Vec<String>>;
 }
@@ -143,4 +146,31 @@ pub type StorageRef = Rc<dyn Storage>;
 pub fn assert_aligned(position_bytes: u64, size_bytes: usize) {
     assert!(position_bytes.is_multiple_of(BLOCK_BYTES), "unaligned position {position_bytes}");
     assert!((size_bytes as u64).is_multiple_of(BLOCK_BYTES), "unaligned size {size_bytes}");
+}
+
+/// Replaces `path` with `bytes` atomically and durably: a temporary file
+/// written (block-aligned, padding zeroed) and synced, renamed over `path`,
+/// and the directory synced. A crash leaves either the old file or the new
+/// one, never a mix; a stale `.tmp` is overwritten by the next call.
+pub async fn write_atomically(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+) -> StorageResult<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    storage.create_dir_all(dir).await?;
+    let tmp = path.with_extension("tmp");
+    let file = storage.open(&tmp, true).await?;
+    let aligned = align_up(bytes.len() as u64, BLOCK_BYTES) as usize;
+    if aligned > 0 {
+        let mut buf = file.alloc_buffer(aligned);
+        buf[..bytes.len()].copy_from_slice(bytes);
+        buf[bytes.len()..].fill(0);
+        file.write_at(buf, 0).await?;
+    }
+    file.truncate(bytes.len() as u64).await?;
+    file.sync().await?;
+    file.close().await?;
+    storage.rename(&tmp, path).await?;
+    storage.sync_dir(dir).await
 }

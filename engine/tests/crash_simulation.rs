@@ -1,17 +1,19 @@
 //! Randomized crash simulation: appends, flushes, injected write and sync
 //! failures, and power losses that tear unsynced writes, on the simulated
 //! disk. Checks, for every seed, that every batch acknowledged as durable
-//! survives each crash byte for byte, and that nothing invalid or
-//! discontinuous is ever served.
+//! survives each crash byte for byte, that nothing invalid or
+//! discontinuous is ever served, and that the leader epoch history (the
+//! leader changing now and then) is what the surviving batches say.
 //!
 //! `MAMBA_SIM_SEED=<n>` replays one seed; `MAMBA_SIM_SEEDS=<n>` sets how many
 //! seeds to run (default 300).
 
 use futures::executor::block_on;
-use mamba_engine::batch::{iter_batches, Batch, BatchBuilder, NewRecord};
+use mamba_engine::batch::{iter_batches, Batch, BatchBuilder, BatchHeader, NewRecord};
 use mamba_engine::config::Durability;
 use mamba_engine::error::EngineError;
 use mamba_engine::ids::{LeaderEpoch, Offset};
+use mamba_engine::leader_epochs::EpochEntry;
 use mamba_engine::memfs::{FaultPlan, MemFs};
 use mamba_engine::partition::{AppendMode, LogOptions, PartitionLog};
 use mamba_engine::recovery_point::RecoveryPoint;
@@ -91,6 +93,19 @@ fn read_everything(log: &PartitionLog, seed: u64) -> BTreeMap<Offset, Vec<u8>> {
     panic!("seed {seed}: read loop did not end");
 }
 
+/// The leader epoch history the batches of `batches` (by base offset)
+/// imply: each epoch from its first batch.
+fn epochs_of(batches: &BTreeMap<Offset, Vec<u8>>) -> Vec<EpochEntry> {
+    let mut epochs: Vec<EpochEntry> = Vec::new();
+    for (&base, bytes) in batches {
+        let epoch = BatchHeader::decode(bytes).expect("a served batch has a header").leader_epoch;
+        if epochs.last().is_none_or(|latest| epoch > latest.epoch) {
+            epochs.push(EpochEntry { epoch, start_offset: base });
+        }
+    }
+    epochs
+}
+
 fn run(seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let fs = MemFs::with_faults(FaultPlan {
@@ -106,6 +121,10 @@ fn run(seed: u64) {
     // Batches the log acknowledged as durable: base offset -> stored bytes.
     let mut durable: BTreeMap<Offset, Vec<u8>> = BTreeMap::new();
     let mut tag = 0u64;
+    // Leader changes come from their own stream, so the seeds replay the
+    // same appends, faults and crashes as before epochs were simulated.
+    let mut leadership = fastrand::Rng::with_seed(seed ^ 0x5EED_E90C);
+    let mut epoch = 0u32;
     for _step in 0..rng.usize(20..80) {
         if rng.u8(0..3) == 0 {
             checkpoint = Some(log.recovery_point());
@@ -127,16 +146,24 @@ fn run(seed: u64) {
                         None => panic!("seed {seed}: durable batch at {offset} lost in a crash"),
                     }
                 }
+                assert_eq!(
+                    log.leader_epochs(),
+                    epochs_of(&present),
+                    "seed {seed}: epoch history after a crash"
+                );
                 // Recovery syncs what it keeps: all of it is durable now.
                 durable = present;
             }
             _ => {
                 let mut pending = Vec::new();
+                if leadership.u8(0..6) == 0 {
+                    epoch += leadership.u32(1..3);
+                }
                 for _ in 0..rng.usize(1..8) {
                     tag += 1;
                     match block_on(log.append(
                         random_batch(&mut rng, tag),
-                        AppendMode::Leader { epoch: LeaderEpoch(1) },
+                        AppendMode::Leader { epoch: LeaderEpoch(epoch) },
                         0,
                     )) {
                         Ok(info) => pending.push(info.base_offset),
@@ -185,6 +212,11 @@ fn run(seed: u64) {
                                 "seed {seed}: durable batch {offset} lost after an I/O error"
                             );
                         }
+                        assert_eq!(
+                            log.leader_epochs(),
+                            epochs_of(&visible),
+                            "seed {seed}: epoch history after an I/O error"
+                        );
                         durable = visible;
                     }
                 }

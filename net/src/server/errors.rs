@@ -22,6 +22,9 @@ pub(crate) fn error_code(e: &EngineError) -> ErrorCode {
         E::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         E::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
         E::OffsetMismatch { .. } => ErrorCode::InvalidRequest,
+        // Replication's own calls (leadership, replicated batches): a
+        // request built on a stale view of the partition's leadership.
+        E::StaleLeaderEpoch { .. } => ErrorCode::InvalidRequest,
         E::Busy => ErrorCode::Busy,
         E::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         E::ProducerFenced { .. } => ErrorCode::InvalidProducer,
