@@ -6,24 +6,13 @@ use common::*;
 // `--value-file`.
 
 use mamba_net::client::{block_on, ProducerRecord};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-/// Runs `mamba ARGS --brokers ADDR` with `stdin` as its standard input.
-fn mamba_with_input(addr: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mamba"))
-        .args(args)
-        .args(["--brokers", addr])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mamba");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
-    child.wait_with_output().expect("output")
-}
+/// Bound on each `mamba` run fed standard input.
+const INPUT_WAIT: Duration = Duration::from_secs(30);
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -190,6 +179,7 @@ fn templates_round_trip_from_produce_to_consume() {
         &broker.addr,
         &["produce", "tpl", "--format", "%k:%v\\n"],
         b"a:1\nb:2:x\n:\xff\xfe\n",
+        INPUT_WAIT,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out =
@@ -203,6 +193,7 @@ fn templates_round_trip_from_produce_to_consume() {
         &broker.addr,
         &["produce", "tpl", "--format", "%k:%v\\n", "--output", "json"],
         b"c:3\nno separator\nd:4\n",
+        INPUT_WAIT,
     );
     assert_eq!(out.status.code(), Some(1));
     let error: serde_json::Value =
@@ -226,7 +217,7 @@ fn templates_round_trip_from_produce_to_consume() {
         &["produce", "tpl", "--format", "%k%v\\n"],
         &["consume", "tpl", "--format", "%v", "--output", "json"],
     ] {
-        let out = mamba_with_input(&broker.addr, args, b"");
+        let out = mamba_with_input(&broker.addr, args, b"", INPUT_WAIT);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
     }
     broker.stop();
@@ -240,7 +231,8 @@ fn json_lines_carry_keys_headers_partitions_and_base64_bytes() {
     let input = br#"{"key": "k", "value": "v", "headers": {"h": "x"}, "partition": 1}
 {"value_b64": "/wAB", "partition": 0, "timestamp_ms": 1700000000000}
 "#;
-    let out = mamba_with_input(&broker.addr, &["produce", "js", "--format", "json"], input);
+    let out =
+        mamba_with_input(&broker.addr, &["produce", "js", "--format", "json"], input, INPUT_WAIT);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = mamba_cli(&broker.addr, &["consume", "js", "-p", "1", "-o", "json", "--count", "1"]);
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON record");
@@ -259,6 +251,7 @@ fn json_lines_carry_keys_headers_partitions_and_base64_bytes() {
         &broker.addr,
         &["produce", "js", "--format", "json"],
         b"{\"value\": \"fine\"}\n{\"value\": 7}\n",
+        INPUT_WAIT,
     );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);

@@ -15,7 +15,6 @@ use mamba_net::client::{block_on, Admin};
 use mamba_net::protocol::ConfigEntry;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -354,14 +353,7 @@ impl Drop for Cluster {
             drop(member.process.take());
         }
         if std::thread::panicking() {
-            for (id, log) in logs {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(25).collect();
-                eprintln!("--- broker {id} log (last lines) ---");
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            common::print_log_tails(&logs);
         }
     }
 }
@@ -396,26 +388,7 @@ fn role_of(status: &Value, id: u32) -> Option<String> {
 
 /// Runs `mamba ARGS --brokers ADDR` with `stdin`, killed after `WAIT`.
 fn run_bounded(addr: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = mamba()
-        .args(args)
-        .args(["--brokers", addr])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mamba");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()).ok());
-    match rx.recv_timeout(WAIT) {
-        Ok(output) => output.expect("output"),
-        Err(_) => {
-            // SAFETY: kill(2) on our own child's pid; no memory is involved.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("mamba {args:?} did not finish within {WAIT:?}");
-        }
-    }
+    common::mamba_with_input(addr, args, stdin, WAIT)
 }
 
 #[test]

@@ -424,18 +424,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let logs: Vec<(usize, PathBuf)> =
-            self.brokers.iter().enumerate().map(|(i, b)| (i + 1, b.log.clone())).collect();
+        let logs: Vec<(u32, PathBuf)> =
+            self.brokers.iter().zip(1..).map(|(b, id)| (id, b.log.clone())).collect();
         self.brokers.clear();
         if std::thread::panicking() {
-            for (id, log) in logs {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(25).collect();
-                eprintln!("--- broker {id} log (last lines) ---");
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            common::print_log_tails(&logs);
         }
     }
 }

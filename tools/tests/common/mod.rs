@@ -209,3 +209,46 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Runs `mamba ARGS --brokers ADDR` with `stdin` as its standard input;
+/// killed, and the test failed, if it has not finished within `limit`.
+pub fn mamba_with_input(
+    addr: &str,
+    args: &[&str],
+    stdin: &[u8],
+    limit: Duration,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(args)
+        .args(["--brokers", addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mamba");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()).ok());
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("output"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("mamba {args:?} did not finish within {limit:?}");
+        }
+    }
+}
+
+/// Prints the last lines of each broker's log (for a test that failed).
+pub fn print_log_tails(logs: &[(u32, PathBuf)]) {
+    for (id, log) in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(25).collect();
+        eprintln!("--- broker {id} log (last lines) ---");
+        for line in tail.iter().rev() {
+            eprintln!("{line}");
+        }
+    }
+}
