@@ -1208,6 +1208,22 @@ impl Engine {
         .await
     }
 
+    /// Readers see the local high watermark again, as on a partition never
+    /// given a replicated one: for a leader whose in-sync set is itself
+    /// alone. What readers see never goes back (the replicated high
+    /// watermark is at most the local one); waiting readers wake.
+    pub async fn clear_high_watermark(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> EngineResult<Offset> {
+        self.call_partition(topic, partition, |key, reply| ShardRequest::ClearHighWatermark {
+            key,
+            reply,
+        })
+        .await
+    }
+
     /// The first offset with a timestamp at or after `timestamp_ms`.
     pub async fn offset_for_timestamp(
         &self,

@@ -618,6 +618,16 @@ impl PartitionLog {
         st.high_watermark()
     }
 
+    /// Readers see the local high watermark again (the replicated one is
+    /// forgotten): a leader whose in-sync set is itself alone. Never lowers
+    /// what readers see: the replicated high watermark is at most the local
+    /// one.
+    pub fn clear_high_watermark(&self) -> Offset {
+        let mut st = self.state.borrow_mut();
+        st.replicated_high_watermark = None;
+        st.high_watermark()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

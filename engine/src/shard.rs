@@ -133,6 +133,11 @@ pub enum ShardRequest {
         offset: Offset,
         reply: Reply<Offset>,
     },
+    /// Forgets the replicated high watermark (`Engine::clear_high_watermark`).
+    ClearHighWatermark {
+        key: PartitionKey,
+        reply: Reply<Offset>,
+    },
     /// Where a leader epoch ends in the log (Kafka's OffsetForLeaderEpoch).
     EndOffsetForEpoch {
         key: PartitionKey,
@@ -529,6 +534,14 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
                 high_watermark
             });
             respond(reply, set);
+        }
+        ShardRequest::ClearHighWatermark { key, reply } => {
+            let cleared = lookup(partitions, &key).map(|p| {
+                let high_watermark = p.log.clear_high_watermark();
+                p.notify_watchers();
+                high_watermark
+            });
+            respond(reply, cleared);
         }
         ShardRequest::EndOffsetForEpoch { key, epoch, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.end_offset_for_epoch(epoch)));

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
     let bytes: &[u8] = &aligned;
-    match which % 23 {
+    match which % 30 {
         0 => drop(ApiVersionsRequest::decode(bytes)),
         1 => drop(MetadataRequest::decode(bytes)),
         2 => drop(CreateTopicsRequest::decode(bytes)),
@@ -41,7 +41,14 @@ fuzz_target!(|data: &[u8]| {
         18 => drop(DescribeGroupsRequest::decode(bytes)),
         19 => drop(DeleteGroupsRequest::decode(bytes)),
         20 => drop(FindCoordinatorRequest::decode(bytes)),
-        21 => drop(MetadataRecord::decode(body)),
+        21 => drop(RaftMessagesRequest::decode(bytes)),
+        22 => drop(BrokerHeartbeatRequest::decode(bytes)),
+        23 => drop(ClusterStatusRequest::decode(bytes)),
+        24 => drop(AlterVotersRequest::decode(bytes)),
+        25 => drop(AllocateProducerIdsRequest::decode(bytes)),
+        26 => drop(ReplicaFetchRequest::decode(bytes)),
+        27 => drop(AlterPartitionRequest::decode(bytes)),
+        28 => drop(MetadataRecord::decode(body)),
         _ => drop(MetadataState::restore(body)),
     }
 });

@@ -7,6 +7,7 @@ pub mod group;
 pub mod node;
 pub mod protocol;
 mod receive;
+pub mod replication;
 mod runtime;
 pub mod server;
 pub mod topic_config;

@@ -106,6 +106,11 @@ impl Node {
 
     fn stop_in_order(&mut self) -> Result<(), NodeError> {
         let Some(mut broker) = self.broker.take() else { return Ok(()) };
+        // Leaderships move to other brokers while this one still serves:
+        // clients follow them without a failed request.
+        if let Some(cluster) = &self.cluster {
+            cluster.controlled_shutdown(CONTROLLED_SHUTDOWN_WAIT);
+        }
         // The Raft task and the reconciler use the engine: they stop first.
         if let Some(mut cluster) = self.cluster.take() {
             cluster.stop();
@@ -114,6 +119,9 @@ impl Node {
         self.engine.close().map_err(NodeError::Close)
     }
 }
+
+/// How long a stopping broker waits for its leaderships to move.
+const CONTROLLED_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Node {
     fn drop(&mut self) {

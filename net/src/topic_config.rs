@@ -8,6 +8,56 @@ use mamba_engine::TopicConfig;
 pub const CONFIG_NAMES: &[&str] =
     &["storage", "durability", "retention.ms", "retention.bytes", "segment.bytes", "segment.ms"];
 
+/// Settings of the cluster, not of a replica's log: the metadata keeps
+/// them with the topic, the engine never sees them.
+pub const REPLICATION_NAMES: &[&str] =
+    &["replication.factor", "min.insync.replicas", "unclean.leader.election", "leader.placement"];
+
+/// `min.insync.replicas` as a topic's settings say, else a majority of
+/// its `replication_factor` (Kafka's default is 1: `acks=all` then
+/// survives no failure; a majority survives any minority), at most the
+/// replication factor.
+pub fn min_insync_replicas(
+    configs: &std::collections::BTreeMap<String, String>,
+    replication_factor: usize,
+) -> usize {
+    let majority = replication_factor / 2 + 1;
+    configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(majority)
+        .clamp(1, replication_factor.max(1))
+}
+
+/// Checks the replication settings among `entries` (the engine's are
+/// `apply`'s).
+pub fn check_replication(entries: &[ConfigEntry]) -> Result<(), String> {
+    for ConfigEntry { name, value } in entries {
+        match name.as_str() {
+            "replication.factor" | "min.insync.replicas" => match value.trim().parse::<u32>() {
+                Ok(n) if (1..=16).contains(&n) => {}
+                _ => return Err(format!("{name} must be a number from 1 to 16; got {value:?}")),
+            },
+            "unclean.leader.election" => {
+                if value != "true" && value != "false" {
+                    return Err(format!("{name} must be true or false; got {value:?}"));
+                }
+            }
+            "leader.placement" => {
+                let ok = value == "spread"
+                    || value.strip_prefix("primary:").is_some_and(|n| n.parse::<u32>().is_ok());
+                if !ok {
+                    return Err(format!(
+                        "{name} must be spread or primary:N (N a broker id); got {value:?}"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A size in bytes: a whole number, optionally with a unit (`B`, `KB`,
 /// `MB`, `GB`, `TB` in powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` in powers
 /// of 1024; `k`, `m`, `g` as the binary ones), e.g. `256MiB`, `1 GB`.
@@ -77,6 +127,8 @@ pub fn apply(config: &mut TopicConfig, entries: &[ConfigEntry]) -> Result<(), St
             "retention.bytes" => config.retention_bytes = parse_limit(name, value, parse_bytes)?,
             "segment.bytes" => config.segment_bytes = parse_bytes(name, value)?,
             "segment.ms" => config.segment_ms = parse_ms(name, value)?,
+            // The cluster's (`check_replication`), kept with the topic.
+            n if REPLICATION_NAMES.contains(&n) => {}
             "partitions" => {
                 return Err(format!(
                     "partitions={value} is not a setting: a topic's partition count is given at \
@@ -86,8 +138,9 @@ pub fn apply(config: &mut TopicConfig, entries: &[ConfigEntry]) -> Result<(), St
             }
             other => {
                 return Err(format!(
-                    "unknown topic setting {other:?}; known: {}",
-                    CONFIG_NAMES.join(", ")
+                    "unknown topic setting {other:?}; known: {}, {}",
+                    CONFIG_NAMES.join(", "),
+                    REPLICATION_NAMES.join(", ")
                 ))
             }
         }

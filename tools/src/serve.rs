@@ -136,6 +136,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .unwrap_or(cluster_defaults.snapshot_entries_max),
         advertised_client: settings.advertised_listen.clone(),
         advertised_cluster: settings.advertised_cluster_listen.clone(),
+        replication: mamba_net::replication::ReplicationConfig {
+            lag_time_max_ms: settings
+                .replica_lag_time_max_ms
+                .unwrap_or(cluster_defaults.replication.lag_time_max_ms),
+            ..cluster_defaults.replication.clone()
+        },
         ..cluster_defaults
     };
     cluster.validate()?;

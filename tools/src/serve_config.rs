@@ -113,6 +113,9 @@ settings! {
     /// A broker silent this long is fenced: it leads nothing until it is
     /// back (broker.session.timeout.ms) [default: 3s]
     broker_session_timeout_ms: u64, "MAMBA_BROKER_SESSION_TIMEOUT_MS", "DURATION", duration;
+    /// A follower that has not caught up with its leader this long leaves
+    /// the in-sync replicas (replica.lag.time.max.ms) [default: 5s]
+    replica_lag_time_max_ms: u64, "MAMBA_REPLICA_LAG_TIME_MAX_MS", "DURATION", duration;
     /// Metadata log entries applied past the last snapshot before a new
     /// one; the log before a snapshot is dropped, and a broker further
     /// behind installs the snapshot instead [default: 10000]

@@ -28,6 +28,14 @@ pub enum TopicCommand {
         /// How many partitions (logs read and written in parallel).
         #[arg(short, long, default_value_t = 1)]
         partitions: u32,
+        /// Copies of each partition on distinct brokers [default: 3, or
+        /// every alive broker when fewer].
+        #[arg(short = 'r', long, value_name = "N")]
+        replication_factor: Option<u32>,
+        /// In-sync replicas an acks=all write needs [default: a majority of
+        /// the replication factor].
+        #[arg(long, value_name = "N")]
+        min_insync_replicas: Option<u32>,
         /// disk (default) or memory (lost at restart).
         #[arg(long)]
         storage: Option<String>,
@@ -129,6 +137,8 @@ pub fn run(args: TopicArgs) -> Result<(), CliError> {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
+            min_insync_replicas,
             storage,
             durability,
             retention_ms,
@@ -138,6 +148,8 @@ pub fn run(args: TopicArgs) -> Result<(), CliError> {
             if_not_exists,
         } => {
             let mut configs = Vec::new();
+            configs.extend(replication_factor.map(|v| entry("replication.factor", v)));
+            configs.extend(min_insync_replicas.map(|v| entry("min.insync.replicas", v)));
             configs.extend(storage.map(|v| entry("storage", v)));
             configs.extend(durability.map(|v| entry("durability", v)));
             configs.extend(retention_ms.map(|v| entry("retention.ms", v)));
@@ -319,6 +331,12 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                             "record_count": record_count(s),
                             "size_bytes": s.size_bytes,
                             "segment_count": s.segment_count,
+                            "followers": s.followers.iter().map(|f| json!({
+                                "broker": f.broker_id,
+                                "log_end_offset": f.log_end_offset,
+                                "durable_offset": f.durable_offset,
+                                "lag": s.log_end_offset.saturating_sub(f.log_end_offset),
+                            })).collect::<Vec<_>>(),
                         }),
                         Some(s) => json!({"status": "offline", "error": s.message}),
                         None => {
@@ -365,12 +383,24 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                     None => "UNKNOWN: the broker did not describe it".to_string(),
                 };
                 let leader = p.leader.map_or("none (offline)".to_string(), |id| id.to_string());
-                let replicas = p.replicas.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                let list = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                let (replicas, isr) = (list(&p.replicas), list(&p.isr));
                 let shard = p.shard.map_or(String::new(), |s| format!(" shard {s}"));
                 say!(
-                    "  partition {}: leader {leader} replicas {replicas}{shard} {state}",
-                    p.partition
+                    "  partition {}: leader {leader} (epoch {}) replicas {replicas} in-sync {isr}{shard} {state}",
+                    p.partition, p.leader_epoch
                 )?;
+                if let Some(s) = by_partition.get(&p.partition).filter(|s| s.error_code == 0) {
+                    for f in &s.followers {
+                        say!(
+                            "    follower {}: log end {} (lag {}), durable to {}",
+                            f.broker_id,
+                            f.log_end_offset,
+                            s.log_end_offset.saturating_sub(f.log_end_offset),
+                            f.durable_offset
+                        )?;
+                    }
+                }
             }
             let mut total = format!(
                 "  total: {}, {} in {}",

@@ -50,6 +50,8 @@ pub struct ClusterConfig {
     /// The cluster address registered for other brokers (`None`: this
     /// node's `voters` entry, else the bound address).
     pub advertised_cluster: Option<String>,
+    /// How partitions replicate (follower lag bound, fetch sizes).
+    pub replication: crate::replication::ReplicationConfig,
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +70,7 @@ impl Default for ClusterConfig {
             snapshot_entries_max: 10_000,
             advertised_client: None,
             advertised_cluster: None,
+            replication: crate::replication::ReplicationConfig::default(),
         }
     }
 }

@@ -16,8 +16,9 @@ use super::handle::{AdminCommand, AdminError, ClusterHandle, ClusterView, Comman
 use super::metadata::limits::PRODUCER_ID_BLOCK_SIZE_MAX;
 use super::metadata::{
     BrokerId, BrokerRegistration, ConfigEntry, IncarnationId, MetadataError, MetadataRecord,
-    MetadataState, Partition, ProducerIdBlock, TopicCreation, TopicId,
+    MetadataState, Partition, PartitionChange, ProducerIdBlock, TopicCreation, TopicId,
 };
+use super::election::{self, Eligibility};
 use super::placement::{place, BrokerLoad, PlacementRequest};
 use super::raft_node::{ProposeError, RaftNode, RaftNodeConfig, StateMachine, Transport};
 use crate::protocol::*;
@@ -49,6 +50,26 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// state showing it done (a lost proposal is retried; a slow one is not
 /// duplicated).
 const DUTY_RETRY: Duration = Duration::from_secs(2);
+
+/// The replication factor of topics that name none (fewer when fewer
+/// brokers are alive).
+const DEFAULT_REPLICATION_FACTOR: u32 = 3;
+
+/// How often partitions move back to their preferred leaders.
+const PREFERRED_LEADER_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `leader.placement`: `primary:N` (a topic setting, or a cluster one for
+/// every topic) makes broker N every partition's preferred leader.
+pub(crate) const LEADER_PLACEMENT: &str = "leader.placement";
+
+/// `unclean.leader.election`: `true` lets an out-of-sync replica lead
+/// when no in-sync one can (it may lose acknowledged records).
+pub(crate) const UNCLEAN_ELECTION: &str = "unclean.leader.election";
+
+/// The broker of `primary:N`.
+pub(crate) fn parse_primary(value: &str) -> Option<BrokerId> {
+    value.strip_prefix("primary:").and_then(|n| n.trim().parse().ok()).map(BrokerId)
+}
 
 /// Refusals remembered for proposers to collect.
 const REFUSALS_MAX: usize = 1024;
@@ -128,6 +149,8 @@ enum Duty {
     Unfence(BrokerId, IncarnationId),
     Fence(BrokerId, IncarnationId),
     AddLearner(u64),
+    /// A partition change at the partition epoch it starts from.
+    ChangePartition(TopicId, u32, u32),
 }
 
 pub(crate) struct Controller {
@@ -146,6 +169,15 @@ pub(crate) struct Controller {
     duties: HashMap<Duty, Instant>,
     was_leader: bool,
     published: (u64, Option<u64>, u64),
+    /// The applied index the last elections pass saw, and when the last
+    /// preferred-leader pass ran.
+    elected_at: u64,
+    balanced_at: Instant,
+    /// The quorum leader this node last heard from, and when: a new
+    /// controller starts that broker's session then, not at its election
+    /// (it was elected because that leader went silent; its own session
+    /// had been running since).
+    leader_heard: Option<(u64, Instant)>,
 }
 
 impl Controller {
@@ -185,6 +217,9 @@ impl Controller {
             duties: HashMap::new(),
             was_leader: false,
             published: (u64::MAX, None, 0),
+            elected_at: u64::MAX,
+            balanced_at: Instant::now(),
+            leader_heard: None,
         };
         // Apply what this node's own log holds as committed before the
         // broker serves (`Cluster::start` returns once this did): else a
@@ -241,6 +276,11 @@ impl Controller {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Raft(messages) => {
+                if let Some(leader) = self.node.leader_id().filter(|id| !self.node.is_leader() || *id != u64::from(self.config.node_id)) {
+                    if messages.iter().any(|m| m.from == leader) {
+                        self.leader_heard = Some((leader, Instant::now()));
+                    }
+                }
                 for message in messages {
                     if let Err(e) = self.node.step(message) {
                         tracing::debug!(error = %e, "raft message not taken");
@@ -257,6 +297,7 @@ impl Controller {
             Command::AllocateProducerIds(broker_id, reply) => {
                 self.allocate_producer_ids(broker_id, reply);
             }
+            Command::AlterPartition(request, reply) => self.alter_partition(request, reply),
         }
     }
 
@@ -404,6 +445,21 @@ impl Controller {
                     .registered_at
                     .get(&id)
                     .is_none_or(|at| request.metadata_applied_index >= *at);
+                if request.want_shutdown {
+                    // A controlled shutdown: fenced now, its leaderships
+                    // moved by the next elections; never unfenced again.
+                    if !b.fenced {
+                        tracing::info!(broker = %id, "controlled shutdown: fencing");
+                        self.propose_duty(
+                            Duty::Fence(id, incarnation),
+                            MetadataRecord::FenceBroker {
+                                broker_id: id,
+                                incarnation_id: incarnation,
+                            },
+                        );
+                    }
+                    return answer(ErrorCode::None, String::new(), true, self);
+                }
                 if b.fenced && caught_up {
                     self.propose_duty(
                         Duty::Unfence(id, incarnation),
@@ -459,6 +515,15 @@ impl Controller {
             let now = Instant::now();
             let ids: Vec<BrokerId> = self.state().brokers().map(|b| b.id).collect();
             self.last_heartbeat = ids.into_iter().map(|id| (id, now)).collect();
+            // But the previous controller: silent since this node last
+            // heard from it, which is why this node stood.
+            if let Some((old, heard_at)) = self.leader_heard.take() {
+                if let Some(id) = u32::try_from(old).ok().map(BrokerId) {
+                    if old != u64::from(self.config.node_id) && self.last_heartbeat.contains_key(&id) {
+                        self.last_heartbeat.insert(id, heard_at);
+                    }
+                }
+            }
             self.duties.clear();
             tracing::info!(term = self.node.term(), "leading the metadata quorum");
         }
@@ -493,6 +558,7 @@ impl Controller {
                 MetadataRecord::FenceBroker { broker_id: id, incarnation_id: incarnation },
             );
         }
+        self.elections();
         // Every registered broker follows the log: as a voter or a learner.
         let conf = self.node.conf_state().clone();
         let missing: Vec<u64> = self
@@ -716,6 +782,10 @@ impl Controller {
         };
         let record = match command {
             AdminCommand::CreateTopic { name, partitions, replication_factor, configs } => {
+                let replication_factor = match replication_factor {
+                    0 => self.default_replication_factor(),
+                    n => n,
+                };
                 let partitions = self.place(partitions, replication_factor)?;
                 MetadataRecord::CreateTopic(TopicCreation {
                     name,
@@ -728,7 +798,7 @@ impl Controller {
                 if state.topic(&name).is_some() {
                     return Ok(None);
                 }
-                let partitions = self.place(partitions, 1)?;
+                let partitions = self.place(partitions, self.default_replication_factor())?;
                 MetadataRecord::CreateTopic(TopicCreation {
                     name,
                     topic_id: new_topic_id(),
@@ -769,6 +839,13 @@ impl Controller {
         Ok(Some(record))
     }
 
+    /// A topic's replication factor unless it names one: 3, or every
+    /// alive broker when fewer are alive.
+    fn default_replication_factor(&self) -> u32 {
+        let alive = self.state().brokers().filter(|b| b.is_alive()).count() as u32;
+        alive.clamp(1, DEFAULT_REPLICATION_FACTOR)
+    }
+
     /// Replicas for `count` new partitions over the alive brokers.
     fn place(&self, count: u32, replication_factor: u32) -> Result<Vec<Partition>, AdminError> {
         let state = self.state();
@@ -795,6 +872,164 @@ impl Controller {
                 partition_epoch: 0,
             })
             .collect())
+    }
+
+    /// New leaders where a leader may not lead (fenced), fenced brokers
+    /// out of in-sync sets; and, every `PREFERRED_LEADER_INTERVAL`, each
+    /// partition back to its preferred leader (active-active balance, or
+    /// the topic's primary: failback) when that one is in sync.
+    fn elections(&mut self) {
+        let applied = self.node.applied_index();
+        let balance = self.balanced_at.elapsed() >= PREFERRED_LEADER_INTERVAL;
+        if applied == self.elected_at && !balance {
+            return;
+        }
+        self.elected_at = applied;
+        if balance {
+            self.balanced_at = Instant::now();
+        }
+        let mut changes = Vec::new();
+        {
+            let state = self.state();
+            let may_lead = |id: BrokerId| state.broker(id).is_some_and(|b| !b.fenced);
+            let cluster_primary = state.setting(LEADER_PLACEMENT).and_then(parse_primary);
+            for topic in state.topics() {
+                let who = Eligibility {
+                    may_lead: &may_lead,
+                    unclean: topic.configs.get(UNCLEAN_ELECTION).is_some_and(|v| v == "true"),
+                    preferred: topic
+                        .configs
+                        .get(LEADER_PLACEMENT)
+                        .and_then(|v| parse_primary(v))
+                        .or(cluster_primary),
+                };
+                for (i, p) in topic.partitions.iter().enumerate() {
+                    let i = i as u32;
+                    let change = election::reelect(topic.id, i, p, &who)
+                        .or_else(|| balance.then(|| election::prefer(topic.id, i, p, &who)).flatten());
+                    if let Some(change) = change {
+                        changes.push((p.partition_epoch, change));
+                    }
+                }
+            }
+        }
+        for (from_epoch, change) in changes {
+            tracing::info!(
+                topic_id = %change.topic_id, partition = change.partition,
+                leader = ?change.leader, leader_epoch = change.leader_epoch, isr = ?change.isr,
+                "partition leadership change"
+            );
+            let duty = Duty::ChangePartition(change.topic_id, change.partition, from_epoch);
+            self.propose_duty(duty, MetadataRecord::ChangePartition(change));
+        }
+    }
+
+    /// A leader asks to change its partition's in-sync set: applied when it
+    /// still leads at the epochs it names, and the new set keeps it and
+    /// adds only brokers that may lead.
+    fn alter_partition(
+        &mut self,
+        request: AlterPartitionRequest,
+        reply: futures::channel::oneshot::Sender<AlterPartitionResponse>,
+    ) {
+        let respond = |code: ErrorCode, message: String, p: Option<&Partition>, this: &Self| {
+            let (leader_id, leader_cluster_address) = match this.leader_address() {
+                Some((id, address)) => (Some(id), address),
+                None => (this.node.leader_id(), String::new()),
+            };
+            AlterPartitionResponse {
+                error_code: code.as_u16(),
+                message,
+                leader_id,
+                leader_cluster_address,
+                leader_epoch: p.map_or(0, |p| p.leader_epoch),
+                partition_epoch: p.map_or(0, |p| p.partition_epoch),
+                isr: p.map_or_else(Vec::new, |p| p.isr.iter().map(|id| id.0).collect()),
+            }
+        };
+        if let Some(refusal) = self.refuse_change() {
+            let _gone = reply.send(respond(refusal.code(), refusal.to_string(), None, self));
+            return;
+        }
+        let state = self.state();
+        let Some(topic) = state.topic(&request.topic) else {
+            let message = format!("unknown topic {:?}", request.topic);
+            let _gone = reply.send(respond(ErrorCode::UnknownTopicOrPartition, message, None, self));
+            return;
+        };
+        let Some(p) = topic.partitions.get(request.partition as usize).cloned() else {
+            let message = format!("{}/{} does not exist", request.topic, request.partition);
+            let _gone = reply.send(respond(ErrorCode::UnknownTopicOrPartition, message, None, self));
+            return;
+        };
+        let asking = BrokerId(request.broker_id);
+        if p.leader != Some(asking)
+            || p.leader_epoch != request.leader_epoch
+            || p.partition_epoch != request.partition_epoch
+        {
+            let message = format!(
+                "{}/{}: broker {asking} at leader epoch {} partition epoch {} is stale (leader {:?}, epochs {} and {})",
+                request.topic, request.partition, request.leader_epoch, request.partition_epoch,
+                p.leader.map(|id| id.0), p.leader_epoch, p.partition_epoch
+            );
+            let _gone = reply.send(respond(ErrorCode::FencedLeaderEpoch, message, Some(&p), self));
+            return;
+        }
+        let isr: Vec<BrokerId> = request.isr.iter().map(|id| BrokerId(*id)).collect();
+        let joining_fenced = isr
+            .iter()
+            .find(|id| !p.isr.contains(id) && state.broker(**id).is_none_or(|b| b.fenced));
+        if !isr.contains(&asking) || joining_fenced.is_some() {
+            let message = format!(
+                "{}/{}: in-sync set {:?} must keep the leader and add only unfenced brokers",
+                request.topic, request.partition, request.isr
+            );
+            let _gone = reply.send(respond(ErrorCode::InvalidRequest, message, Some(&p), self));
+            return;
+        }
+        let change = PartitionChange {
+            topic_id: topic.id,
+            partition: request.partition,
+            leader: p.leader,
+            isr,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch + 1,
+        };
+        let record = MetadataRecord::ChangePartition(change.clone());
+        if let Err(e) = state.check(&record) {
+            let _gone = reply.send(respond(ErrorCode::InvalidRequest, e.to_string(), Some(&p), self));
+            return;
+        }
+        tracing::info!(topic = %request.topic, partition = request.partition, isr = ?request.isr, "in-sync set change");
+        let committed = self.node.propose(record.encode());
+        let refusals = self.refusals.clone();
+        let leader = self.leader_address();
+        let applied = Partition {
+            replicas: p.replicas.clone(),
+            leader: change.leader,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            isr: change.isr.clone(),
+        };
+        let (leader_id, leader_cluster_address) =
+            leader.clone().map_or((None, String::new()), |(id, a)| (Some(id), a));
+        runtime::spawn(async move {
+            let outcome = finish(committed, refusals, leader).await;
+            let (code, message, p) = match outcome {
+                Ok(()) => (ErrorCode::None, String::new(), &applied),
+                Err(e) => (e.code(), e.to_string(), &p),
+            };
+            let _gone = reply.send(AlterPartitionResponse {
+                error_code: code.as_u16(),
+                message,
+                leader_id,
+                leader_cluster_address,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: p.isr.iter().map(|id| id.0).collect(),
+            });
+        })
+        .detach();
     }
 
     fn status(&self) -> ClusterStatusResponse {

@@ -9,8 +9,8 @@ use super::peers::Peers;
 use super::producer_ids::ProducerIdSource;
 use crate::client::{decode_answer, ClientError, Waiter};
 use crate::protocol::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterStatusResponse, ErrorCode, Message,
-    Request,
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse, ClusterStatusResponse, ErrorCode, Message, Request,
 };
 use futures::channel::oneshot;
 use std::collections::HashMap;
@@ -131,6 +131,8 @@ pub(crate) enum Command {
     Status(oneshot::Sender<ClusterStatusResponse>),
     /// Reserve the next block of producer ids for a broker.
     AllocateProducerIds(BrokerId, oneshot::Sender<Result<ProducerIdBlock, AdminError>>),
+    /// A partition leader's in-sync set change.
+    AlterPartition(AlterPartitionRequest, oneshot::Sender<AlterPartitionResponse>),
 }
 
 /// How long an admin request waits for the quorum to have a leader.
@@ -176,6 +178,7 @@ pub struct ClusterHandle {
     /// cluster's data, a duplicate node id): `mamba serve` exits with it.
     fatal: Mutex<Option<String>>,
     pub(crate) fatal_event: event_listener::Event,
+    replication: Arc<crate::replication::Replication>,
 }
 
 impl ClusterHandle {
@@ -184,7 +187,6 @@ impl ClusterHandle {
     ) -> (Arc<ClusterHandle>, async_channel::Receiver<Command>) {
         let (commands, inbox) = async_channel::bounded(COMMANDS_MAX);
         let handle = ClusterHandle {
-            config,
             view: RwLock::new(Arc::new(ClusterView::default())),
             view_changed: event_listener::Event::new(),
             commands,
@@ -194,8 +196,15 @@ impl ClusterHandle {
             producer_ids: ProducerIdSource::default(),
             fatal: Mutex::new(None),
             fatal_event: event_listener::Event::new(),
+            replication: Arc::new(crate::replication::Replication::new(
+                BrokerId(config.node_id),
+                config.replication.clone(),
+            )),
+            config,
         };
-        (Arc::new(handle), inbox)
+        let handle = Arc::new(handle);
+        handle.replication.fetchers.set_handle(&handle);
+        (handle, inbox)
     }
 
     pub fn node_id(&self) -> u32 {
@@ -221,6 +230,11 @@ impl ClusterHandle {
 
     pub(crate) fn set_addresses(&self, addresses: Addresses) {
         *self.addresses.write().unwrap_or_else(|p| p.into_inner()) = addresses;
+    }
+
+    /// This broker's side of partition replication.
+    pub fn replication(&self) -> &Arc<crate::replication::Replication> {
+        &self.replication
     }
 
     /// Why this broker had to leave the cluster, if it had to.
@@ -306,6 +320,25 @@ impl ClusterHandle {
         self.ask(|reply| Command::AllocateProducerIds(BrokerId(broker_id), reply))
             .await
             .unwrap_or_else(|| Err(AdminError::NoQuorum("the broker is stopping".into())))
+    }
+
+    /// A leader's in-sync set change, when this node leads the quorum
+    /// (`not controller` otherwise).
+    pub(crate) async fn alter_partition_here(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> AlterPartitionResponse {
+        self.ask(|reply| Command::AlterPartition(request, reply)).await.unwrap_or_else(|| {
+            AlterPartitionResponse {
+                error_code: ErrorCode::ShuttingDown.as_u16(),
+                message: "the broker is stopping".into(),
+                leader_id: None,
+                leader_cluster_address: String::new(),
+                leader_epoch: 0,
+                partition_epoch: 0,
+                isr: Vec::new(),
+            }
+        })
     }
 
     pub(crate) async fn heartbeat(

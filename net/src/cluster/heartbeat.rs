@@ -40,6 +40,8 @@ const CHECK_NODE_ID_BASE: u64 = u64::MAX - 2048;
 
 pub(crate) struct Heartbeats {
     stop: Arc<AtomicBool>,
+    /// Set for a controlled shutdown: heartbeats ask to be fenced.
+    shutting_down: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -49,11 +51,18 @@ impl Heartbeats {
         incarnation_id: u64,
     ) -> std::io::Result<Heartbeats> {
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let (stopping, leaving) = (stop.clone(), shutting_down.clone());
         let thread = std::thread::Builder::new()
             .name("mamba-heartbeat".into())
-            .spawn(move || run(handle, incarnation_id, stopping))?;
-        Ok(Heartbeats { stop, thread: Some(thread) })
+            .spawn(move || run(handle, incarnation_id, stopping, leaving))?;
+        Ok(Heartbeats { stop, shutting_down, thread: Some(thread) })
+    }
+
+    /// From now on heartbeats ask the controller to fence this broker
+    /// (and never to unfence it): a controlled shutdown.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
     }
 
     pub(crate) fn stop(&mut self) {
@@ -70,7 +79,12 @@ impl Drop for Heartbeats {
     }
 }
 
-fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
+fn run(
+    handle: Arc<ClusterHandle>,
+    incarnation_id: u64,
+    stop: Arc<AtomicBool>,
+    shutting_down: Arc<AtomicBool>,
+) {
     let config = handle.config().clone();
     let interval = Duration::from_millis(config.heartbeat_interval_ms);
     // Since when every answer was "duplicate id" (None: the last was not).
@@ -106,6 +120,7 @@ fn run(handle: Arc<ClusterHandle>, incarnation_id: u64, stop: Arc<AtomicBool>) {
             http_address: addresses.http,
             rack: config.rack.clone(),
             metadata_applied_index: view.metadata.applied_index(),
+            want_shutdown: shutting_down.load(Ordering::Acquire),
         };
         let target = match view.leader_id {
             Some(id) if id == me => Some((me, String::new())),

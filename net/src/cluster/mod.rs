@@ -14,6 +14,7 @@
 
 pub mod config;
 mod controller;
+pub mod election;
 pub mod handle;
 mod heartbeat;
 pub mod metadata;
@@ -160,6 +161,37 @@ impl Cluster {
         &self.handle
     }
 
+    /// Moves this broker's leaderships to in-sync replicas elsewhere before
+    /// it stops (Kafka's controlled shutdown): its heartbeats ask the
+    /// controller to fence it, which elects new leaders; this waits until
+    /// the metadata shows it fenced and leading nothing, up to `within`.
+    /// Skipped when no other broker is alive to take over.
+    pub fn controlled_shutdown(&self, within: std::time::Duration) {
+        let me = metadata::BrokerId(self.handle.node_id());
+        let others_alive = {
+            let view = self.handle.view();
+            view.metadata.brokers().any(|b| b.id != me && b.is_alive()) && view.leader_id.is_some()
+        };
+        let Some(heartbeats) = self.heartbeats.as_ref().filter(|_| others_alive) else { return };
+        heartbeats.begin_shutdown();
+        let started = std::time::Instant::now();
+        let deadline = started + within;
+        loop {
+            let view = self.handle.view();
+            let fenced = view.metadata.broker(me).is_none_or(|b| b.fenced);
+            let leading = view.metadata.partitions_led_by(me).len();
+            if fenced && leading == 0 {
+                tracing::info!(took = ?started.elapsed(), "controlled shutdown: leaderships moved");
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(leading, fenced, waited = ?within, "controlled shutdown did not finish; stopping anyway");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Stops heartbeating, the reconciler and the Raft task (waiting for
     /// it: it uses the engine, which closes after).
     pub fn stop(&mut self) {
@@ -169,6 +201,7 @@ impl Cluster {
         if let Some(stop) = self.stop_reconcile.take() {
             let _ = stop.try_send(());
         }
+        self.handle.replication().stop();
         self.handle.commands.close();
         if let Some(done) = self.controller_done.take() {
             if done.recv_timeout(STOP_WAIT).is_err() {

@@ -69,6 +69,8 @@ api_keys! {
     ClusterStatus = 23, "cluster_status", 0..=0;
     AlterVoters = 24, "alter_voters", 0..=0;
     AllocateProducerIds = 25, "allocate_producer_ids", 0..=0;
+    ReplicaFetch = 26, "replica_fetch", 0..=0;
+    AlterPartition = 27, "alter_partition", 0..=0;
 }
 
 impl ApiKey {

@@ -74,6 +74,15 @@ pub enum ErrorCode {
     /// The metadata quorum has no majority reachable: metadata cannot
     /// change now.
     NoQuorum = 33,
+    /// The request names an older leader epoch than the partition's
+    /// current one: the sender's view is stale (refresh metadata).
+    FencedLeaderEpoch = 34,
+    /// The request names a newer leader epoch than this broker knows: it
+    /// has not applied the change yet; retry.
+    UnknownLeaderEpoch = 35,
+    /// `acks=all` needs at least `min.insync.replicas` in-sync replicas
+    /// and the partition has fewer: nothing was written.
+    NotEnoughReplicas = 36,
 }
 
 impl ErrorCode {
@@ -113,6 +122,9 @@ impl ErrorCode {
             31 => ClusterIdMismatch,
             32 => DuplicateBrokerId,
             33 => NoQuorum,
+            34 => FencedLeaderEpoch,
+            35 => UnknownLeaderEpoch,
+            36 => NotEnoughReplicas,
             _ => Unknown,
         }
     }
@@ -133,6 +145,9 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorLoading
                 | ErrorCode::NotController
                 | ErrorCode::NoQuorum
+                | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::NotEnoughReplicas
         )
     }
 
@@ -173,6 +188,9 @@ impl ErrorCode {
             ClusterIdMismatch => "cluster id mismatch",
             DuplicateBrokerId => "duplicate broker id",
             NoQuorum => "no metadata quorum",
+            FencedLeaderEpoch => "fenced leader epoch",
+            UnknownLeaderEpoch => "unknown leader epoch",
+            NotEnoughReplicas => "not enough replicas",
         }
     }
 }
@@ -189,7 +207,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=29u16 {
+        for code in 0..=36u16 {
             if code == 1 {
                 continue;
             }

@@ -3,7 +3,7 @@
 //! here does an API's work.
 
 use super::answer::{error_answer, response, Answer};
-use super::handlers::{cluster, fetch, groups, metadata, produce, topics};
+use super::handlers::{cluster, fetch, groups, metadata, produce, replication, topics};
 use super::ServerContext;
 use crate::protocol::*;
 use futures::future::LocalBoxFuture;
@@ -162,6 +162,15 @@ async fn handle(
         ApiKey::AllocateProducerIds => {
             let request = decode!(AllocateProducerIdsRequest);
             response(&h, &cluster::allocate_producer_ids(ctx, request).await, no_payload)
+        }
+        ApiKey::ReplicaFetch => {
+            let request = decode!(ReplicaFetchRequest);
+            let (answer, chunks) = replication::replica_fetch(ctx, &request).await;
+            response(&h, &answer, chunks)
+        }
+        ApiKey::AlterPartition => {
+            let request = decode!(AlterPartitionRequest);
+            response(&h, &replication::alter_partition(ctx, request).await, no_payload)
         }
         ApiKey::FindCoordinator => {
             let request = decode!(FindCoordinatorRequest);

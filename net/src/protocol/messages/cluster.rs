@@ -37,6 +37,9 @@ pub struct BrokerHeartbeatRequest {
     pub rack: Option<String>,
     /// The last metadata log index the broker applied.
     pub metadata_applied_index: u64,
+    /// The broker is stopping (controlled shutdown): fence it now, so its
+    /// leaderships move to in-sync replicas before it goes.
+    pub want_shutdown: bool,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -145,10 +148,118 @@ pub struct AllocateProducerIdsResponse {
     pub size: u64,
 }
 
+/// A follower's fetch from the leader of its partitions (cluster port
+/// only): many partitions, long poll. The answer carries each partition's
+/// stored batches byte for byte in the payload, as `fetch` does.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchRequest {
+    /// The follower's cluster id.
+    pub cluster_id: String,
+    /// The follower's broker id.
+    pub replica_id: u32,
+    /// Long poll: wait up to this long for `min_bytes`.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// Bound on the whole answer's records.
+    pub max_bytes: u32,
+    pub partitions: Vec<ReplicaFetchPartition>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchPartition {
+    pub topic: String,
+    pub partition: u32,
+    /// The leader epoch the follower believes current: a leader at another
+    /// epoch refuses the partition (`fenced leader epoch` when the
+    /// follower's is older, `unknown leader epoch` when newer).
+    pub current_leader_epoch: u32,
+    /// The follower's log end: the next offset it needs.
+    pub fetch_offset: u64,
+    /// The epoch of the follower's last batch (`None`: its log is empty).
+    /// The leader checks it against its own history (KIP-320): where they
+    /// disagree it answers `diverging_epoch` instead of records.
+    pub last_fetched_epoch: Option<u32>,
+    /// Everything below this is durable on the follower under the topic's
+    /// policy (its local high watermark): what the leader's high watermark
+    /// may count.
+    pub durable_offset: u64,
+    pub max_bytes: u32,
+}
+
+/// Where the leader's history of an epoch ends (OffsetForLeaderEpoch).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEndOffset {
+    pub epoch: u32,
+    pub end_offset: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchResult {
+    pub topic: String,
+    pub partition: u32,
+    pub error_code: u16,
+    pub message: String,
+    /// The leader's epoch for the partition.
+    pub leader_epoch: u32,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// The end of what the leader serves its followers (its own durable
+    /// end).
+    pub log_end_offset: u64,
+    /// Set when the follower's log disagrees with the leader's at or
+    /// before `fetch_offset`: the largest epoch at or below the follower's
+    /// last fetched epoch that the leader holds, and where it ends there.
+    /// The follower truncates to it and fetches again; `records` is empty.
+    pub diverging_epoch: Option<EpochEndOffset>,
+    /// Stored batches, byte for byte, in the payload.
+    pub records: super::Slice,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchResponse {
+    /// A request-level refusal (another cluster, not the cluster port).
+    pub error_code: u16,
+    pub message: String,
+    pub partitions: Vec<ReplicaFetchResult>,
+}
+
+/// A partition's leader asks the controller to change its in-sync replica
+/// set (cluster port only): shrink it by followers that fell behind,
+/// grow it by followers that caught up. Applied only at the leader and
+/// partition epochs the leader names; the answer is the partition as the
+/// metadata has it then.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    pub cluster_id: String,
+    /// The leader asking.
+    pub broker_id: u32,
+    pub topic: String,
+    pub partition: u32,
+    pub leader_epoch: u32,
+    pub partition_epoch: u32,
+    pub isr: Vec<u32>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionResponse {
+    /// `not controller` (30): ask `leader_id` at `leader_cluster_address`;
+    /// `fenced leader epoch` (34): the asking broker no longer leads, or
+    /// its view of the partition is stale.
+    pub error_code: u16,
+    pub message: String,
+    pub leader_id: Option<u64>,
+    pub leader_cluster_address: String,
+    pub leader_epoch: u32,
+    pub partition_epoch: u32,
+    pub isr: Vec<u32>,
+}
+
 super::messages! {
     ApiKey::RaftMessages => RaftMessagesRequest, RaftMessagesResponse;
     ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest, BrokerHeartbeatResponse;
     ApiKey::ClusterStatus => ClusterStatusRequest, ClusterStatusResponse;
     ApiKey::AlterVoters => AlterVotersRequest, AlterVotersResponse;
     ApiKey::AllocateProducerIds => AllocateProducerIdsRequest, AllocateProducerIdsResponse;
+    ApiKey::ReplicaFetch => ReplicaFetchRequest, ReplicaFetchResponse;
+    ApiKey::AlterPartition => AlterPartitionRequest, AlterPartitionResponse;
 }

@@ -109,6 +109,19 @@ pub struct PartitionSummary {
     /// The segments' log bytes (indexes not counted).
     pub size_bytes: u64,
     pub segment_count: u32,
+    /// Each follower as its leader last saw it fetch (empty for a single
+    /// replica).
+    pub followers: Vec<FollowerProgress>,
+}
+
+/// Where a follower's copy of a partition stands, as its leader saw it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FollowerProgress {
+    pub broker_id: u32,
+    /// Its log end: the next offset it fetches.
+    pub log_end_offset: u64,
+    /// Everything before this is durable on it.
+    pub durable_offset: u64,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// metadata state).
 const RAFT_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
-fn cluster_port_only(ctx: &ServerContext) -> Option<(u16, String)> {
+pub(crate) fn cluster_port_only(ctx: &ServerContext) -> Option<(u16, String)> {
     match (&ctx.cluster, ctx.port) {
         (None, _) => {
             Some((ErrorCode::InvalidRequest.as_u16(), "this broker is not in a cluster".into()))

@@ -6,4 +6,5 @@ pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod replication;
 pub(crate) mod topics;

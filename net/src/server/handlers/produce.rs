@@ -7,8 +7,13 @@ use crate::server::answer::{error_answer, response, Answer};
 use crate::server::errors::code_of;
 use crate::server::ServerContext;
 use futures::future::LocalBoxFuture;
-use mamba_engine::{AppendWait, Batch, EngineError, PartitionId};
+use crate::cluster::metadata::BrokerId;
+use crate::cluster::ClusterHandle;
+use futures::FutureExt;
+use mamba_engine::{AppendWait, Batch, EngineError, Offset, PartitionId};
 use rkyv::util::AlignedVec;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Submits a produce request's batches now; the returned future answers.
 pub(crate) async fn start_produce(
@@ -24,16 +29,110 @@ pub(crate) async fn start_produce(
         }
     };
     let submitted = submit_produce(ctx, &request, frame.into_payload()).await;
+    let replicated = (request.acks == -1).then(|| Replicated {
+        cluster: ctx.cluster.clone(),
+        engine: ctx.engine.clone(),
+        timeout: Duration::from_millis(match request.timeout_ms {
+            0 => ACKS_ALL_TIMEOUT_MS_DEFAULT,
+            ms => u64::from(ms),
+        }),
+    });
     Box::pin(async move {
-        let answer = complete_produce(submitted).await;
+        let answer = complete_produce(submitted, replicated).await;
         (request.acks != 0).then(|| response(&h, &answer, Vec::new()))
     })
 }
 
+/// How long `acks=all` waits for the in-sync replicas when the request
+/// names no timeout.
+const ACKS_ALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// What `acks=all` needs to wait for the in-sync replicas.
+struct Replicated {
+    cluster: Option<Arc<ClusterHandle>>,
+    engine: mamba_engine::Engine,
+    timeout: Duration,
+}
+
+impl Replicated {
+    /// Waits until the high watermark passes `last` (every in-sync replica
+    /// has the batch, durably under the topic's policy). Fails with `not
+    /// leader` once the metadata moves the leadership away from
+    /// `leader_epoch` (the batch may or may not survive: an idempotent
+    /// producer's resend is answered as a duplicate if it did), and with
+    /// `timeout` after the request's timeout.
+    async fn wait(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader_epoch: u32,
+        last: Offset,
+    ) -> Result<(), (u16, String)> {
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        let me = BrokerId(cluster.node_id());
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let listener = cluster.view_changed.listen();
+            let still_leading = cluster.view().metadata.topic(topic).and_then(|t| t.partitions.get(partition as usize)).is_some_and(|p| p.leader == Some(me) && p.leader_epoch == leader_epoch);
+            if !still_leading {
+                return Err((
+                    ErrorCode::NotLeader.as_u16(),
+                    format!("{topic}/{partition}: the leadership moved before the in-sync replicas had offset {last}; retry at the new leader"),
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err((
+                    ErrorCode::Timeout.as_u16(),
+                    format!("{topic}/{partition}: the in-sync replicas did not reach offset {last} within {:?}", self.timeout),
+                ));
+            }
+            let replicated = self.engine.wait_for_data(topic, PartitionId(partition), last);
+            futures::select! {
+                done = replicated.fuse() => return done.map_err(|e| (code_of(&e), e.to_string())),
+                () = listener.fuse() => {}
+                () = crate::runtime::sleep(left).fuse() => {}
+            }
+        }
+    }
+}
+
+/// For `acks=all` on a replicated partition: the leader epoch the batch
+/// is written at, once the in-sync set is at least `min.insync.replicas`
+/// (`not enough replicas` otherwise: nothing is written). `None`: the
+/// partition has one replica, nothing to wait for beyond the local log.
+fn check_in_sync(
+    ctx: &ServerContext,
+    topic: &str,
+    partition: u32,
+) -> Result<Option<u32>, (u16, String)> {
+    let Some(cluster) = &ctx.cluster else { return Ok(None) };
+    let view = cluster.view();
+    let Some(t) = view.metadata.topic(topic) else { return Ok(None) };
+    let Some(p) = t.partitions.get(partition as usize) else { return Ok(None) };
+    if p.replicas.len() < 2 {
+        return Ok(None);
+    }
+    let min_insync = crate::topic_config::min_insync_replicas(&t.configs, p.replicas.len());
+    if p.isr.len() < min_insync {
+        return Err((
+            ErrorCode::NotEnoughReplicas.as_u16(),
+            format!(
+                "{topic}/{partition} has {} in-sync replicas {:?}, fewer than min.insync.replicas={min_insync}; nothing was written (acks=1 still works)",
+                p.isr.len(),
+                p.isr.iter().map(|id| id.0).collect::<Vec<_>>()
+            ),
+        ));
+    }
+    Ok(Some(p.leader_epoch))
+}
+
 /// A produce request's batches, handed to their partitions: each one's
 /// outcome to come, or why it was refused on the spot.
-type Submitted =
-    Vec<(ProducePartitionResult, Result<LocalBoxFuture<'static, AppendOutcome>, (u16, String)>)>;
+type Submitted = Vec<(
+    ProducePartitionResult,
+    Result<(LocalBoxFuture<'static, AppendOutcome>, Option<u32>), (u16, String)>,
+)>;
 type AppendOutcome = Result<mamba_engine::AppendInfo, EngineError>;
 
 /// The first half of a produce request: verifies each batch (bounds, CRC,
@@ -63,6 +162,16 @@ async fn submit_produce(
             submitted.push((result, Err(not_here)));
             continue;
         }
+        let leader_epoch = match request.acks {
+            -1 => match check_in_sync(ctx, &p.topic, p.partition) {
+                Ok(epoch) => epoch,
+                Err(refused) => {
+                    submitted.push((result, Err(refused)));
+                    continue;
+                }
+            },
+            _ => None,
+        };
         // A request with one batch (what our producer sends) hands the
         // payload buffer over as the batch; others copy each batch out.
         let whole_payload = request.partitions.len() == 1
@@ -84,7 +193,9 @@ async fn submit_produce(
                     .engine
                     .submit_append(&p.topic, PartitionId(p.partition), batch, wait)
                     .await
-                    .map(|outcome| Box::pin(outcome) as LocalBoxFuture<'static, AppendOutcome>)
+                    .map(|outcome| {
+                        (Box::pin(outcome) as LocalBoxFuture<'static, AppendOutcome>, leader_epoch)
+                    })
                     .map_err(|e| (code_of(&e), e.to_string())),
             },
         };
@@ -93,11 +204,24 @@ async fn submit_produce(
     submitted
 }
 
-/// The second half: waits for every batch's outcome.
-async fn complete_produce(submitted: Submitted) -> ProduceResponse {
+/// The second half: waits for every batch's outcome (under `acks=all`
+/// on a replicated partition, for the in-sync replicas too).
+async fn complete_produce(submitted: Submitted, replicated: Option<Replicated>) -> ProduceResponse {
+    let replicated = &replicated;
     let outcomes = submitted.into_iter().map(|(mut result, pending)| async move {
         let outcome = match pending {
-            Ok(outcome) => outcome.await.map_err(|e| (code_of(&e), e.to_string())),
+            Ok((outcome, leader_epoch)) => {
+                match outcome.await.map_err(|e| (code_of(&e), e.to_string())) {
+                    Ok(info) => match (replicated, leader_epoch) {
+                        (Some(r), Some(epoch)) => r
+                            .wait(&result.topic, result.partition, epoch, info.last_offset)
+                            .await
+                            .map(|()| info),
+                        _ => Ok(info),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
             Err(refused) => Err(refused),
         };
         match outcome {

@@ -72,20 +72,38 @@ pub(crate) async fn create_topics(
     let mut results = Vec::new();
     for topic in request.topics {
         let mut config = TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
-        let outcome = match topic_config::apply(&mut config, &topic.configs) {
+        let checked = topic_config::apply(&mut config, &topic.configs)
+            .and_then(|()| topic_config::check_replication(&topic.configs));
+        let outcome = match checked {
             Err(message) => Err((ErrorCode::InvalidConfig.as_u16(), message)),
             Ok(()) => match admin_route(ctx) {
                 AdminRoute::Cluster(cluster) => match config.validate() {
                     Err(e) => Err((code_of(&e), e.to_string())),
-                    Ok(()) => cluster
-                        .admin(AdminCommand::CreateTopic {
-                            name: topic.name.clone(),
-                            partitions: config.partitions,
-                            replication_factor: 1,
-                            configs: metadata_entries(&topic_config::entries(&config)),
-                        })
-                        .await
-                        .map_err(admin_error),
+                    Ok(()) => {
+                        // The replication factor shapes the partitions (it is
+                        // their replica count); the other replication
+                        // settings stay with the topic.
+                        let replication_factor = topic
+                            .configs
+                            .iter()
+                            .find(|c| c.name == "replication.factor")
+                            .and_then(|c| c.value.trim().parse().ok())
+                            .unwrap_or(0);
+                        let mut entries = topic_config::entries(&config);
+                        entries.extend(topic.configs.iter().cloned().filter(|c| {
+                            topic_config::REPLICATION_NAMES.contains(&c.name.as_str())
+                                && c.name != "replication.factor"
+                        }));
+                        cluster
+                            .admin(AdminCommand::CreateTopic {
+                                name: topic.name.clone(),
+                                partitions: config.partitions,
+                                replication_factor,
+                                configs: metadata_entries(&entries),
+                            })
+                            .await
+                            .map_err(admin_error)
+                    }
                 },
                 _ => ctx
                     .engine
@@ -134,6 +152,29 @@ fn topic_config_of(ctx: &ServerContext, name: &str) -> Result<TopicConfig, Engin
     }
 }
 
+/// A topic's replication settings in a cluster, defaults filled in: its
+/// replication factor, `min.insync.replicas`, `unclean.leader.election`,
+/// and `leader.placement` when set.
+fn replication_entries(ctx: &ServerContext, name: &str) -> Vec<ConfigEntry> {
+    let Some(cluster) = &ctx.cluster else { return Vec::new() };
+    let view = cluster.view();
+    let Some(topic) = view.metadata.topic(name) else { return Vec::new() };
+    let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    let e = |name: &str, value: String| ConfigEntry { name: name.to_string(), value };
+    let mut entries = vec![
+        e("replication.factor", factor.to_string()),
+        e("min.insync.replicas", topic_config::min_insync_replicas(&topic.configs, factor).to_string()),
+        e(
+            "unclean.leader.election",
+            topic.configs.get("unclean.leader.election").cloned().unwrap_or_else(|| "false".into()),
+        ),
+    ];
+    if let Some(placement) = topic.configs.get("leader.placement") {
+        entries.push(e("leader.placement", placement.clone()));
+    }
+    entries
+}
+
 pub(crate) fn describe_configs(
     ctx: &ServerContext,
     request: DescribeConfigsRequest,
@@ -143,11 +184,14 @@ pub(crate) fn describe_configs(
         .into_iter()
         .map(|name| match topic_config_of(ctx, &name) {
             Ok(config) => TopicConfigs {
+                configs: topic_config::entries(&config)
+                    .into_iter()
+                    .chain(replication_entries(ctx, &name))
+                    .collect(),
                 name,
                 error_code: 0,
                 message: String::new(),
                 partitions: config.partitions,
-                configs: topic_config::entries(&config),
             },
             Err(e) => TopicConfigs {
                 name,
@@ -174,7 +218,12 @@ pub(crate) async fn alter_configs(
     for topic in request.topics {
         let outcome = match topic_config_of(ctx, &topic.name) {
             Err(e) => Err((code_of(&e), e.to_string())),
-            Ok(mut config) => match topic_config::apply(&mut config, &topic.configs) {
+            Ok(mut config) => match topic_config::apply(&mut config, &topic.configs)
+                .and_then(|()| topic_config::check_replication(&topic.configs))
+                .and_then(|()| match topic.configs.iter().any(|c| c.name == "replication.factor") {
+                    true => Err("replication.factor is set at creation; `mamba cluster move` changes a partition's replicas".to_string()),
+                    false => Ok(()),
+                }) {
                 Err(message) => Err((ErrorCode::InvalidConfig.as_u16(), message)),
                 Ok(()) => match (admin_route(ctx), config.validate()) {
                     (_, Err(e)) => Err((code_of(&e), e.to_string())),
@@ -260,10 +309,13 @@ pub(crate) async fn describe_partitions(
             let name = &name;
             async move {
                 match super::cluster::check_leader(ctx, name, p) {
-                    Ok(()) => partition_summary(
-                        p,
-                        ctx.engine.describe_partition(name, PartitionId(p)).await,
-                    ),
+                    Ok(()) => PartitionSummary {
+                        followers: followers_of(ctx, name, p),
+                        ..partition_summary(
+                            p,
+                            ctx.engine.describe_partition(name, PartitionId(p)).await,
+                        )
+                    },
                     Err((error_code, message)) => PartitionSummary {
                         error_code,
                         message,
@@ -276,6 +328,21 @@ pub(crate) async fn describe_partitions(
         topics.push(TopicPartitions { name, error_code: 0, message: String::new(), partitions });
     }
     DescribePartitionsResponse { topics }
+}
+
+/// The followers' progress on a partition this broker leads.
+fn followers_of(ctx: &ServerContext, topic: &str, partition: u32) -> Vec<FollowerProgress> {
+    let Some(cluster) = &ctx.cluster else { return Vec::new() };
+    cluster
+        .replication()
+        .follower_progress(&(topic.to_string(), partition))
+        .into_iter()
+        .map(|(id, log_end_offset, durable_offset)| FollowerProgress {
+            broker_id: id.0,
+            log_end_offset,
+            durable_offset,
+        })
+        .collect()
 }
 
 fn partition_summary(
@@ -292,6 +359,7 @@ fn partition_summary(
             high_watermark: s.offsets.high_watermark.0,
             size_bytes: s.size_bytes,
             segment_count: u32::try_from(s.segment_count).unwrap_or(u32::MAX),
+            followers: Vec::new(),
         },
         Err(e) => PartitionSummary {
             partition,
@@ -302,6 +370,7 @@ fn partition_summary(
             high_watermark: 0,
             size_bytes: 0,
             segment_count: 0,
+            followers: Vec::new(),
         },
     }
 }

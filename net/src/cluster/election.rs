@@ -1,0 +1,234 @@
+//! The controller's choice of partition leaders, pure (no I/O): what a
+//! partition becomes when brokers are fenced, return, shut down, or an
+//! operator or the balancer moves its leadership. The Raft task proposes
+//! what these return as `ChangePartition` records.
+//!
+//! Rules (Kafka's, with its KRaft refinements): a leader is chosen only
+//! from the in-sync replicas that may lead (alive, not shutting down),
+//! the preferred one first (replica order, or the topic's primary);
+//! every leader change bumps the leader epoch, every change the partition
+//! epoch; a broker that may not lead leaves the in-sync set, which never
+//! loses its last member (with no eligible member left the partition has
+//! no leader and waits for that member to come back), unless the topic
+//! allows an unclean election.
+
+use super::metadata::{BrokerId, Partition, PartitionChange, TopicId};
+
+/// What decides a partition's election beside its own state.
+pub struct Eligibility<'a> {
+    /// May lead and stay in sync: registered, unfenced, not shutting down.
+    pub may_lead: &'a dyn Fn(BrokerId) -> bool,
+    /// `unclean.leader.election`: with no eligible in-sync replica, any
+    /// eligible replica may lead (records only it had are lost).
+    pub unclean: bool,
+    /// The replica that should lead when it can (`None`: the first
+    /// replica).
+    pub preferred: Option<BrokerId>,
+}
+
+impl Eligibility<'_> {
+    fn preferred_order(&self, p: &Partition) -> Vec<BrokerId> {
+        let mut order = p.replicas.clone();
+        if let Some(primary) = self.preferred.filter(|id| p.replicas.contains(id)) {
+            order.retain(|id| *id != primary);
+            order.insert(0, primary);
+        }
+        order
+    }
+
+    /// The replica that should lead `p` when it can.
+    pub fn preferred_leader(&self, p: &Partition) -> Option<BrokerId> {
+        self.preferred_order(p).first().copied()
+    }
+}
+
+fn change(
+    topic_id: TopicId,
+    partition: u32,
+    p: &Partition,
+    leader: Option<BrokerId>,
+    isr: Vec<BrokerId>,
+) -> PartitionChange {
+    let leader_epoch = if leader == p.leader { p.leader_epoch } else { p.leader_epoch + 1 };
+    PartitionChange {
+        topic_id,
+        partition,
+        leader,
+        isr,
+        leader_epoch,
+        partition_epoch: p.partition_epoch + 1,
+    }
+}
+
+/// What `p` must become now that some brokers may not lead: a new leader
+/// when its own may not, and no in-sync replica that may not. `None`: it
+/// is fine as it is.
+pub fn reelect(
+    topic_id: TopicId,
+    partition: u32,
+    p: &Partition,
+    who: &Eligibility<'_>,
+) -> Option<PartitionChange> {
+    let may_lead = who.may_lead;
+    let eligible_isr: Vec<BrokerId> = p.isr.iter().copied().filter(|id| may_lead(*id)).collect();
+    if let Some(leader) = p.leader.filter(|id| may_lead(*id)) {
+        if eligible_isr.len() == p.isr.len() {
+            return None;
+        }
+        return Some(change(topic_id, partition, p, Some(leader), eligible_isr));
+    }
+    let from_isr =
+        who.preferred_order(p).into_iter().find(|id| eligible_isr.contains(id));
+    if let Some(leader) = from_isr {
+        let isr = p.isr.iter().copied().filter(|id| eligible_isr.contains(id)).collect();
+        return Some(change(topic_id, partition, p, Some(leader), isr));
+    }
+    if who.unclean {
+        if let Some(leader) = who.preferred_order(p).into_iter().find(|id| may_lead(*id)) {
+            return Some(change(topic_id, partition, p, Some(leader), vec![leader]));
+        }
+    }
+    // No one may lead: leaderless, the in-sync set kept as it is (its
+    // members are the ones that may lead without losing records).
+    p.leader.is_some().then(|| change(topic_id, partition, p, None, p.isr.clone()))
+}
+
+/// Moves `p`'s leadership to `to` if `to` is an in-sync replica that may
+/// lead and does not lead already.
+pub fn transfer(
+    topic_id: TopicId,
+    partition: u32,
+    p: &Partition,
+    to: BrokerId,
+    who: &Eligibility<'_>,
+) -> Result<Option<PartitionChange>, String> {
+    if p.leader == Some(to) {
+        return Ok(None);
+    }
+    if !p.replicas.contains(&to) {
+        return Err(format!("broker {to} is not a replica (replicas {:?})", ids(&p.replicas)));
+    }
+    if !p.isr.contains(&to) {
+        return Err(format!(
+            "broker {to} is not in sync (in-sync replicas {:?}): it would lose records",
+            ids(&p.isr)
+        ));
+    }
+    if !(who.may_lead)(to) {
+        return Err(format!("broker {to} is fenced or shutting down"));
+    }
+    Ok(Some(change(topic_id, partition, p, Some(to), p.isr.clone())))
+}
+
+/// The move back to the preferred leader (balancing, failback), when it
+/// is in sync, may lead and does not lead.
+pub fn prefer(
+    topic_id: TopicId,
+    partition: u32,
+    p: &Partition,
+    who: &Eligibility<'_>,
+) -> Option<PartitionChange> {
+    let preferred = who.preferred_leader(p)?;
+    transfer(topic_id, partition, p, preferred, who).ok().flatten()
+}
+
+/// Moves `p`'s leadership off `from` to another in-sync replica that may
+/// lead (preferred order), and takes `from` out of the in-sync set: what
+/// a controlled shutdown and `cluster failover` do. `None` when `from`
+/// does not lead, or no other replica can take over.
+pub fn move_off(
+    topic_id: TopicId,
+    partition: u32,
+    p: &Partition,
+    from: BrokerId,
+    who: &Eligibility<'_>,
+) -> Option<PartitionChange> {
+    if p.leader != Some(from) {
+        return None;
+    }
+    let to = who
+        .preferred_order(p)
+        .into_iter()
+        .find(|id| *id != from && p.isr.contains(id) && (who.may_lead)(*id))?;
+    Some(change(topic_id, partition, p, Some(to), p.isr.clone()))
+}
+
+fn ids(list: &[BrokerId]) -> Vec<u32> {
+    list.iter().map(|id| id.0).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(replicas: &[u32], leader: Option<u32>, isr: &[u32]) -> Partition {
+        Partition {
+            replicas: replicas.iter().map(|id| BrokerId(*id)).collect(),
+            leader: leader.map(BrokerId),
+            leader_epoch: 4,
+            partition_epoch: 9,
+            isr: isr.iter().map(|id| BrokerId(*id)).collect(),
+        }
+    }
+
+    fn who<'a>(may_lead: &'a dyn Fn(BrokerId) -> bool) -> Eligibility<'a> {
+        Eligibility { may_lead, unclean: false, preferred: None }
+    }
+
+    const T: TopicId = TopicId(7);
+
+    #[test]
+    fn a_fenced_leader_is_replaced_by_the_first_in_sync_replica_in_preferred_order() {
+        let not_1 = |id: BrokerId| id.0 != 1;
+        let c = reelect(T, 0, &p(&[1, 2, 3], Some(1), &[1, 3, 2]), &who(&not_1)).expect("change");
+        assert_eq!(c.leader, Some(BrokerId(2)), "replica order, not ISR order");
+        assert_eq!(c.isr, vec![BrokerId(3), BrokerId(2)], "the fenced leader leaves the ISR");
+        assert_eq!((c.leader_epoch, c.partition_epoch), (5, 10));
+    }
+
+    #[test]
+    fn a_fenced_follower_leaves_the_isr_and_the_leader_keeps_its_epoch() {
+        let not_3 = |id: BrokerId| id.0 != 3;
+        let c = reelect(T, 0, &p(&[1, 2, 3], Some(1), &[1, 2, 3]), &who(&not_3)).expect("change");
+        assert_eq!((c.leader, c.leader_epoch), (Some(BrokerId(1)), 4));
+        assert_eq!(c.isr, vec![BrokerId(1), BrokerId(2)]);
+        let all = |_: BrokerId| true;
+        assert_eq!(reelect(T, 0, &p(&[1, 2, 3], Some(1), &[1, 2, 3]), &who(&all)), None);
+    }
+
+    #[test]
+    fn without_an_eligible_in_sync_replica_the_partition_waits_unless_unclean() {
+        let only_3 = |id: BrokerId| id.0 == 3;
+        let part = p(&[1, 2, 3], Some(1), &[1]);
+        let c = reelect(T, 0, &part, &who(&only_3)).expect("change");
+        assert_eq!(c.leader, None);
+        assert_eq!(c.isr, vec![BrokerId(1)], "the last in-sync member is kept");
+        let mut unclean = who(&only_3);
+        unclean.unclean = true;
+        let c = reelect(T, 0, &part, &unclean).expect("change");
+        assert_eq!((c.leader, c.isr.clone()), (Some(BrokerId(3)), vec![BrokerId(3)]));
+        // Leaderless already, and no one to elect: nothing to propose.
+        assert_eq!(reelect(T, 0, &p(&[1, 2, 3], None, &[1]), &who(&only_3)), None);
+        // The last in-sync member returns: it leads again.
+        let all = |_: BrokerId| true;
+        let c = reelect(T, 0, &p(&[1, 2, 3], None, &[1]), &who(&all)).expect("change");
+        assert_eq!(c.leader, Some(BrokerId(1)));
+    }
+
+    #[test]
+    fn transfers_go_only_to_eligible_in_sync_replicas_and_the_primary_is_preferred() {
+        let all = |_: BrokerId| true;
+        let part = p(&[1, 2, 3], Some(1), &[1, 2]);
+        assert!(transfer(T, 0, &part, BrokerId(3), &who(&all)).is_err(), "3 is not in sync");
+        assert!(transfer(T, 0, &part, BrokerId(9), &who(&all)).is_err(), "9 is no replica");
+        let c = transfer(T, 0, &part, BrokerId(2), &who(&all)).expect("ok").expect("change");
+        assert_eq!((c.leader, c.leader_epoch), (Some(BrokerId(2)), 5));
+        let mut primary = who(&all);
+        primary.preferred = Some(BrokerId(2));
+        assert_eq!(prefer(T, 0, &part, &primary).map(|c| c.leader), Some(Some(BrokerId(2))));
+        assert_eq!(prefer(T, 0, &part, &who(&all)), None, "1 is preferred and leads");
+        let c = move_off(T, 0, &part, BrokerId(1), &who(&all)).expect("moved");
+        assert_eq!(c.leader, Some(BrokerId(2)));
+        assert_eq!(move_off(T, 0, &p(&[1, 2], Some(1), &[1]), BrokerId(1), &who(&all)), None);
+    }
+}
