@@ -230,6 +230,8 @@ enum WriterCommand {
     /// Remove every batch at or after `offset`.
     TruncateTo {
         offset: Offset,
+        /// Its recovery points are written before the writer goes on.
+        shard: Rc<ShardState>,
         reply: Reply<()>,
     },
     /// Something is due (sync, retention); run a round.
@@ -499,7 +501,10 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
             // Like a deletion: queued behind the appends before it, so it
             // cuts what they wrote, never what comes after.
             match lookup(partitions, &key) {
-                Ok(p) => park(p, WriterCommand::TruncateTo { offset, reply }, parked),
+                Ok(p) => {
+                    let command = WriterCommand::TruncateTo { offset, shard: shard.clone(), reply };
+                    park(p, command, parked)
+                }
                 Err(e) => respond(reply, Err(e)),
             }
         }
@@ -813,11 +818,19 @@ impl Writer {
                 self.drain_io().await;
                 respond(reply, self.p.log.delete_segments_before(offset).await);
             }
-            WriterCommand::TruncateTo { offset, reply } => {
+            WriterCommand::TruncateTo { offset, shard, reply } => {
                 // Writes in flight must land before the cut, or one could
                 // write past it afterwards.
                 self.drain_io().await;
-                respond(reply, self.p.log.truncate_to(offset, runtime::now_ms()).await);
+                let mut cut = self.p.log.truncate_to(offset, runtime::now_ms()).await;
+                if cut.is_ok() {
+                    // The recovery point on disk may lie past the cut: were
+                    // it left there, the batches written next in place of
+                    // the cut ones would look like damage below it after a
+                    // crash. Lowered before anything new is appended.
+                    cut = checkpoint(&shard, false).await;
+                }
+                respond(reply, cut);
             }
             WriterCommand::Wake => {}
             WriterCommand::Close { reply } => self.closing = Some(reply),

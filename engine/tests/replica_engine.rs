@@ -353,3 +353,43 @@ fn a_replicated_idempotent_batch_is_a_duplicate_when_retried_at_the_new_leader()
     );
     new_leader.close().expect("close");
 }
+
+/// Copies a data directory as it is on disk now: what a crash (of the
+/// process, with every synced write in place) would leave.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_crash_after_a_truncation_below_the_recovery_point_keeps_what_was_written_after_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = open(dir.path());
+    append(&engine, &["a", "b", "c", "d", "e"]);
+    engine.close().expect("close"); // the recovery point on disk: offset 5
+    let engine = open(dir.path());
+    // A follower cuts a diverging tail, then appends its leader's batches
+    // (larger ones: they end where no old batch boundary was).
+    block_on(engine.truncate_partition("t", P0, Offset(2))).expect("truncate");
+    for (i, value) in ["the leader's first", "the leader's second, longer"].iter().enumerate() {
+        let mut b = batch(value);
+        b.set_base_offset_and_epoch(Offset(2 + i as u64), LeaderEpoch(1));
+        block_on(engine.append_replica("t", P0, b)).expect("replicate");
+    }
+    let crashed = tempfile::tempdir().expect("dir");
+    copy_dir(dir.path(), crashed.path());
+    drop(engine);
+    let engine = open(crashed.path());
+    let summary = block_on(engine.describe_partition("t", P0)).expect("online, not damaged");
+    assert_eq!(summary.offsets.next_offset, Offset(4));
+    let values: Vec<String> = records(&engine).into_iter().map(|(_, _, v)| v).collect();
+    assert_eq!(values, ["a", "b", "the leader's first", "the leader's second, longer"]);
+}

@@ -324,7 +324,7 @@ impl Fetcher {
         for result in &response.partitions {
             let tp = (result.topic.clone(), result.partition);
             if let Err(e) = self.apply(&tp, result, frame.payload()).await {
-                tracing::warn!(topic = %tp.0, partition = tp.1, leader = %self.leader, error = %e, "replica fetch not applied; starting again from the local log");
+                tracing::info!(topic = %tp.0, partition = tp.1, leader = %self.leader, error = %e, "replica fetch not applied; starting again from the local log");
                 self.positions.remove(&tp);
             }
         }

@@ -2,6 +2,8 @@
 //! loopback port, and helpers that run the `mamba` binary against it.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod cluster;
+
 use mamba_net::client::{
     block_on, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
@@ -143,6 +145,14 @@ pub fn mamba_cli(addr: &str, args: &[&str]) -> std::process::Output {
         .args(["--brokers", addr])
         .output()
         .expect("run mamba")
+}
+
+/// Runs `mamba ARGS` (a command that talks to no broker: `log dump`),
+/// expects success, returns stdout.
+pub fn mamba_cli_offline(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("run mamba");
+    assert!(out.status.success(), "mamba {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// Runs `mamba ARGS --brokers ADDR`, expects success, returns stdout.
