@@ -16,7 +16,7 @@ use common::cluster::*;
 use mamba_net::client::{Acks, Producer, ProducerConfig, ProducerRecord};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,10 +47,9 @@ fn ids(v: &Value) -> Vec<u64> {
 /// Waits until every partition of `topic` has a leader and all `rf`
 /// replicas in sync; returns the description.
 fn wait_in_sync(cluster: &Cluster, topic: &str, partitions: u64, rf: usize) -> Value {
-    let mut last = Value::Null;
     let deadline = Instant::now() + WAIT;
     loop {
-        last = describe(cluster, topic);
+        let last = describe(cluster, topic);
         let done = (0..partitions).all(|p| {
             let part = partition_of(&last, p);
             part["leader"].is_u64() && ids(&part["isr"]).len() == rf
@@ -70,15 +69,24 @@ struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<BTreeMap<u32, Vec<u64>>>>,
     failed: Arc<Mutex<Vec<String>>>,
-    sent: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Load {
     fn start(cluster: &Cluster, topic: &str, partitions: u32, pause: Duration) -> Load {
+        Load::start_with(cluster, topic, partitions, pause, Acks::All)
+    }
+
+    fn start_with(
+        cluster: &Cluster,
+        topic: &str,
+        partitions: u32,
+        pause: Duration,
+        acks: Acks,
+    ) -> Load {
         let brokers = cluster.live().iter().map(|id| cluster.client(*id)).collect::<Vec<_>>();
         let config = ProducerConfig {
-            acks: Acks::All,
+            acks,
             idempotence: true,
             linger_ms: 1,
             delivery_timeout_ms: 60_000,
@@ -88,9 +96,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let failed = Arc::new(Mutex::new(Vec::new()));
-        let sent = Arc::new(AtomicU64::new(0));
-        let (s, a, f, n, topic) =
-            (stop.clone(), acked.clone(), failed.clone(), sent.clone(), topic.to_string());
+        let (s, a, f, topic) = (stop.clone(), acked.clone(), failed.clone(), topic.to_string());
         let thread = std::thread::spawn(move || {
             let mut i = 0u64;
             while !s.load(Ordering::Acquire) {
@@ -116,13 +122,12 @@ impl Load {
                 if let Err(e) = sent {
                     f.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{i}: send: {e}"));
                 }
-                n.fetch_add(1, Ordering::Relaxed);
                 i += 1;
                 std::thread::sleep(pause);
             }
             producer.close();
         });
-        Load { stop, acked, failed, sent, thread: Some(thread) }
+        Load { stop, acked, failed, thread: Some(thread) }
     }
 
     fn acked_count(&self) -> usize {
@@ -132,7 +137,18 @@ impl Load {
     /// Waits until `more` further records were acknowledged.
     fn wait_acked(&self, more: usize) {
         let target = self.acked_count() + more;
-        wait_until("records acknowledged", || self.acked_count() >= target);
+        let deadline = Instant::now() + WAIT;
+        while self.acked_count() < target {
+            if Instant::now() >= deadline {
+                let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                panic!(
+                    "{more} more records not acknowledged within {WAIT:?} ({} so far); failures: {:?}",
+                    self.acked_count(),
+                    &failed[..failed.len().min(5)]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops sending, waits for every answer; returns what each partition
@@ -196,7 +212,6 @@ fn dump(cluster: &Cluster, id: u32, topic: &str, partition: u32) -> Vec<Value> {
 fn wait_replicas_identical(cluster: &Cluster, topic: &str, partitions: u32) {
     for p in 0..partitions {
         let replicas = ids(&partition_of(&describe(cluster, topic), u64::from(p))["replicas"]);
-        let mut last = Vec::new();
         let deadline = Instant::now() + WAIT;
         loop {
             let dumps: Vec<Vec<Value>> =
@@ -204,7 +219,7 @@ fn wait_replicas_identical(cluster: &Cluster, topic: &str, partitions: u32) {
             if dumps.windows(2).all(|w| w[0] == w[1]) {
                 break;
             }
-            last = dumps.iter().map(Vec::len).collect();
+            let last: Vec<usize> = dumps.iter().map(Vec::len).collect();
             assert!(
                 Instant::now() < deadline,
                 "{topic}/{p}: replicas {replicas:?} differ (batches per replica {last:?})"
@@ -248,4 +263,181 @@ fn leaders_killed_with_sigkill_under_acks_all_load_lose_and_duplicate_nothing() 
     let read = read_all(&cluster, "orders", total);
     check_delivery(&acked, &read);
     wait_replicas_identical(&cluster, "orders", 2);
+}
+
+/// The offset of the first batch of `epoch` in a replica's log, if any.
+fn epoch_start(cluster: &Cluster, id: u32, topic: &str, epoch: u64) -> Option<u64> {
+    dump(cluster, id, topic, 0)
+        .iter()
+        .find(|b| b["leader_epoch"].as_u64() == Some(epoch))
+        .and_then(|b| b["base_offset"].as_u64())
+}
+
+fn log_end(cluster: &Cluster, id: u32, topic: &str) -> u64 {
+    dump(cluster, id, topic, 0).last().and_then(|b| b["last_offset"].as_u64()).map_or(0, |o| o + 1)
+}
+
+#[test]
+fn a_dead_leaders_unreplicated_tail_is_cut_when_it_returns_and_the_replicas_converge() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    cluster.settle();
+    create_topic(&cluster, "tail", 1, 3, &[]);
+    wait_in_sync(&cluster, "tail", 1, 3);
+    // acks=1 at full speed: the leader always holds batches its followers
+    // have not fetched yet (they fetch only what it has made durable).
+    let mut diverged = false;
+    for attempt in 0..3 {
+        let load = Load::start_with(&cluster, "tail", 1, Duration::ZERO, Acks::Leader);
+        load.wait_acked(2000);
+        let old = leader_of(&cluster, "tail", 0);
+        let old_epoch = partition_of(&describe(&cluster, "tail"), 0)["leader_epoch"]
+            .as_u64()
+            .expect("epoch");
+        cluster.kill9(old);
+        let old_end = log_end(&cluster, old, "tail");
+        let mut new = old;
+        wait_until("a new leader", || {
+            new = leader_of(&cluster, "tail", 0);
+            new != old
+        });
+        load.wait_acked(500);
+        let (_, failed) = load.finish();
+        assert!(failed.is_empty(), "acks=1 sends failed: {:?}", &failed[..failed.len().min(5)]);
+        let new_epoch = partition_of(&describe(&cluster, "tail"), 0)["leader_epoch"]
+            .as_u64()
+            .expect("epoch");
+        assert!(new_epoch > old_epoch, "a new leader, a new epoch");
+        let new_start = epoch_start(&cluster, new, "tail", new_epoch).expect("written in it");
+        diverged = old_end > new_start;
+        eprintln!("attempt {attempt}: old leader {old} ended at {old_end}, epoch {new_epoch} of {new} starts at {new_start}");
+        cluster.restart(old);
+        wait_in_sync(&cluster, "tail", 1, 3);
+        wait_replicas_identical(&cluster, "tail", 1);
+        if diverged {
+            let log = std::fs::read_to_string(cluster.log_of(old)).expect("log");
+            assert!(log.contains("truncating a diverging log tail"), "broker {old} cut its tail");
+            assert_eq!(log_end(&cluster, old, "tail"), log_end(&cluster, new, "tail"));
+            break;
+        }
+    }
+    assert!(diverged, "no attempt left the dead leader with a tail of its own");
+}
+
+#[test]
+fn a_follower_stopped_a_while_catches_up_and_rejoins_the_in_sync_replicas() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    cluster.settle();
+    create_topic(&cluster, "catch", 1, 3, &[]);
+    wait_in_sync(&cluster, "catch", 1, 3);
+    let leader = leader_of(&cluster, "catch", 0);
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.kill9(follower);
+    let load = Load::start(&cluster, "catch", 1, Duration::ZERO);
+    // Fenced, it leaves the in-sync set; acks=all goes on with two.
+    wait_until("the stopped follower out of the in-sync replicas", || {
+        !ids(&partition_of(&describe(&cluster, "catch"), 0)["isr"]).contains(&u64::from(follower))
+    });
+    load.wait_acked(5000);
+    cluster.restart(follower);
+    load.wait_acked(1000);
+    let (acked, failed) = load.finish();
+    assert!(failed.is_empty(), "failed sends: {:?}", &failed[..failed.len().min(5)]);
+    let described = wait_in_sync(&cluster, "catch", 1, 3);
+    assert!(ids(&partition_of(&described, 0)["isr"]).contains(&u64::from(follower)));
+    wait_replicas_identical(&cluster, "catch", 1);
+    let total: usize = acked.values().map(Vec::len).sum();
+    check_delivery(&acked, &read_all(&cluster, "catch", total));
+}
+
+#[test]
+fn acks_all_is_refused_below_min_insync_replicas_and_works_again_once_back() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    cluster.settle();
+    create_topic(&cluster, "strict", 1, 2, &["min.insync.replicas=2"]);
+    wait_in_sync(&cluster, "strict", 1, 2);
+    let described = describe(&cluster, "strict");
+    let part = partition_of(&described, 0);
+    let leader = part["leader"].as_u64().expect("leader") as u32;
+    let follower =
+        ids(&part["replicas"]).into_iter().find(|id| *id != u64::from(leader)).expect("follower")
+            as u32;
+    let through = cluster.client(leader);
+    let produce = |acks: &str, value: &str| {
+        common::mamba_with_input(
+            &through,
+            &["produce", "strict", "--acks", acks],
+            format!("{value}\n").as_bytes(),
+            WAIT,
+        )
+    };
+    assert!(produce("all", "both-in-sync").status.success());
+    cluster.kill9(follower);
+    wait_until("the follower out of the in-sync replicas", || {
+        ids(&partition_of(&describe(&cluster, "strict"), 0)["isr"]) == [u64::from(leader)]
+    });
+    let refused = produce("all", "refused");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("not enough replicas"), "{err}");
+    assert!(produce("1", "leader-only").status.success(), "acks=1 still works");
+    cluster.restart(follower);
+    wait_in_sync(&cluster, "strict", 1, 2);
+    assert!(produce("all", "again").status.success());
+    let read: Vec<String> = common::consume_all(&cluster.client(leader), "strict", 3)
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(read, ["both-in-sync", "leader-only", "again"], "the refused one was not written");
+    wait_replicas_identical(&cluster, "strict", 1);
+}
+
+#[test]
+fn a_controlled_shutdown_under_acks_all_load_fails_no_request() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    cluster.settle();
+    create_topic(&cluster, "calm", 3, 3, &[]);
+    wait_in_sync(&cluster, "calm", 3, 3);
+    let load = Load::start(&cluster, "calm", 3, Duration::from_micros(500));
+    load.wait_acked(500);
+    let leader = leader_of(&cluster, "calm", 0);
+    let took = cluster.stop(leader);
+    eprintln!("controlled shutdown of broker {leader} took {took:?}");
+    load.wait_acked(500);
+    let led_elsewhere = describe(&cluster, "calm");
+    for p in 0..3 {
+        assert_ne!(partition_of(&led_elsewhere, p)["leader"], u64::from(leader), "moved away");
+    }
+    cluster.restart(leader);
+    wait_in_sync(&cluster, "calm", 3, 3);
+    load.wait_acked(500);
+    let (acked, failed) = load.finish();
+    assert!(failed.is_empty(), "failed sends: {:?}", &failed[..failed.len().min(5)]);
+    let log = std::fs::read_to_string(cluster.log_of(leader)).expect("log");
+    assert!(log.contains("controlled shutdown: leaderships moved"), "the shutdown was controlled");
+    let total: usize = acked.values().map(Vec::len).sum();
+    check_delivery(&acked, &read_all(&cluster, "calm", total));
+    wait_replicas_identical(&cluster, "calm", 3);
+}
+
+#[test]
+fn active_passive_leads_from_the_primary_fails_over_to_the_standby_and_fails_back() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    cluster.settle();
+    create_topic(&cluster, "primary", 4, 3, &["leader.placement=primary:2"]);
+    let leaders = |cluster: &Cluster| -> Vec<Option<u64>> {
+        let d = describe(cluster, "primary");
+        (0..4).map(|p| partition_of(&d, p)["leader"].as_u64()).collect()
+    };
+    wait_until("every leader on the primary", || leaders(&cluster) == vec![Some(2); 4]);
+    cluster.kill9(2);
+    wait_until("every leader on a standby", || {
+        leaders(&cluster).iter().all(|l| l.is_some_and(|id| id != 2))
+    });
+    cluster.restart(2);
+    wait_until("every leader back on the primary", || leaders(&cluster) == vec![Some(2); 4]);
+    wait_in_sync(&cluster, "primary", 4, 3);
 }

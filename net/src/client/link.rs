@@ -10,6 +10,10 @@
 //! Requests that were in flight on the old connection have failed already
 //! (`Disconnected`, `Timeout`): whether to send them again is the caller's
 //! choice, since only the caller knows whether a request is safe to repeat.
+//!
+//! Once the list's brokers are all gone (restarted elsewhere, replaced), it
+//! goes on through the brokers the cluster's metadata named last
+//! (`learn`), as Kafka's clients ask any broker they know of.
 
 use super::{ClientError, Connection, CONNECT_TIMEOUT};
 use crate::protocol::{Frame, Message, Request, TopicMeta};
@@ -27,6 +31,8 @@ pub struct Link {
     request_timeout: Duration,
     /// The connection and the index in `addrs` of its broker.
     current: Mutex<(Arc<Connection>, usize)>,
+    /// Brokers the metadata named, tried after `addrs`.
+    learned: Mutex<Vec<String>>,
 }
 
 impl Link {
@@ -56,7 +62,18 @@ impl Link {
             addrs,
             request_timeout,
             current: Mutex::new((Arc::new(conn), index)),
+            learned: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Remembers the brokers the cluster's metadata names (`host:port`),
+    /// to reconnect through once the given list answers no more.
+    pub fn learn(&self, addresses: impl IntoIterator<Item = String>) {
+        let mut learned: Vec<String> =
+            addresses.into_iter().filter(|a| !self.addrs.contains(a)).collect();
+        learned.sort();
+        learned.dedup();
+        *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = learned;
     }
 
     /// The live connection, opening a new one if the last one died.
@@ -65,9 +82,11 @@ impl Link {
         let (conn, index) = &mut *current;
         if !conn.is_alive() {
             tracing::debug!(old = %conn.addr(), brokers = %self.brokers, "reconnecting");
-            let start = (*index + 1) % self.addrs.len();
+            let learned = self.learned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let all: Vec<String> = self.addrs.iter().cloned().chain(learned).collect();
+            let start = (*index + 1) % all.len();
             let (new, new_index) =
-                connect_from(&self.addrs, start, self.request_timeout).map_err(|e| {
+                connect_from(&all, start, self.request_timeout).map_err(|e| {
                     e.unwrap_or(ClientError::Disconnected { addr: self.brokers.clone() })
                 })?;
             *conn = Arc::new(new);

@@ -213,6 +213,7 @@ impl Fetcher {
     /// new epochs) start from the local log's end and last epoch.
     async fn sync_positions(&mut self) {
         let wanted = self.shared.snapshot();
+        tracing::trace!(leader = %self.leader, partitions = wanted.len(), "fetch positions");
         self.positions.retain(|tp, _| wanted.contains_key(tp));
         for (tp, followed) in wanted {
             if self.positions.get(&tp).is_some_and(|p| p.leader_epoch == followed.leader_epoch) {
@@ -307,6 +308,7 @@ impl Fetcher {
             partitions,
         };
         let timeout = Duration::from_millis(u64::from(config.fetch_max_wait_ms)) + ANSWER_GRACE;
+        tracing::trace!(leader = %self.leader, partitions = request.partitions.len(), "replica fetch");
         let answer = futures::select! {
             answer = connection
                 .call_within::<_, ReplicaFetchResponse>(&request, &[], timeout)
@@ -321,6 +323,7 @@ impl Fetcher {
                 response.message
             )));
         }
+        tracing::trace!(leader = %self.leader, payload_bytes = frame.payload().len(), "replica fetch answered");
         for result in &response.partitions {
             let tp = (result.topic.clone(), result.partition);
             if let Err(e) = self.apply(&tp, result, frame.payload()).await {

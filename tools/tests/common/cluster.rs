@@ -84,7 +84,7 @@ impl Serve {
         let mut child = mamba()
             .arg("serve")
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("MAMBA_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env_remove("MAMBA_BROKERS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -228,6 +228,25 @@ impl Cluster {
         member.process.take().expect("running").kill9();
     }
 
+    /// Stops broker `id` with SIGTERM (a controlled shutdown) and waits
+    /// (bounded) for it to exit; returns how long it took.
+    pub fn stop(&mut self, id: u32) -> Duration {
+        let member = self.members.get_mut(&id).expect("member");
+        let mut serve = member.process.take().expect("running");
+        let started = Instant::now();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(serve.child.0.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM broker {id}");
+        let status = exit_within(&mut serve.child.0, WAIT);
+        assert!(status.is_some_and(|s| s.success()), "broker {id} stopped cleanly: {status:?}");
+        started.elapsed()
+    }
+
+    /// The process id of broker `id` (for SIGSTOP and SIGCONT).
+    pub fn pid(&self, id: u32) -> i32 {
+        self.members[&id].process.as_ref().expect("running").child.0.id() as i32
+    }
+
     /// Restarts broker `id` on its data directory and cluster address,
     /// with a new client port: once the metadata shows that port, this
     /// incarnation registered (not the old one, still unfenced).
@@ -349,6 +368,13 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             super::print_log_tails(&logs);
+            // `MAMBA_TEST_KEEP_LOGS=DIR` keeps every broker's whole log.
+            if let Ok(keep) = std::env::var("MAMBA_TEST_KEEP_LOGS") {
+                std::fs::create_dir_all(&keep).ok();
+                for (id, log) in &logs {
+                    std::fs::copy(log, Path::new(&keep).join(format!("broker-{id}.log"))).ok();
+                }
+            }
         }
     }
 }
