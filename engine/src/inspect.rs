@@ -116,6 +116,10 @@ pub struct BatchInfo {
     pub producer_id: u64,
     pub base_sequence: u32,
     pub leader_epoch: u32,
+    /// The CRC32C the header carries (of everything but the base offset
+    /// and the leader epoch): equal batches, byte for byte, show equal
+    /// offsets, epochs and CRCs.
+    pub crc: u32,
     pub crc_ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub records: Option<Vec<RecordInfo>>,
@@ -135,6 +139,7 @@ fn batch_info(file: &Path, view: &BatchView<'_>, position: u64, records: bool) -
         producer_id: h.producer_id,
         base_sequence: h.base_sequence,
         leader_epoch: h.leader_epoch.0,
+        crc: h.crc,
         crc_ok: true,
         records: records.then(|| {
             view.iter()
@@ -206,6 +211,7 @@ pub async fn scan_partition(
                     producer_id: h.producer_id,
                     base_sequence: h.base_sequence,
                     leader_epoch: h.leader_epoch.0,
+                    crc: h.crc,
                     crc_ok: false,
                     records: None,
                 });

@@ -338,6 +338,10 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                                 "lag": s.log_end_offset.saturating_sub(f.log_end_offset),
                             })).collect::<Vec<_>>(),
                         }),
+                        // Its leader did not answer (dead, not fenced yet).
+                        Some(s) if s.error_code == ErrorCode::NotLeader.as_u16() => {
+                            json!({"status": "unreachable", "error": s.message})
+                        }
                         Some(s) => json!({"status": "offline", "error": s.message}),
                         None => {
                             json!({"status": "unknown", "error": "the broker did not describe it"})
@@ -379,6 +383,9 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                         human::bytes(s.size_bytes),
                         count(s.segment_count as usize, "segment"),
                     ),
+                    Some(s) if s.error_code == ErrorCode::NotLeader.as_u16() => {
+                        format!("UNREACHABLE (its leader did not answer): {}", s.message)
+                    }
                     Some(s) => format!("OFFLINE: {}", s.message),
                     None => "UNKNOWN: the broker did not describe it".to_string(),
                 };

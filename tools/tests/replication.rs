@@ -5,7 +5,7 @@
 //! up and rejoins the in-sync replicas, `min.insync.replicas` refuses
 //! and recovers, and a controlled shutdown under load fails no request.
 //! Every check ends with the replicas byte for byte alike (`mamba log
-//! dump --records` of each).
+//! dump` of each: every batch's offsets, epoch, position, size and CRC).
 //!
 //! `MAMBA_TEST_LEADER_KILLS` sets how many leaders the kill test kills
 //! (CI: 3; the figure: 20).
@@ -192,10 +192,11 @@ fn check_delivery(acked: &BTreeMap<u32, Vec<u64>>, read: &BTreeMap<u32, Vec<u64>
     }
 }
 
-/// `mamba log dump --records -o json` of one replica, without file paths.
+/// `mamba log dump -o json` of one replica, without file paths: per
+/// batch its offsets, epoch, position, size and CRC.
 fn dump(cluster: &Cluster, id: u32, topic: &str, partition: u32) -> Vec<Value> {
     let dir = cluster.members[&id].data_dir.join("topics").join(topic).join(partition.to_string());
-    let out = common::mamba_cli_offline(&["log", "dump", "--records", "-o", "json", &dir.to_string_lossy()]);
+    let out = common::mamba_cli_offline(&["log", "dump", "-o", "json", &dir.to_string_lossy()]);
     out.lines()
         .map(|l| {
             let mut v: Value = serde_json::from_str(l).expect("a json line");
@@ -288,7 +289,7 @@ fn a_dead_leaders_unreplicated_tail_is_cut_when_it_returns_and_the_replicas_conv
     // have not fetched yet (they fetch only what it has made durable).
     let mut diverged = false;
     for attempt in 0..3 {
-        let load = Load::start_with(&cluster, "tail", 1, Duration::ZERO, Acks::Leader);
+        let load = Load::start_with(&cluster, "tail", 1, Duration::from_micros(50), Acks::Leader);
         load.wait_acked(2000);
         let old = leader_of(&cluster, "tail", 0);
         let old_epoch = partition_of(&describe(&cluster, "tail"), 0)["leader_epoch"]

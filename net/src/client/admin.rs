@@ -207,8 +207,19 @@ impl Admin {
             }
         }
         for (node_id, address) in leaders {
-            let conn = self.pool.connection(node_id, &address)?;
-            let (theirs, _) = conn.call::<_, DescribePartitionsResponse>(request, &[]).await?;
+            // A leader that does not answer (dead, not fenced yet) leaves
+            // its partitions with the `not leader` entry that names it.
+            let asked = match self.pool.connection(node_id, &address) {
+                Ok(conn) => conn.call::<_, DescribePartitionsResponse>(request, &[]).await,
+                Err(e) => Err(e),
+            };
+            let theirs = match asked {
+                Ok((theirs, _)) => theirs,
+                Err(e) => {
+                    tracing::debug!(node_id, %address, error = %e, "a leader did not describe its partitions");
+                    continue;
+                }
+            };
             for (mine, theirs) in topics.iter_mut().zip(theirs.topics) {
                 for (p, q) in mine.partitions.iter_mut().zip(theirs.partitions) {
                     if p.error_code == ErrorCode::NotLeader.as_u16() && q.error_code == 0 {

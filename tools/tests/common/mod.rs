@@ -138,13 +138,13 @@ pub fn consume_all(
     out
 }
 
-/// Runs `mamba ARGS --brokers ADDR`.
+/// How long any one `mamba` command of a test may take.
+const CLI_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `mamba ARGS --brokers ADDR` (killed, and the test failed, past
+/// `CLI_LIMIT`).
 pub fn mamba_cli(addr: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mamba"))
-        .args(args)
-        .args(["--brokers", addr])
-        .output()
-        .expect("run mamba")
+    mamba_with_input(addr, args, b"", CLI_LIMIT)
 }
 
 /// Runs `mamba ARGS` (a command that talks to no broker: `log dump`),
