@@ -256,6 +256,10 @@ struct Partition {
     /// Waiters whose caller gave up are pruned on every registration, so
     /// the list stays as long as the live waits.
     watchers: RefCell<Vec<(Offset, ReadLimit, Reply<()>)>>,
+    /// Commands that found the writer's queue full, in arrival order, and
+    /// whether a task is sending them on (`enqueue`).
+    parked: RefCell<VecDeque<WriterCommand>>,
+    draining: Cell<bool>,
 }
 
 /// Where reads with each limit stop now.
@@ -447,18 +451,40 @@ fn fail(command: WriterCommand) {
     }
 }
 
-/// The partition's queue is full: the append waits in its own task so the
-/// shard keeps serving other partitions. Parked appends are counted; once
+/// Hands `command` to the partition's writer, in the order commands came:
+/// straight into its queue when nothing waits before it and there is
+/// room, else behind the commands already waiting (`Partition::parked`),
+/// which one task sends on as room appears — so the shard keeps serving
+/// other partitions, and a command never overtakes one that came first
+/// (submission order is append order). Parked commands are counted; once
 /// `PARKED_APPENDS_MAX` wait, the shard loop itself waits (see `run`), so
 /// the shard inbox fills and senders feel the backpressure.
-fn park(p: Rc<Partition>, command: WriterCommand, parked: &Rc<Cell<usize>>) {
+fn enqueue(p: Rc<Partition>, command: WriterCommand, parked: &Rc<Cell<usize>>) {
+    let command = if p.draining.get() {
+        command
+    } else {
+        match p.writer.try_send(command) {
+            Ok(()) => return,
+            Err(async_channel::TrySendError::Full(command)) => command,
+            Err(async_channel::TrySendError::Closed(command)) => return fail(command),
+        }
+    };
     parked.set(parked.get() + 1);
+    p.parked.borrow_mut().push_back(command);
+    if p.draining.replace(true) {
+        return; // the task below sends it in turn
+    }
     let parked = parked.clone();
     runtime::spawn_detached(async move {
-        if let Err(async_channel::SendError(command)) = p.writer.send(command).await {
-            fail(command);
+        loop {
+            let next = p.parked.borrow_mut().pop_front();
+            let Some(command) = next else { break };
+            if let Err(async_channel::SendError(command)) = p.writer.send(command).await {
+                fail(command);
+            }
+            parked.set(parked.get() - 1);
         }
-        parked.set(parked.get() - 1);
+        p.draining.set(false);
     });
 }
 
@@ -469,11 +495,7 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
             match lookup(partitions, &key) {
                 Ok(p) => {
                     let command = WriterCommand::Append { batch, wait, origin, reply };
-                    match p.writer.try_send(command) {
-                        Ok(()) => {}
-                        Err(async_channel::TrySendError::Full(command)) => park(p, command, parked),
-                        Err(async_channel::TrySendError::Closed(command)) => fail(command),
-                    }
+                    enqueue(p, command, parked);
                 }
                 Err(e) => respond(reply, Err(e)),
             }
@@ -493,7 +515,7 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
             // The writer deletes between its writes; the command waits in
             // its queue like an append.
             match lookup(partitions, &key) {
-                Ok(p) => park(p, WriterCommand::DeleteSegmentsBefore { offset, reply }, parked),
+                Ok(p) => enqueue(p, WriterCommand::DeleteSegmentsBefore { offset, reply }, parked),
                 Err(e) => respond(reply, Err(e)),
             }
         }
@@ -503,7 +525,7 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
             match lookup(partitions, &key) {
                 Ok(p) => {
                     let command = WriterCommand::TruncateTo { offset, shard: shard.clone(), reply };
-                    park(p, command, parked)
+                    enqueue(p, command, parked)
                 }
                 Err(e) => respond(reply, Err(e)),
             }
@@ -654,6 +676,8 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
         retention_due: Cell::new(false),
         last_sync_ms: Cell::new(runtime::now_ms()),
         watchers: RefCell::new(Vec::new()),
+        parked: RefCell::new(VecDeque::new()),
+        draining: Cell::new(false),
     });
     runtime::spawn_detached(writer(partition.clone(), rx));
     partitions.borrow_mut().insert(spec.key, Slot::Online(partition));

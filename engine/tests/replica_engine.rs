@@ -393,3 +393,32 @@ fn a_crash_after_a_truncation_below_the_recovery_point_keeps_what_was_written_af
     let values: Vec<String> = records(&engine).into_iter().map(|(_, _, v)| v).collect();
     assert_eq!(values, ["a", "b", "the leader's first", "the leader's second, longer"]);
 }
+
+#[test]
+fn appends_submitted_in_order_get_offsets_in_that_order_when_the_partition_queue_overflows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = open(dir.path());
+    // Submitted from a task on the partition's own shard, as the metadata
+    // log does: far more than the partition's queue holds, faster than its
+    // writer syncs, so most wait for room while the next ones come.
+    let (done, outcomes) = std::sync::mpsc::channel();
+    let there = engine.clone();
+    let task: mamba_engine::shard::ShardTask = Box::new(move || {
+        Box::pin(async move {
+            let mut submitted = Vec::new();
+            for i in 0..3000 {
+                let b = batch(&i.to_string());
+                submitted.push(there.submit_append("t", P0, b, Default::default()).await);
+            }
+            let mut offsets = Vec::new();
+            for s in submitted {
+                offsets.push(s.expect("submit").await.expect("append").base_offset.0);
+            }
+            done.send(offsets).expect("the test waits");
+        })
+    });
+    block_on(engine.spawn_on_shard(mamba_engine::ShardId(0), task)).expect("spawn");
+    let offsets = outcomes.recv().expect("offsets");
+    let expected: Vec<u64> = (0..3000).collect();
+    assert!(offsets == expected, "appends overtook each other: {:?}", &offsets[..20]);
+}
