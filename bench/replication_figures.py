@@ -23,11 +23,11 @@ default settings (heartbeat 500 ms, session 3 s), release binaries.
       Then p99 produce latency at half the RF 3 maximum rate, RF 3 and
       RF 1 (same rate).
   python3 bench/replication_figures.py catchup [ROUNDS]
-      kill -9 of a follower; 2 GiB produced (acks=1, 1 MiB batches) while
-      it is down; restarted, the time until its log end reaches the
-      leader's: bytes per second of catch-up, over the disk's O_DIRECT
-      read rate (`fio --rw=read --direct=1 --bs=1M --iodepth=4`, 3 s)
-      measured in the same round.
+      kill -9 of a follower; 2 GiB produced (acks=1, 1 MiB messages) while
+      it is down; restarted, the time from its start until its log end
+      reaches the leader's: bytes per second of catch-up, over the disk's
+      O_DIRECT read rate (`fio --rw=read --direct=1 --bs=1M --iodepth=4`,
+      3 s) measured in the same round. A fresh topic per round.
 
 MAMBA (default target/release/mamba) and MAMBA_BENCH (default
 target/release/mamba-bench) name the binaries.
@@ -51,8 +51,8 @@ def cli(*args, stdin=None, timeout=WAIT_S):
     return subprocess.run([M, *args], input=stdin, capture_output=True, timeout=timeout)
 
 
-def cli_json(*args):
-    out = cli(*args, "-o", "json", "--brokers", ALL)
+def cli_json(*args, brokers=ALL):
+    out = cli(*args, "-o", "json", "--brokers", brokers)
     if out.returncode != 0:
         raise RuntimeError(f"mamba {args}: {out.stderr.decode()}")
     return [json.loads(l) for l in out.stdout.decode().splitlines() if l.strip()]
@@ -96,21 +96,30 @@ class Cluster:
         self.procs[i].send_signal(sig)
         self.procs[i].wait(timeout=WAIT_S)
 
-    def partition(self, topic, p):
-        d = cli_json("topic", "describe", topic)[0]
+    def partition(self, topic, p, through=None):
+        brokers = client(through) if through else ALL
+        d = cli_json("topic", "describe", topic, brokers=brokers)[0]
         return next(x for x in d["partitions"] if x["partition"] == p)
 
     def wait_in_sync(self, topic, partitions, rf=3):
-        wait(f"{topic} in sync", lambda: all(
-            self.partition(topic, p)["leader"] is not None
-            and len(self.partition(topic, p)["isr"]) == rf for p in range(partitions)))
+        """Until every broker (a restarted one catches up with the metadata
+        first: until then it shows the partitions as they were) shows each
+        partition led, with all `rf` replicas in sync, and they agree."""
+        def agreed(p):
+            seen = [self.partition(topic, p, through=i) for i in (1, 2, 3)]
+            views = {(x["leader"], x["leader_epoch"], tuple(sorted(x["isr"]))) for x in seen}
+            return len(views) == 1 and seen[0]["leader"] is not None and len(seen[0]["isr"]) == rf
+        wait(f"{topic} in sync", lambda: all(agreed(p) for p in range(partitions)))
 
     def close(self):
         for p in self.procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("KEEP"):
+            print(f"kept {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def create(topic, partitions, rf):
@@ -144,6 +153,8 @@ def failover(cluster, rounds):
         took = time.monotonic() - killed
         if out.returncode != 0:
             raise RuntimeError(out.stderr.decode())
+        if os.environ.get("KEEP"):
+            print(f"  killed at {time.time() - took:.3f} (unix), answered after {took:.3f} s")
         times.append(took)
         print(f"round {r}: leader {leader} killed; first acks=all produce acknowledged after {took * 1000:.0f} ms", flush=True)
         cluster.start(leader)
@@ -178,14 +189,23 @@ def shutdown(cluster, rounds):
     return results
 
 
+def fresh_run(topic, **bench_args):
+    """`bench_produce` to a topic made for the run and deleted after it (a
+    run writes gigabytes)."""
+    rf = 3 if topic == "rf3" else 1
+    create(topic, 6, rf)
+    try:
+        return bench_produce(topic, 6, **bench_args)["produce"]
+    finally:
+        cli("topic", "delete", topic, "--brokers", ALL)
+        time.sleep(1)
+
+
 def throughput(cluster, pairs):
-    create("rf3", 6, 3)
-    create("rf1", 6, 1)
-    cluster.wait_in_sync("rf3", 6)
     ratios, rf3_rates = [], []
     for pair in range(pairs):
         order = ["rf3", "rf1"] if pair % 2 == 0 else ["rf1", "rf3"]
-        got = {t: bench_produce(t, 6)["produce"] for t in order}
+        got = {t: fresh_run(t) for t in order}
         ratio = got["rf3"]["bytes_per_s"] / got["rf1"]["bytes_per_s"]
         ratios.append(ratio)
         rf3_rates.append(got["rf3"]["records_per_s"])
@@ -194,7 +214,7 @@ def throughput(cluster, pairs):
     half = int(statistics.median(rf3_rates) / 2)
     p99 = {}
     for t in ["rf3", "rf1"]:
-        lat = bench_produce(t, 6, rate=half)["produce"]["latency_us"]
+        lat = fresh_run(t, rate=half)["latency_us"]
         p99[t] = lat["p99"]
         print(f"{t} at {half} msgs/s: p50 {lat['p50'] / 1000:.2f} ms, p99 {lat['p99'] / 1000:.2f} ms", flush=True)
     return ratios, half, p99
@@ -212,15 +232,17 @@ def fio_read_bytes_per_s(directory):
 
 
 def catchup(cluster, rounds):
-    create("catch", 1, 3)
-    cluster.wait_in_sync("catch", 1)
     ratios = []
     for r in range(rounds):
+        # A fresh topic each round, deleted after it: rounds write gigabytes.
+        create("catch", 1, 3)
+        cluster.wait_in_sync("catch", 1)
         p = cluster.partition("catch", 0)
         follower = next(i for i in p["replicas"] if i != p["leader"])
         cluster.kill(follower)
         before = cluster.partition("catch", 0)["log_end_offset"]
-        bench_produce("catch", 1, duration_s=12, acks="1", message_bytes=1 << 20)
+        # 2 GiB: 1 MiB messages, 256 a second for 8 s.
+        bench_produce("catch", 1, rate=256, duration_s=8, acks="1", message_bytes=1 << 20)
         after = cluster.partition("catch", 0)
         behind = after["log_end_offset"] - before
         bytes_behind = behind * (1 << 20)
@@ -240,6 +262,8 @@ def catchup(cluster, rounds):
               f"(from its start): {rate / 2**20:.0f} MiB/s; disk O_DIRECT read {disk / 2**20:.0f} MiB/s: "
               f"ratio {rate / disk:.2f}", flush=True)
         cluster.wait_in_sync("catch", 1)
+        cli("topic", "delete", "catch", "--brokers", ALL)
+        time.sleep(2)
     return ratios
 
 

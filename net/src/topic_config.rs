@@ -38,10 +38,8 @@ pub fn check_replication(entries: &[ConfigEntry]) -> Result<(), String> {
                 Ok(n) if (1..=16).contains(&n) => {}
                 _ => return Err(format!("{name} must be a number from 1 to 16; got {value:?}")),
             },
-            "unclean.leader.election" => {
-                if value != "true" && value != "false" {
-                    return Err(format!("{name} must be true or false; got {value:?}"));
-                }
+            "unclean.leader.election" if value != "true" && value != "false" => {
+                return Err(format!("{name} must be true or false; got {value:?}"));
             }
             "leader.placement" => {
                 let ok = value == "spread"

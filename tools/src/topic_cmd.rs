@@ -390,7 +390,8 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                     None => "UNKNOWN: the broker did not describe it".to_string(),
                 };
                 let leader = p.leader.map_or("none (offline)".to_string(), |id| id.to_string());
-                let list = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                let list =
+                    |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
                 let (replicas, isr) = (list(&p.replicas), list(&p.isr));
                 let shard = p.shard.map_or(String::new(), |s| format!(" shard {s}"));
                 say!(

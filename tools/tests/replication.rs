@@ -285,44 +285,64 @@ fn a_dead_leaders_unreplicated_tail_is_cut_when_it_returns_and_the_replicas_conv
     cluster.settle();
     create_topic(&cluster, "tail", 1, 3, &[]);
     wait_in_sync(&cluster, "tail", 1, 3);
-    // acks=1 at full speed: the leader always holds batches its followers
-    // have not fetched yet (they fetch only what it has made durable).
-    let mut diverged = false;
-    for attempt in 0..3 {
-        let load = Load::start_with(&cluster, "tail", 1, Duration::from_micros(50), Acks::Leader);
-        load.wait_acked(2000);
-        let old = leader_of(&cluster, "tail", 0);
-        let old_epoch = partition_of(&describe(&cluster, "tail"), 0)["leader_epoch"]
-            .as_u64()
-            .expect("epoch");
-        cluster.kill9(old);
-        let old_end = log_end(&cluster, old, "tail");
-        let mut new = old;
-        wait_until("a new leader", || {
-            new = leader_of(&cluster, "tail", 0);
-            new != old
-        });
-        load.wait_acked(500);
-        let (_, failed) = load.finish();
-        assert!(failed.is_empty(), "acks=1 sends failed: {:?}", &failed[..failed.len().min(5)]);
-        let new_epoch = partition_of(&describe(&cluster, "tail"), 0)["leader_epoch"]
-            .as_u64()
-            .expect("epoch");
-        assert!(new_epoch > old_epoch, "a new leader, a new epoch");
-        let new_start = epoch_start(&cluster, new, "tail", new_epoch).expect("written in it");
-        diverged = old_end > new_start;
-        eprintln!("attempt {attempt}: old leader {old} ended at {old_end}, epoch {new_epoch} of {new} starts at {new_start}");
-        cluster.restart(old);
-        wait_in_sync(&cluster, "tail", 1, 3);
-        wait_replicas_identical(&cluster, "tail", 1);
-        if diverged {
-            let log = std::fs::read_to_string(cluster.log_of(old)).expect("log");
-            assert!(log.contains("truncating a diverging log tail"), "broker {old} cut its tail");
-            assert_eq!(log_end(&cluster, old, "tail"), log_end(&cluster, new, "tail"));
-            break;
+    let old = leader_of(&cluster, "tail", 0);
+    let followers: Vec<u32> = (1..=3).filter(|id| *id != old).collect();
+    let through = cluster.client(old);
+    let produce = |acks: &str, lines: &str| {
+        let out = common::mamba_with_input(
+            &through,
+            &["produce", "tail", "--acks", acks],
+            lines.as_bytes(),
+            WAIT,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    produce("all", "replicated-0\nreplicated-1\n");
+    // The followers stopped (SIGSTOP, within their session): once the
+    // fetch each left waiting at the leader has run out its long poll
+    // (500 ms), none asks again, so what the leader takes now with acks=1
+    // is its alone when it dies.
+    let pids: Vec<i32> = followers.iter().map(|id| cluster.pid(*id)).collect();
+    let signal = |sig: i32| {
+        for pid in &pids {
+            // SAFETY: kill(2) on our own children's pids; no memory is involved.
+            assert_eq!(unsafe { libc::kill(*pid, sig) }, 0);
         }
-    }
-    assert!(diverged, "no attempt left the dead leader with a tail of its own");
+    };
+    signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(650));
+    produce("1", "tail-0\ntail-1\ntail-2\n");
+    cluster.kill9(old);
+    signal(libc::SIGCONT);
+    assert!(stopped_at.elapsed() < Duration::from_millis(SESSION_MS), "within a session");
+    let old_end = log_end(&cluster, old, "tail");
+    let mut new = old;
+    wait_until("a new leader", || {
+        new = leader_of(&cluster, "tail", 0);
+        new != old
+    });
+    let through = cluster.client(new);
+    let out = common::mamba_with_input(&through, &["produce", "tail"], b"new-leader\n", WAIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new_epoch =
+        partition_of(&describe(&cluster, "tail"), 0)["leader_epoch"].as_u64().expect("epoch");
+    let new_start = epoch_start(&cluster, new, "tail", new_epoch).expect("written in it");
+    assert!(
+        old_end > new_start,
+        "broker {old} ended at {old_end}, epoch {new_epoch} starts at {new_start}"
+    );
+
+    cluster.restart(old);
+    wait_in_sync(&cluster, "tail", 1, 3);
+    wait_replicas_identical(&cluster, "tail", 1);
+    let log = std::fs::read_to_string(cluster.log_of(old)).expect("log");
+    assert!(log.contains("truncating a diverging log tail"), "broker {old} cut its tail");
+    let read: Vec<String> = common::consume_all(&cluster.client(new), "tail", 3)
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(read, ["replicated-0", "replicated-1", "new-leader"], "the dead tail is gone");
 }
 
 #[test]
@@ -441,4 +461,24 @@ fn active_passive_leads_from_the_primary_fails_over_to_the_standby_and_fails_bac
     cluster.restart(2);
     wait_until("every leader back on the primary", || leaders(&cluster) == vec![Some(2); 4]);
     wait_in_sync(&cluster, "primary", 4, 3);
+}
+
+#[test]
+fn a_replicated_topic_deleted_under_load_leaves_the_brokers_serving() {
+    let _serial = one_at_a_time();
+    let cluster = Cluster::start(3);
+    cluster.settle();
+    create_topic(&cluster, "doomed", 3, 3, &[]);
+    wait_in_sync(&cluster, "doomed", 3, 3);
+    let load = Load::start_with(&cluster, "doomed", 3, Duration::ZERO, Acks::Leader);
+    load.wait_acked(2000);
+    common::cli_ok(&cluster.client(1), &["topic", "delete", "doomed"]);
+    drop(load.finish());
+    // Followers were fetching and appending when their partitions went.
+    create_topic(&cluster, "after", 1, 3, &[]);
+    wait_in_sync(&cluster, "after", 1, 3);
+    let through = cluster.client(1);
+    let out = common::mamba_with_input(&through, &["produce", "after"], b"still-here\n", WAIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_replicas_identical(&cluster, "after", 1);
 }

@@ -420,8 +420,7 @@ fn fetch_view(
         }
     };
     let view = ClusterView::new(answer.0, Asked::Topics(topics.clone()), conn.addr().ip());
-    pool.bootstrap().learn(
-        view.brokers().filter_map(|b| view.broker_address(b.node_id)).map(str::to_string),
-    );
+    pool.bootstrap()
+        .learn(view.brokers().filter_map(|b| view.broker_address(b.node_id)).map(str::to_string));
     Ok(view)
 }

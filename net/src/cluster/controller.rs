@@ -12,13 +12,13 @@
 //! messages leave through `Peers` threads.
 
 use super::config::ClusterConfig;
+use super::election::{self, Eligibility};
 use super::handle::{AdminCommand, AdminError, ClusterHandle, ClusterView, Command};
 use super::metadata::limits::PRODUCER_ID_BLOCK_SIZE_MAX;
 use super::metadata::{
     BrokerId, BrokerRegistration, ConfigEntry, IncarnationId, MetadataError, MetadataRecord,
     MetadataState, Partition, PartitionChange, ProducerIdBlock, TopicCreation, TopicId,
 };
-use super::election::{self, Eligibility};
 use super::placement::{place, BrokerLoad, PlacementRequest};
 use super::raft_node::{ProposeError, RaftNode, RaftNodeConfig, StateMachine, Transport};
 use crate::protocol::*;
@@ -269,6 +269,11 @@ impl Controller {
             }
             self.flush();
             self.publish();
+            // Leaders for what the last records changed (a broker fenced)
+            // at once, not at the next tick.
+            if self.node.is_leader() && self.node.applied_index() != self.elected_at {
+                self.elections();
+            }
         }
         self.handle.peers.clear();
     }
@@ -276,7 +281,11 @@ impl Controller {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Raft(messages) => {
-                if let Some(leader) = self.node.leader_id().filter(|id| !self.node.is_leader() || *id != u64::from(self.config.node_id)) {
+                if let Some(leader) = self
+                    .node
+                    .leader_id()
+                    .filter(|id| !self.node.is_leader() || *id != u64::from(self.config.node_id))
+                {
                     if messages.iter().any(|m| m.from == leader) {
                         self.leader_heard = Some((leader, Instant::now()));
                     }
@@ -519,7 +528,9 @@ impl Controller {
             // heard from it, which is why this node stood.
             if let Some((old, heard_at)) = self.leader_heard.take() {
                 if let Some(id) = u32::try_from(old).ok().map(BrokerId) {
-                    if old != u64::from(self.config.node_id) && self.last_heartbeat.contains_key(&id) {
+                    if old != u64::from(self.config.node_id)
+                        && self.last_heartbeat.contains_key(&id)
+                    {
                         self.last_heartbeat.insert(id, heard_at);
                     }
                 }
@@ -905,8 +916,9 @@ impl Controller {
                 };
                 for (i, p) in topic.partitions.iter().enumerate() {
                     let i = i as u32;
-                    let change = election::reelect(topic.id, i, p, &who)
-                        .or_else(|| balance.then(|| election::prefer(topic.id, i, p, &who)).flatten());
+                    let change = election::reelect(topic.id, i, p, &who).or_else(|| {
+                        balance.then(|| election::prefer(topic.id, i, p, &who)).flatten()
+                    });
                     if let Some(change) = change {
                         changes.push((p.partition_epoch, change));
                     }
@@ -954,12 +966,14 @@ impl Controller {
         let state = self.state();
         let Some(topic) = state.topic(&request.topic) else {
             let message = format!("unknown topic {:?}", request.topic);
-            let _gone = reply.send(respond(ErrorCode::UnknownTopicOrPartition, message, None, self));
+            let _gone =
+                reply.send(respond(ErrorCode::UnknownTopicOrPartition, message, None, self));
             return;
         };
         let Some(p) = topic.partitions.get(request.partition as usize).cloned() else {
             let message = format!("{}/{} does not exist", request.topic, request.partition);
-            let _gone = reply.send(respond(ErrorCode::UnknownTopicOrPartition, message, None, self));
+            let _gone =
+                reply.send(respond(ErrorCode::UnknownTopicOrPartition, message, None, self));
             return;
         };
         let asking = BrokerId(request.broker_id);
@@ -997,7 +1011,8 @@ impl Controller {
         };
         let record = MetadataRecord::ChangePartition(change.clone());
         if let Err(e) = state.check(&record) {
-            let _gone = reply.send(respond(ErrorCode::InvalidRequest, e.to_string(), Some(&p), self));
+            let _gone =
+                reply.send(respond(ErrorCode::InvalidRequest, e.to_string(), Some(&p), self));
             return;
         }
         tracing::info!(topic = %request.topic, partition = request.partition, isr = ?request.isr, "in-sync set change");

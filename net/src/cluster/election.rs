@@ -77,8 +77,7 @@ pub fn reelect(
         }
         return Some(change(topic_id, partition, p, Some(leader), eligible_isr));
     }
-    let from_isr =
-        who.preferred_order(p).into_iter().find(|id| eligible_isr.contains(id));
+    let from_isr = who.preferred_order(p).into_iter().find(|id| eligible_isr.contains(id));
     if let Some(leader) = from_isr {
         let isr = p.isr.iter().copied().filter(|id| eligible_isr.contains(id)).collect();
         return Some(change(topic_id, partition, p, Some(leader), isr));

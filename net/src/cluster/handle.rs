@@ -9,8 +9,8 @@ use super::peers::Peers;
 use super::producer_ids::ProducerIdSource;
 use crate::client::{decode_answer, ClientError, Waiter};
 use crate::protocol::{
-    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest,
-    BrokerHeartbeatResponse, ClusterStatusResponse, ErrorCode, Message, Request,
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    ClusterStatusResponse, ErrorCode, Message, Request,
 };
 use futures::channel::oneshot;
 use std::collections::HashMap;

@@ -263,10 +263,8 @@ impl Fetcher {
             .name("mamba-replica-connect".into())
             .spawn(move || drop(tx.send(Connection::connect(&target, CONNECT_TIMEOUT))))
             .map_err(|e| e.to_string())?;
-        let connection = rx
-            .await
-            .map_err(|_| "connect thread ended".to_string())?
-            .map_err(|e| e.to_string())?;
+        let connection =
+            rx.await.map_err(|_| "connect thread ended".to_string())?.map_err(|e| e.to_string())?;
         let connection = Arc::new(connection);
         self.connection = Some((address, connection.clone()));
         Ok(connection)
@@ -278,13 +276,20 @@ impl Fetcher {
         let config = self.handle.replication().config().clone();
         let now = Instant::now();
         let mut partitions = Vec::new();
+        let mut gone = Vec::new();
         for (tp, p) in &self.positions {
             if p.paused_until.is_some_and(|t| t > now) {
                 continue;
             }
             let durable = match self.engine.list_offsets(&tp.0, PartitionId(tp.1)).await {
                 Ok(o) => o.local_high_watermark.0,
-                Err(_) => continue,
+                Err(e) => {
+                    // Deleted or closed here: its position goes, and comes
+                    // back (from the log) only if the partition does.
+                    tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "not fetched");
+                    gone.push(tp.clone());
+                    continue;
+                }
             };
             partitions.push(ReplicaFetchPartition {
                 topic: tp.0.clone(),
@@ -296,7 +301,11 @@ impl Fetcher {
                 max_bytes: config.fetch_max_bytes,
             });
         }
+        for tp in gone {
+            self.positions.remove(&tp);
+        }
         if partitions.is_empty() {
+            // Nothing to ask: the loop waits for a change (never spins).
             return Ok(());
         }
         let request = ReplicaFetchRequest {
@@ -357,16 +366,24 @@ impl Fetcher {
         let mut pending = Vec::new();
         let mut next = position.fetch_offset;
         let mut last_epoch = position.last_fetched_epoch;
-        for view in mamba_engine::batch::iter_batches(records) {
-            let view = view.map_err(|e| format!("a batch from the leader: {e}"))?;
-            let header = *view.header();
+        let mut rest = records;
+        while !rest.is_empty() {
+            // Split at each batch's length; `from_bytes` then checks it all
+            // (bounds, CRC, archive) once, as it copies it out.
+            let stored = mamba_engine::batch::peek_stored_bytes(rest)
+                .filter(|n| *n <= rest.len())
+                .ok_or_else(|| format!("a truncated batch from the leader at offset {next}"))?;
+            let (bytes, after) = rest.split_at(stored);
+            rest = after;
+            let batch =
+                Batch::from_bytes(bytes).map_err(|e| format!("a batch from the leader: {e}"))?;
+            let header = *batch.header();
             if header.base_offset.0 != next {
                 return Err(format!(
                     "the leader sent offset {} where {next} was due",
                     header.base_offset
                 ));
             }
-            let batch = Batch::from_bytes(view.as_bytes()).map_err(|e| e.to_string())?;
             let outcome = self
                 .engine
                 .submit_append_replica(&tp.0, id, batch, AppendWait::Visible)
@@ -396,7 +413,11 @@ impl Fetcher {
     /// the end of the leader's `diverging.epoch`, or earlier where this
     /// log's own history of that epoch ends (KIP-279: the next fetch then
     /// asks about an earlier epoch, until the two agree).
-    async fn truncate(&mut self, tp: &TopicPartition, diverging: EpochEndOffset) -> Result<(), String> {
+    async fn truncate(
+        &mut self,
+        tp: &TopicPartition,
+        diverging: EpochEndOffset,
+    ) -> Result<(), String> {
         let id = PartitionId(tp.1);
         let ours = self
             .engine

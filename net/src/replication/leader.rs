@@ -219,7 +219,8 @@ mod tests {
     #[test]
     fn the_high_watermark_is_the_lowest_durable_offset_of_the_in_sync_followers() {
         let now = Instant::now();
-        let mut leader = LeaderPartition::new(BrokerId(1), &partition(&[1, 2, 3], &[1, 2, 3]), 0, now);
+        let mut leader =
+            LeaderPartition::new(BrokerId(1), &partition(&[1, 2, 3], &[1, 2, 3]), 0, now);
         assert_eq!(leader.high_watermark(100), Some(0), "no follower fetched yet");
         leader.on_fetch(BrokerId(2), 80, 60, 100, now);
         leader.on_fetch(BrokerId(3), 100, 90, 100, now);

@@ -33,10 +33,17 @@ pub type TopicPartition = (String, u32);
 /// What this broker is for a partition it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Role {
-    Leader { epoch: u32 },
-    Follower { leader: BrokerId, epoch: u32 },
+    Leader {
+        epoch: u32,
+    },
+    Follower {
+        leader: BrokerId,
+        epoch: u32,
+    },
     /// Offline: no leader (or a fenced one); nothing to do until there is.
-    Idle { epoch: u32 },
+    Idle {
+        epoch: u32,
+    },
 }
 
 /// Replication settings of the broker (`mamba serve`).
@@ -78,10 +85,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub enum NotServing {
     NotLeader,
     /// The follower's epoch is older than the leader's.
-    FencedEpoch { ours: u32 },
+    FencedEpoch {
+        ours: u32,
+    },
     /// The follower's epoch is newer than this broker applied (or it is
     /// still taking the leadership over).
-    UnknownEpoch { ours: u32 },
+    UnknownEpoch {
+        ours: u32,
+    },
     NotAReplica,
 }
 
@@ -177,12 +188,8 @@ impl Replication {
                     // replicated yet.
                     engine.set_high_watermark(&tp.0, id, offsets.log_start_offset).await?;
                 }
-                let leading = LeaderPartition::new(
-                    self.me,
-                    partition,
-                    offsets.next_offset.0,
-                    Instant::now(),
-                );
+                let leading =
+                    LeaderPartition::new(self.me, partition, offsets.next_offset.0, Instant::now());
                 lock(&self.leaders).insert(tp.clone(), leading);
                 tracing::info!(topic = %tp.0, partition = tp.1, epoch, isr = ?partition.isr, "leading");
                 self.advance_high_watermark(engine, tp).await;
@@ -288,7 +295,8 @@ impl Replication {
             if l.replicas.len() < 2 {
                 continue;
             }
-            if let Some(isr) = l.isr_change(offsets.high_watermark.0, self.lag_max(), Instant::now())
+            if let Some(isr) =
+                l.isr_change(offsets.high_watermark.0, self.lag_max(), Instant::now())
             {
                 changes.push((tp.clone(), l.leader_epoch, l.partition_epoch, isr));
             }

@@ -411,4 +411,3 @@ pub fn role_of(status: &Value, id: u32) -> Option<String> {
 pub fn run_bounded(addr: &str, args: &[&str], stdin: &[u8]) -> Output {
     super::mamba_with_input(addr, args, stdin, WAIT)
 }
-

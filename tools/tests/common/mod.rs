@@ -151,7 +151,11 @@ pub fn mamba_cli(addr: &str, args: &[&str]) -> std::process::Output {
 /// expects success, returns stdout.
 pub fn mamba_cli_offline(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("run mamba");
-    assert!(out.status.success(), "mamba {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mamba {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 

@@ -395,9 +395,9 @@ fn finish(
         // Not written, for sure: the leader moved, or it could not even be
         // reached (a dead leader, before the metadata names the next one).
         // A wait for the leader within the delivery timeout, as in Kafka.
-        Err(ClientError::Broker { code: ErrorCode::NotLeader, .. } | ClientError::Connect { .. }) => {
-            Answer::NotLeader { expired: sealed.opened + shared.config.delivery_timeout <= now }
-        }
+        Err(
+            ClientError::Broker { code: ErrorCode::NotLeader, .. } | ClientError::Connect { .. },
+        ) => Answer::NotLeader { expired: sealed.opened + shared.config.delivery_timeout <= now },
         Err(e @ ClientError::Broker { code, .. }) => {
             Answer::Refused { code: *code, retriable: e.is_retriable() }
         }

@@ -2,13 +2,13 @@
 //! reads its next frame, answered when the appends complete), and
 //! init_producer_id.
 
+use crate::cluster::metadata::BrokerId;
+use crate::cluster::ClusterHandle;
 use crate::protocol::*;
 use crate::server::answer::{error_answer, response, Answer};
 use crate::server::errors::code_of;
 use crate::server::ServerContext;
 use futures::future::LocalBoxFuture;
-use crate::cluster::metadata::BrokerId;
-use crate::cluster::ClusterHandle;
 use futures::FutureExt;
 use mamba_engine::{AppendWait, Batch, EngineError, Offset, PartitionId};
 use rkyv::util::AlignedVec;
@@ -73,7 +73,12 @@ impl Replicated {
         let deadline = Instant::now() + self.timeout;
         loop {
             let listener = cluster.view_changed.listen();
-            let still_leading = cluster.view().metadata.topic(topic).and_then(|t| t.partitions.get(partition as usize)).is_some_and(|p| p.leader == Some(me) && p.leader_epoch == leader_epoch);
+            let still_leading = cluster
+                .view()
+                .metadata
+                .topic(topic)
+                .and_then(|t| t.partitions.get(partition as usize))
+                .is_some_and(|p| p.leader == Some(me) && p.leader_epoch == leader_epoch);
             if !still_leading {
                 return Err((
                     ErrorCode::NotLeader.as_u16(),

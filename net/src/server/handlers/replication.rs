@@ -61,7 +61,8 @@ pub(crate) async fn replica_fetch(
             }
             results.push(result);
         }
-        let anything = position > 0 || results.iter().any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
+        let anything = position > 0
+            || results.iter().any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
         let now = Instant::now();
         if anything || now >= deadline || empty.is_empty() {
             return (
@@ -122,7 +123,10 @@ async fn serve_partition(
             ),
             NotServing::UnknownEpoch { ours } => (
                 ErrorCode::UnknownLeaderEpoch,
-                format!("leader epoch {} is not known here yet (at {ours})", p.current_leader_epoch),
+                format!(
+                    "leader epoch {} is not known here yet (at {ours})",
+                    p.current_leader_epoch
+                ),
             ),
             NotServing::NotAReplica => (
                 ErrorCode::InvalidRequest,
@@ -164,7 +168,14 @@ async fn serve_partition(
     // Progress counts only from a follower whose log agrees with ours.
     if result.diverging_epoch.is_none() {
         replication
-            .on_follower_fetch(&ctx.engine, tp, follower, p.fetch_offset, p.durable_offset, leader_end)
+            .on_follower_fetch(
+                &ctx.engine,
+                tp,
+                follower,
+                p.fetch_offset,
+                p.durable_offset,
+                leader_end,
+            )
             .await;
     }
     let offsets_now = ctx.engine.list_offsets(&p.topic, id).await.unwrap_or(offsets);

@@ -90,10 +90,16 @@ pub(crate) async fn create_topics(
                             .and_then(|c| c.value.trim().parse().ok())
                             .unwrap_or(0);
                         let mut entries = topic_config::entries(&config);
-                        entries.extend(topic.configs.iter().cloned().filter(|c| {
-                            topic_config::REPLICATION_NAMES.contains(&c.name.as_str())
-                                && c.name != "replication.factor"
-                        }));
+                        entries.extend(
+                            topic
+                                .configs
+                                .iter()
+                                .filter(|c| {
+                                    topic_config::REPLICATION_NAMES.contains(&c.name.as_str())
+                                        && c.name != "replication.factor"
+                                })
+                                .cloned(),
+                        );
                         cluster
                             .admin(AdminCommand::CreateTopic {
                                 name: topic.name.clone(),
@@ -163,7 +169,10 @@ fn replication_entries(ctx: &ServerContext, name: &str) -> Vec<ConfigEntry> {
     let e = |name: &str, value: String| ConfigEntry { name: name.to_string(), value };
     let mut entries = vec![
         e("replication.factor", factor.to_string()),
-        e("min.insync.replicas", topic_config::min_insync_replicas(&topic.configs, factor).to_string()),
+        e(
+            "min.insync.replicas",
+            topic_config::min_insync_replicas(&topic.configs, factor).to_string(),
+        ),
         e(
             "unclean.leader.election",
             topic.configs.get("unclean.leader.election").cloned().unwrap_or_else(|| "false".into()),
