@@ -270,7 +270,13 @@ impl Replication {
             None => return,
         };
         let set = match allowed {
-            Some(hw) => engine.set_high_watermark(&tp.0, id, Offset(hw)).await,
+            // Never below what readers already saw: while the leader was
+            // alone in sync they saw its own durable end, which a follower
+            // that just rejoined may not have made durable yet.
+            Some(hw) => {
+                let hw = hw.max(offsets.high_watermark.0);
+                engine.set_high_watermark(&tp.0, id, Offset(hw)).await
+            }
             None => engine.clear_high_watermark(&tp.0, id).await,
         };
         if let Err(e) = set {
