@@ -8,9 +8,9 @@
 //! the preferred one first (replica order, or the topic's primary);
 //! every leader change bumps the leader epoch, every change the partition
 //! epoch; a broker that may not lead leaves the in-sync set, which never
-//! loses its last member (with no eligible member left the partition has
-//! no leader and waits for that member to come back), unless the topic
-//! allows an unclean election.
+//! loses its last member (with no eligible member left the partition
+//! keeps its fenced leader, offline, and waits for a member to come back),
+//! unless the topic allows an unclean election.
 
 use super::metadata::{BrokerId, Partition, PartitionChange, TopicId};
 
@@ -87,9 +87,12 @@ pub fn reelect(
             return Some(change(topic_id, partition, p, Some(leader), vec![leader]));
         }
     }
-    // No one may lead: leaderless, the in-sync set kept as it is (its
-    // members are the ones that may lead without losing records).
-    p.leader.is_some().then(|| change(topic_id, partition, p, None, p.isr.clone()))
+    // No one may lead: the partition stays as it is, offline while its
+    // leader is fenced (its in-sync members are the ones that may lead
+    // without losing records). The leader that comes back leads again at
+    // the same epoch, with no change at all: a restarted single broker
+    // serves the moment it is unfenced.
+    None
 }
 
 /// Moves `p`'s leadership to `to` if `to` is an in-sync replica that may
@@ -199,9 +202,7 @@ mod tests {
     fn without_an_eligible_in_sync_replica_the_partition_waits_unless_unclean() {
         let only_3 = |id: BrokerId| id.0 == 3;
         let part = p(&[1, 2, 3], Some(1), &[1]);
-        let c = reelect(T, 0, &part, &who(&only_3)).expect("change");
-        assert_eq!(c.leader, None);
-        assert_eq!(c.isr, vec![BrokerId(1)], "the last in-sync member is kept");
+        assert_eq!(reelect(T, 0, &part, &who(&only_3)), None, "it waits for broker 1");
         let mut unclean = who(&only_3);
         unclean.unclean = true;
         let c = reelect(T, 0, &part, &unclean).expect("change");
