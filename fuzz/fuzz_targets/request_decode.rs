@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
     let bytes: &[u8] = &aligned;
-    match which % 30 {
+    match which % 31 {
         0 => drop(ApiVersionsRequest::decode(bytes)),
         1 => drop(MetadataRequest::decode(bytes)),
         2 => drop(CreateTopicsRequest::decode(bytes)),
@@ -48,7 +48,8 @@ fuzz_target!(|data: &[u8]| {
         25 => drop(AllocateProducerIdsRequest::decode(bytes)),
         26 => drop(ReplicaFetchRequest::decode(bytes)),
         27 => drop(AlterPartitionRequest::decode(bytes)),
-        28 => drop(MetadataRecord::decode(body)),
+        28 => drop(ClusterActionRequest::decode(bytes)),
+        29 => drop(MetadataRecord::decode(body)),
         _ => drop(MetadataState::restore(body)),
     }
 });

@@ -342,6 +342,7 @@ fn metadata(script: &Script, topics: Option<Vec<String>>) -> MetadataResponse {
         leader_epoch: 1,
         replicas: vec![leader],
         isr: vec![leader],
+        target_replicas: vec![],
         shard: None,
     };
     let first_leader =

@@ -1,5 +1,6 @@
 //! `mamba cluster status|brokers|voters add|remove`: the metadata quorum
-//! and the brokers, as the controller sees them.
+//! and the brokers, as the controller sees them. (The operator's actions,
+//! `failover` and the rest, are `cluster_actions.rs`.)
 //!
 //! Any broker answers `cluster_status`, but only the controller (the
 //! quorum's leader) knows the voters' log lags and the brokers' last
@@ -9,6 +10,7 @@
 //! answer is shown and says what is missing and why.
 
 use crate::cli::{say, CliError, ClientArgs, Output};
+use crate::cluster_actions::ActionCommand;
 use crate::human;
 use clap::Subcommand;
 use mamba_net::client::{block_on, Admin, AdminConfig, ClientError, VoterChange};
@@ -45,6 +47,8 @@ enum ClusterCommand {
         #[command(subcommand)]
         command: VotersCommand,
     },
+    #[command(flatten)]
+    Action(ActionCommand),
 }
 
 #[derive(clap::Args, Debug, Clone, Copy)]
@@ -92,6 +96,9 @@ pub fn run(args: ClusterArgs) -> Result<(), CliError> {
             brokers(&view, digests.as_ref(), output)
         }
         ClusterCommand::Voters { command } => voters(&args.client, command, output),
+        ClusterCommand::Action(command) => {
+            crate::cluster_actions::run(&args.client, command, output)
+        }
     }
 }
 
@@ -232,6 +239,7 @@ fn broker_json(b: &BrokerStatus, digest: Option<&Digest>) -> serde_json::Value {
         "cluster_address": b.cluster_address,
         "rack": b.rack,
         "status": b.status,
+        "drained": b.drained,
         "last_heartbeat_age_ms": b.last_heartbeat_age_ms,
         "partitions_led": b.partitions_led,
         "partitions_hosted": b.partitions_hosted,
@@ -272,7 +280,11 @@ fn broker_rows(view: &ControllerView, digests: Option<&BTreeMap<u32, Digest>>) -
             b.node_id.to_string(),
             b.client_address.clone(),
             b.rack.clone().unwrap_or_else(|| "-".into()),
-            b.status.clone(),
+            if b.drained && b.status == "alive" {
+                "alive, drained".into()
+            } else {
+                b.status.clone()
+            },
             heartbeat,
             b.partitions_led.to_string(),
             b.partitions_hosted.to_string(),
@@ -323,6 +335,10 @@ fn status(
                     "count": offline.len(),
                     "partitions": offline.iter().map(|p| json!({"topic": p.topic, "partition": p.partition})).collect::<Vec<_>>(),
                 },
+                "settings": s.settings.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
+                "moves": s.moves.iter().map(|m| json!({
+                    "topic": m.topic, "partition": m.partition, "replicas": m.replicas, "target": m.target,
+                })).collect::<Vec<_>>(),
             })
         ),
         Output::Text => {
@@ -385,6 +401,20 @@ fn status(
                     named.push(format!("and {} more", offline.len() - OFFLINE_SHOWN_MAX));
                 }
                 say!("offline partitions: {} ({})", offline.len(), named.join(", "))?;
+            }
+            for c in &s.settings {
+                say!("setting: {}={}", c.name, c.value)?;
+            }
+            for m in &s.moves {
+                let list =
+                    |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                say!(
+                    "moving: {}/{} from {} to {}",
+                    m.topic,
+                    m.partition,
+                    list(&m.replicas),
+                    list(&m.target)
+                )?;
             }
             Ok(())
         }
@@ -461,12 +491,15 @@ mod tests {
                 cluster_address: "127.0.0.1:9401".into(),
                 rack: None,
                 status: "alive".into(),
+                drained: false,
                 last_heartbeat_age_ms: leader_id.filter(|l| *l == node_id).map(|_| 1_500),
                 partitions_led: 2,
                 partitions_hosted: 2,
             }],
             offline_partitions: vec![OfflinePartition { topic: "t".into(), partition: 0 }],
             metadata_digest: 0xab,
+            settings: vec![],
+            moves: vec![],
         }
     }
 

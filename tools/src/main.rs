@@ -2,6 +2,7 @@
 
 mod broker_cmd;
 mod cli;
+mod cluster_actions;
 mod cluster_cmd;
 mod consume_cmd;
 mod group_cmd;

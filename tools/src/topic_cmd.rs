@@ -320,6 +320,7 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                         "leader_epoch": p.leader_epoch,
                         "replicas": p.replicas,
                         "isr": p.isr,
+                        "moving_to": (!p.target_replicas.is_empty()).then_some(&p.target_replicas),
                         "shard": p.shard,
                     });
                     let stored = match by_partition.get(&p.partition) {
@@ -394,8 +395,13 @@ fn describe(admin: &Admin, name: &str, output: Output) -> Result<(), CliError> {
                     |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
                 let (replicas, isr) = (list(&p.replicas), list(&p.isr));
                 let shard = p.shard.map_or(String::new(), |s| format!(" shard {s}"));
+                let moving = if p.target_replicas.is_empty() {
+                    String::new()
+                } else {
+                    format!(" moving to {}", list(&p.target_replicas))
+                };
                 say!(
-                    "  partition {}: leader {leader} (epoch {}) replicas {replicas} in-sync {isr}{shard} {state}",
+                    "  partition {}: leader {leader} (epoch {}) replicas {replicas}{moving} in-sync {isr}{shard} {state}",
                     p.partition, p.leader_epoch
                 )?;
                 if let Some(s) = by_partition.get(&p.partition).filter(|s| s.error_code == 0) {

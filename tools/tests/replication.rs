@@ -482,3 +482,124 @@ fn a_replicated_topic_deleted_under_load_leaves_the_brokers_serving() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_replicas_identical(&cluster, "after", 1);
 }
+
+/// The partitions of `topic` (of `count`) broker `id` leads.
+fn led_by(cluster: &Cluster, topic: &str, count: u64, id: u64) -> Vec<u64> {
+    let d = describe(cluster, topic);
+    (0..count).filter(|p| partition_of(&d, *p)["leader"].as_u64() == Some(id)).collect()
+}
+
+fn cluster_json(cluster: &Cluster, args: &[&str]) -> Value {
+    common::cli_json(&cluster.client(cluster.live()[0]), args).remove(0)
+}
+
+#[test]
+fn failover_failback_and_transfer_leader_under_acks_all_load_fail_no_request() {
+    let _serial = one_at_a_time();
+    let cluster = Cluster::start(3);
+    cluster.settle();
+    create_topic(&cluster, "ops", 3, 3, &[]);
+    wait_in_sync(&cluster, "ops", 3, 3);
+    let through = cluster.client(1);
+    // Bad requests: one clear line each, nothing changed.
+    for (args, says) in [
+        (&["cluster", "failover", "--no-wait"][..], "--from"),
+        (&["cluster", "failover", "--from", "9"][..], "broker 9 is not in the cluster"),
+        (&["cluster", "transfer-leader", "ops:7", "--to", "1"][..], "there is no 7"),
+        (&["cluster", "transfer-leader", "ops", "--to", "1"][..], "TOPIC:PARTITION"),
+        (&["cluster", "move", "ops:0", "--to", "1,1"][..], "named twice"),
+        (&["cluster", "move", "ops:0", "--to", "1,9"][..], "broker 9 is not in the cluster"),
+        (&["cluster", "decommission", "2"][..], "voters remove 2"),
+        (&["cluster", "config", "set", "color", "blue"][..], "unknown cluster setting"),
+        (&["cluster", "config", "set", "leader.placement", "primary:x"][..], "primary:N"),
+    ] {
+        let (code, err) = common::cli_err(&through, args);
+        assert!(err.contains(says), "{args:?}: exit {code}: {err}");
+    }
+    let load = Load::start(&cluster, "ops", 3, Duration::from_micros(500));
+    load.wait_acked(300);
+    // Failover: broker 1 leads nothing, and stays so past a balancing pass.
+    common::cli_ok(&through, &["cluster", "failover", "--from", "1"]);
+    assert_eq!(led_by(&cluster, "ops", 3, 1), Vec::<u64>::new(), "failover waited for it");
+    let status = cluster_json(&cluster, &["cluster", "status"]);
+    assert_eq!(broker(&status, 1)["drained"], true, "{status:#}");
+    load.wait_acked(300);
+    std::thread::sleep(Duration::from_millis(5_500));
+    assert_eq!(led_by(&cluster, "ops", 3, 1), Vec::<u64>::new(), "no failback by the balancer");
+    // Failback: the partitions broker 1 is the preferred leader of return.
+    common::cli_ok(&through, &["cluster", "failback", "--to", "1"]);
+    let d = describe(&cluster, "ops");
+    let preferred: Vec<u64> =
+        (0..3).filter(|p| ids(&partition_of(&d, *p)["replicas"])[0] == 1).collect();
+    assert!(!preferred.is_empty(), "placement spreads preferred leaders: {d:#}");
+    wait_until("broker 1 leads its preferred partitions again", || {
+        led_by(&cluster, "ops", 3, 1) == preferred
+    });
+    load.wait_acked(300);
+    // Transfer: to a follower, which stays the leader (preferred now).
+    let p0 = partition_of(&describe(&cluster, "ops"), 0);
+    let to = ids(&p0["isr"])
+        .into_iter()
+        .find(|id| Some(*id) != p0["leader"].as_u64())
+        .expect("a follower");
+    common::cli_ok(&through, &["cluster", "transfer-leader", "ops:0", "--to", &to.to_string()]);
+    let p0 = partition_of(&describe(&cluster, "ops"), 0);
+    assert_eq!((p0["leader"].as_u64(), ids(&p0["replicas"])[0]), (Some(to), to), "{p0:#}");
+    load.wait_acked(300);
+    let (acked, failed) = load.finish();
+    assert!(failed.is_empty(), "failed sends: {:?}", &failed[..failed.len().min(5)]);
+    let total: usize = acked.values().map(Vec::len).sum();
+    check_delivery(&acked, &read_all(&cluster, "ops", total));
+    wait_replicas_identical(&cluster, "ops", 3);
+}
+
+#[test]
+fn a_move_and_a_decommission_under_acks_all_load_lose_nothing() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    cluster.settle();
+    let seeds = cluster.cluster_address(1);
+    cluster.join(4, &seeds);
+    wait_until("broker 4 alive", || {
+        broker(&cluster_json(&cluster, &["cluster", "status"]), 4)["status"] == "alive"
+    });
+    let through = cluster.client(1);
+    // The catch-up throttle in the path (high: the test does not time it).
+    common::cli_ok(
+        &through,
+        &["cluster", "config", "set", "replication.throttle.bytes_per_s", "64MiB"],
+    );
+    create_topic(&cluster, "moving", 4, 2, &[]);
+    wait_in_sync(&cluster, "moving", 4, 2);
+    let load = Load::start(&cluster, "moving", 4, Duration::from_micros(500));
+    load.wait_acked(1000);
+    // Move partition 0 to two brokers it is not on: every replica changes,
+    // the leadership with them.
+    let before = ids(&partition_of(&describe(&cluster, "moving"), 0)["replicas"]);
+    let target: Vec<u64> = (1..=4).filter(|id| !before.contains(id)).collect();
+    let to = target.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    common::cli_ok(&through, &["cluster", "move", "moving:0", "--to", &to]);
+    let p0 = partition_of(&describe(&cluster, "moving"), 0);
+    assert_eq!(ids(&p0["replicas"]), target, "{p0:#}");
+    assert!(target.contains(&p0["leader"].as_u64().expect("a leader")), "{p0:#}");
+    load.wait_acked(1000);
+    // Decommission broker 4 (not a voter): it ends up hosting nothing,
+    // and once stopped the cluster forgets it.
+    common::cli_ok(&through, &["cluster", "decommission", "4"]);
+    let d = describe(&cluster, "moving");
+    for p in 0..4 {
+        assert!(!ids(&partition_of(&d, p)["replicas"]).contains(&4), "{d:#}");
+    }
+    load.wait_acked(1000);
+    cluster.stop(4);
+    wait_until("the cluster forgets broker 4", || {
+        let status = cluster_json(&cluster, &["cluster", "status"]);
+        status["brokers"].as_array().is_some_and(|b| b.iter().all(|b| b["node_id"] != 4))
+    });
+    let (acked, failed) = load.finish();
+    assert!(failed.is_empty(), "failed sends: {:?}", &failed[..failed.len().min(5)]);
+    let total: usize = acked.values().map(Vec::len).sum();
+    check_delivery(&acked, &read_all(&cluster, "moving", total));
+    wait_in_sync(&cluster, "moving", 4, 2);
+    wait_replicas_identical(&cluster, "moving", 4);
+}

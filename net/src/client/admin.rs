@@ -486,6 +486,16 @@ impl Admin {
         }
     }
 
+    /// An operator's action on leaderships and replicas (failover,
+    /// failback, transfer-leader, move, decommission, settings); any
+    /// broker takes it and forwards it to the controller. `Ok` once the
+    /// controller committed it; what it sets going follows.
+    pub async fn cluster_action(&self, action: ClusterAction) -> Result<(), ClientError> {
+        let request = ClusterActionRequest { action };
+        let (answer, _) = self.link().call::<_, ClusterActionResponse>(&request, &[]).await?;
+        ClientError::from_code(answer.error_code, answer.message).map_or(Ok(()), Err)
+    }
+
     /// Adds or removes one voter of the metadata quorum; any broker takes
     /// it and forwards it to the controller.
     pub async fn alter_voters(&self, change: VoterChange) -> Result<(), ClientError> {

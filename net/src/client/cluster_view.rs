@@ -193,6 +193,7 @@ mod tests {
             leader_epoch: 1,
             replicas: vec![1, 2, 3],
             isr: vec![1, 2, 3],
+            target_replicas: vec![],
             shard: None,
         }
     }

@@ -17,10 +17,11 @@ use super::handle::{AdminCommand, AdminError, ClusterHandle, ClusterView, Comman
 use super::metadata::limits::PRODUCER_ID_BLOCK_SIZE_MAX;
 use super::metadata::{
     BrokerId, BrokerRegistration, ConfigEntry, IncarnationId, MetadataError, MetadataRecord,
-    MetadataState, Partition, PartitionChange, ProducerIdBlock, TopicCreation, TopicId,
+    MetadataState, Partition, PartitionChange, ProducerIdBlock, Topic, TopicCreation, TopicId,
 };
 use super::placement::{place, BrokerLoad, PlacementRequest};
 use super::raft_node::{ProposeError, RaftNode, RaftNodeConfig, StateMachine, Transport};
+use super::{operator, settings};
 use crate::protocol::*;
 use crate::runtime;
 use futures::FutureExt;
@@ -57,19 +58,6 @@ const DEFAULT_REPLICATION_FACTOR: u32 = 3;
 
 /// How often partitions move back to their preferred leaders.
 const PREFERRED_LEADER_INTERVAL: Duration = Duration::from_secs(5);
-
-/// `leader.placement`: `primary:N` (a topic setting, or a cluster one for
-/// every topic) makes broker N every partition's preferred leader.
-pub(crate) const LEADER_PLACEMENT: &str = "leader.placement";
-
-/// `unclean.leader.election`: `true` lets an out-of-sync replica lead
-/// when no in-sync one can (it may lose acknowledged records).
-pub(crate) const UNCLEAN_ELECTION: &str = "unclean.leader.election";
-
-/// The broker of `primary:N`.
-pub(crate) fn parse_primary(value: &str) -> Option<BrokerId> {
-    value.strip_prefix("primary:").and_then(|n| n.trim().parse().ok()).map(BrokerId)
-}
 
 /// Refusals remembered for proposers to collect.
 const REFUSALS_MAX: usize = 1024;
@@ -151,6 +139,9 @@ enum Duty {
     AddLearner(u64),
     /// A partition change at the partition epoch it starts from.
     ChangePartition(TopicId, u32, u32),
+    /// Standing operator work (`operator::Work::Other`).
+    Operator(String),
+    RemoveLearner(u64),
 }
 
 pub(crate) struct Controller {
@@ -173,6 +164,9 @@ pub(crate) struct Controller {
     /// preferred-leader pass ran.
     elected_at: u64,
     balanced_at: Instant,
+    /// What decided preferred leaders at the last preferred-leader pass
+    /// (primaries, drained brokers): a change runs the next pass at once.
+    placement_seen: u64,
     /// The quorum leader this node last heard from, and when: a new
     /// controller starts that broker's session then, not at its election
     /// (it was elected because that leader went silent; its own session
@@ -219,6 +213,7 @@ impl Controller {
             published: (u64::MAX, None, 0),
             elected_at: u64::MAX,
             balanced_at: Instant::now(),
+            placement_seen: 0,
             leader_heard: None,
         };
         // Apply what this node's own log holds as committed before the
@@ -578,25 +573,47 @@ impl Controller {
             .map(|b| u64::from(b.id.0))
             .filter(|id| !conf.voters.contains(id) && !conf.learners.contains(id))
             .collect();
-        if let Some(node_id) = missing.first().copied() {
-            let now = Instant::now();
-            let duty = Duty::AddLearner(node_id);
-            if self.duties.get(&duty).is_none_or(|at| now.duration_since(*at) >= DUTY_RETRY) {
-                self.duties.insert(duty, now);
-                let change = ConfChange {
-                    change_type: ConfChangeType::AddLearnerNode,
-                    node_id,
-                    ..Default::default()
-                };
-                let applied = self.node.propose_conf_change(change);
-                runtime::spawn(async move {
-                    if let Err(e) = applied.await {
-                        tracing::debug!(node_id, error = %e, "adding a learner");
-                    }
-                })
-                .detach();
-            }
+        // And only those: a broker the cluster forgot (decommissioned)
+        // leaves the log's learners.
+        let forgotten: Vec<u64> = conf
+            .learners
+            .iter()
+            .copied()
+            .filter(|id| {
+                u32::try_from(*id).ok().and_then(|id| self.state().broker(BrokerId(id))).is_none()
+            })
+            .collect();
+        for node_id in forgotten {
+            self.change_membership(
+                Duty::RemoveLearner(node_id),
+                ConfChangeType::RemoveNode,
+                node_id,
+            );
         }
+        if let Some(node_id) = missing.first().copied() {
+            self.change_membership(
+                Duty::AddLearner(node_id),
+                ConfChangeType::AddLearnerNode,
+                node_id,
+            );
+        }
+    }
+
+    /// Proposes a learner change unless it was proposed lately.
+    fn change_membership(&mut self, duty: Duty, change_type: ConfChangeType, node_id: u64) {
+        let now = Instant::now();
+        if self.duties.get(&duty).is_some_and(|at| now.duration_since(*at) < DUTY_RETRY) {
+            return;
+        }
+        self.duties.insert(duty, now);
+        let change = ConfChange { change_type, node_id, ..Default::default() };
+        let applied = self.node.propose_conf_change(change);
+        runtime::spawn(async move {
+            if let Err(e) = applied.await {
+                tracing::debug!(node_id, ?change_type, error = %e, "a learner change");
+            }
+        })
+        .detach();
     }
 
     /// The first leader of a cluster made from a data directory that held
@@ -842,6 +859,17 @@ impl Controller {
                 let partitions = self.place(partition_count - current, replication_factor)?;
                 MetadataRecord::CreatePartitions { topic_id: topic.id, partitions }
             }
+            AdminCommand::Operator(action) => {
+                let voters = self.node.conf_state().voters.clone();
+                let may_lead = |id: BrokerId| state.broker(id).is_some_and(|b| !b.fenced);
+                let drained = |id: BrokerId| settings::is_drained(state, id);
+                let primary = settings::cluster_primary(state);
+                let who = |t: &Topic| Eligibility::of_topic(t, primary, &may_lead, &drained);
+                match operator::record_for(state, &voters, action, &who)? {
+                    Some(record) => record,
+                    None => return Ok(None),
+                }
+            }
             AdminCommand::AddVoter { .. } | AdminCommand::RemoveVoter { .. } => {
                 unreachable!("membership changes are not records")
             }
@@ -885,55 +913,92 @@ impl Controller {
             .collect())
     }
 
-    /// New leaders where a leader may not lead (fenced), fenced brokers
-    /// out of in-sync sets; and, every `PREFERRED_LEADER_INTERVAL`, each
-    /// partition back to its preferred leader (active-active balance, or
-    /// the topic's primary: failback) when that one is in sync.
+    /// New leaders where a leader may not lead (fenced) or is drained,
+    /// fenced brokers out of in-sync sets, the next step of each move and
+    /// decommission; and, every `PREFERRED_LEADER_INTERVAL` or when the
+    /// primaries or drained brokers changed, each partition back to its
+    /// preferred leader (active-active balance, or the topic's primary:
+    /// failback) when that one is in sync.
     fn elections(&mut self) {
         let applied = self.node.applied_index();
-        let balance = self.balanced_at.elapsed() >= PREFERRED_LEADER_INTERVAL;
+        let placement = self.placement_key();
+        let balance = self.balanced_at.elapsed() >= PREFERRED_LEADER_INTERVAL
+            || placement != self.placement_seen;
         if applied == self.elected_at && !balance {
             return;
         }
         self.elected_at = applied;
         if balance {
             self.balanced_at = Instant::now();
+            self.placement_seen = placement;
         }
-        let mut changes = Vec::new();
+        let mut work = Vec::new();
         {
             let state = self.state();
             let may_lead = |id: BrokerId| state.broker(id).is_some_and(|b| !b.fenced);
-            let cluster_primary = state.setting(LEADER_PLACEMENT).and_then(parse_primary);
+            let drained = |id: BrokerId| settings::is_drained(state, id);
+            let primary = settings::cluster_primary(state);
+            let who = |t: &Topic| Eligibility::of_topic(t, primary, &may_lead, &drained);
             for topic in state.topics() {
-                let who = Eligibility {
-                    may_lead: &may_lead,
-                    unclean: topic.configs.get(UNCLEAN_ELECTION).is_some_and(|v| v == "true"),
-                    preferred: topic
-                        .configs
-                        .get(LEADER_PLACEMENT)
-                        .and_then(|v| parse_primary(v))
-                        .or(cluster_primary),
-                };
+                let who = who(topic);
                 for (i, p) in topic.partitions.iter().enumerate() {
                     let i = i as u32;
-                    let change = election::reelect(topic.id, i, p, &who).or_else(|| {
-                        balance.then(|| election::prefer(topic.id, i, p, &who)).flatten()
-                    });
+                    let change = election::reelect(topic.id, i, p, &who)
+                        .or_else(|| election::drain(topic.id, i, p, &who))
+                        .or_else(|| {
+                            balance.then(|| election::prefer(topic.id, i, p, &who)).flatten()
+                        });
                     if let Some(change) = change {
-                        changes.push((p.partition_epoch, change));
+                        tracing::info!(
+                            topic = %topic.name, partition = i, leader = ?change.leader,
+                            leader_epoch = change.leader_epoch, isr = ?change.isr,
+                            "partition leadership change"
+                        );
+                        work.push(operator::Work::Partition {
+                            topic_id: topic.id,
+                            partition: i,
+                            from_epoch: p.partition_epoch,
+                            record: MetadataRecord::ChangePartition(change),
+                        });
                     }
                 }
             }
+            work.extend(operator::pending(state, &who));
         }
-        for (from_epoch, change) in changes {
-            tracing::info!(
-                topic_id = %change.topic_id, partition = change.partition,
-                leader = ?change.leader, leader_epoch = change.leader_epoch, isr = ?change.isr,
-                "partition leadership change"
-            );
-            let duty = Duty::ChangePartition(change.topic_id, change.partition, from_epoch);
-            self.propose_duty(duty, MetadataRecord::ChangePartition(change));
+        for w in work {
+            match w {
+                operator::Work::Partition { topic_id, partition, from_epoch, record } => {
+                    if let MetadataRecord::ChangeReplicas(r) = &record {
+                        tracing::info!(
+                            %topic_id, partition, replicas = ?r.replicas, leader = ?r.change.leader,
+                            isr = ?r.change.isr, "partition replica change"
+                        );
+                    }
+                    let duty = Duty::ChangePartition(topic_id, partition, from_epoch);
+                    self.propose_duty(duty, record);
+                }
+                operator::Work::Other { key, record } => {
+                    tracing::info!(?record, "operator work");
+                    self.propose_duty(Duty::Operator(key), record);
+                }
+            }
         }
+    }
+
+    /// A digest of what decides preferred leaders: the cluster's and each
+    /// topic's primary, and the drained brokers.
+    fn placement_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let state = self.state();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        state.setting(settings::LEADER_PLACEMENT).hash(&mut hasher);
+        for topic in state.topics() {
+            topic.configs.get(settings::LEADER_PLACEMENT).hash(&mut hasher);
+        }
+        for b in state.brokers() {
+            settings::is_drained(state, b.id).hash(&mut hasher);
+        }
+        hasher.finish()
     }
 
     /// A leader asks to change its partition's in-sync set: applied when it
@@ -1081,6 +1146,7 @@ impl Controller {
                 cluster_address: b.cluster_address.clone(),
                 rack: b.rack.clone(),
                 status: super::metadata::broker_status_name(b).into(),
+                drained: settings::is_drained(state, b.id),
                 last_heartbeat_age_ms: leader
                     .then(|| self.last_heartbeat.get(&b.id))
                     .flatten()
@@ -1106,6 +1172,25 @@ impl Controller {
             brokers,
             offline_partitions,
             metadata_digest: state.digest(),
+            settings: settings::OPERATOR_SETTINGS
+                .iter()
+                .filter_map(|(name, _)| {
+                    let value = state.setting(name)?.to_string();
+                    Some(ClusterSetting { name: name.to_string(), value })
+                })
+                .collect(),
+            moves: super::reassign::moves(state)
+                .into_iter()
+                .map(|(topic, partition, target)| PartitionMove {
+                    replicas: state
+                        .topic(&topic)
+                        .and_then(|t| t.partitions.get(partition as usize))
+                        .map_or_else(Vec::new, |p| p.replicas.iter().map(|id| id.0).collect()),
+                    topic,
+                    partition,
+                    target: target.iter().map(|id| id.0).collect(),
+                })
+                .collect(),
         }
     }
 }

@@ -10,9 +10,12 @@
 //! epoch; a broker that may not lead leaves the in-sync set, which never
 //! loses its last member (with no eligible member left the partition
 //! keeps its fenced leader, offline, and waits for a member to come back),
-//! unless the topic allows an unclean election.
+//! unless the topic allows an unclean election. A drained broker (an
+//! operator failed over from it, or it is leaving the cluster) stays in
+//! sync but leads only where no other in-sync replica can.
 
-use super::metadata::{BrokerId, Partition, PartitionChange, TopicId};
+use super::metadata::{BrokerId, Partition, PartitionChange, Topic, TopicId};
+use super::settings;
 
 /// What decides a partition's election beside its own state.
 pub struct Eligibility<'a> {
@@ -24,21 +27,47 @@ pub struct Eligibility<'a> {
     /// The replica that should lead when it can (`None`: the first
     /// replica).
     pub preferred: Option<BrokerId>,
+    /// Leads only when no other in-sync replica can (`cluster failover`,
+    /// decommissioning).
+    pub drained: &'a dyn Fn(BrokerId) -> bool,
 }
 
-impl Eligibility<'_> {
-    fn preferred_order(&self, p: &Partition) -> Vec<BrokerId> {
+impl<'a> Eligibility<'a> {
+    /// `topic`'s rules: its `unclean.leader.election`, and its primary
+    /// (its own `leader.placement`, else the cluster's).
+    pub fn of_topic(
+        topic: &Topic,
+        cluster_primary: Option<BrokerId>,
+        may_lead: &'a dyn Fn(BrokerId) -> bool,
+        drained: &'a dyn Fn(BrokerId) -> bool,
+    ) -> Self {
+        Eligibility {
+            may_lead,
+            unclean: topic.configs.get(settings::UNCLEAN_ELECTION).is_some_and(|v| v == "true"),
+            preferred: match topic.configs.get(settings::LEADER_PLACEMENT) {
+                Some(placement) => settings::parse_primary(placement),
+                None => cluster_primary,
+            },
+            drained,
+        }
+    }
+
+    /// Who should lead, best first: the primary, then replica order;
+    /// drained brokers last.
+    pub fn preferred_order(&self, p: &Partition) -> Vec<BrokerId> {
         let mut order = p.replicas.clone();
         if let Some(primary) = self.preferred.filter(|id| p.replicas.contains(id)) {
             order.retain(|id| *id != primary);
             order.insert(0, primary);
         }
+        // Stable: the order above holds among the drained and the rest.
+        order.sort_by_key(|id| (self.drained)(*id));
         order
     }
 
-    /// The replica that should lead `p` when it can.
+    /// The replica that should lead `p` when it can; never a drained one.
     pub fn preferred_leader(&self, p: &Partition) -> Option<BrokerId> {
-        self.preferred_order(p).first().copied()
+        self.preferred_order(p).first().copied().filter(|id| !(self.drained)(*id))
     }
 }
 
@@ -119,6 +148,11 @@ pub fn transfer(
     if !(who.may_lead)(to) {
         return Err(format!("broker {to} is fenced or shutting down"));
     }
+    if (who.drained)(to) {
+        return Err(format!(
+            "broker {to} is drained of leaderships (cluster failover, or decommissioning)"
+        ));
+    }
     Ok(Some(change(topic_id, partition, p, Some(to), p.isr.clone())))
 }
 
@@ -134,24 +168,20 @@ pub fn prefer(
     transfer(topic_id, partition, p, preferred, who).ok().flatten()
 }
 
-/// Moves `p`'s leadership off `from` to another in-sync replica that may
-/// lead (preferred order), and takes `from` out of the in-sync set: what
-/// a controlled shutdown and `cluster failover` do. `None` when `from`
-/// does not lead, or no other replica can take over.
-pub fn move_off(
+/// Moves `p`'s leadership off a drained leader to the first in-sync
+/// replica that may lead and is not drained (the in-sync set stays): what
+/// `cluster failover` does. `None` when the leader is not drained, or no
+/// other replica can take over (the drained one leads on).
+pub fn drain(
     topic_id: TopicId,
     partition: u32,
     p: &Partition,
-    from: BrokerId,
     who: &Eligibility<'_>,
 ) -> Option<PartitionChange> {
-    if p.leader != Some(from) {
-        return None;
-    }
-    let to = who
-        .preferred_order(p)
-        .into_iter()
-        .find(|id| *id != from && p.isr.contains(id) && (who.may_lead)(*id))?;
+    let from = p.leader.filter(|id| (who.drained)(*id))?;
+    let to = who.preferred_order(p).into_iter().find(|id| {
+        *id != from && p.isr.contains(id) && (who.may_lead)(*id) && !(who.drained)(*id)
+    })?;
     Some(change(topic_id, partition, p, Some(to), p.isr.clone()))
 }
 
@@ -174,7 +204,7 @@ mod tests {
     }
 
     fn who<'a>(may_lead: &'a dyn Fn(BrokerId) -> bool) -> Eligibility<'a> {
-        Eligibility { may_lead, unclean: false, preferred: None }
+        Eligibility { may_lead, unclean: false, preferred: None, drained: &|_| false }
     }
 
     const T: TopicId = TopicId(7);
@@ -227,8 +257,32 @@ mod tests {
         primary.preferred = Some(BrokerId(2));
         assert_eq!(prefer(T, 0, &part, &primary).map(|c| c.leader), Some(Some(BrokerId(2))));
         assert_eq!(prefer(T, 0, &part, &who(&all)), None, "1 is preferred and leads");
-        let c = move_off(T, 0, &part, BrokerId(1), &who(&all)).expect("moved");
-        assert_eq!(c.leader, Some(BrokerId(2)));
-        assert_eq!(move_off(T, 0, &p(&[1, 2], Some(1), &[1]), BrokerId(1), &who(&all)), None);
+    }
+
+    #[test]
+    fn a_drained_broker_leads_only_where_no_other_in_sync_replica_can() {
+        let all = |_: BrokerId| true;
+        let drained_1 = |id: BrokerId| id.0 == 1;
+        let mut w = who(&all);
+        w.drained = &drained_1;
+        let part = p(&[1, 2, 3], Some(1), &[1, 3]);
+        let c = drain(T, 0, &part, &w).expect("moved");
+        assert_eq!((c.leader, c.isr.clone()), (Some(BrokerId(3)), vec![BrokerId(1), BrokerId(3)]));
+        assert_eq!(drain(T, 0, &p(&[1, 2], Some(1), &[1]), &w), None, "no one else in sync");
+        assert_eq!(drain(T, 0, &p(&[1, 2], Some(2), &[1, 2]), &w), None, "1 does not lead");
+        assert_eq!(prefer(T, 0, &p(&[1, 2], Some(2), &[1, 2]), &w), None, "no failback to 1");
+        assert!(
+            transfer(T, 0, &p(&[1, 2], Some(2), &[1, 2]), BrokerId(1), &w).is_err(),
+            "no transfer to 1"
+        );
+        // A fenced leader is replaced by a drained replica only when no
+        // other can lead.
+        let not_2 = |id: BrokerId| id.0 != 2;
+        let mut w = who(&not_2);
+        w.drained = &drained_1;
+        let c = reelect(T, 0, &p(&[1, 2, 3], Some(2), &[1, 2, 3]), &w).expect("change");
+        assert_eq!(c.leader, Some(BrokerId(3)));
+        let c = reelect(T, 0, &p(&[1, 2, 3], Some(2), &[1, 2]), &w).expect("change");
+        assert_eq!(c.leader, Some(BrokerId(1)), "the drained one rather than none");
     }
 }

@@ -94,6 +94,8 @@ pub enum AdminCommand {
     RemoveVoter {
         node_id: u64,
     },
+    /// Failover, failback, transfer-leader, move, decommission, settings.
+    Operator(super::operator::OperatorAction),
 }
 
 /// Why a metadata change did not happen.

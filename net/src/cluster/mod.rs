@@ -18,12 +18,15 @@ pub mod election;
 pub mod handle;
 mod heartbeat;
 pub mod metadata;
+pub mod operator;
 mod peers;
 pub mod placement;
 mod producer_ids;
 pub mod raft_node;
 pub mod raft_store;
+pub mod reassign;
 mod reconcile;
+pub mod settings;
 
 pub use config::{parse_voters, ClusterConfig, Voter, CLUSTER_LISTEN_DEFAULT};
 pub use handle::{Addresses, AdminCommand, AdminError, ClusterHandle, ClusterView};

@@ -71,6 +71,7 @@ api_keys! {
     AllocateProducerIds = 25, "allocate_producer_ids", 0..=0;
     ReplicaFetch = 26, "replica_fetch", 0..=0;
     AlterPartition = 27, "alter_partition", 0..=0;
+    ClusterAction = 28, "cluster_action", 0..=0;
 }
 
 impl ApiKey {

@@ -275,12 +275,30 @@ impl Fetcher {
         let connection = self.connection().await.map_err(RoundEnd::Failed)?;
         let config = self.handle.replication().config().clone();
         let now = Instant::now();
+        let view = self.handle.view();
+        let me = BrokerId(self.handle.node_id());
+        let throttle = crate::cluster::settings::throttle_bytes_per_s(&view.metadata);
+        // Partitions this broker is not in sync on catch up within the
+        // throttle: a quarter second's worth per fetch at most.
+        let catching_up = |tp: &TopicPartition| {
+            throttle.is_some()
+                && view
+                    .metadata
+                    .topic(&tp.0)
+                    .and_then(|t| t.partitions.get(tp.1 as usize))
+                    .is_some_and(|p| !p.isr.contains(&me))
+        };
+        let catch_up_max_bytes = throttle.map_or(config.fetch_max_bytes, |rate| {
+            (rate / 4).clamp(1, u64::from(config.fetch_max_bytes)) as u32
+        });
         let mut partitions = Vec::new();
         let mut gone = Vec::new();
         for (tp, p) in &self.positions {
             if p.paused_until.is_some_and(|t| t > now) {
                 continue;
             }
+            let max_bytes =
+                if catching_up(tp) { catch_up_max_bytes } else { config.fetch_max_bytes };
             let durable = match self.engine.list_offsets(&tp.0, PartitionId(tp.1)).await {
                 Ok(o) => o.local_high_watermark.0,
                 Err(e) => {
@@ -298,7 +316,7 @@ impl Fetcher {
                 fetch_offset: p.fetch_offset,
                 last_fetched_epoch: p.last_fetched_epoch,
                 durable_offset: durable,
-                max_bytes: config.fetch_max_bytes,
+                max_bytes,
             });
         }
         for tp in gone {
@@ -333,11 +351,32 @@ impl Fetcher {
             )));
         }
         tracing::trace!(leader = %self.leader, payload_bytes = frame.payload().len(), "replica fetch answered");
+        let mut throttled = Vec::new();
+        let mut catch_up_bytes = 0u64;
         for result in &response.partitions {
             let tp = (result.topic.clone(), result.partition);
+            if catching_up(&tp) {
+                catch_up_bytes += u64::from(result.records.len);
+                throttled.push(tp.clone());
+            }
             if let Err(e) = self.apply(&tp, result, frame.payload()).await {
                 tracing::info!(topic = %tp.0, partition = tp.1, leader = %self.leader, error = %e, "replica fetch not applied; starting again from the local log");
                 self.positions.remove(&tp);
+            }
+        }
+        if let Some(rate) = throttle {
+            let wait = self.handle.replication().catch_up_throttle.charge(
+                catch_up_bytes,
+                rate,
+                Instant::now(),
+            );
+            if !wait.is_zero() {
+                let until = Instant::now() + wait;
+                for tp in throttled {
+                    if let Some(p) = self.positions.get_mut(&tp) {
+                        p.paused_until = Some(until);
+                    }
+                }
             }
         }
         Ok(())

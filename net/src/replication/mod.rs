@@ -18,6 +18,7 @@
 
 pub(crate) mod follower;
 pub mod leader;
+mod throttle;
 
 use crate::cluster::metadata::{BrokerId, MetadataState, Partition};
 use follower::{Fetchers, Followed};
@@ -74,6 +75,8 @@ pub struct Replication {
     roles: Mutex<HashMap<TopicPartition, Role>>,
     leaders: Mutex<HashMap<TopicPartition, LeaderPartition>>,
     pub(crate) fetchers: Fetchers,
+    /// `replication.throttle.bytes_per_s`, for partitions catching up.
+    pub(crate) catch_up_throttle: throttle::Throttle,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +107,7 @@ impl Replication {
             roles: Mutex::new(HashMap::new()),
             leaders: Mutex::new(HashMap::new()),
             fetchers: Fetchers::default(),
+            catch_up_throttle: throttle::Throttle::new(),
         }
     }
 

@@ -159,6 +159,10 @@ async fn handle(
             let request = decode!(AlterVotersRequest);
             response(&h, &cluster::alter_voters(ctx, request).await, no_payload)
         }
+        ApiKey::ClusterAction => {
+            let request = decode!(ClusterActionRequest);
+            response(&h, &cluster::cluster_action(ctx, request).await, no_payload)
+        }
         ApiKey::AllocateProducerIds => {
             let request = decode!(AllocateProducerIdsRequest);
             response(&h, &cluster::allocate_producer_ids(ctx, request).await, no_payload)

@@ -72,3 +72,12 @@ impl fmt::Display for TopicId {
         write!(f, "{:032x}", self.0)
     }
 }
+
+/// The hexadecimal form `Display` writes.
+impl std::str::FromStr for TopicId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u128::from_str_radix(s, 16).map(TopicId)
+    }
+}

@@ -28,7 +28,7 @@ mod state;
 pub use ids::{BrokerId, IncarnationId, TopicId};
 pub use record::{
     BrokerRegistration, ConfigEntry, MetadataRecord, Partition, PartitionChange, RecordError,
-    TopicCreation, RECORD_FORMAT_VERSION,
+    ReplicaChange, TopicCreation, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_MIN,
 };
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
 pub use state::{

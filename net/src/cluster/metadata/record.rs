@@ -10,10 +10,19 @@
 use super::ids::{BrokerId, IncarnationId, TopicId};
 use super::limits::*;
 
-/// The format of encoded records. A broker refuses versions it does not
-/// know rather than guess: a new record kind needs a new version, written
-/// only once every broker reads it.
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+/// The newest format of encoded records this broker reads. A broker
+/// refuses versions it does not know rather than guess: a new record kind
+/// needs a new version, and each record is written in the oldest version
+/// that has its kind ([`MetadataRecord::format_version`]), so records of
+/// the older kinds stay readable by brokers that predate the new ones.
+///
+/// - 1: every kind up to `SetClusterSetting`.
+/// - 2: `ChangeReplicas`. Its payload is boxed, so the archived enum keeps
+///   its size and layout: version-1 bytes decode unchanged.
+pub const RECORD_FORMAT_VERSION: u8 = 2;
+
+/// The oldest version this broker reads.
+pub const RECORD_FORMAT_VERSION_MIN: u8 = 1;
 
 /// One change to the metadata, applied in log order by every broker.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -76,6 +85,10 @@ pub enum MetadataRecord {
         name: String,
         value: Option<String>,
     },
+    /// A new replica set for one partition, with the leader and in-sync
+    /// set that go with it: a step of a move, or a leadership transfer
+    /// that makes its broker the preferred leader. (Format version 2.)
+    ChangeReplicas(Box<ReplicaChange>),
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -129,6 +142,13 @@ pub struct PartitionChange {
     pub partition_epoch: u32,
 }
 
+/// `change`, and the partition's replicas become `replicas`.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaChange {
+    pub replicas: Vec<BrokerId>,
+    pub change: PartitionChange,
+}
+
 /// Why bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -137,7 +157,7 @@ pub enum RecordError {
     #[error("metadata record: {size_bytes} bytes, more than {size_bytes_max}")]
     TooLarge { size_bytes: usize, size_bytes_max: usize },
     #[error(
-        "metadata record: format version {version}, this broker reads {RECORD_FORMAT_VERSION}"
+        "metadata record: format version {version}, this broker reads {RECORD_FORMAT_VERSION_MIN} to {RECORD_FORMAT_VERSION}"
     )]
     UnknownVersion { version: u8 },
     #[error("metadata record: malformed archive: {reason}")]
@@ -158,7 +178,7 @@ impl MetadataRecord {
             Err(e) => panic!("encoding a metadata record into memory failed: {e}"),
         };
         let mut out = Vec::with_capacity(1 + archive.len());
-        out.push(RECORD_FORMAT_VERSION);
+        out.push(self.format_version());
         out.extend_from_slice(&archive);
         out
     }
@@ -173,7 +193,7 @@ impl MetadataRecord {
                 size_bytes_max: RECORD_BYTES_MAX,
             });
         }
-        if version != RECORD_FORMAT_VERSION {
+        if !(RECORD_FORMAT_VERSION_MIN..=RECORD_FORMAT_VERSION).contains(&version) {
             return Err(RecordError::UnknownVersion { version });
         }
         // Log entries carry no alignment promise; the archive needs one.
@@ -181,8 +201,25 @@ impl MetadataRecord {
         aligned.extend_from_slice(archive);
         let record = rkyv::from_bytes::<MetadataRecord, rkyv::rancor::BoxedError>(&aligned)
             .map_err(|e| RecordError::Malformed { reason: e.to_string() })?;
+        if record.format_version() > version {
+            return Err(RecordError::Malformed {
+                reason: format!(
+                    "a kind of format version {} in a version-{version} record",
+                    record.format_version()
+                ),
+            });
+        }
         record.check_bounds()?;
         Ok(record)
+    }
+
+    /// The oldest format version that has this record's kind: the one it
+    /// is written in.
+    pub fn format_version(&self) -> u8 {
+        match self {
+            MetadataRecord::ChangeReplicas(_) => 2,
+            _ => 1,
+        }
     }
 
     /// Every count and length within `limits.rs`.
@@ -218,6 +255,10 @@ impl MetadataRecord {
             MetadataRecord::CreatePartitions { partitions, .. } => check_partitions(partitions),
             MetadataRecord::ChangePartition(c) => {
                 bound("in-sync replicas", c.isr.len(), REPLICAS_PER_PARTITION_MAX)
+            }
+            MetadataRecord::ChangeReplicas(r) => {
+                bound("replicas", r.replicas.len(), REPLICAS_PER_PARTITION_MAX)?;
+                bound("in-sync replicas", r.change.isr.len(), REPLICAS_PER_PARTITION_MAX)
             }
             MetadataRecord::AllocateProducerIds { size, .. } => bound(
                 "producer id block size",
@@ -293,6 +334,59 @@ mod tests {
         ] {
             assert_eq!(MetadataRecord::decode(&record.encode()), Ok(record));
         }
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// Records written by brokers of format version 1 (bytes captured from
+    /// that build) still decode, and encode to the same bytes: the boxed
+    /// version-2 kind left the archived enum's size and layout alone.
+    #[test]
+    fn version_1_records_decode_unchanged() {
+        let change = MetadataRecord::ChangePartition(PartitionChange {
+            topic_id: TopicId(7),
+            partition: 2,
+            leader: Some(BrokerId(3)),
+            isr: vec![BrokerId(3), BrokerId(1)],
+            leader_epoch: 5,
+            partition_epoch: 11,
+        });
+        let ids =
+            MetadataRecord::AllocateProducerIds { broker_id: BrokerId(2), start: 4096, size: 1024 };
+        for (record, v1) in [
+            (topic(), "01726574656e74696f6e5f6d738c000000f4ffffff3630303030ffffff01000000020000000100000002000000f0ffffff0200000001000000010000000000000000000000e0ffffff0200000000000000060000000000000000000000000000006f7264657273ffff0000000000000000070000000000000000000000000000008cffffff01000000a4ffffff01000000"),
+            (change, "01030000000100000000000000000000000a00000000000000000000000000000007000000000000000000000000000000020000000100000003000000c4ffffff02000000050000000b00000000000000"),
+            (ids, "010b000000020000000010000000000000000400000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
+        ] {
+            assert_eq!(MetadataRecord::decode(&hex(v1)).as_ref(), Ok(&record));
+            assert_eq!(record.encode(), hex(v1));
+        }
+        assert_eq!(std::mem::size_of::<ArchivedMetadataRecord>(), 64);
+    }
+
+    #[test]
+    fn new_kinds_are_written_in_the_version_that_has_them() {
+        let record = MetadataRecord::ChangeReplicas(Box::new(ReplicaChange {
+            replicas: vec![BrokerId(4), BrokerId(1)],
+            change: PartitionChange {
+                topic_id: TopicId(7),
+                partition: 0,
+                leader: Some(BrokerId(1)),
+                isr: vec![BrokerId(1)],
+                leader_epoch: 1,
+                partition_epoch: 2,
+            },
+        }));
+        let mut bytes = record.encode();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(MetadataRecord::decode(&bytes).as_ref(), Ok(&record));
+        bytes[0] = 1;
+        assert!(matches!(MetadataRecord::decode(&bytes), Err(RecordError::Malformed { .. })));
     }
 
     #[test]

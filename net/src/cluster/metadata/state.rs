@@ -261,7 +261,8 @@ impl MetadataState {
                 }
                 self.check_new_partitions(&topic.name, topic.partitions.len(), partitions)
             }
-            MetadataRecord::ChangePartition(c) => self.check_change(c),
+            MetadataRecord::ChangePartition(c) => self.check_change(c, None),
+            MetadataRecord::ChangeReplicas(r) => self.check_change(&r.change, Some(&r.replicas)),
             MetadataRecord::AllocateProducerIds { broker_id, start, size } => {
                 self.broker_or_err(*broker_id)?;
                 let bad = |reason| MetadataError::InvalidProducerIdBlock {
@@ -356,12 +357,9 @@ impl MetadataState {
             MetadataRecord::CreatePartitions { topic_id, partitions } => {
                 self.topic_mut(*topic_id).partitions.extend(partitions.iter().cloned());
             }
-            MetadataRecord::ChangePartition(c) => {
-                let partition = &mut self.topic_mut(c.topic_id).partitions[c.partition as usize];
-                partition.leader = c.leader;
-                partition.isr = c.isr.clone();
-                partition.leader_epoch = c.leader_epoch;
-                partition.partition_epoch = c.partition_epoch;
+            MetadataRecord::ChangePartition(c) => self.change_partition(c, None),
+            MetadataRecord::ChangeReplicas(r) => {
+                self.change_partition(&r.change, Some(&r.replicas))
             }
             MetadataRecord::AllocateProducerIds { broker_id, start, size } => {
                 let block = ProducerIdBlock { broker_id: *broker_id, start: *start, size: *size };
@@ -373,6 +371,17 @@ impl MetadataState {
                 None => drop(self.settings.remove(name)),
             },
         }
+    }
+
+    fn change_partition(&mut self, c: &PartitionChange, replicas: Option<&[BrokerId]>) {
+        let partition = &mut self.topic_mut(c.topic_id).partitions[c.partition as usize];
+        if let Some(replicas) = replicas {
+            partition.replicas = replicas.to_vec();
+        }
+        partition.leader = c.leader;
+        partition.isr = c.isr.clone();
+        partition.leader_epoch = c.leader_epoch;
+        partition.partition_epoch = c.partition_epoch;
     }
 
     fn check_register(&self, r: &BrokerRegistration) -> Result<(), MetadataError> {
@@ -424,7 +433,14 @@ impl MetadataState {
         Ok(())
     }
 
-    fn check_change(&self, c: &PartitionChange) -> Result<(), MetadataError> {
+    /// A change of one partition's leader and in-sync set, and of its
+    /// replicas when `replicas` is given (the brokers it adds must be
+    /// registered and not leaving).
+    fn check_change(
+        &self,
+        c: &PartitionChange,
+        replicas: Option<&[BrokerId]>,
+    ) -> Result<(), MetadataError> {
         let topic = self.topic_or_err(c.topic_id)?;
         let current = topic.partitions.get(c.partition as usize).ok_or_else(|| {
             MetadataError::UnknownPartition {
@@ -448,18 +464,29 @@ impl MetadataState {
         {
             return Err(not_rising("leader epoch", current.leader_epoch, c.leader_epoch));
         }
+        let bad = |reason: String| MetadataError::InvalidPartition {
+            topic: topic.name.clone(),
+            partition: c.partition,
+            reason,
+        };
+        if let Some(replicas) = replicas {
+            if replicas.is_empty() {
+                return Err(bad("no replicas".into()));
+            }
+            for id in replicas.iter().filter(|id| !current.replicas.contains(id)) {
+                if self.broker_or_err(*id)?.decommissioning {
+                    return Err(MetadataError::BrokerDecommissioning { broker_id: *id });
+                }
+            }
+        }
         let changed = Partition {
-            replicas: current.replicas.clone(),
+            replicas: replicas.map_or_else(|| current.replicas.clone(), <[BrokerId]>::to_vec),
             leader: c.leader,
             leader_epoch: c.leader_epoch,
             partition_epoch: c.partition_epoch,
             isr: c.isr.clone(),
         };
-        check_partition_shape(&changed).map_err(|reason| MetadataError::InvalidPartition {
-            topic: topic.name.clone(),
-            partition: c.partition,
-            reason,
-        })
+        check_partition_shape(&changed).map_err(bad)
     }
 
     fn broker_or_err(&self, broker_id: BrokerId) -> Result<&Broker, MetadataError> {
@@ -582,6 +609,17 @@ impl MetadataState {
 
     pub fn setting(&self, name: &str) -> Option<&str> {
         self.settings.get(name).map(String::as_str)
+    }
+
+    /// The cluster settings whose names start with `prefix`.
+    pub fn settings_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.settings
+            .range(prefix.to_string()..)
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
     /// Every invariant of the module docs, on the whole state: what

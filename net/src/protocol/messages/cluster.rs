@@ -79,6 +79,9 @@ pub struct BrokerStatus {
     pub rack: Option<String>,
     /// `alive`, `fenced` or `decommissioning`.
     pub status: String,
+    /// It leads only where no other in-sync replica can (`cluster
+    /// failover`, until `cluster failback`; or decommissioning).
+    pub drained: bool,
     /// Since the controller last heard from it; `None` when the answering
     /// node is not the controller or never heard from it.
     pub last_heartbeat_age_ms: Option<u64>,
@@ -110,6 +113,62 @@ pub struct ClusterStatusResponse {
     /// The digest of the applied metadata state (equal on brokers that
     /// applied the same log).
     pub metadata_digest: u64,
+    /// The operator settings (`cluster config set`) that are set.
+    pub settings: Vec<ClusterSetting>,
+    /// Partitions moving to other replicas (`cluster move`,
+    /// decommissioning).
+    pub moves: Vec<PartitionMove>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSetting {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMove {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<u32>,
+    /// The replicas it moves to.
+    pub target: Vec<u32>,
+}
+
+/// An operator's action on leaderships and replicas (either port; any
+/// broker forwards it to the controller). The answer comes once the
+/// controller committed the action's first record; the moves and
+/// leadership changes it starts follow (watch `cluster status` and
+/// `topic describe`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ClusterActionRequest {
+    pub action: ClusterAction,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ClusterAction {
+    /// Leaderships off broker `from` (`None`: the cluster's primary); it
+    /// leads only where no other in-sync replica can, until failback.
+    Failover { from: Option<u32> },
+    /// Broker `to` may lead again (`None`: the drained primary, or the
+    /// only drained broker).
+    Failback { to: Option<u32> },
+    /// `to` leads the partition, and becomes its preferred leader.
+    TransferLeader { topic: String, partition: u32, to: u32 },
+    /// The partition's replicas become `replicas`: the new ones copy the
+    /// log, then the old ones go.
+    MoveReplicas { topic: String, partition: u32, replicas: Vec<u32> },
+    /// Every replica of the broker moves away; once it is stopped and
+    /// hosts nothing, the cluster forgets it.
+    Decommission { broker_id: u32 },
+    /// Sets (or with `None` removes) an operator setting.
+    SetSetting { name: String, value: Option<String> },
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ClusterActionResponse {
+    pub error_code: u16,
+    pub message: String,
 }
 
 /// Adds a registered broker to the voters (or removes one): a Raft
@@ -262,4 +321,5 @@ super::messages! {
     ApiKey::AllocateProducerIds => AllocateProducerIdsRequest, AllocateProducerIdsResponse;
     ApiKey::ReplicaFetch => ReplicaFetchRequest, ReplicaFetchResponse;
     ApiKey::AlterPartition => AlterPartitionRequest, AlterPartitionResponse;
+    ApiKey::ClusterAction => ClusterActionRequest, ClusterActionResponse;
 }

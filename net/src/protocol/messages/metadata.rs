@@ -52,6 +52,9 @@ pub struct PartitionMeta {
     pub replicas: Vec<u32>,
     /// The replicas that have everything the leader acknowledged.
     pub isr: Vec<u32>,
+    /// Where a move takes its replicas (`cluster move`, decommissioning);
+    /// empty when it is not moving.
+    pub target_replicas: Vec<u32>,
     /// The shard (core) that owns it on the answering broker, when that
     /// broker holds a replica.
     pub shard: Option<u32>,

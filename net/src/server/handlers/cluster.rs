@@ -4,6 +4,8 @@
 //! partition, and where an admin request goes.
 
 use crate::client::ClientError;
+use crate::cluster::metadata::BrokerId;
+use crate::cluster::operator::OperatorAction;
 use crate::cluster::{AdminCommand, AdminError, ClusterHandle};
 use crate::protocol::*;
 use crate::server::{Port, ServerContext};
@@ -165,6 +167,8 @@ pub(crate) async fn cluster_status(ctx: &ServerContext) -> ClusterStatusResponse
         brokers: vec![],
         offline_partitions: vec![],
         metadata_digest: 0,
+        settings: vec![],
+        moves: vec![],
     };
     let Some(cluster) = &ctx.cluster else {
         return empty(ErrorCode::InvalidRequest, "this broker is not in a cluster".into());
@@ -208,6 +212,63 @@ pub(crate) async fn alter_voters(
         }
         Err(e) => answer(e.code(), e.to_string()),
     }
+}
+
+/// An operator's action, done by the controller (forwarded to it from
+/// the client port).
+pub(crate) async fn cluster_action(
+    ctx: &ServerContext,
+    request: ClusterActionRequest,
+) -> ClusterActionResponse {
+    let answer = |code: ErrorCode, message: String| ClusterActionResponse {
+        error_code: code.as_u16(),
+        message,
+    };
+    let Some(cluster) = &ctx.cluster else {
+        return answer(ErrorCode::InvalidRequest, "this broker is not in a cluster".into());
+    };
+    let action = match operator_action(request.action.clone()) {
+        Ok(action) => action,
+        Err(why) => return answer(ErrorCode::InvalidRequest, why),
+    };
+    match cluster.admin(AdminCommand::Operator(action)).await {
+        Ok(()) => answer(ErrorCode::None, String::new()),
+        Err(AdminError::NotController { leader: Some((id, address)) })
+            if ctx.port == Port::Client =>
+        {
+            match cluster.call_peer::<_, ClusterActionResponse>(id, &address, request).await {
+                Ok(forwarded) => forwarded,
+                Err(e) => answer(ErrorCode::NotController, forward_failed(id, &e)),
+            }
+        }
+        Err(e) => answer(e.code(), e.to_string()),
+    }
+}
+
+/// The wire's action as the controller's, bounded.
+fn operator_action(action: ClusterAction) -> Result<OperatorAction, String> {
+    use crate::cluster::metadata::limits::REPLICAS_PER_PARTITION_MAX;
+    Ok(match action {
+        ClusterAction::Failover { from } => OperatorAction::Failover { from: from.map(BrokerId) },
+        ClusterAction::Failback { to } => OperatorAction::Failback { to: to.map(BrokerId) },
+        ClusterAction::TransferLeader { topic, partition, to } => {
+            OperatorAction::TransferLeader { topic, partition, to: BrokerId(to) }
+        }
+        ClusterAction::MoveReplicas { topic, partition, replicas } => {
+            if replicas.len() > REPLICAS_PER_PARTITION_MAX {
+                return Err(format!(
+                    "{} replicas; a partition has at most {REPLICAS_PER_PARTITION_MAX}",
+                    replicas.len()
+                ));
+            }
+            let replicas = replicas.into_iter().map(BrokerId).collect();
+            OperatorAction::Move { topic, partition, replicas }
+        }
+        ClusterAction::Decommission { broker_id } => {
+            OperatorAction::Decommission { broker_id: BrokerId(broker_id) }
+        }
+        ClusterAction::SetSetting { name, value } => OperatorAction::SetSetting { name, value },
+    })
 }
 
 fn forward_failed(id: u64, e: &ClientError) -> String {

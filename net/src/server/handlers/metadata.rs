@@ -75,6 +75,8 @@ fn cluster_metadata(
                     leader_epoch: part.leader_epoch,
                     replicas: part.replicas.iter().map(|id| id.0).collect(),
                     isr: part.isr.iter().map(|id| id.0).collect(),
+                    target_replicas: crate::cluster::reassign::target(state, topic.id, p as u32)
+                        .map_or_else(Vec::new, |t| t.iter().map(|id| id.0).collect()),
                     shard: local
                         .as_ref()
                         .and_then(|m| m.shard_of(mamba_engine::PartitionId(p as u32)))
@@ -139,6 +141,7 @@ fn engine_metadata(ctx: &ServerContext, request: MetadataRequest) -> MetadataRes
                 leader_epoch: 0,
                 replicas: vec![node_id],
                 isr: vec![node_id],
+                target_replicas: vec![],
                 shard: shard.map(|s| s.0),
             })
             .collect(),
