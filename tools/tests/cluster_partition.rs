@@ -3,7 +3,12 @@
 //! voters by `iptables` (packets dropped, not refused: the worst case, a
 //! silent network). The majority must elect a new controller and go on;
 //! the old one must step down and never commit a change alone; after the
-//! network heals, every broker must hold the same metadata.
+//! network heals, every broker must hold the same metadata. The cut-off
+//! broker also leads a replicated topic (`leader.placement=primary`) and
+//! a producer in its own namespace still reaches it: it must acknowledge
+//! nothing with `acks=all` while cut off; the majority's new leader takes
+//! writes; after the heal no acknowledged record is missing and the
+//! replicas are byte for byte alike (`mamba log dump`).
 //!
 //! Every process, brokers and clients alike, runs inside the namespaces
 //! (`ip netns exec`); nothing in the root namespace talks to their
@@ -247,6 +252,29 @@ impl Bounded {
     }
 }
 
+impl Bounded {
+    /// Its output and run time if it ended by now (then `self` is spent:
+    /// the output was taken).
+    fn ended(&self) -> Option<(Output, Duration)> {
+        let (output, took) = self.output.try_recv().ok()?;
+        Some((output.expect("output"), took))
+    }
+
+    /// Its output if it ends within `limit` of its start; else it is
+    /// killed and `None`.
+    fn finish_or_kill(self, limit: Duration) -> Option<(Output, Duration)> {
+        let left = limit.saturating_sub(self.started.elapsed());
+        match self.output.recv_timeout(left) {
+            Ok((output, took)) => Some((output.expect("output"), took)),
+            Err(_) => {
+                // SAFETY: kill(2) on our own child's pid; no memory is involved.
+                unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+                None
+            }
+        }
+    }
+}
+
 /// One broker's process, logging to a file; killed when dropped.
 struct Broker {
     child: common::KillOnDrop,
@@ -416,6 +444,64 @@ impl Cluster {
         Ok(agreement.expect("three brokers"))
     }
 
+    /// `topic describe` through broker `id`: per partition its leader
+    /// and in-sync replicas.
+    fn leaders(&self, id: u32, topic: &str) -> Result<Vec<(Option<u64>, usize)>, String> {
+        let d = self.cli_json(id, &["topic", "describe", topic])?.remove(0);
+        let parts = d["partitions"].as_array().ok_or("no partitions")?;
+        Ok(parts
+            .iter()
+            .map(|p| (p["leader"].as_u64(), p["isr"].as_array().map_or(0, Vec::len)))
+            .collect())
+    }
+
+    /// `mamba produce TOPIC -p P --acks all --value-file F` through broker
+    /// `id`, started.
+    fn produce(&self, id: u32, topic: &str, partition: u32, value: &str) -> Bounded {
+        let file = self.dir.path().join(format!("value-{value}"));
+        std::fs::write(&file, value).expect("write a value file");
+        let file = file.to_string_lossy().into_owned();
+        let p = partition.to_string();
+        self.cli(id, &["produce", topic, "-p", &p, "--acks", "all", "--value-file", &file])
+    }
+
+    /// Every value of `topic`, read through broker `id`.
+    fn values(&self, id: u32, topic: &str) -> Result<BTreeSet<String>, String> {
+        let args = ["consume", topic, "--from", "earliest", "--timeout-ms", "2000"];
+        Ok(self
+            .cli_json(id, &args)?
+            .iter()
+            .filter_map(|r| r["value"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// `mamba log dump` of each broker's copy of `topic/partition` (files
+    /// read from here: no network), without file paths.
+    fn dumps(&self, topic: &str, partition: u32) -> Vec<Vec<Value>> {
+        BROKERS
+            .iter()
+            .map(|id| {
+                let dir = self.dir.path().join(format!("broker-{id}/topics/{topic}/{partition}"));
+                let out = common::mamba_cli_offline(&[
+                    "log",
+                    "dump",
+                    "-o",
+                    "json",
+                    &dir.to_string_lossy(),
+                ]);
+                out.lines()
+                    .map(|l| {
+                        let mut v: Value = serde_json::from_str(l).expect("a json line");
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("file");
+                        }
+                        v
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     fn wait_agreed(&self, what: &str) -> Agreement {
         let mut why = String::new();
         wait_until(what, &mut why, || self.agreed())
@@ -476,8 +562,29 @@ fn a_controller_cut_off_by_the_network_steps_down_and_the_majority_goes_on() {
     let started = Instant::now();
     let cluster = Cluster::start();
     cluster.cli_json(1, &["topic", "create", "before-cut", "-p", "3"]).expect("create");
+    let old = cluster.wait_agreed("three brokers agreeing").controller;
+    // The controller also leads every partition of a replicated topic.
+    let placement = format!("leader.placement=primary:{old}");
+    let args = ["topic", "create", "acked", "-p", "2", "-r", "3", "--config", &placement];
+    cluster.cli_json(old, &args).expect("create acked");
+    let mut why = String::new();
+    wait_until("the controller leading acked, all in sync", &mut why, || {
+        match cluster.leaders(old, "acked")? {
+            l if l.iter().all(|(leader, isr)| *leader == Some(u64::from(old)) && *isr == 3) => {
+                Ok(())
+            }
+            l => Err(format!("leaders and in-sync counts {l:?}")),
+        }
+    });
+    let mut acknowledged = BTreeSet::new();
+    for (i, partition) in [(0, 0), (1, 1)] {
+        let value = format!("before-{i}");
+        let (out, _) = cluster.produce(old, "acked", partition, &value).finish(WAIT);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        acknowledged.insert(value);
+    }
     let before = cluster.wait_agreed("three brokers agreeing before the cut");
-    let old = before.controller;
+    assert_eq!(before.controller, old, "{before:?}");
     let majority: Vec<u32> = BROKERS.into_iter().filter(|id| *id != old).collect();
     eprintln!("{:?}: agreed {before:?}; cutting controller {old} off", started.elapsed());
 
@@ -486,6 +593,10 @@ fn a_controller_cut_off_by_the_network_steps_down_and_the_majority_goes_on() {
     // A change sent to the old controller at once, while it may still
     // believe it leads: it must not commit.
     let alone = cluster.cli(old, &["topic", "create", "t-minority", "-p", "1"]);
+    // A write to the partition leader it still is, from a client that
+    // still reaches it: no follower can fetch it, so it must not be
+    // acknowledged while the cut lasts.
+    let isolated = cluster.produce(old, "acked", 0, "isolated");
 
     // The majority elects one of its own, in a later term.
     let mut why = String::new();
@@ -531,6 +642,22 @@ fn a_controller_cut_off_by_the_network_steps_down_and_the_majority_goes_on() {
     );
     eprintln!("a create through broker {through} of the majority took {took:?}");
 
+    // The majority's new leaders of acked take acks=all writes.
+    wait_until("the majority leading acked", &mut why, || {
+        match cluster.leaders(through, "acked")? {
+            l if l.iter().all(|(leader, _)| leader.is_some_and(|id| id != u64::from(old))) => {
+                Ok(())
+            }
+            l => Err(format!("leaders and in-sync counts {l:?}")),
+        }
+    });
+    for (i, partition) in [(0, 0), (1, 1)] {
+        let value = format!("after-{i}");
+        let (out, _) = cluster.produce(through, "acked", partition, &value).finish(WAIT);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        acknowledged.insert(value);
+    }
+
     let (out, took) = alone.finish(WAIT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a create at the cut-off controller must fail: {err}");
@@ -560,6 +687,16 @@ fn a_controller_cut_off_by_the_network_steps_down_and_the_majority_goes_on() {
     assert_eq!(stepped_down["from_controller"], false, "{stepped_down}");
     eprintln!("{:?} after the cut: controller {old} stepped down", cut_at.elapsed());
 
+    let isolated_outcome = isolated.ended();
+    if let Some((out, took)) = &isolated_outcome {
+        assert!(
+            !out.status.success(),
+            "the cut-off leader acknowledged a write after {took:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    eprintln!("{:?} after the cut: the cut-off leader acknowledged nothing", cut_at.elapsed());
+
     cluster.network.heal(old, &majority);
     let healed_at = Instant::now();
     let after = cluster.wait_agreed("three brokers agreeing after the heal");
@@ -573,6 +710,37 @@ fn a_controller_cut_off_by_the_network_steps_down_and_the_majority_goes_on() {
             "through {id}: {topics:?}"
         );
         assert!(!topics.contains("t-minority"), "through {id}: {topics:?}");
+    }
+    // The write sent to the cut-off leader: still waiting then, it may
+    // have gone on to the new leader (its producer retries) or failed;
+    // acknowledged, it must be there like every other.
+    if isolated_outcome.is_none() {
+        if let Some((out, _)) = isolated.finish_or_kill(WAIT) {
+            if out.status.success() {
+                acknowledged.insert("isolated".to_string());
+            }
+        }
+    }
+    let read = wait_until("every acknowledged record read back", &mut why, || {
+        let read = cluster.values(majority[0], "acked")?;
+        match acknowledged.difference(&read).collect::<Vec<_>>() {
+            missing if missing.is_empty() => Ok(read),
+            missing => Err(format!("missing {missing:?}; read {read:?}")),
+        }
+    });
+    eprintln!("acknowledged {acknowledged:?}, read {read:?}");
+    for partition in 0..2 {
+        wait_until("the replicas of acked byte for byte alike", &mut why, || {
+            let dumps = cluster.dumps("acked", partition);
+            if dumps.windows(2).all(|w| w[0] == w[1]) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "acked/{partition}: batches per broker {:?}",
+                    dumps.iter().map(Vec::len).collect::<Vec<_>>()
+                ))
+            }
+        });
     }
     eprintln!("{:?} in all", started.elapsed());
 }
