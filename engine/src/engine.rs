@@ -1067,6 +1067,26 @@ impl Engine {
         self.call_partition(topic, partition, |key, reply| ShardRequest::TruncateTo {
             key,
             offset,
+            start_over: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Empties a partition's log and starts it over at `start`, past its
+    /// end, durably: for a replica whose log ends before its leader's log
+    /// start (a new replica of a partition whose early records retention
+    /// deleted). Queued behind the appends submitted before it.
+    pub async fn reset_partition(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        start: Offset,
+    ) -> EngineResult<()> {
+        self.call_partition(topic, partition, |key, reply| ShardRequest::TruncateTo {
+            key,
+            offset: start,
+            start_over: true,
             reply,
         })
         .await

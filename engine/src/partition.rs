@@ -1138,6 +1138,49 @@ impl PartitionLog {
         self.store_epochs_if_stale().await
     }
 
+    /// Empties the log and starts it over at `start`, past its end (Kafka's
+    /// truncate-fully-and-start-at): a replica whose log ends before its
+    /// leader's log start — a new replica of a partition whose early
+    /// records retention deleted — continues at the leader's log start.
+    /// Durable on return. The old files go first (readers keep their open
+    /// handles), oldest first: a crash midway leaves a shorter log, or an
+    /// empty one at its old end, which the replica starts over again.
+    pub async fn reset_to(&self, start: Offset, now_ms: i64) -> EngineResult<()> {
+        self.flush().await?;
+        self.sync().await?;
+        let next = self.state.borrow().next_offset();
+        if start <= next {
+            return Err(EngineError::InvalidConfig(format!(
+                "a log starts over only past its end ({next}); {start} is not"
+            )));
+        }
+        let removed: Vec<_> =
+            self.state.borrow().segments.iter().map(|s| s.paths().clone()).collect();
+        for paths in removed {
+            for path in [&paths.log, &paths.index, &paths.time_index] {
+                self.storage.remove_file(path).await?;
+            }
+        }
+        let segment =
+            self.fence_on_error(Segment::create(&*self.storage, &self.dir, start, now_ms).await)?;
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments.clear();
+            st.segments.push_back(segment);
+            st.log_start_offset = start;
+            st.local_high_watermark = start;
+            st.replicated_high_watermark = st.replicated_high_watermark.map(|_| start);
+            st.written_offset = start;
+            st.durable_offset = start;
+            st.cache.clear();
+            st.producers = ProducerStates::default();
+            st.fit_epochs_to_log();
+            st.check_offsets();
+        }
+        self.state.borrow_mut().recovery_point = self.end_point();
+        self.store_epochs_if_stale().await
+    }
+
     /// Deletes closed segments past `retention_ms` (by their newest record)
     /// or beyond `retention_bytes` (oldest first). The active segment stays.
     pub async fn apply_retention(&self, now_ms: i64) -> EngineResult<usize> {

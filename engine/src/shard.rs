@@ -175,6 +175,8 @@ pub enum ShardRequest {
     TruncateTo {
         key: PartitionKey,
         offset: Offset,
+        /// Empty the log and start it at `offset`, past its end.
+        start_over: bool,
         reply: Reply<()>,
     },
     /// Write this shard's recovery points now (after opening partitions,
@@ -230,6 +232,7 @@ enum WriterCommand {
     /// Remove every batch at or after `offset`.
     TruncateTo {
         offset: Offset,
+        start_over: bool,
         /// Its recovery points are written before the writer goes on.
         shard: Rc<ShardState>,
         reply: Reply<()>,
@@ -519,12 +522,13 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
                 Err(e) => respond(reply, Err(e)),
             }
         }
-        ShardRequest::TruncateTo { key, offset, reply } => {
+        ShardRequest::TruncateTo { key, offset, start_over, reply } => {
             // Like a deletion: queued behind the appends before it, so it
             // cuts what they wrote, never what comes after.
             match lookup(partitions, &key) {
                 Ok(p) => {
-                    let command = WriterCommand::TruncateTo { offset, shard: shard.clone(), reply };
+                    let shard = shard.clone();
+                    let command = WriterCommand::TruncateTo { offset, start_over, shard, reply };
                     enqueue(p, command, parked)
                 }
                 Err(e) => respond(reply, Err(e)),
@@ -842,11 +846,15 @@ impl Writer {
                 self.drain_io().await;
                 respond(reply, self.p.log.delete_segments_before(offset).await);
             }
-            WriterCommand::TruncateTo { offset, shard, reply } => {
+            WriterCommand::TruncateTo { offset, start_over, shard, reply } => {
                 // Writes in flight must land before the cut, or one could
                 // write past it afterwards.
                 self.drain_io().await;
-                let mut cut = self.p.log.truncate_to(offset, runtime::now_ms()).await;
+                let mut cut = if start_over {
+                    self.p.log.reset_to(offset, runtime::now_ms()).await
+                } else {
+                    self.p.log.truncate_to(offset, runtime::now_ms()).await
+                };
                 if cut.is_ok() {
                     // The recovery point on disk may lie past the cut: were
                     // it left there, the batches written next in place of

@@ -422,3 +422,37 @@ fn appends_submitted_in_order_get_offsets_in_that_order_when_the_partition_queue
     let expected: Vec<u64> = (0..3000).collect();
     assert!(offsets == expected, "appends overtook each other: {:?}", &offsets[..20]);
 }
+
+#[test]
+fn a_replica_behind_its_leaders_log_start_starts_over_there_and_survives_a_crash() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = open(dir.path());
+    append(&engine, &["a", "b"]);
+    engine.close().expect("close");
+    let engine = open(dir.path());
+    // Its leader's log starts at 100: it empties its own and goes on there.
+    let refused = block_on(engine.reset_partition("t", P0, Offset(1)));
+    assert!(
+        matches!(refused, Err(EngineError::InvalidConfig(_))),
+        "only past its end: {refused:?}"
+    );
+    block_on(engine.reset_partition("t", P0, Offset(100))).expect("start over");
+    let offsets = block_on(engine.list_offsets("t", P0)).expect("offsets");
+    assert_eq!((offsets.log_start_offset, offsets.next_offset), (Offset(100), Offset(100)));
+    assert_eq!(block_on(engine.leader_epochs("t", P0)).expect("epochs"), vec![]);
+    let mut b = batch("the leader's 100");
+    b.set_base_offset_and_epoch(Offset(100), LeaderEpoch(3));
+    block_on(engine.append_replica("t", P0, b)).expect("replicate at the new start");
+    let crashed = tempfile::tempdir().expect("dir");
+    copy_dir(dir.path(), crashed.path());
+    drop(engine);
+    let engine = open(crashed.path());
+    let summary = block_on(engine.describe_partition("t", P0)).expect("online, not damaged");
+    assert_eq!(summary.offsets.log_start_offset, Offset(100));
+    assert_eq!(summary.offsets.next_offset, Offset(101));
+    let read = fetch(&engine, Offset(100), ReadLimit::LocalHighWatermark);
+    let values: Vec<(u64, u32)> =
+        read.iter().map(|b| (b.header().base_offset.0, b.header().leader_epoch.0)).collect();
+    assert_eq!(values, [(100, 3)]);
+    assert_eq!(block_on(engine.leader_epochs("t", P0)).expect("epochs"), vec![epoch_entry(3, 100)]);
+}

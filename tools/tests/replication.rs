@@ -3,7 +3,10 @@
 //! `acks=all` load lose no acknowledged record, a leader's unreplicated
 //! tail is cut when it returns as a follower, a stopped follower catches
 //! up and rejoins the in-sync replicas, `min.insync.replicas` refuses
-//! and recovers, and a controlled shutdown under load fails no request.
+//! and recovers, a controlled shutdown under load fails no request, and
+//! the operator's failover, failback, transfer-leader, move (also of a
+//! partition whose first records retention deleted) and decommission
+//! under load lose nothing and fail nothing.
 //! Every check ends with the replicas byte for byte alike (`mamba log
 //! dump` of each: every batch's offsets, epoch, position, size and CRC).
 //!
@@ -556,7 +559,7 @@ fn failover_failback_and_transfer_leader_under_acks_all_load_fail_no_request() {
 #[test]
 fn a_move_and_a_decommission_under_acks_all_load_lose_nothing() {
     let _serial = one_at_a_time();
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start_with(3, &["--retention-check-interval-ms", "200"]);
     cluster.settle();
     let seeds = cluster.cluster_address(1);
     cluster.join(4, &seeds);
@@ -569,6 +572,25 @@ fn a_move_and_a_decommission_under_acks_all_load_lose_nothing() {
         &through,
         &["cluster", "config", "set", "replication.throttle.bytes_per_s", "64MiB"],
     );
+    // A partition whose first records retention deleted: a new replica
+    // cannot copy its log from offset 0, it starts at the leader's start.
+    create_topic(&cluster, "trimmed", 1, 1, &["segment.bytes=64KiB", "retention.bytes=64KiB"]);
+    let lines: String = (0..3000).map(|i| format!("{i:0>99}\n")).collect();
+    let out = common::mamba_with_input(&through, &["produce", "trimmed"], lines.as_bytes(), WAIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("retention deleting trimmed's first segments", || {
+        partition_of(&describe(&cluster, "trimmed"), 0)["log_start_offset"].as_u64() > Some(0)
+    });
+    let from = ids(&partition_of(&describe(&cluster, "trimmed"), 0)["replicas"]);
+    let to = (1..=4).find(|id| !from.contains(id)).expect("another broker");
+    common::cli_ok(&through, &["cluster", "move", "trimmed:0", "--to", &to.to_string()]);
+    let moved = partition_of(&describe(&cluster, "trimmed"), 0);
+    assert_eq!(
+        (ids(&moved["replicas"]), moved["leader"].as_u64()),
+        (vec![to], Some(to)),
+        "{moved:#}"
+    );
+    assert_eq!(moved["log_end_offset"], 3000, "{moved:#}");
     create_topic(&cluster, "moving", 4, 2, &[]);
     wait_in_sync(&cluster, "moving", 4, 2);
     let load = Load::start(&cluster, "moving", 4, Duration::from_micros(500));

@@ -391,6 +391,13 @@ impl Fetcher {
     ) -> Result<(), String> {
         let Some(position) = self.positions.get_mut(tp) else { return Ok(()) };
         let id = PartitionId(tp.1);
+        if result.error_code == ErrorCode::OffsetOutOfRange.as_u16()
+            && position.fetch_offset < result.log_start_offset
+        {
+            // The leader no longer has what this log lacks (retention
+            // deleted it): this replica starts over at the leader's start.
+            return self.start_over(tp, result.log_start_offset).await;
+        }
         if result.error_code != 0 {
             let code = ErrorCode::from_u16(result.error_code);
             tracing::debug!(topic = %tp.0, partition = tp.1, %code, message = %result.message, "leader refused a replica fetch");
@@ -445,6 +452,21 @@ impl Fetcher {
         if let Err(e) = self.engine.set_high_watermark(&tp.0, id, Offset(hw)).await {
             tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "follower high watermark not set");
         }
+        Ok(())
+    }
+
+    /// Empties the local log and starts it at `start`, the leader's log
+    /// start, past this log's end.
+    async fn start_over(&mut self, tp: &TopicPartition, start: u64) -> Result<(), String> {
+        let id = PartitionId(tp.1);
+        tracing::info!(
+            topic = %tp.0, partition = tp.1, leader = %self.leader, start,
+            "the leader's log starts past this replica's end: starting over there"
+        );
+        self.engine.reset_partition(&tp.0, id, Offset(start)).await.map_err(|e| e.to_string())?;
+        let leader_epoch = self.positions.get(tp).map_or(0, |p| p.leader_epoch);
+        let position = self.local_position(tp, leader_epoch).await.map_err(|e| e.to_string())?;
+        self.positions.insert(tp.clone(), position);
         Ok(())
     }
 
