@@ -29,6 +29,13 @@ default settings (heartbeat 500 ms, session 3 s), release binaries.
       O_DIRECT read rate (`fio --rw=read --direct=1 --bs=1M --iodepth=4`,
       3 s) measured in the same round. A fresh topic per round.
 
+  python3 bench/replication_figures.py move [ROUNDS]
+      A partition of replication factor 1 with 1 GiB (1 MiB messages)
+      moved to another broker with `mamba cluster move`, first with
+      replication.throttle.bytes_per_s at 40 MiB/s, then unthrottled
+      (back): the copy rate of each move (bytes / the command's run time),
+      the throttled one over its limit. A fresh topic per round.
+
 MAMBA (default target/release/mamba) and MAMBA_BENCH (default
 target/release/mamba-bench) name the binaries.
 """
@@ -267,6 +274,38 @@ def catchup(cluster, rounds):
     return ratios
 
 
+def move(cluster, rounds):
+    throttle = 40 << 20
+    results = []
+    for r in range(rounds):
+        create("mv", 1, 1)
+        cluster.wait_in_sync("mv", 1, rf=1)
+        bench_produce("mv", 1, rate=256, duration_s=4, acks="1", message_bytes=1 << 20)
+        p = cluster.partition("mv", 0)
+        moved_bytes = (p["log_end_offset"] - p["log_start_offset"]) * (1 << 20)
+        rates = []
+        for limit in (throttle, None):
+            if limit:
+                cli("cluster", "config", "set", "replication.throttle.bytes_per_s", str(limit), "--brokers", ALL)
+            else:
+                cli("cluster", "config", "unset", "replication.throttle.bytes_per_s", "--brokers", ALL)
+            src = cluster.partition("mv", 0)["replicas"][0]
+            dst = next(i for i in (1, 2, 3) if i != src)
+            started = time.monotonic()
+            out = cli("cluster", "move", "mv:0", "--to", str(dst), "--brokers", ALL, timeout=600)
+            took = time.monotonic() - started
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr.decode())
+            rates.append(moved_bytes / took)
+        results.append(rates)
+        print(f"round {r}: {moved_bytes / 2**30:.2f} GiB moved at {rates[0] / 2**20:.1f} MiB/s with the "
+              f"throttle at {throttle / 2**20:.0f} MiB/s (ratio {rates[0] / throttle:.2f}), "
+              f"{rates[1] / 2**20:.0f} MiB/s unthrottled", flush=True)
+        cli("topic", "delete", "mv", "--brokers", ALL)
+        time.sleep(2)
+    return results, throttle
+
+
 def main():
     what = sys.argv[1] if len(sys.argv) > 1 else "failover"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else {"failover": 20}.get(what, 3)
@@ -287,8 +326,13 @@ def main():
         elif what == "catchup":
             ratios = catchup(cluster, rounds)
             print(f"catch-up / disk O_DIRECT read: median {statistics.median(ratios):.2f} over {rounds} rounds")
+        elif what == "move":
+            results, throttle = move(cluster, rounds)
+            print(f"move: throttled {statistics.median(r[0] for r in results) / 2**20:.1f} MiB/s "
+                  f"(limit {throttle / 2**20:.0f} MiB/s), unthrottled "
+                  f"{statistics.median(r[1] for r in results) / 2**20:.0f} MiB/s, medians over {rounds} rounds")
         else:
-            sys.exit(f"unknown figure {what!r}: failover, shutdown, throughput or catchup")
+            sys.exit(f"unknown figure {what!r}: failover, shutdown, throughput, catchup or move")
     finally:
         cluster.close()
 

@@ -27,6 +27,7 @@ pub enum ActionCommand {
     /// primary, or the only drained broker): the partitions it is the
     /// preferred leader of return to it once it is in sync.
     Failback {
+        /// The broker that may lead again.
         #[arg(long)]
         to: Option<u32>,
     },
@@ -59,6 +60,7 @@ pub enum ActionCommand {
     /// the cluster then forgets it. A voter of the metadata quorum must be
     /// removed from the voters first.
     Decommission {
+        /// The broker to take out.
         broker_id: u32,
         #[command(flatten)]
         wait: WaitArgs,
@@ -76,9 +78,17 @@ pub enum ConfigCommand {
     /// Every setting that is set, and the ones that can be.
     Get,
     /// Set one setting.
-    Set { name: String, value: String },
+    Set {
+        /// The setting's name.
+        name: String,
+        /// Its value (a size such as 50MiB for the throttle).
+        value: String,
+    },
     /// Remove one setting (back to its default).
-    Unset { name: String },
+    Unset {
+        /// The setting's name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone, Copy)]

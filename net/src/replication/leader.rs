@@ -25,6 +25,14 @@ pub struct FollowerProgress {
     pub fetched_at: Instant,
 }
 
+impl FollowerProgress {
+    /// A follower not heard from yet: given a full `lag_max` from `now` to
+    /// show up, as Kafka's leader grants.
+    fn new(now: Instant) -> Self {
+        FollowerProgress { fetch_offset: 0, durable_offset: 0, caught_up_at: now, fetched_at: now }
+    }
+}
+
 /// A partition this broker leads, at one leader epoch.
 #[derive(Debug, Clone)]
 pub struct LeaderPartition {
@@ -56,15 +64,7 @@ impl LeaderPartition {
             .replicas
             .iter()
             .filter(|id| **id != leader)
-            .map(|id| {
-                let progress = FollowerProgress {
-                    fetch_offset: 0,
-                    durable_offset: 0,
-                    caught_up_at: now,
-                    fetched_at: now,
-                };
-                (*id, progress)
-            })
+            .map(|id| (*id, FollowerProgress::new(now)))
             .collect();
         LeaderPartition {
             leader,
@@ -85,14 +85,8 @@ impl LeaderPartition {
         self.partition_epoch = partition.partition_epoch;
         self.isr = partition.isr.clone();
         for id in &partition.replicas {
-            if *id != self.leader && !self.followers.contains_key(id) {
-                let progress = FollowerProgress {
-                    fetch_offset: 0,
-                    durable_offset: 0,
-                    caught_up_at: now,
-                    fetched_at: now,
-                };
-                self.followers.insert(*id, progress);
+            if *id != self.leader {
+                self.followers.entry(*id).or_insert_with(|| FollowerProgress::new(now));
             }
         }
         self.followers.retain(|id, _| partition.replicas.contains(id));

@@ -23,7 +23,7 @@ mod throttle;
 use crate::cluster::metadata::{BrokerId, MetadataState, Partition};
 use follower::{Fetchers, Followed};
 use leader::LeaderPartition;
-use mamba_engine::{Engine, EngineError, LeaderEpoch, Offset, PartitionId};
+use mamba_engine::{Engine, EngineError, LeaderEpoch, LogOffsets, Offset, PartitionId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -245,7 +245,9 @@ impl Replication {
         lock(&self.leaders).get(tp).map(|l| l.leader_epoch)
     }
 
-    /// Records a follower's fetch and moves the high watermark.
+    /// Records a follower's fetch and moves the high watermark; `offsets`
+    /// are the leader's, read for this fetch. Returns the high watermark
+    /// readers see now (`None`: this broker does not lead `tp`).
     pub async fn on_follower_fetch(
         &self,
         engine: &Engine,
@@ -253,26 +255,36 @@ impl Replication {
         follower: BrokerId,
         fetch_offset: u64,
         durable_offset: u64,
-        leader_end: u64,
-    ) {
-        match lock(&self.leaders).get_mut(tp) {
-            Some(l) => {
-                l.on_fetch(follower, fetch_offset, durable_offset, leader_end, Instant::now())
-            }
-            None => return,
-        }
-        self.advance_high_watermark(engine, tp).await;
+        offsets: &LogOffsets,
+    ) -> Option<u64> {
+        let leader_end = offsets.local_high_watermark.0;
+        lock(&self.leaders).get_mut(tp)?.on_fetch(
+            follower,
+            fetch_offset,
+            durable_offset,
+            leader_end,
+            Instant::now(),
+        );
+        self.set_high_watermark(engine, tp, offsets).await
     }
 
     /// Sets the high watermark the in-sync replicas allow (or, the leader
     /// alone in sync, lets readers follow its own durable end).
     pub async fn advance_high_watermark(&self, engine: &Engine, tp: &TopicPartition) {
+        let Ok(offsets) = engine.list_offsets(&tp.0, PartitionId(tp.1)).await else { return };
+        self.set_high_watermark(engine, tp, &offsets).await;
+    }
+
+    /// `advance_high_watermark` with the leader's offsets in hand: the
+    /// high watermark readers see after it, when it could be set.
+    async fn set_high_watermark(
+        &self,
+        engine: &Engine,
+        tp: &TopicPartition,
+        offsets: &LogOffsets,
+    ) -> Option<u64> {
         let id = PartitionId(tp.1);
-        let Ok(offsets) = engine.list_offsets(&tp.0, id).await else { return };
-        let allowed = match lock(&self.leaders).get(tp) {
-            Some(l) => l.high_watermark(offsets.local_high_watermark.0),
-            None => return,
-        };
+        let allowed = lock(&self.leaders).get(tp)?.high_watermark(offsets.local_high_watermark.0);
         let set = match allowed {
             // Never below what readers already saw: while the leader was
             // alone in sync they saw its own durable end, which a follower
@@ -283,8 +295,12 @@ impl Replication {
             }
             None => engine.clear_high_watermark(&tp.0, id).await,
         };
-        if let Err(e) = set {
-            tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "high watermark not set");
+        match set {
+            Ok(hw) => Some(hw.0),
+            Err(e) => {
+                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "high watermark not set");
+                None
+            }
         }
     }
 

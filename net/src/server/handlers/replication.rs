@@ -166,23 +166,14 @@ async fn serve_partition(
         }
     }
     // Progress counts only from a follower whose log agrees with ours.
-    if result.diverging_epoch.is_none() {
-        replication
-            .on_follower_fetch(
-                &ctx.engine,
-                tp,
-                follower,
-                p.fetch_offset,
-                p.durable_offset,
-                leader_end,
-            )
-            .await;
-    }
-    let offsets_now = ctx.engine.list_offsets(&p.topic, id).await.unwrap_or(offsets);
-    result.high_watermark = offsets_now.high_watermark.0;
+    result.high_watermark = offsets.high_watermark.0;
     if result.diverging_epoch.is_some() {
         return (result, None);
     }
+    let hw = replication
+        .on_follower_fetch(&ctx.engine, tp, follower, p.fetch_offset, p.durable_offset, &offsets)
+        .await;
+    result.high_watermark = hw.unwrap_or(result.high_watermark);
     match ctx
         .engine
         .read_with(&p.topic, id, Offset(p.fetch_offset), max_bytes, ReadLimit::LocalHighWatermark)
