@@ -482,22 +482,7 @@ impl Cluster {
             .iter()
             .map(|id| {
                 let dir = self.dir.path().join(format!("broker-{id}/topics/{topic}/{partition}"));
-                let out = common::mamba_cli_offline(&[
-                    "log",
-                    "dump",
-                    "-o",
-                    "json",
-                    &dir.to_string_lossy(),
-                ]);
-                out.lines()
-                    .map(|l| {
-                        let mut v: Value = serde_json::from_str(l).expect("a json line");
-                        if let Some(o) = v.as_object_mut() {
-                            o.remove("file");
-                        }
-                        v
-                    })
-                    .collect()
+                common::log_dump(&dir)
             })
             .collect()
     }

@@ -199,16 +199,7 @@ fn check_delivery(acked: &BTreeMap<u32, Vec<u64>>, read: &BTreeMap<u32, Vec<u64>
 /// batch its offsets, epoch, position, size and CRC.
 fn dump(cluster: &Cluster, id: u32, topic: &str, partition: u32) -> Vec<Value> {
     let dir = cluster.members[&id].data_dir.join("topics").join(topic).join(partition.to_string());
-    let out = common::mamba_cli_offline(&["log", "dump", "-o", "json", &dir.to_string_lossy()]);
-    out.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).expect("a json line");
-            if let Some(o) = v.as_object_mut() {
-                o.remove("file");
-            }
-            v
-        })
-        .collect()
+    common::log_dump(&dir)
 }
 
 /// Waits until every replica of each partition holds the same batches,

@@ -71,7 +71,9 @@ impl<'a> Eligibility<'a> {
     }
 }
 
-fn change(
+/// `p` with a new leader and in-sync set: the leader epoch rises when the
+/// leader changes, the partition epoch always.
+pub(crate) fn change(
     topic_id: TopicId,
     partition: u32,
     p: &Partition,

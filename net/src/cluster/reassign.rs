@@ -23,9 +23,7 @@
 //! shrinks to members that hold every acknowledged record.
 
 use super::election::Eligibility;
-use super::metadata::{
-    BrokerId, MetadataState, Partition, PartitionChange, ReplicaChange, TopicId,
-};
+use super::metadata::{BrokerId, MetadataState, Partition, ReplicaChange, TopicId};
 use std::collections::BTreeMap;
 
 /// Cluster settings that name a move's target start with this.
@@ -91,18 +89,8 @@ pub fn step(
         return Step::Done;
     }
     let make = |replicas: Vec<BrokerId>, leader: Option<BrokerId>, isr: Vec<BrokerId>| {
-        let leader_epoch = if leader == p.leader { p.leader_epoch } else { p.leader_epoch + 1 };
-        Step::Change(ReplicaChange {
-            replicas,
-            change: PartitionChange {
-                topic_id,
-                partition,
-                leader,
-                isr,
-                leader_epoch,
-                partition_epoch: p.partition_epoch + 1,
-            },
-        })
+        let change = super::election::change(topic_id, partition, p, leader, isr);
+        Step::Change(ReplicaChange { replicas, change })
     };
     let adding: Vec<BrokerId> =
         target.iter().copied().filter(|id| !p.replicas.contains(id)).collect();

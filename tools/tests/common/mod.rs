@@ -266,3 +266,19 @@ pub fn print_log_tails(logs: &[(u32, PathBuf)]) {
         }
     }
 }
+
+/// `mamba log dump -o json` of one partition directory, without file
+/// paths: per batch its offsets, epoch, position, size and CRC (replicas
+/// holding the same batches dump alike).
+pub fn log_dump(partition_dir: &Path) -> Vec<serde_json::Value> {
+    let out = mamba_cli_offline(&["log", "dump", "-o", "json", &partition_dir.to_string_lossy()]);
+    out.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("a json line");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("file");
+            }
+            v
+        })
+        .collect()
+}
