@@ -6,7 +6,9 @@
 //! and recovers, a controlled shutdown under load fails no request, and
 //! the operator's failover, failback, transfer-leader, move (also of a
 //! partition whose first records retention deleted) and decommission
-//! under load lose nothing and fail nothing.
+//! under load lose nothing and fail nothing; a group's committed offsets
+//! survive its coordinator's failover (kill -9) and a leadership that
+//! moves away and back.
 //! Every check ends with the replicas byte for byte alike (`mamba log
 //! dump` of each: every batch's offsets, epoch, position, size and CRC).
 //!
@@ -615,4 +617,72 @@ fn a_move_and_a_decommission_under_acks_all_load_lose_nothing() {
     check_delivery(&acked, &read_all(&cluster, "moving", total));
     wait_in_sync(&cluster, "moving", 4, 2);
     wait_replicas_identical(&cluster, "moving", 4);
+}
+
+/// Group `g`'s committed offset of `src`/0, asked through a live broker
+/// (`None` while its coordinator cannot answer, during a failover).
+fn committed(cluster: &Cluster, group: &str) -> Option<u64> {
+    let out = run_bounded(
+        &cluster.client(cluster.live()[0]),
+        &["group", "describe", group, "-o", "json"],
+        b"",
+    );
+    let described: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let partitions = described["partitions"].as_array()?;
+    partitions.iter().find(|p| p["topic"] == "src" && p["partition"] == 0)?["committed_offset"]
+        .as_u64()
+}
+
+/// Commits `offset` of `src`/0 for `group` (a reset of its offsets) and
+/// returns once the coordinator acknowledged it.
+fn commit(cluster: &Cluster, group: &str, offset: u64) {
+    let to = offset.to_string();
+    let args = ["group", "reset-offsets", group, "--topic", "src", "--to", &to];
+    common::cli_ok(&cluster.client(cluster.live()[0]), &args);
+}
+
+#[test]
+fn committed_offsets_fail_over_with_their_partition_of_consumer_offsets() {
+    const OFFSETS: &str = "__consumer_offsets";
+    let _serial = one_at_a_time();
+    // One partition of __consumer_offsets: every group is on partition 0.
+    let mut cluster = Cluster::start_with(3, &["--offsets-topic-partitions", "1"]);
+    cluster.settle();
+    create_topic(&cluster, "src", 1, 3, &[]);
+    let lines: String = (0..100).map(|i| format!("r{i}\n")).collect();
+    let out = run_bounded(&cluster.client(1), &["produce", "src"], lines.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    commit(&cluster, "g", 10);
+    wait_in_sync(&cluster, OFFSETS, 1, 3);
+
+    // The leadership moves away, a commit is made at the new leader, and
+    // it comes back: the first leader reads the group's state anew.
+    let first = leader_of(&cluster, OFFSETS, 0);
+    let other = (1..=3).find(|id| *id != first).expect("another broker");
+    let transfer = |to: u32| {
+        let args = ["cluster", "transfer-leader", "__consumer_offsets:0", "--to", &to.to_string()];
+        common::cli_ok(&cluster.client(1), &args);
+    };
+    transfer(other);
+    commit(&cluster, "g", 20);
+    transfer(first);
+    assert_eq!(committed(&cluster, "g"), Some(20), "the commit made while broker {other} led");
+
+    // The coordinator dies right after acknowledging a commit: the new one
+    // has it (acknowledged means every in-sync replica has it).
+    for round in 0..3u64 {
+        let offset = 30 + 10 * round;
+        commit(&cluster, "g", offset);
+        let victim = leader_of(&cluster, OFFSETS, 0);
+        cluster.kill9(victim);
+        let mut seen = None;
+        wait_until("the new coordinator answers", || {
+            seen = committed(&cluster, "g");
+            seen.is_some()
+        });
+        assert_eq!(seen, Some(offset), "round {round}: broker {victim} was killed after the ack");
+        cluster.restart(victim);
+        wait_in_sync(&cluster, OFFSETS, 1, 3);
+    }
+    wait_replicas_identical(&cluster, OFFSETS, 1);
 }

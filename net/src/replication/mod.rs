@@ -16,6 +16,7 @@
 //! replica's log must do (epochs, follower appends, truncation, a high
 //! watermark set from outside) it offers, and this module decides when.
 
+pub(crate) mod acks_all;
 pub(crate) mod follower;
 pub mod leader;
 mod throttle;

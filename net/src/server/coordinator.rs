@@ -20,6 +20,14 @@
 //! so the log stays about two segments plus the live state however many
 //! commits go through it.
 //!
+//! In a cluster the records are written like `acks=all` produce
+//! (`replication::acks_all`): a change is answered once every in-sync
+//! replica has it, so a group's state fails over with its partition. The
+//! loaded state belongs to one leader epoch: a broker that leads the
+//! partition again (or whose write failed) reads it anew from its log,
+//! every record it holds included (past the high watermark: they are the
+//! leader's, and will be replicated).
+//!
 //! Owned by: the shard of each partition; nothing here crosses threads
 //! except requests and answers (`on_shard`).
 
@@ -28,13 +36,15 @@ use crate::cluster::ClusterHandle;
 use crate::group::coordinator::{Group, GroupConfig, GroupError};
 use crate::group::records::{self, GroupRecord};
 use crate::group::{AssignorKind, MemberId};
+use crate::protocol::ErrorCode;
+use crate::replication::acks_all::{self, Failure};
 use crate::runtime;
 use futures::future::LocalBoxFuture;
 use futures::lock::Mutex;
 use mamba_engine::batch::iter_batches;
 use mamba_engine::{
-    BatchBuilder, Engine, EngineError, NewRecord, Offset, PartitionId, ShardId, StorageMode,
-    TopicConfig,
+    BatchBuilder, Engine, EngineError, NewRecord, Offset, PartitionId, ReadLimit, ShardId,
+    StorageMode, TopicConfig,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +60,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 const LOAD_READ_BYTES: usize = 1 << 20;
 /// Record bytes per batch of a snapshot (far below any batch limit).
 const SNAPSHOT_BATCH_BYTES: usize = 256 << 10;
+/// How long a change waits for the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms`); the partition stays locked meanwhile.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The partition of `__consumer_offsets` (of `partitions`) that holds
 /// `group` (FNV-1a: the same on every broker and build).
@@ -129,6 +142,11 @@ pub(crate) struct PartitionGroups {
     /// Record bytes of the last snapshot: a live state larger than a
     /// segment is rewritten only after as much again was appended.
     snapshot_bytes: u64,
+    /// In a cluster, the leader epoch this state was read at.
+    leader_epoch: Option<u32>,
+    /// A write failed: the state may be ahead of the log, or another
+    /// broker may lead now. The next lock reads the log again.
+    stale: bool,
 }
 
 /// Wakes one waiting heartbeat.
@@ -203,10 +221,11 @@ impl Locked {
         move |topic| host.partition_count(topic)
     }
 
-    /// Appends `group`'s changes (durably) and wakes the heartbeats whose
-    /// answer changed. An error leaves the state ahead of the log: the
-    /// caller answers with it, and the next change writes again.
-    pub async fn persist(&mut self, group_id: &str) -> Result<(), EngineError> {
+    /// Appends `group`'s changes (durably, and in a cluster on every
+    /// in-sync replica) and wakes the heartbeats whose answer changed. An
+    /// error leaves the state ahead of the log: the caller answers with
+    /// it, and the next lock reads the log again.
+    pub async fn persist(&mut self, group_id: &str) -> Result<(), Failure> {
         let (records, changed) = match self.groups().get_mut(group_id) {
             Some(g) => (g.changes(), g.take_changed()),
             None => return Ok(()),
@@ -235,22 +254,62 @@ impl Locked {
     }
 
     /// Deletes `group_id` and its records.
-    pub async fn delete(&mut self, group_id: &str) -> Result<(), EngineError> {
+    pub async fn delete(&mut self, group_id: &str) -> Result<(), Failure> {
         let Some(group) = self.groups().remove(group_id) else { return Ok(()) };
         self.append(group.deletion()).await.map(|_| ())
     }
 
-    fn partition(&self) -> u32 {
-        self.guard.as_ref().expect("loaded before it is handed out").partition
+    fn loaded(&self) -> &PartitionGroups {
+        self.guard.as_ref().expect("loaded before it is handed out")
+    }
+
+    fn loaded_mut(&mut self) -> &mut PartitionGroups {
+        self.guard.as_mut().expect("loaded before it is handed out")
+    }
+
+    /// Whether a write failed since the lock was taken (nothing more is
+    /// written under it).
+    pub fn is_stale(&self) -> bool {
+        self.loaded().stale
     }
 
     /// Appends `records` as one batch; returns its first offset, or
-    /// `None` when there was nothing to write (most sweeps).
-    async fn append(&mut self, records: Vec<GroupRecord>) -> Result<Option<Offset>, EngineError> {
+    /// `None` when there was nothing to write (most sweeps). A failure
+    /// marks the state stale.
+    async fn append(&mut self, records: Vec<GroupRecord>) -> Result<Option<Offset>, Failure> {
         if records.is_empty() {
             return Ok(None);
         }
-        let partition = self.partition();
+        if self.is_stale() {
+            return Err((
+                ErrorCode::CoordinatorLoading.as_u16(),
+                format!(
+                    "{OFFSETS_TOPIC}/{}: an earlier write failed; retry",
+                    self.loaded().partition
+                ),
+            ));
+        }
+        let appended = self.append_replicated(records).await;
+        if appended.is_err() {
+            self.loaded_mut().stale = true;
+        }
+        appended.map(Some)
+    }
+
+    /// `append`'s work: in a cluster only while this broker leads at the
+    /// epoch the state was read at, and done once the in-sync replicas
+    /// have it.
+    async fn append_replicated(&mut self, records: Vec<GroupRecord>) -> Result<Offset, Failure> {
+        let PartitionGroups { partition, leader_epoch, .. } = *self.loaded();
+        let replicated = match &self.host.cluster {
+            Some(cluster) => {
+                if self.host.leading_epoch(partition)? != leader_epoch {
+                    return Err(not_coordinator(partition, "the leadership moved"));
+                }
+                acks_all::check_in_sync(cluster, OFFSETS_TOPIC, partition)?
+            }
+            None => None,
+        };
         let now_ms = mamba_engine::runtime::now_ms();
         let mut batch = BatchBuilder::new();
         for r in records {
@@ -262,19 +321,41 @@ impl Locked {
                 timestamp_ms: now_ms,
             });
         }
-        let batch = batch.build().map_err(EngineError::InvalidBatch)?;
+        let batch = batch.build().map_err(|e| engine_error(&EngineError::InvalidBatch(e)))?;
         let bytes = batch.as_bytes().len() as u64;
-        let info = self.host.engine.append(OFFSETS_TOPIC, PartitionId(partition), batch).await?;
-        if let Some(loaded) = self.guard.as_mut() {
-            loaded.bytes_since_snapshot += bytes;
+        let info = self
+            .host
+            .engine
+            .append(OFFSETS_TOPIC, PartitionId(partition), batch)
+            .await
+            .map_err(|e| engine_error(&e))?;
+        self.loaded_mut().bytes_since_snapshot += bytes;
+        if let (Some(cluster), Some(epoch)) = (&self.host.cluster, replicated) {
+            let last = info.last_offset;
+            let engine = &self.host.engine;
+            acks_all::wait_replicated(
+                cluster,
+                engine,
+                OFFSETS_TOPIC,
+                partition,
+                epoch,
+                last,
+                REPLICATION_TIMEOUT,
+            )
+            .await
+            .map_err(|(code, message)| match ErrorCode::from_u16(code) {
+                // The group's coordinator moves with the leadership.
+                ErrorCode::NotLeader => not_coordinator(partition, &message),
+                _ => (code, message),
+            })?;
         }
-        Ok(Some(info.base_offset))
+        Ok(info.base_offset)
     }
 
     /// Compacts when a segment's worth was appended since the last
     /// snapshot: appends the live state of every group of the partition,
     /// then deletes the segments before it.
-    async fn compact_if_due(&mut self) -> Result<(), EngineError> {
+    async fn compact_if_due(&mut self) -> Result<(), Failure> {
         let (partition, due) = match self.guard.as_ref() {
             Some(p) => {
                 let threshold = self.host.config.offsets_segment_bytes.max(p.snapshot_bytes);
@@ -313,7 +394,8 @@ impl Locked {
                 self.host
                     .engine
                     .list_offsets(OFFSETS_TOPIC, PartitionId(partition))
-                    .await?
+                    .await
+                    .map_err(|e| engine_error(&e))?
                     .next_offset
             }
         };
@@ -321,11 +403,11 @@ impl Locked {
             .host
             .engine
             .delete_segments_before(OFFSETS_TOPIC, PartitionId(partition), before)
-            .await?;
-        if let Some(loaded) = self.guard.as_mut() {
-            loaded.bytes_since_snapshot = 0;
-            loaded.snapshot_bytes = snapshot_bytes;
-        }
+            .await
+            .map_err(|e| engine_error(&e))?;
+        let loaded = self.loaded_mut();
+        loaded.bytes_since_snapshot = 0;
+        loaded.snapshot_bytes = snapshot_bytes;
         tracing::info!(
             partition,
             records = count,
@@ -346,26 +428,53 @@ impl Host {
         }
     }
 
-    async fn lock(self: &Rc<Self>, partition: u32) -> Result<Locked, EngineError> {
+    /// In a cluster, the leader epoch at which this broker leads
+    /// `partition` (its replica took the leadership over); `not
+    /// coordinator` when it does not. `None` outside a cluster.
+    fn leading_epoch(&self, partition: u32) -> Result<Option<u32>, Failure> {
+        let Some(cluster) = &self.cluster else { return Ok(None) };
+        let tp = (OFFSETS_TOPIC.to_string(), partition);
+        match cluster.replication().leading_epoch(&tp) {
+            Some(epoch) => Ok(Some(epoch)),
+            None => Err(not_coordinator(partition, "this broker does not lead it (now)")),
+        }
+    }
+
+    /// `partition`'s groups, locked; read from the log first when not
+    /// loaded yet, stale, or loaded at another leader epoch.
+    async fn lock(self: &Rc<Self>, partition: u32) -> Result<Locked, Failure> {
         let slot = self.partitions.borrow_mut().entry(partition).or_default().clone();
         let mut guard = slot.lock_owned().await;
-        if guard.is_none() {
-            *guard = Some(load(&self.engine, partition).await?);
+        let leader_epoch = self.leading_epoch(partition)?;
+        let current = guard
+            .as_ref()
+            .is_some_and(|loaded| !loaded.stale && loaded.leader_epoch == leader_epoch);
+        if !current {
+            *guard = None;
+            let loaded = load(&self.engine, partition).await.map_err(|e| engine_error(&e))?;
+            *guard = Some(PartitionGroups { leader_epoch, ..loaded });
         }
         Ok(Locked { host: self.clone(), guard })
     }
 }
 
-/// Reads a partition's records, from its log start, and rebuilds its
-/// groups.
+/// `not coordinator` for the groups of `partition`: the client finds the
+/// coordinator again.
+fn not_coordinator(partition: u32, why: &str) -> Failure {
+    (ErrorCode::NotCoordinator.as_u16(), format!("{OFFSETS_TOPIC}/{partition}: {why}"))
+}
+
+/// Reads a partition's records, from its log start to its (local) end,
+/// and rebuilds its groups.
 async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, EngineError> {
+    let id = PartitionId(partition);
     let mut records = Vec::new();
-    let mut next =
-        engine.list_offsets(OFFSETS_TOPIC, PartitionId(partition)).await?.log_start_offset;
+    let offsets = engine.list_offsets(OFFSETS_TOPIC, id).await?;
+    let (mut next, end) = (offsets.log_start_offset, offsets.local_high_watermark);
     let mut bytes: u64 = 0;
-    loop {
-        let read =
-            engine.read(OFFSETS_TOPIC, PartitionId(partition), next, LOAD_READ_BYTES).await?;
+    while next < end {
+        let limit = ReadLimit::LocalHighWatermark;
+        let read = engine.read_with(OFFSETS_TOPIC, id, next, LOAD_READ_BYTES, limit).await?;
         if read.chunks.is_empty() {
             break;
         }
@@ -385,16 +494,20 @@ async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, Engine
                 }
             }
         }
-        if next >= read.high_watermark {
-            break;
-        }
     }
     let loaded = records.len();
     let groups = records::replay(records, mamba_engine::runtime::now_ms())
         .map_err(|e| EngineError::InvalidConfig(format!("{OFFSETS_TOPIC}/{partition}: {e}")))?;
     tracing::info!(partition, records = loaded, groups = groups.len(), "loaded consumer groups");
     // A long history compacts at the next sweep.
-    Ok(PartitionGroups { partition, groups, bytes_since_snapshot: bytes, snapshot_bytes: 0 })
+    Ok(PartitionGroups {
+        partition,
+        groups,
+        bytes_since_snapshot: bytes,
+        snapshot_bytes: 0,
+        leader_epoch: None,
+        stale: false,
+    })
 }
 
 /// Runs `work` on the partition of `group_id`, on its shard, with the
@@ -405,8 +518,8 @@ pub(crate) async fn with_group_partition<T: Send + 'static>(
     config: &GroupConfig,
     group_id: &str,
     work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
-) -> Result<T, EngineError> {
-    let partitions = ensure_offsets_topic(engine, config).await?;
+) -> Result<T, Failure> {
+    let partitions = ensure_offsets_topic(engine, config).await.map_err(|e| engine_error(&e))?;
     with_partition(engine, cluster, config, partition_of(group_id, partitions), work).await
 }
 
@@ -417,9 +530,10 @@ pub(crate) async fn with_partition<T: Send + 'static>(
     config: &GroupConfig,
     partition: u32,
     work: impl for<'a> FnOnce(&'a mut Locked) -> LocalBoxFuture<'a, T> + Send + 'static,
-) -> Result<T, EngineError> {
-    ensure_offsets_topic(engine, config).await?;
-    let shard = engine.shard_of(OFFSETS_TOPIC, PartitionId(partition))?;
+) -> Result<T, Failure> {
+    ensure_offsets_topic(engine, config).await.map_err(|e| engine_error(&e))?;
+    let shard =
+        engine.shard_of(OFFSETS_TOPIC, PartitionId(partition)).map_err(|e| engine_error(&e))?;
     let (engine_there, config, cluster) = (engine.clone(), config.clone(), cluster.cloned());
     on_shard(engine, shard, move || {
         Box::pin(async move {
@@ -428,7 +542,8 @@ pub(crate) async fn with_partition<T: Send + 'static>(
             Ok(work(&mut locked).await)
         })
     })
-    .await?
+    .await
+    .map_err(|e| engine_error(&e))?
 }
 
 /// Ends silent members' sessions and expires the offsets of groups without
@@ -439,7 +554,15 @@ async fn sweep(host: std::rc::Weak<Host>) {
         let Some(host) = host.upgrade() else { return };
         let loaded: Vec<u32> = host.partitions.borrow().keys().copied().collect();
         for partition in loaded {
-            let Ok(mut locked) = host.lock(partition).await else { continue };
+            let mut locked = match host.lock(partition).await {
+                Ok(locked) => locked,
+                Err(_) => {
+                    // Another broker leads it now (or its log cannot be
+                    // read): forget it until it is asked for again.
+                    host.partitions.borrow_mut().remove(&partition);
+                    continue;
+                }
+            };
             let now_ms = mamba_engine::runtime::now_ms();
             let ids: Vec<String> = locked.groups().keys().cloned().collect();
             for id in ids {
@@ -458,11 +581,15 @@ async fn sweep(host: std::rc::Weak<Host>) {
                 } else {
                     locked.persist(&id).await
                 };
-                if let Err(e) = result {
+                if let Err((_, e)) = result {
                     tracing::warn!(group = %id, error = %e, "writing group state");
+                    break;
                 }
             }
-            if let Err(e) = locked.compact_if_due().await {
+            if locked.is_stale() {
+                continue;
+            }
+            if let Err((_, e)) = locked.compact_if_due().await {
                 tracing::warn!(partition, error = %e, "compacting consumer groups");
             }
         }

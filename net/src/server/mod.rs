@@ -14,7 +14,7 @@ mod connection;
 mod connection_table;
 mod coordinator;
 mod dispatch;
-mod errors;
+pub(crate) mod errors;
 mod handlers;
 mod request_memory;
 

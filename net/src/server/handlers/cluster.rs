@@ -401,10 +401,26 @@ pub(crate) async fn coordinate_here(ctx: &ServerContext, group: &str) -> Result<
     let Some(cluster) = &ctx.cluster else { return Ok(()) };
     let (partition, view) = group_partition(ctx, cluster, group).await?;
     drop(view);
-    check_leader(ctx, OFFSETS_TOPIC, partition).map_err(|(_, message)| {
+    let not_here = |(_, message): (u16, String)| {
         (ErrorCode::NotCoordinator.as_u16(), format!("group {group:?}: {message}"))
-    })?;
-    wait_hosted_here(ctx, OFFSETS_TOPIC).await
+    };
+    check_leader(ctx, OFFSETS_TOPIC, partition).map_err(not_here)?;
+    wait_hosted_here(ctx, OFFSETS_TOPIC).await?;
+    // The metadata names this broker before its replica has taken the
+    // leadership over (`Replication::apply_roles`): a moment, waited here.
+    let tp = (OFFSETS_TOPIC.to_string(), partition);
+    let deadline = std::time::Instant::now() + LOCAL_OPEN_WAIT;
+    while cluster.replication().leading_epoch(&tp).is_none() {
+        check_leader(ctx, OFFSETS_TOPIC, partition).map_err(not_here)?;
+        if std::time::Instant::now() >= deadline {
+            return Err((
+                ErrorCode::CoordinatorLoading.as_u16(),
+                format!("group {group:?}: broker {} is taking the leadership of {OFFSETS_TOPIC}/{partition} over; retry", cluster.node_id()),
+            ));
+        }
+        crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    Ok(())
 }
 
 /// The broker that coordinates `group`: node id, host and port of its

@@ -163,7 +163,7 @@ async fn heartbeat_inner(
                         return Err(group_error(&e));
                     }
                 };
-                locked.persist(&group).await.map_err(|e| engine_error(&e))?;
+                locked.persist(&group).await?;
                 Ok(match outcome {
                     None => Heard::Left,
                     Some(answer) => {
@@ -184,8 +184,7 @@ async fn heartbeat_inner(
             })
         },
     )
-    .await
-    .map_err(|e| engine_error(&e))??;
+    .await??;
     let (woken, wait) = match heard {
         Heard::Answer(answer) => return Ok(Some(answer)),
         Heard::Left => return Ok(None),
@@ -206,12 +205,11 @@ async fn heartbeat_inner(
                 return Err(group_error(&unknown()));
             }
             let answer = g.poll(&config, &member);
-            locked.persist(&group).await.map_err(|e| engine_error(&e))?;
+            locked.persist(&group).await?;
             Ok(Some(answer))
         })
     })
-    .await
-    .map_err(|e| engine_error(&e))?
+    .await?
 }
 
 /// Drops a group a failed request made and nothing keeps (no members, no
@@ -295,13 +293,12 @@ async fn commit(
                 let outcomes =
                     g.commit(member.as_ref().map(|(id, epoch)| (id, *epoch)), entries, now_ms());
                 forget_if_unused(locked, &group);
-                locked.persist(&group).await.map_err(|e| engine_error(&e))?;
+                locked.persist(&group).await?;
                 Ok(outcomes.into_iter().map(|(_, r)| r.map_err(|e| group_error(&e))).collect())
             })
         },
     )
-    .await
-    .map_err(|e| engine_error(&e))?
+    .await?
 }
 
 pub(crate) async fn offset_commit(
@@ -364,10 +361,7 @@ pub(crate) async fn offset_fetch(
     .await;
     match outcome {
         Ok(offsets) => OffsetFetchResponse { error_code: 0, message: String::new(), offsets },
-        Err(e) => {
-            let (error_code, message) = engine_error(&e);
-            OffsetFetchResponse { error_code, message, offsets: vec![] }
-        }
+        Err((error_code, message)) => OffsetFetchResponse { error_code, message, offsets: vec![] },
     }
 }
 
@@ -420,8 +414,7 @@ pub(crate) async fn list_groups(ctx: &ServerContext) -> ListGroupsResponse {
         .await;
         match listed {
             Ok(listed) => groups.extend(listed),
-            Err(e) => {
-                let (error_code, message) = engine_error(&e);
+            Err((error_code, message)) => {
                 return ListGroupsResponse { error_code, message, groups };
             }
         }
@@ -494,7 +487,7 @@ pub(crate) async fn describe_groups(
         groups.push(match described {
             Ok(Some(d)) => d,
             Ok(None) => group_failure(&group_id, not_found(&group_id)),
-            Err(e) => group_failure(&group_id, engine_error(&e)),
+            Err(failure) => group_failure(&group_id, failure),
         });
     }
     DescribeGroupsResponse { groups }
@@ -525,13 +518,12 @@ pub(crate) async fn delete_groups(
                                         what: "deleting it",
                                     }))
                                 }
-                                Some(_) => locked.delete(&id).await.map_err(|e| engine_error(&e)),
+                                Some(_) => locked.delete(&id).await,
                             }
                         })
                     },
                 )
                 .await
-                .map_err(|e| engine_error(&e))
                 .and_then(|r| r)
             }
         };

@@ -2,18 +2,17 @@
 //! reads its next frame, answered when the appends complete), and
 //! init_producer_id.
 
-use crate::cluster::metadata::BrokerId;
 use crate::cluster::ClusterHandle;
 use crate::protocol::*;
+use crate::replication::acks_all;
 use crate::server::answer::{error_answer, response, Answer};
 use crate::server::errors::code_of;
 use crate::server::ServerContext;
 use futures::future::LocalBoxFuture;
-use futures::FutureExt;
 use mamba_engine::{AppendWait, Batch, EngineError, Offset, PartitionId};
 use rkyv::util::AlignedVec;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Submits a produce request's batches now; the returned future answers.
 pub(crate) async fn start_produce(
@@ -55,12 +54,8 @@ struct Replicated {
 }
 
 impl Replicated {
-    /// Waits until the high watermark passes `last` (every in-sync replica
-    /// has the batch, durably under the topic's policy). Fails with `not
-    /// leader` once the metadata moves the leadership away from
-    /// `leader_epoch` (the batch may or may not survive: an idempotent
-    /// producer's resend is answered as a duplicate if it did), and with
-    /// `timeout` after the request's timeout.
+    /// Waits until the high watermark passes `last` (see
+    /// `acks_all::wait_replicated`).
     async fn wait(
         &self,
         topic: &str,
@@ -69,67 +64,30 @@ impl Replicated {
         last: Offset,
     ) -> Result<(), (u16, String)> {
         let Some(cluster) = &self.cluster else { return Ok(()) };
-        let me = BrokerId(cluster.node_id());
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let listener = cluster.view_changed.listen();
-            let still_leading = cluster
-                .view()
-                .metadata
-                .topic(topic)
-                .and_then(|t| t.partitions.get(partition as usize))
-                .is_some_and(|p| p.leader == Some(me) && p.leader_epoch == leader_epoch);
-            if !still_leading {
-                return Err((
-                    ErrorCode::NotLeader.as_u16(),
-                    format!("{topic}/{partition}: the leadership moved before the in-sync replicas had offset {last}; retry at the new leader"),
-                ));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err((
-                    ErrorCode::Timeout.as_u16(),
-                    format!("{topic}/{partition}: the in-sync replicas did not reach offset {last} within {:?}", self.timeout),
-                ));
-            }
-            let replicated = self.engine.wait_for_data(topic, PartitionId(partition), last);
-            futures::select! {
-                done = replicated.fuse() => return done.map_err(|e| (code_of(&e), e.to_string())),
-                () = listener.fuse() => {}
-                () = crate::runtime::sleep(left).fuse() => {}
-            }
-        }
+        acks_all::wait_replicated(
+            cluster,
+            &self.engine,
+            topic,
+            partition,
+            leader_epoch,
+            last,
+            self.timeout,
+        )
+        .await
     }
 }
 
-/// For `acks=all` on a replicated partition: the leader epoch the batch
-/// is written at, once the in-sync set is at least `min.insync.replicas`
-/// (`not enough replicas` otherwise: nothing is written). `None`: the
-/// partition has one replica, nothing to wait for beyond the local log.
+/// For `acks=all`: the leader epoch the batch is written at on a
+/// replicated partition (see `acks_all::check_in_sync`).
 fn check_in_sync(
     ctx: &ServerContext,
     topic: &str,
     partition: u32,
 ) -> Result<Option<u32>, (u16, String)> {
-    let Some(cluster) = &ctx.cluster else { return Ok(None) };
-    let view = cluster.view();
-    let Some(t) = view.metadata.topic(topic) else { return Ok(None) };
-    let Some(p) = t.partitions.get(partition as usize) else { return Ok(None) };
-    if p.replicas.len() < 2 {
-        return Ok(None);
+    match &ctx.cluster {
+        Some(cluster) => acks_all::check_in_sync(cluster, topic, partition),
+        None => Ok(None),
     }
-    let min_insync = crate::topic_config::min_insync_replicas(&t.configs, p.replicas.len());
-    if p.isr.len() < min_insync {
-        return Err((
-            ErrorCode::NotEnoughReplicas.as_u16(),
-            format!(
-                "{topic}/{partition} has {} in-sync replicas {:?}, fewer than min.insync.replicas={min_insync}; nothing was written (acks=1 still works)",
-                p.isr.len(),
-                p.isr.iter().map(|id| id.0).collect::<Vec<_>>()
-            ),
-        ));
-    }
-    Ok(Some(p.leader_epoch))
 }
 
 /// A produce request's batches, handed to their partitions: each one's
