@@ -145,6 +145,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         ..cluster_defaults
     };
     cluster.validate()?;
+    let http = mamba_http::HttpConfig {
+        // Unless given: the client port + 80 (9480 beside 9400; a picked
+        // one when the client port is picked).
+        listen: settings.http.unwrap_or_else(|| port_after(listen, 80)),
+        token: settings.http_token.clone(),
+        insecure: settings.http_insecure.unwrap_or(false),
+        ..mamba_http::HttpConfig::default()
+    };
     let broker = BrokerConfig { node_id, listen, limits, groups };
     let config = NodeConfig {
         data_dir: data_dir.clone(),
@@ -153,10 +161,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         cluster: Some(cluster),
     };
     let node = Node::start(config).map_err(|e| e.to_string())?;
+    let client_addr = node.client_addr().map(|a| a.to_string()).unwrap_or_default();
+    let http = mamba_http::HttpServer::start(http, &client_addr, readiness(&node))
+        .map_err(|e| e.to_string())?;
     let engine = node.engine();
     let report = engine.open_report();
     tracing::info!(
-        listen = %node.client_addr().map_or_else(String::new, |a| a.to_string()),
+        listen = %client_addr,
+        http = %http.local_addr(),
         shards = engine.shard_count(),
         data_dir = %data_dir.display(),
         durability_default = "fsync",
@@ -183,6 +195,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         );
     }
     let fatal = node.cluster().and_then(|c| c.fatal());
+    http.stop();
     node.stop().map_err(|e| format!("shutdown: {e}"))?;
     if let Some(reason) = fatal {
         return Err(reason);
@@ -191,12 +204,34 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The cluster port beside a client port: the next one (`0` stays `0`,
-/// for the kernel to pick; the last port wraps to a picked one).
+/// `/readyz` beyond the client port answering: in a cluster, this broker
+/// is registered and not fenced.
+fn readiness(node: &Node) -> mamba_http::Readiness {
+    let cluster = node.cluster().cloned();
+    std::sync::Arc::new(move || {
+        let Some(cluster) = &cluster else { return Ok(()) };
+        let me = mamba_net::cluster::metadata::BrokerId(cluster.node_id());
+        match cluster.view().metadata.broker(me) {
+            None => Err(format!("broker {me} is not registered in the cluster yet")),
+            Some(b) if b.fenced => {
+                Err(format!("broker {me} is fenced (its heartbeats did not reach the controller)"))
+            }
+            Some(_) => Ok(()),
+        }
+    })
+}
+
+/// The cluster port beside a client port: the next one.
 fn next_port(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    port_after(listen, 1)
+}
+
+/// The port `by` after the client port on its host (`0` stays `0`, for
+/// the kernel to pick; past the last port, a picked one).
+fn port_after(listen: std::net::SocketAddr, by: u16) -> std::net::SocketAddr {
     let port = match listen.port() {
-        0 | u16::MAX => 0,
-        p => p + 1,
+        0 => 0,
+        p => p.checked_add(by).unwrap_or(0),
     };
     std::net::SocketAddr::new(listen.ip(), port)
 }

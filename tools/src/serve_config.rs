@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum FileValue {
+    Boolean(bool),
     Integer(u64),
     Text(String),
 }
@@ -22,6 +23,7 @@ pub enum FileValue {
 impl FileValue {
     fn text(&self) -> String {
         match self {
+            FileValue::Boolean(b) => b.to_string(),
             FileValue::Integer(n) => n.to_string(),
             FileValue::Text(s) => s.clone(),
         }
@@ -31,6 +33,7 @@ impl FileValue {
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])+
+        $(#[arg($($arg:tt)*)])?
         $field:ident: $ty:ty, $env:literal, $value_name:literal, $parse:path;
     )+) => {
         /// Every setting as a flag or environment variable.
@@ -39,6 +42,7 @@ macro_rules! settings {
             $(#[doc = $doc])+
             #[arg(long, env = $env, value_name = $value_name,
                   value_parser = |s: &str| -> Result<$ty, String> { $parse(stringify!($field), s) })]
+            $(#[arg($($arg)*)])?
             pub $field: Option<$ty>,
         )+}
 
@@ -89,6 +93,17 @@ settings! {
     /// Cluster address: other brokers' Raft messages, heartbeats and
     /// forwarded requests [default: 127.0.0.1:9401]
     cluster_listen: SocketAddr, "MAMBA_CLUSTER_LISTEN", "ADDR", address;
+    /// HTTP address: the JSON API, /livez, /readyz and /openapi.json
+    /// [default: the client port + 80 on its host, 127.0.0.1:9480]
+    http: SocketAddr, "MAMBA_HTTP", "ADDR", address;
+    /// The bearer token every HTTP API request must carry
+    /// (`Authorization: Bearer TOKEN`); needed to serve HTTP beyond
+    /// loopback [default: none]
+    http_token: String, "MAMBA_HTTP_TOKEN", "TOKEN", secret;
+    /// Serve HTTP beyond loopback without a token: anyone who reaches the
+    /// port may do anything (logged as a warning) [default: false]
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    http_insecure: bool, "MAMBA_HTTP_INSECURE", "BOOL", boolean;
     /// The client address this broker gives clients and other brokers,
     /// when --listen is not it (0.0.0.0, a NAT, a DNS name)
     /// [default: the --listen address]
@@ -221,6 +236,24 @@ fn host_port(name: &str, value: &str) -> Result<String, String> {
         return Err(bad("a host or IP, not 0.0.0.0"));
     }
     Ok(value.to_string())
+}
+
+fn secret(name: &str, value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.len() < 16 {
+        return Err(format!(
+            "{name} must be at least 16 characters (a guessable token protects nothing)"
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("{name} is true or false, not {other:?}")),
+    }
 }
 
 fn text(_name: &str, value: &str) -> Result<String, String> {

@@ -194,6 +194,8 @@ impl Cluster {
             &format!("127.0.0.1:{}", m.client_port),
             "--cluster-listen",
             &m.cluster_address,
+            "--http",
+            "127.0.0.1:0",
             "--broker-heartbeat-interval-ms",
             &HEARTBEAT_MS.to_string(),
             "--broker-session-timeout-ms",

@@ -24,12 +24,20 @@ pub struct Broker {
 pub fn serve_args(data_dir: &Path, shards: u32, listen: &str) -> Vec<std::ffi::OsString> {
     // A one-node cluster: nobody dials its cluster port, so the kernel
     // picks one (the default, the client port + 1, may be taken when the
-    // client port is given).
-    let mut args: Vec<std::ffi::OsString> =
-        ["serve", "--listen", listen, "--cluster-listen", "127.0.0.1:0", "--shards"]
-            .into_iter()
-            .map(Into::into)
-            .collect();
+    // client port is given); the same for the HTTP port (+ 80).
+    let mut args: Vec<std::ffi::OsString> = [
+        "serve",
+        "--listen",
+        listen,
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--shards",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
     args.extend([shards.to_string().into(), "--data-dir".into(), data_dir.into()]);
     args
 }

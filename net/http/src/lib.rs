@@ -1,0 +1,26 @@
+//! The broker's HTTP side (DESIGN.md §2, §5): the JSON API under `/v1`,
+//! health checks for load balancers and orchestrators (`/livez`,
+//! `/readyz`) and the API's OpenAPI 3.1 document (`/openapi.json`),
+//! generated from the handlers' types.
+//!
+//! It runs on the control-plane thread, a small tokio runtime of its own
+//! (`server.rs`), never on a shard: data-path cores never parse HTTP. It
+//! reaches the broker as a client of the broker's own client port
+//! (`mamba_net::client`), as Kafka's REST proxies do, so routing to
+//! leaders, `acks`, groups and cluster actions are the very code the CLI
+//! runs; the cost is one loopback hop per call.
+//!
+//! Safety by default: it binds loopback unless told otherwise, and a
+//! non-loopback address needs a bearer token (`auth.rs`) unless the
+//! operator says `insecure` outright. Every failure is an RFC 9457
+//! problem carrying the binary protocol's numbered error code
+//! (`problem.rs`).
+
+mod auth;
+mod health;
+mod problem;
+mod server;
+mod topics;
+
+pub use problem::Problem;
+pub use server::{HttpConfig, HttpError, HttpServer, Readiness};

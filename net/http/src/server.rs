@@ -1,0 +1,216 @@
+//! The HTTP server: bound at start (so a taken port or an unprotected
+//! address fails `mamba serve` at once, with why), then served on its own
+//! thread by a single-threaded tokio runtime until `stop`.
+//!
+//! Every request is bounded: its body (`body_bytes_max`), its time
+//! (`request_timeout`), and who may send it (`auth.rs`).
+
+use crate::problem::ApiError;
+use crate::{auth, health, topics};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use mamba_net::client::{Admin, ClientError};
+use mamba_net::protocol::ErrorCode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What the HTTP server is told (`mamba serve --http ...`).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where it listens (`--http`, default `127.0.0.1:9480`).
+    pub listen: SocketAddr,
+    /// The bearer token every API request must carry (`--http-token`);
+    /// required to listen beyond loopback unless `insecure`.
+    pub token: Option<String>,
+    /// Listen beyond loopback without a token (`--http-insecure`): anyone
+    /// who reaches the port may do anything. Logged as a warning.
+    pub insecure: bool,
+    /// Largest request body accepted.
+    pub body_bytes_max: usize,
+    /// Longest a request may take, long polls included.
+    pub request_timeout: Duration,
+}
+
+impl HttpConfig {
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:9480";
+    pub const DEFAULT_BODY_BYTES_MAX: usize = 16 << 20;
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listen: HttpConfig::DEFAULT_LISTEN.parse().expect("a socket address"),
+            token: None,
+            insecure: false,
+            body_bytes_max: HttpConfig::DEFAULT_BODY_BYTES_MAX,
+            request_timeout: HttpConfig::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "the HTTP API would listen on {listen}, beyond loopback, with no token: give one with \
+         --http-token (clients send `Authorization: Bearer <token>`), or --http-insecure to \
+         allow anyone who reaches the port"
+    )]
+    Unprotected { listen: SocketAddr },
+    #[error("cannot listen for HTTP on {listen}: {source}")]
+    Bind { listen: SocketAddr, source: std::io::Error },
+    #[error("cannot start the HTTP thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the HTTP API cannot reach the broker at {broker}: {source}")]
+    Broker { broker: String, source: ClientError },
+}
+
+/// Whether the broker is a member in good standing (beyond its client
+/// port answering): `Err` says why not. Given by `mamba serve`.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub admin: Arc<Admin>,
+    pub ready: Readiness,
+}
+
+/// The API's OpenAPI document; the paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Mamba HTTP API", description = "Topics, records, health. Errors are RFC 9457 problems carrying the binary protocol's error code."),
+    tags(
+        (name = "health", description = "For load balancers and orchestrators"),
+        (name = "topics", description = "Create, list, describe, alter and delete topics"),
+    )
+)]
+struct ApiDoc;
+
+/// The routes and the OpenAPI document they make.
+fn app(state: AppState, config: &HttpConfig) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+        .routes(routes!(topics::list_topics, topics::create_topic))
+        .routes(routes!(topics::describe_topic, topics::delete_topic))
+        .routes(routes!(topics::alter_topic_configs))
+        .with_state(state)
+        .split_for_parts();
+    let api = Arc::new(api);
+    let token: Option<Arc<str>> = config.token.as_deref().map(Arc::from);
+    router
+        .route("/openapi.json", get(move || std::future::ready(Json(api.as_ref().clone()))))
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(middleware::from_fn_with_state(token, auth::require_token))
+        .layer(middleware::from_fn_with_state(config.request_timeout, bounded_in_time))
+        .layer(DefaultBodyLimit::max(config.body_bytes_max))
+}
+
+/// Answers `504` for a request still running after the request timeout.
+async fn bounded_in_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Timeout,
+            format!("the request took longer than the HTTP request timeout ({limit:?})"),
+        )
+        .into_response(),
+    }
+}
+
+/// A running HTTP server.
+pub struct HttpServer {
+    local_addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Binds `config.listen` and serves on a thread of its own, reaching
+    /// the broker at `broker` (its client address).
+    pub fn start(
+        config: HttpConfig,
+        broker: &str,
+        ready: Readiness,
+    ) -> Result<HttpServer, HttpError> {
+        let listen = config.listen;
+        if !listen.ip().is_loopback() && config.token.is_none() {
+            if !config.insecure {
+                return Err(HttpError::Unprotected { listen });
+            }
+            tracing::warn!(address = %listen, "the HTTP API listens beyond loopback with no token (--http-insecure): anyone who reaches it may do anything");
+        }
+        let admin = Admin::connect(broker)
+            .map_err(|source| HttpError::Broker { broker: broker.to_string(), source })?;
+        let listener = std::net::TcpListener::bind(listen)
+            .map_err(|source| HttpError::Bind { listen, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| HttpError::Bind { listen, source })?;
+        listener.set_nonblocking(true).map_err(|source| HttpError::Bind { listen, source })?;
+        let app = app(AppState { admin: Arc::new(admin), ready }, &config);
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(HttpError::Thread)?;
+        let thread = std::thread::Builder::new()
+            .name("mamba-http".to_string())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the HTTP listener cannot join its runtime");
+                            return;
+                        }
+                    };
+                    let stopping = async {
+                        let _either_way = stopped.await;
+                    };
+                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
+                        tracing::error!(error = %e, "the HTTP server stopped");
+                    }
+                });
+            })
+            .map_err(HttpError::Thread)?;
+        tracing::info!(%local_addr, "HTTP API, health checks and /openapi.json listening");
+        Ok(HttpServer { local_addr, shutdown: Some(shutdown), thread: Some(thread) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and joins the
+    /// thread.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _already_stopped = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the HTTP thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}

@@ -1,0 +1,157 @@
+//! The HTTP API of a real `mamba serve` process (`net/http`): health
+//! checks, the OpenAPI document, topics created, listed, described,
+//! altered and deleted, every bad request answered with a 4xx RFC 9457
+//! problem carrying the protocol's error code, and the token rule.
+
+mod common;
+
+use common::Broker;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+/// The HTTP address from the broker's ready line (`http=ADDR`).
+fn http_of(broker: &Broker) -> String {
+    let rest = broker.ready.split("http=").nth(1).expect("the ready line names the HTTP address");
+    format!("http://{}", rest.split_whitespace().next().unwrap_or_default())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build()
+}
+
+/// Status and JSON body of a response, error statuses included.
+fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, String, Value) {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport: {e}"),
+    };
+    let status = response.status();
+    let kind = response.content_type().to_string();
+    let text = response.into_string().expect("body");
+    (status, kind, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts a problem document: status, the protocol's code, and a detail
+/// containing `says`.
+fn assert_problem((status, kind, body): &(u16, String, Value), want: u16, code: u64, says: &str) {
+    assert_eq!(*status, want, "{body:#}");
+    assert_eq!(kind, "application/problem+json", "{body:#}");
+    assert_eq!(body["status"], want, "{body:#}");
+    assert_eq!(body["code"], code, "{body:#}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(says), "{detail:?} lacks {says:?}");
+}
+
+#[test]
+fn topics_through_http_and_every_bad_request_a_clear_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let base = http_of(&broker);
+    let http = agent();
+    let get = |path: &str| answer(http.get(&format!("{base}{path}")).call());
+
+    assert_eq!(get("/livez").2["status"], "ok");
+    assert_eq!(get("/readyz").2["status"], "ok");
+    let (status, _, api) = get("/openapi.json");
+    assert_eq!(status, 200);
+    assert!(api["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", api["openapi"]);
+    for path in ["/v1/topics", "/v1/topics/{topic}", "/v1/topics/{topic}/configs", "/readyz"] {
+        assert!(api["paths"][path].is_object(), "the document lacks {path}");
+    }
+
+    // Create, list, describe, alter, delete.
+    let create = |body: Value| answer(http.post(&format!("{base}/v1/topics")).send_json(body));
+    let (status, _, created) =
+        create(json!({"name": "orders", "partitions": 3, "configs": {"retention.ms": "3600000"}}));
+    assert_eq!(status, 201, "{created:#}");
+    assert_eq!(created["partitions"].as_array().map(Vec::len), Some(3), "{created:#}");
+    assert_eq!(created["configs"]["retention.ms"], "3600000", "{created:#}");
+    let listed = get("/v1/topics").2;
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "orders" && t["partitions"] == 3)),
+        "{listed:#}"
+    );
+    let described = get("/v1/topics/orders").2;
+    let p0 = &described["partitions"][0];
+    assert_eq!(
+        (p0["status"].as_str(), p0["log_end_offset"].as_u64()),
+        (Some("online"), Some(0)),
+        "{p0:#}"
+    );
+    assert!(p0["leader"].is_u64() && p0["high_watermark"] == 0, "{p0:#}");
+    let (status, _, altered) = answer(
+        http.request("PATCH", &format!("{base}/v1/topics/orders/configs"))
+            .send_json(json!({"configs": {"retention.ms": "60000"}})),
+    );
+    assert_eq!(
+        (status, &altered["configs"]["retention.ms"]),
+        (200, &json!("60000")),
+        "{altered:#}"
+    );
+
+    // Bad requests: a 4xx problem each, nothing changed.
+    assert_problem(&create(json!({"name": "orders"})), 409, 9, "orders");
+    assert_problem(&create(json!({"name": "bad name!"})), 400, 8, "bad name");
+    assert_problem(&create(json!({"name": "x", "partitions": 0})), 400, 10, "");
+    assert_problem(&create(json!({"name": "y", "configs": {"color": "blue"}})), 400, 10, "color");
+    assert_problem(&create(json!({"name": "z", "colour": 1})), 400, 8, "colour");
+    let raw = |body: &str, kind: &str| {
+        answer(http.post(&format!("{base}/v1/topics")).set("Content-Type", kind).send_string(body))
+    };
+    assert_problem(&raw("{\"name\": ", "application/json"), 400, 8, "");
+    assert_problem(&raw("{\"name\": \"a\"}", "text/plain"), 415, 8, "");
+    let huge = format!("{{\"name\": \"{}\"}}", "a".repeat(17 << 20));
+    assert_problem(&raw(&huge, "application/json"), 413, 8, "");
+    assert_problem(&get("/v1/topics/..%2Fetc"), 400, 8, "");
+    assert_problem(&get("/v1/topics/nope"), 404, 3, "nope");
+    assert_problem(&get("/v2/anything"), 404, 0, "no such route");
+    let listed_after = get("/v1/topics").2;
+    assert_eq!(listed_after.as_array().map(Vec::len), Some(1), "only orders: {listed_after:#}");
+
+    let (status, _, _) = answer(http.delete(&format!("{base}/v1/topics/orders")).call());
+    assert_eq!(status, 204);
+    assert_problem(&get("/v1/topics/orders"), 404, 3, "orders");
+}
+
+#[test]
+fn a_token_guards_the_api_and_beyond_loopback_one_is_required() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "s3cret-token-for-tests";
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mamba"));
+    command.args(common::serve_args(dir.path(), 1, "127.0.0.1:0")).args(["--http-token", token]);
+    let broker = Broker::launch(command, dir.path());
+    let base = http_of(&broker);
+    let http = agent();
+    assert_eq!(answer(http.get(&format!("{base}/livez")).call()).0, 200, "health needs no token");
+    assert_problem(&answer(http.get(&format!("{base}/v1/topics")).call()), 401, 0, "Bearer");
+    let wrong = http.get(&format!("{base}/v1/topics")).set("Authorization", "Bearer nope");
+    assert_problem(&answer(wrong.call()), 401, 0, "not this broker's");
+    let right =
+        http.get(&format!("{base}/v1/topics")).set("Authorization", &format!("Bearer {token}"));
+    assert_eq!(answer(right.call()).0, 200);
+
+    // Beyond loopback without a token: refused at start, saying how.
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"])
+        .args(["--http", "0.0.0.0:0", "--data-dir"])
+        .arg(other.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--http-token"), "{err}");
+    assert!(err.contains("--http-insecure"), "{err}");
+    let short = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(common::serve_args(other.path(), 1, "127.0.0.1:0"))
+        .args(["--http-token", "short"])
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("at least 16"),
+        "a short token is refused"
+    );
+}
