@@ -155,3 +155,74 @@ fn a_token_guards_the_api_and_beyond_loopback_one_is_required() {
         "a short token is refused"
     );
 }
+
+#[test]
+fn records_produced_and_read_over_http_as_text_base64_and_raw_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let base = http_of(&broker);
+    let http = agent();
+    let (status, _, body) =
+        answer(http.post(&format!("{base}/v1/topics")).send_json(json!({"name": "events"})));
+    assert_eq!(status, 201, "{body:#}");
+    let records = format!("{base}/v1/topics/events/records");
+    let produce =
+        |query: &str, body: Value| answer(http.post(&format!("{records}{query}")).send_json(body));
+
+    let (status, _, produced) = produce(
+        "",
+        json!([
+            {"key": "k1", "value": "hello", "headers": [{"name": "h", "value": "x"}]},
+            {"value": "AAEC/w==", "encoding": "base64"},
+        ]),
+    );
+    assert_eq!(status, 200, "{produced:#}");
+    assert_eq!(produced["records"][0]["offset"], 0, "{produced:#}");
+    assert_eq!(produced["records"][1]["offset"], 1, "{produced:#}");
+    let raw = http
+        .post(&format!("{records}?key=rk&acks=1"))
+        .set("Content-Type", "application/octet-stream")
+        .send_bytes(&[0xff, 0x00, b'r']);
+    let (status, _, produced) = answer(raw);
+    assert_eq!((status, &produced["records"][0]["offset"]), (200, &json!(2)), "{produced:#}");
+    let (status, _, produced) = produce("?acks=0", json!([{"value": "unanswered"}]));
+    assert_eq!((status, &produced["records"][0]["offset"]), (200, &Value::Null), "{produced:#}");
+
+    // Read back: text where it is text, base64 where it is not.
+    let read = |query: &str| {
+        answer(http.get(&format!("{base}/v1/topics/events/partitions/0/records{query}")).call())
+    };
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got = read("?offset=0").2["records"].as_array().cloned().unwrap_or_default();
+        if got.len() == 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert_eq!(
+        (&got[0]["key"], &got[0]["value"], &got[0]["headers"][0]["value"], &got[0]["encoding"]),
+        (&json!("k1"), &json!("hello"), &json!("x"), &json!("utf8"))
+    );
+    assert_eq!((&got[1]["value"], &got[1]["encoding"]), (&json!("AAEC/w=="), &json!("base64")));
+    assert_eq!((&got[2]["key"], &got[2]["value"]), (&json!("cms="), &json!("/wBy")));
+    assert_eq!(got[3]["value"], "unanswered");
+    let (status, _, tail) = read("?offset=4&timeout_ms=200");
+    assert_eq!((status, &tail["records"], &tail["next_offset"]), (200, &json!([]), &json!(4)));
+
+    // Bad requests: a clear 4xx, nothing written.
+    assert_problem(&produce("?acks=2", json!([{"value": "v"}])), 400, 8, "acks");
+    assert_problem(&produce("", json!([{"value": "%%%", "encoding": "base64"}])), 400, 8, "base64");
+    assert_problem(&produce("", json!({"value": "not an array"})), 400, 8, "JSON");
+    let plain = http.post(&records).set("Content-Type", "text/plain").send_string("v");
+    assert_problem(&answer(plain), 415, 8, "octet-stream");
+    let unknown =
+        http.post(&format!("{base}/v1/topics/nope/records")).send_json(json!([{"value": "v"}]));
+    assert_problem(&answer(unknown), 404, 3, "nope");
+    assert_problem(&read("?offset=99"), 416, 4, "beyond the end");
+    let missing = http.get(&format!("{base}/v1/topics/events/partitions/9/records")).call();
+    assert_problem(&answer(missing), 404, 3, "no partition 9");
+    let (_, _, described) = answer(http.get(&format!("{base}/v1/topics/events")).call());
+    assert_eq!(described["partitions"][0]["log_end_offset"], 4, "nothing more was written");
+}

@@ -19,6 +19,7 @@
 mod auth;
 mod health;
 mod problem;
+mod records;
 mod server;
 mod topics;
 

@@ -6,17 +6,17 @@
 //! (`request_timeout`), and who may send it (`auth.rs`).
 
 use crate::problem::ApiError;
-use crate::{auth, health, topics};
+use crate::{auth, health, records, topics};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use mamba_net::client::{Admin, ClientError};
+use mamba_net::client::{Admin, ClientError, Producer};
 use mamba_net::protocol::ErrorCode;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -82,15 +82,20 @@ pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub(crate) struct AppState {
     pub admin: Arc<Admin>,
     pub ready: Readiness,
+    /// The broker's client address, for consumers made per request.
+    pub broker: Arc<String>,
+    /// One producer per `acks` level (all, 1, 0), made on first use.
+    pub producers: Arc<[OnceLock<Result<Producer, String>>; 3]>,
 }
 
 /// The API's OpenAPI document; the paths come from the handlers.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Mamba HTTP API", description = "Topics, records, health. Errors are RFC 9457 problems carrying the binary protocol's error code."),
+    info(title = "Mamba HTTP API", description = "Topics, records and health. Errors are RFC 9457 problems carrying the binary protocol's error code."),
     tags(
         (name = "health", description = "For load balancers and orchestrators"),
         (name = "topics", description = "Create, list, describe, alter and delete topics"),
+        (name = "records", description = "Produce records and read them by partition and offset"),
     )
 )]
 struct ApiDoc;
@@ -103,6 +108,8 @@ fn app(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(topics::list_topics, topics::create_topic))
         .routes(routes!(topics::describe_topic, topics::delete_topic))
         .routes(routes!(topics::alter_topic_configs))
+        .routes(routes!(records::produce))
+        .routes(routes!(records::consume))
         .with_state(state)
         .split_for_parts();
     let api = Arc::new(api);
@@ -157,7 +164,13 @@ impl HttpServer {
         let local_addr =
             listener.local_addr().map_err(|source| HttpError::Bind { listen, source })?;
         listener.set_nonblocking(true).map_err(|source| HttpError::Bind { listen, source })?;
-        let app = app(AppState { admin: Arc::new(admin), ready }, &config);
+        let state = AppState {
+            admin: Arc::new(admin),
+            ready,
+            broker: Arc::new(broker.to_string()),
+            producers: Arc::new([OnceLock::new(), OnceLock::new(), OnceLock::new()]),
+        };
+        let app = app(state, &config);
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

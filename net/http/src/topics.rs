@@ -3,7 +3,7 @@
 //! Names from URLs are checked with the engine's rules before anything is
 //! asked of the broker.
 
-use crate::problem::{ApiError, ApiResult};
+use crate::problem::ApiResult;
 use crate::server::AppState;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -84,10 +84,7 @@ pub struct ConfigChange {
 /// A topic name from a URL, checked like everywhere else.
 fn topic_name(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let Path(name) = path?;
-    mamba_engine::config::validate_topic_name(&name).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, e.to_string())
-    })?;
-    Ok(name)
+    crate::records::checked_topic(name)
 }
 
 /// Every topic.
@@ -125,15 +122,14 @@ pub async fn create_topic(
     body: Result<Json<NewTopic>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<TopicDetail>)> {
     let Json(new) = body?;
-    mamba_engine::config::validate_topic_name(&new.name)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let name = crate::records::checked_topic(new.name)?;
     let mut configs: Vec<ConfigEntry> =
         new.configs.into_iter().map(|(name, value)| ConfigEntry { name, value }).collect();
     if let Some(rf) = new.replication_factor {
         configs.push(ConfigEntry { name: "replication.factor".into(), value: rf.to_string() });
     }
-    state.admin.create_topic(&new.name, new.partitions.unwrap_or(1), configs).await?;
-    Ok((StatusCode::CREATED, Json(describe(&state, &new.name).await?)))
+    state.admin.create_topic(&name, new.partitions.unwrap_or(1), configs).await?;
+    Ok((StatusCode::CREATED, Json(describe(&state, &name).await?)))
 }
 
 /// A topic's settings and partitions.

@@ -1,0 +1,351 @@
+//! Records over HTTP: `POST /v1/topics/{topic}/records` produces a JSON
+//! array of records (or, as `application/octet-stream`, one raw value)
+//! and answers each record's partition and offset; `GET
+//! /v1/topics/{topic}/partitions/{partition}/records` reads from an offset
+//! with a long poll. Keys, values and header values are UTF-8 text, or
+//! base64 where a record says `"encoding": "base64"` (reads choose per
+//! record: text when every field is valid UTF-8).
+//!
+//! Producing goes through one idempotent `Producer` per `acks` level,
+//! shared by every request (batching across requests); reading through a
+//! `Consumer` per request, run on the runtime's blocking pool.
+
+use crate::problem::{ApiError, ApiResult};
+use crate::server::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use mamba_net::client::{
+    Acks, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use mamba_net::protocol::ErrorCode;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+
+/// How a record's key, value and header values are written in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// UTF-8 text, as is.
+    #[default]
+    Utf8,
+    /// Standard base64 (RFC 4648, with padding).
+    Base64,
+}
+
+/// A record header.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecord {
+    /// Records with the same key go to the same partition.
+    #[serde(default)]
+    pub key: Option<String>,
+    pub value: String,
+    #[serde(default)]
+    pub headers: Vec<RecordHeader>,
+    /// The partition, instead of one chosen by key (or spread, keyless).
+    #[serde(default)]
+    pub partition: Option<u32>,
+    /// How `key`, `value` and header values are written.
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// Where a produced record went, or why it did not.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Produced {
+    pub partition: Option<u32>,
+    /// Absent with `acks=0` (nobody answers) and on failure.
+    pub offset: Option<u64>,
+    /// The failure, when the record was not written.
+    pub error: Option<crate::Problem>,
+}
+
+/// The answer to a produce: one entry per record, in order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProduceAnswer {
+    pub records: Vec<Produced>,
+}
+
+/// A produce's query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ProduceQuery {
+    /// `all` (default: every in-sync replica has it), `1` (the leader)
+    /// or `0` (no answer awaited).
+    pub acks: Option<String>,
+    /// For a raw (`application/octet-stream`) value: its key, UTF-8.
+    pub key: Option<String>,
+    /// For a raw value: its partition.
+    pub partition: Option<u32>,
+}
+
+/// A read's query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeQuery {
+    /// The first offset to read [default: the log start].
+    pub offset: Option<u64>,
+    /// About how many record bytes to answer [default: 1 MiB].
+    pub max_bytes: Option<u32>,
+    /// How long to wait for a record when there is none yet [default: 0].
+    pub timeout_ms: Option<u32>,
+}
+
+/// A record read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadRecord {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<String>,
+    pub value: String,
+    pub headers: Vec<RecordHeader>,
+    /// How `key`, `value` and header values are written here.
+    pub encoding: Encoding,
+}
+
+/// Records read from one partition.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsumeAnswer {
+    pub records: Vec<ReadRecord>,
+    /// Where the next read continues.
+    pub next_offset: u64,
+}
+
+/// Bytes of a field written in `encoding`.
+fn decode(field: &str, text: String, encoding: Encoding) -> ApiResult<Vec<u8>> {
+    use base64::Engine as _;
+    match encoding {
+        Encoding::Utf8 => Ok(text.into_bytes()),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| ApiError::bad_request(format!("{field} is not base64: {e}"))),
+    }
+}
+
+fn encode(bytes: &[u8], encoding: Encoding) -> String {
+    use base64::Engine as _;
+    match encoding {
+        Encoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+    }
+}
+
+/// The shared producer of an `acks` level, started on first use.
+fn producer(state: &AppState, acks: Acks) -> ApiResult<&Producer> {
+    let slot: &OnceLock<Result<Producer, String>> = match acks {
+        Acks::All => &state.producers[0],
+        Acks::Leader => &state.producers[1],
+        Acks::None => &state.producers[2],
+    };
+    let made = slot.get_or_init(|| {
+        let config = ProducerConfig {
+            acks,
+            // Nothing to retry without answers; idempotence needs them.
+            idempotence: acks != Acks::None,
+            ..ProducerConfig::default()
+        };
+        Producer::connect(&state.broker, config).map_err(|e| e.to_string())
+    });
+    made.as_ref().map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::None, format!("no producer: {e}"))
+    })
+}
+
+fn acks_of(query: Option<&str>) -> ApiResult<Acks> {
+    match query.unwrap_or("all") {
+        "all" | "-1" => Ok(Acks::All),
+        "1" => Ok(Acks::Leader),
+        "0" => Ok(Acks::None),
+        other => Err(ApiError::bad_request(format!("acks is all, 1 or 0, not {other:?}"))),
+    }
+}
+
+/// A topic name from a URL, checked like everywhere else.
+pub(crate) fn checked_topic(name: String) -> ApiResult<String> {
+    mamba_engine::config::validate_topic_name(&name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(name)
+}
+
+/// Produces records: a JSON array of records, or one raw value.
+#[utoipa::path(post, path = "/v1/topics/{topic}/records", tag = "records",
+    params(("topic" = String, Path, description = "The topic's name"), ProduceQuery),
+    request_body(content(
+        (Vec<NewRecord> = "application/json"),
+        (Vec<u8> = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "Each record's partition and offset, or why it failed", body = ProduceAnswer),
+        (status = 400, description = "Bad JSON, encoding or query", body = crate::Problem),
+        (status = 404, description = "No such topic", body = crate::Problem),
+        (status = 413, description = "The body is too large", body = crate::Problem),
+        (status = 415, description = "Neither JSON nor octet-stream", body = crate::Problem),
+        (status = 503, description = "The broker cannot answer now", body = crate::Problem),
+    ))]
+pub async fn produce(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ProduceQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ProduceAnswer>> {
+    let Path(topic) = path?;
+    let topic = checked_topic(topic)?;
+    let Query(query) = query?;
+    let acks = acks_of(query.acks.as_deref())?;
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let records: Vec<ProducerRecord> = if kind.starts_with("application/octet-stream") {
+        vec![ProducerRecord {
+            topic: topic.clone(),
+            partition: query.partition,
+            key: query.key.map(String::into_bytes),
+            value: body.to_vec(),
+            ..ProducerRecord::default()
+        }]
+    } else if kind.starts_with("application/json") {
+        let parsed: Vec<NewRecord> = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("bad JSON records: {e}")))?;
+        let mut records = Vec::with_capacity(parsed.len());
+        for (i, r) in parsed.into_iter().enumerate() {
+            let field = |name: &str| format!("record {i}'s {name}");
+            records.push(ProducerRecord {
+                topic: topic.clone(),
+                partition: r.partition,
+                key: r.key.map(|k| decode(&field("key"), k, r.encoding)).transpose()?,
+                value: decode(&field("value"), r.value, r.encoding)?,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|h| Ok((h.name, decode(&field("header value"), h.value, r.encoding)?)))
+                    .collect::<ApiResult<_>>()?,
+                timestamp_ms: None,
+            });
+        }
+        records
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InvalidRequest,
+            format!("records are application/json (an array) or application/octet-stream (one value), not {kind:?}"),
+        ));
+    };
+    // An unknown topic is one answer, not one failure per record.
+    state.admin.topic_metadata(&topic).await?;
+    let producer = producer(&state, acks)?;
+    let mut sent = Vec::with_capacity(records.len());
+    for record in records {
+        sent.push(producer.send(record));
+    }
+    let mut answers = Vec::with_capacity(sent.len());
+    for send in sent {
+        let outcome = match send {
+            Ok(delivery) => delivery.await,
+            Err(e) => Err(e),
+        };
+        answers.push(match outcome {
+            Ok(m) => Produced { partition: Some(m.partition), offset: m.offset, error: None },
+            Err(e) => {
+                Produced { partition: None, offset: None, error: Some(ApiError::from(e).problem()) }
+            }
+        });
+    }
+    Ok(Json(ProduceAnswer { records: answers }))
+}
+
+/// Reads one partition from an offset; waits up to `timeout_ms` for a
+/// record when there is none yet.
+#[utoipa::path(get, path = "/v1/topics/{topic}/partitions/{partition}/records", tag = "records",
+    params(
+        ("topic" = String, Path, description = "The topic's name"),
+        ("partition" = u32, Path, description = "The partition"),
+        ConsumeQuery,
+    ),
+    responses(
+        (status = 200, description = "The records", body = ConsumeAnswer),
+        (status = 400, description = "Bad name or query", body = crate::Problem),
+        (status = 404, description = "No such topic or partition", body = crate::Problem),
+        (status = 416, description = "The offset is outside the log", body = crate::Problem),
+        (status = 503, description = "The broker cannot answer now", body = crate::Problem),
+    ))]
+pub async fn consume(
+    State(state): State<AppState>,
+    path: Result<Path<(String, u32)>, PathRejection>,
+    query: Result<Query<ConsumeQuery>, QueryRejection>,
+) -> ApiResult<Json<ConsumeAnswer>> {
+    let Path((topic, partition)) = path?;
+    let topic = checked_topic(topic)?;
+    let Query(query) = query?;
+    let max_bytes = query.max_bytes.unwrap_or(1 << 20).clamp(1, 64 << 20);
+    let wait = Duration::from_millis(u64::from(query.timeout_ms.unwrap_or(0).min(30_000)));
+    let from = query.offset.map_or(SeekTo::Earliest, SeekTo::Offset);
+    let broker = Arc::clone(&state.broker);
+    let read = tokio::task::spawn_blocking(move || -> Result<ConsumeAnswer, ClientError> {
+        let config = ConsumerConfig {
+            fetch_max_bytes: max_bytes,
+            partition_max_bytes: max_bytes,
+            enable_auto_commit: false,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::connect(&broker, config)?;
+        if !consumer.partitions(&topic)?.contains(&partition) {
+            return Err(ClientError::Broker {
+                code: ErrorCode::UnknownTopicOrPartition,
+                message: format!("topic {topic:?} has no partition {partition}"),
+            });
+        }
+        consumer.assign(&topic, &[partition], from)?;
+        let records = consumer.poll(wait)?;
+        let next_offset = consumer
+            .position(&topic, partition)
+            .unwrap_or_else(|| records.last().map_or(0, |r| r.offset + 1));
+        let records = records
+            .into_iter()
+            .map(|r| {
+                let text = std::str::from_utf8(&r.value).is_ok()
+                    && r.key.as_deref().is_none_or(|k| std::str::from_utf8(k).is_ok())
+                    && r.headers.iter().all(|(_, v)| std::str::from_utf8(v).is_ok());
+                let encoding = if text { Encoding::Utf8 } else { Encoding::Base64 };
+                ReadRecord {
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key.as_deref().map(|k| encode(k, encoding)),
+                    value: encode(&r.value, encoding),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|(name, v)| RecordHeader {
+                            name: name.clone(),
+                            value: encode(v, encoding),
+                        })
+                        .collect(),
+                    encoding,
+                }
+            })
+            .collect();
+        Ok(ConsumeAnswer { records, next_offset })
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unknown,
+            format!("the read failed: {e}"),
+        )
+    })?;
+    Ok(Json(read?))
+}
