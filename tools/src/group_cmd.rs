@@ -4,7 +4,7 @@
 use crate::cli::{count, now_ms, parse_time_ms, say, CliError, ClientArgs, Output};
 use crate::human;
 use clap::Subcommand;
-use mamba_net::client::{block_on, Admin};
+use mamba_net::client::{block_on, Admin, PartitionLag};
 use mamba_net::protocol::{
     CommitOffset, ErrorCode, GroupDescription, ListOffsetsResult, TopicAssignment,
     EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
@@ -169,63 +169,9 @@ fn assignment_text(assignment: &[TopicAssignment]) -> String {
     }
 }
 
-/// A partition of a group as `describe` shows it.
-#[derive(Debug, Default)]
-struct PartitionLag {
-    committed: Option<u64>,
-    /// The high watermark: where a consumer that caught up stands.
-    end: Option<u64>,
-    /// Why `end` is unknown.
-    error: Option<String>,
-    owner: Option<String>,
-}
-
-impl PartitionLag {
-    /// Records between the committed offset and the end; unknown without
-    /// either (a commit past the end, after the log was cut, counts 0).
-    fn lag(&self) -> Option<u64> {
-        Some(self.end?.saturating_sub(self.committed?))
-    }
-}
-
-/// The group's partitions: those it committed and those its members hold.
-fn partition_lags(
-    admin: &Admin,
-    d: &GroupDescription,
-) -> Result<BTreeMap<(String, u32), PartitionLag>, CliError> {
-    let mut lags: BTreeMap<(String, u32), PartitionLag> = BTreeMap::new();
-    for o in &d.offsets {
-        let entry = lags.entry((o.topic.clone(), o.partition)).or_default();
-        entry.committed = u64::try_from(o.offset).ok();
-    }
-    for m in &d.members {
-        for t in &m.assignment {
-            for &p in &t.partitions {
-                lags.entry((t.topic.clone(), p)).or_default().owner = Some(m.member_id.clone());
-            }
-        }
-    }
-    let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for (topic, p) in lags.keys() {
-        by_topic.entry(topic.clone()).or_default().push(*p);
-    }
-    for (topic, partitions) in by_topic {
-        for r in block_on(admin.list_offsets(&topic, &partitions, LATEST_TIMESTAMP))? {
-            if let Some(entry) = lags.get_mut(&(topic.clone(), r.partition)) {
-                if r.error_code == 0 {
-                    entry.end = Some(r.offset);
-                } else {
-                    entry.error = Some(r.message);
-                }
-            }
-        }
-    }
-    Ok(lags)
-}
-
 fn describe(admin: &Admin, group: &str, output: Output) -> Result<(), CliError> {
     let d = describe_one(admin, group)?;
-    let lags = partition_lags(admin, &d)?;
+    let lags = block_on(admin.group_lags(&d))?;
     let total_lag: u64 = lags.values().filter_map(PartitionLag::lag).sum();
     let unknown = lags.values().filter(|l| l.lag().is_none()).count();
     match output {

@@ -146,13 +146,16 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     cluster.validate()?;
     let http = mamba_http::HttpConfig {
-        // Unless given: the client port + 80 (9480 beside 9400; a picked
-        // one when the client port is picked).
-        listen: settings.http.unwrap_or_else(|| port_after(listen, 80)),
+        // Unless given: loopback (whatever the client address), at the
+        // client port + 80 (9480 beside 9400; a picked one when the client
+        // port is picked). Beyond loopback takes a token or an explicit
+        // --http-insecure.
+        listen: settings.http.unwrap_or_else(|| loopback(port_after(listen, 80))),
         token: settings.http_token.clone(),
         insecure: settings.http_insecure.unwrap_or(false),
         ..mamba_http::HttpConfig::default()
     };
+    http.check().map_err(|e| e.to_string())?;
     let broker = BrokerConfig { node_id, listen, limits, groups };
     let config = NodeConfig {
         data_dir: data_dir.clone(),
@@ -219,6 +222,15 @@ fn readiness(node: &Node) -> mamba_http::Readiness {
             Some(_) => Ok(()),
         }
     })
+}
+
+/// `address` on its family's loopback interface.
+fn loopback(address: std::net::SocketAddr) -> std::net::SocketAddr {
+    let ip: std::net::IpAddr = match address {
+        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    std::net::SocketAddr::new(ip, address.port())
 }
 
 /// The cluster port beside a client port: the next one.

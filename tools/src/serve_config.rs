@@ -94,7 +94,7 @@ settings! {
     /// forwarded requests [default: 127.0.0.1:9401]
     cluster_listen: SocketAddr, "MAMBA_CLUSTER_LISTEN", "ADDR", address;
     /// HTTP address: the JSON API, /livez, /readyz and /openapi.json
-    /// [default: the client port + 80 on its host, 127.0.0.1:9480]
+    /// [default: loopback at the client port + 80, 127.0.0.1:9480]
     http: SocketAddr, "MAMBA_HTTP", "ADDR", address;
     /// The bearer token every HTTP API request must carry
     /// (`Authorization: Bearer TOKEN`); needed to serve HTTP beyond

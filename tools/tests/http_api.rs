@@ -226,3 +226,87 @@ fn records_produced_and_read_over_http_as_text_base64_and_raw_bytes() {
     let (_, _, described) = answer(http.get(&format!("{base}/v1/topics/events")).call());
     assert_eq!(described["partitions"][0]["log_end_offset"], 4, "nothing more was written");
 }
+
+#[test]
+fn groups_and_the_cluster_through_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let base = http_of(&broker);
+    let http = agent();
+    let post =
+        |path: &str, body: Value| answer(http.post(&format!("{base}{path}")).send_json(body));
+    let get = |path: &str| answer(http.get(&format!("{base}{path}")).call());
+    assert_eq!(post("/v1/topics", json!({"name": "g", "partitions": 2})).0, 201);
+    let values: Vec<Value> =
+        (0..10).map(|i| json!({"value": format!("v{i}"), "partition": 0})).collect();
+    assert_eq!(post("/v1/topics/g/records", Value::Array(values)).0, 200);
+
+    // A group made by a reset, its lag, listed, reset again, deleted.
+    let (status, _, group) =
+        post("/v1/groups/readers/offsets", json!({"topic": "g", "partitions": [0], "to": 4}));
+    assert_eq!(status, 200, "{group:#}");
+    let p0 = &group["partitions"][0];
+    assert_eq!(
+        (&p0["partition"], &p0["committed_offset"], &p0["high_watermark"], &p0["lag"]),
+        (&json!(0), &json!(4), &json!(10), &json!(6)),
+        "{group:#}"
+    );
+    assert_eq!(group["total_lag"], 6);
+    let listed = get("/v1/groups").2;
+    assert!(
+        listed.as_array().is_some_and(|g| g.iter().any(|g| g["group_id"] == "readers")),
+        "{listed:#}"
+    );
+    let (_, _, group) = post("/v1/groups/readers/offsets", json!({"topic": "g", "to": "latest"}));
+    assert_eq!(group["total_lag"], 0, "{group:#}");
+    assert_eq!(group["partitions"].as_array().map(Vec::len), Some(2), "every partition: {group:#}");
+    assert_problem(
+        &post("/v1/groups/readers/offsets", json!({"topic": "g", "to": "sideways"})),
+        400,
+        8,
+        "earliest",
+    );
+    assert_problem(
+        &post("/v1/groups/readers/offsets", json!({"topic": "g", "partitions": [7], "to": 0})),
+        400,
+        8,
+        "no partition 7",
+    );
+    assert_problem(
+        &post("/v1/groups/readers/offsets", json!({"topic": "nope", "to": 0})),
+        404,
+        3,
+        "nope",
+    );
+    assert_eq!(answer(http.delete(&format!("{base}/v1/groups/readers")).call()).0, 204);
+    assert_problem(&get("/v1/groups/readers"), 404, 27, "readers");
+    assert_problem(&answer(http.delete(&format!("{base}/v1/groups/readers")).call()), 404, 27, "");
+
+    // The cluster: its state, an operator setting set through an action,
+    // and actions it refuses.
+    let (status, _, cluster) = get("/v1/cluster");
+    assert_eq!(status, 200, "{cluster:#}");
+    assert_eq!(
+        (&cluster["controller_id"], &cluster["brokers"][0]["status"]),
+        (&json!(1), &json!("alive"))
+    );
+    let set = json!({"action": "set-config", "name": "leader.placement", "value": "primary:1"});
+    assert_eq!(post("/v1/cluster/actions", set).0, 202);
+    let mut settings = Value::Null;
+    for _ in 0..50 {
+        settings = get("/v1/cluster").2["settings"].clone();
+        if settings["leader.placement"] == "primary:1" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(settings["leader.placement"], "primary:1", "{settings:#}");
+    let refused = post("/v1/cluster/actions", json!({"action": "failover", "from": 9}));
+    assert_problem(&refused, 400, 8, "broker 9 is not in the cluster");
+    let refused = post(
+        "/v1/cluster/actions",
+        json!({"action": "set-config", "name": "color", "value": "blue"}),
+    );
+    assert_problem(&refused, 400, 8, "unknown cluster setting");
+    assert_problem(&post("/v1/cluster/actions", json!({"action": "explode"})), 400, 8, "explode");
+}

@@ -17,6 +17,8 @@
 //! (`problem.rs`).
 
 mod auth;
+mod cluster;
+mod groups;
 mod health;
 mod problem;
 mod records;

@@ -6,7 +6,7 @@
 //! (`request_timeout`), and who may send it (`auth.rs`).
 
 use crate::problem::ApiError;
-use crate::{auth, health, records, topics};
+use crate::{auth, cluster, groups, health, records, topics};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -43,6 +43,17 @@ impl HttpConfig {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:9480";
     pub const DEFAULT_BODY_BYTES_MAX: usize = 16 << 20;
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+impl HttpConfig {
+    /// Refuses an address beyond loopback without a token (unless
+    /// `insecure`): checked before the broker starts.
+    pub fn check(&self) -> Result<(), HttpError> {
+        if !self.listen.ip().is_loopback() && self.token.is_none() && !self.insecure {
+            return Err(HttpError::Unprotected { listen: self.listen });
+        }
+        Ok(())
+    }
 }
 
 impl Default for HttpConfig {
@@ -91,11 +102,13 @@ pub(crate) struct AppState {
 /// The API's OpenAPI document; the paths come from the handlers.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Mamba HTTP API", description = "Topics, records and health. Errors are RFC 9457 problems carrying the binary protocol's error code."),
+    info(title = "Mamba HTTP API", description = "Topics, records, consumer groups, the cluster, and health. Errors are RFC 9457 problems carrying the binary protocol's error code."),
     tags(
         (name = "health", description = "For load balancers and orchestrators"),
         (name = "topics", description = "Create, list, describe, alter and delete topics"),
         (name = "records", description = "Produce records and read them by partition and offset"),
+        (name = "groups", description = "Consumer groups: members, lag, offsets"),
+        (name = "cluster", description = "Brokers, voters, and the operator's actions"),
     )
 )]
 struct ApiDoc;
@@ -110,6 +123,11 @@ fn app(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(topics::alter_topic_configs))
         .routes(routes!(records::produce))
         .routes(routes!(records::consume))
+        .routes(routes!(groups::list_groups))
+        .routes(routes!(groups::describe_group, groups::delete_group))
+        .routes(routes!(groups::reset_offsets))
+        .routes(routes!(cluster::cluster_state))
+        .routes(routes!(cluster::cluster_action))
         .with_state(state)
         .split_for_parts();
     let api = Arc::new(api);
@@ -151,10 +169,8 @@ impl HttpServer {
         ready: Readiness,
     ) -> Result<HttpServer, HttpError> {
         let listen = config.listen;
+        config.check()?;
         if !listen.ip().is_loopback() && config.token.is_none() {
-            if !config.insecure {
-                return Err(HttpError::Unprotected { listen });
-            }
             tracing::warn!(address = %listen, "the HTTP API listens beyond loopback with no token (--http-insecure): anyone who reaches it may do anything");
         }
         let admin = Admin::connect(broker)

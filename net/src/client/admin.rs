@@ -32,6 +32,27 @@ impl Default for AdminConfig {
     }
 }
 
+/// A partition of a consumer group as `group describe` shows it: what the
+/// group committed, where the partition ends, and which member holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub committed: Option<u64>,
+    /// The high watermark: where a consumer that caught up stands.
+    pub end: Option<u64>,
+    /// Why `end` is unknown.
+    pub error: Option<String>,
+    /// The member that holds it now.
+    pub owner: Option<String>,
+}
+
+impl PartitionLag {
+    /// Records between the committed offset and the end; unknown without
+    /// either (a commit past the end, after the log was cut, counts 0).
+    pub fn lag(&self) -> Option<u64> {
+        Some(self.end?.saturating_sub(self.committed?))
+    }
+}
+
 /// A topic as `describe` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
@@ -470,6 +491,43 @@ impl Admin {
             Some(e) => Err(e),
             None => Ok(answer.partitions),
         }
+    }
+
+    /// The partitions of a described group — those it committed and those
+    /// its members hold — with their ends (high watermarks, asked of the
+    /// leaders), so their lag.
+    pub async fn group_lags(
+        &self,
+        d: &GroupDescription,
+    ) -> Result<BTreeMap<(String, u32), PartitionLag>, ClientError> {
+        let mut lags: BTreeMap<(String, u32), PartitionLag> = BTreeMap::new();
+        for o in &d.offsets {
+            let entry = lags.entry((o.topic.clone(), o.partition)).or_default();
+            entry.committed = u64::try_from(o.offset).ok();
+        }
+        for m in &d.members {
+            for t in &m.assignment {
+                for &p in &t.partitions {
+                    lags.entry((t.topic.clone(), p)).or_default().owner = Some(m.member_id.clone());
+                }
+            }
+        }
+        let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (topic, p) in lags.keys() {
+            by_topic.entry(topic.clone()).or_default().push(*p);
+        }
+        for (topic, partitions) in by_topic {
+            for r in self.list_offsets(&topic, &partitions, LATEST_TIMESTAMP).await? {
+                if let Some(entry) = lags.get_mut(&(topic.clone(), r.partition)) {
+                    if r.error_code == 0 {
+                        entry.end = Some(r.offset);
+                    } else {
+                        entry.error = Some(r.message);
+                    }
+                }
+            }
+        }
+        Ok(lags)
     }
 
     /// The cluster as the answering broker sees it: the metadata quorum's

@@ -26,7 +26,7 @@ mod refresh_schedule;
 mod router;
 mod topic_pattern;
 
-pub use admin::{Admin, AdminConfig, TopicDescription, VoterChange};
+pub use admin::{Admin, AdminConfig, PartitionLag, TopicDescription, VoterChange};
 pub use backoff::Backoff;
 pub use cluster_view::{ClusterView, Route};
 pub use connection::{decode_answer, Connection, Waiter};
@@ -145,7 +145,8 @@ impl ClientError {
         }
     }
 
-    fn from_code(code: u16, message: String) -> Option<ClientError> {
+    /// The error a broker answered with (`None` for code 0).
+    pub fn from_code(code: u16, message: String) -> Option<ClientError> {
         (code != 0).then(|| ClientError::Broker { code: ErrorCode::from_u16(code), message })
     }
 }
