@@ -195,6 +195,13 @@ pub fn peek_stored_bytes(bytes: &[u8]) -> Option<usize> {
     Some(stored_bytes(length))
 }
 
+/// The record count in the header that starts `bytes`, unchecked (for
+/// counting what was read; validation is the reader's). `None` when fewer
+/// than a header's bytes are present.
+pub fn peek_record_count(bytes: &[u8]) -> Option<u32> {
+    (bytes.len() >= BATCH_HEADER_BYTES).then(|| u32_at(bytes, at::RECORD_COUNT))
+}
+
 fn crc_of(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[at::CRC_COVERED_FROM..])
 }

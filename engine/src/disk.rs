@@ -3,6 +3,7 @@
 //! Directory operations (create, list, remove) are rare control-path calls
 //! and use the standard library; every byte of log data goes through DMA.
 
+use crate::metrics;
 use crate::storage::{
     assert_aligned, FileRef, IoBuf, ReadBuf, Storage, StorageError, StorageFile, StorageResult,
 };
@@ -12,6 +13,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
 /// Files on the local file system, opened O_DIRECT.
 #[derive(Debug, Default, Clone, Copy)]
@@ -168,12 +170,17 @@ impl StorageFile for DiskFile {
             };
             let len = buf.len();
             let path = &self.slot.path;
-            let written = self
-                .dma()
-                .await?
-                .write_at(buf, position_bytes)
-                .await
-                .map_err(|e| StorageError::new("write", path, e))?;
+            let file = self.dma().await?;
+            let started = Instant::now();
+            let written = file.write_at(buf, position_bytes).await;
+            metrics::on_shard(|m| {
+                m.write_latency.record(started.elapsed());
+                match &written {
+                    Ok(n) => m.bytes_written_total.add(*n as u64),
+                    Err(_) => m.io_errors_total.add(1),
+                }
+            });
+            let written = written.map_err(|e| StorageError::new("write", path, e))?;
             if written != len {
                 return Err(StorageError::new(
                     "write",
@@ -203,12 +210,9 @@ impl StorageFile for DiskFile {
             if size_bytes == 0 {
                 return Ok(ReadBuf::Heap(Vec::new()));
             }
-            let result = self
-                .dma()
-                .await?
-                .read_at_aligned(position_bytes, size_bytes)
-                .await
-                .map_err(|e| StorageError::new("read", &self.slot.path, e))?;
+            let result = self.dma().await?.read_at_aligned(position_bytes, size_bytes).await;
+            count_error(&result);
+            let result = result.map_err(|e| StorageError::new("read", &self.slot.path, e))?;
             Ok(ReadBuf::Dma(result))
         }
         .boxed_local()
@@ -216,11 +220,12 @@ impl StorageFile for DiskFile {
 
     fn sync(&self) -> LocalBoxFuture<'_, StorageResult<()>> {
         async move {
-            self.dma()
-                .await?
-                .fdatasync()
-                .await
-                .map_err(|e| StorageError::new("fdatasync", &self.slot.path, e))
+            let file = self.dma().await?;
+            let started = Instant::now();
+            let synced = file.fdatasync().await;
+            metrics::on_shard(|m| m.fdatasync_latency.record(started.elapsed()));
+            count_error(&synced);
+            synced.map_err(|e| StorageError::new("fdatasync", &self.slot.path, e))
         }
         .boxed_local()
     }
@@ -348,6 +353,13 @@ pub const PROBE_MARKER_FILE: &str = ".mamba-io-probe";
 /// io_poll, and every later DMA read fails with EOPNOTSUPP (os error 95).
 /// Opening (and reading) one non-empty file first makes the probe see real
 /// data. Call once per shard before any other DMA file in `dir`.
+/// Counts a failed I/O against the shard doing it.
+fn count_error<T, E>(result: &Result<T, E>) {
+    if result.is_err() {
+        metrics::on_shard(|m| m.io_errors_total.add(1));
+    }
+}
+
 pub async fn prime_io_poll_probe(dir: &Path) -> StorageResult<()> {
     let marker = dir.join(PROBE_MARKER_FILE);
     let wanted = b"mamba data directory: this file lets the io_uring poll probe read real data\n";

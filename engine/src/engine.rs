@@ -13,6 +13,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
 use crate::leader_epochs::{EpochEnd, EpochEntry};
 use crate::limits::SHARD_INBOX_CAPACITY;
+use crate::metrics::EngineMetrics;
 use crate::partition::{
     AppendInfo, AppendWait, LogOffsets, LogOptions, LogSummary, ReadLimit, ReadOutcome,
 };
@@ -97,6 +98,7 @@ struct Inner {
     data_dir: PathBuf,
     config: EngineConfig,
     shards: Vec<async_channel::Sender<ShardRequest>>,
+    metrics: Arc<EngineMetrics>,
     threads: Mutex<Vec<std::thread::JoinHandle<Result<(), String>>>>,
     catalog: RwLock<Arc<Catalog>>,
     /// Serializes topic creation, alteration and deletion.
@@ -175,6 +177,7 @@ impl Engine {
             (limit / 4 / shard_count).max(64)
         });
         let mut io_memory = runtime::io_memory_per_shard_bytes(shard_count);
+        let metrics = Arc::new(EngineMetrics::new(shard_count));
         let mut shards = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
         for i in 0..shard_count {
@@ -190,9 +193,9 @@ impl Engine {
                     io_memory_bytes: io_memory,
                 };
                 let (dir, cfg, rx) = (data_dir.clone(), config.clone(), rx.clone());
-                let id = ShardId(i as u32);
+                let (id, metrics) = (ShardId(i as u32), metrics.clone());
                 let thread = runtime::spawn_executor(options, move || {
-                    shard::run(id, rx, dir, cfg, ready_tx)
+                    shard::run(id, rx, dir, cfg, metrics, ready_tx)
                 })
                 .map_err(|e| data_dir_error(&data_dir, format!("cannot start shard {i}: {e}")))?;
                 match ready_rx.recv() {
@@ -228,6 +231,7 @@ impl Engine {
                 data_dir: data_dir.clone(),
                 config: config.clone(),
                 shards,
+                metrics,
                 threads: Mutex::new(threads),
                 catalog: RwLock::new(Arc::new(Catalog::default())),
                 admin: futures::lock::Mutex::new(()),
@@ -286,6 +290,12 @@ impl Engine {
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// What the shards and partitions count, for monitoring; read it any
+    /// time from any thread.
+    pub fn metrics(&self) -> Arc<EngineMetrics> {
+        self.inner.metrics.clone()
     }
 
     pub fn shard_count(&self) -> usize {

@@ -52,6 +52,7 @@ pub mod inspect;
 pub mod leader_epochs;
 pub mod limits;
 pub mod memfs;
+pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;

@@ -54,6 +54,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::leader_epochs::{EpochCheck, EpochEnd, EpochEntry, LeaderEpochHistory, StoredHistory};
 use crate::limits::{align_down, align_up, BATCH_HEADER_BYTES, BLOCK_BYTES};
+use crate::metrics;
 use crate::producer_state::{ProducerStates, SequenceCheck};
 use crate::recovery_point::RecoveryPoint;
 use crate::scan::Window;
@@ -960,9 +961,14 @@ impl PartitionLog {
                 return Ok(outcome);
             }
             if let Some(chunks) = st.cache.read(offset, max_bytes, visible_end) {
+                metrics::on_shard(|m| {
+                    m.tail_cache_hits_total.add(1);
+                    m.tail_cache_hit_bytes_total.add(chunks.iter().map(|c| c.len() as u64).sum());
+                });
                 outcome.chunks = chunks;
                 return Ok(outcome);
             }
+            metrics::on_shard(|m| m.tail_cache_misses_total.add(1));
             let i = st.segments.partition_point(|s| s.base_offset() <= offset);
             let segment = &st.segments[i.saturating_sub(1)];
             let (file, located, readable_end) =

@@ -184,6 +184,12 @@ pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;
 }
 
+/// Time this thread's executor spent running tasks and polling for I/O
+/// since the last call (glommio hands its counters over and resets them).
+pub fn take_busy_time() -> Duration {
+    glommio::executor().executor_stats().total_runtime()
+}
+
 /// Yields to other tasks if this one ran long enough.
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await;

@@ -21,6 +21,7 @@ use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
 use crate::leader_epochs::{EpochEnd, EpochEntry};
 use crate::limits::PARTITION_INBOX_CAPACITY;
 use crate::memfs::MemFs;
+use crate::metrics::{self, EngineMetrics, PartitionMetrics, ShardMetrics};
 use crate::partition::{
     AppendInfo, AppendMode, AppendWait, LogOffsets, LogOptions, LogSummary, PartitionLog,
     ReadLimit, ReadOutcome,
@@ -247,6 +248,7 @@ enum WriterCommand {
 /// A partition as its shard holds it.
 struct Partition {
     log: Rc<PartitionLog>,
+    metrics: Arc<PartitionMetrics>,
     point_key: PointKey,
     memory: bool,
     writer: async_channel::Sender<WriterCommand>,
@@ -274,6 +276,19 @@ fn visible_end(offsets: &LogOffsets, limit: ReadLimit) -> Offset {
 }
 
 impl Partition {
+    /// Publishes the log's offsets and size for monitoring; `in_flight`
+    /// appends are queued or waiting for their write and sync.
+    fn publish(&self, in_flight: usize) {
+        let offsets = self.log.offsets();
+        let m = &self.metrics;
+        m.log_start_offset.set(offsets.log_start_offset.0);
+        m.log_end_offset.set(offsets.next_offset.0);
+        m.high_watermark.set(offsets.high_watermark.0);
+        m.size_bytes.set(self.log.size_bytes());
+        m.segments.set(self.log.segment_count() as u64);
+        m.appends_in_flight.set(in_flight as u64);
+    }
+
     fn watch(&self, offset: Offset, limit: ReadLimit, reply: Reply<()>) {
         if visible_end(&self.log.offsets(), limit) > offset {
             respond(reply, Ok(()));
@@ -329,6 +344,8 @@ struct ShardState {
     id: ShardId,
     data_dir: PathBuf,
     partitions: Partitions,
+    /// The engine's registry, where this shard's partitions are listed.
+    metrics: Arc<EngineMetrics>,
     /// The points last written, so an idle shard writes nothing; the lock
     /// keeps one checkpoint write at a time.
     checkpointed: futures::lock::Mutex<HashMap<PointKey, RecoveryPoint>>,
@@ -341,8 +358,11 @@ pub async fn run(
     inbox: async_channel::Receiver<ShardRequest>,
     data_dir: PathBuf,
     config: EngineConfig,
+    metrics: Arc<EngineMetrics>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    let shard_metrics = metrics.shards()[id.0 as usize].clone();
+    metrics::install(shard_metrics.clone());
     if let Err(e) = prime_io_poll_probe(&data_dir).await {
         // The receiver outlives startup; if it is gone nobody is waiting.
         ready.send(Err(e.to_string())).ok();
@@ -357,13 +377,16 @@ pub async fn run(
         id,
         data_dir,
         partitions: Rc::new(RefCell::new(HashMap::new())),
+        metrics,
         checkpointed: futures::lock::Mutex::new(HashMap::new()),
     });
     let stopped = Rc::new(Cell::new(false));
     runtime::spawn_detached(timers(shard.clone(), config.clone(), stopped.clone()));
+    runtime::spawn_detached(sample_busy_time(shard_metrics.clone(), stopped.clone()));
     let parked = Rc::new(Cell::new(0usize));
     let mut shutdown_reply = None;
     while let Ok(request) = inbox.recv().await {
+        shard_metrics.inbox_depth.set(inbox.len() as u64);
         match request {
             ShardRequest::Shutdown { reply } => {
                 shutdown_reply = Some(reply);
@@ -387,7 +410,9 @@ pub async fn run(
         tracing::error!(shard = %id, error = %e, "writing the recovery points failed");
     }
     result = result.and(checkpoint);
-    shard.partitions.borrow_mut().clear();
+    for key in shard.partitions.borrow_mut().drain().map(|(key, _)| key) {
+        shard.metrics.unregister(&key.topic, key.partition.0);
+    }
     if let Some(reply) = shutdown_reply {
         respond(reply, result);
     }
@@ -506,7 +531,13 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
         ShardRequest::Read { key, offset, max_bytes, limit, reply } => {
             match lookup(partitions, &key) {
                 Ok(p) => runtime::spawn_detached(async move {
-                    respond(reply, p.log.read_with(offset, max_bytes, limit).await);
+                    let read = p.log.read_with(offset, max_bytes, limit).await;
+                    if let Ok(outcome) = &read {
+                        let records: u64 = outcome.chunks.iter().map(|c| count_records(c)).sum();
+                        p.metrics.records_out_total.add(records);
+                        p.metrics.bytes_out_total.add(outcome.size_bytes() as u64);
+                    }
+                    respond(reply, read);
                 }),
                 Err(e) => respond(reply, Err(e)),
             }
@@ -537,16 +568,7 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
         ShardRequest::Summary { key, reply } => {
             respond(reply, lookup(partitions, &key).map(|p| p.log.summary()));
         }
-        ShardRequest::CountPartitions { reply } => {
-            let counts = partitions.borrow().values().fold(
-                PartitionCounts::default(),
-                |n, slot| match slot {
-                    Slot::Online(_) => PartitionCounts { online: n.online + 1, ..n },
-                    Slot::Offline(_) => PartitionCounts { offline: n.offline + 1, ..n },
-                },
-            );
-            respond(reply, Ok(counts));
-        }
+        ShardRequest::CountPartitions { reply } => respond(reply, Ok(partition_counts(partitions))),
         ShardRequest::WaitForData { key, offset, limit, reply } => match lookup(partitions, &key) {
             Ok(p) => p.watch(offset, limit, reply),
             Err(e) => respond(reply, Err(e)),
@@ -592,15 +614,15 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
             respond(reply, lookup(partitions, &key).map(|p| p.log.set_options(options)));
         }
         ShardRequest::Open { spec, reply } => {
-            let partitions = partitions.clone();
+            let shard = shard.clone();
             runtime::spawn_detached(async move {
-                respond(reply, open(spec, &partitions).await);
+                respond(reply, open(spec, &shard).await);
             });
         }
         ShardRequest::Delete { key, reply } => {
-            let partitions = partitions.clone();
+            let shard = shard.clone();
             runtime::spawn_detached(async move {
-                respond(reply, delete(&key, &partitions).await);
+                respond(reply, delete(&key, &shard).await);
             });
         }
         ShardRequest::Checkpoint { reply } => {
@@ -616,7 +638,8 @@ fn handle(request: ShardRequest, shard: &Rc<ShardState>, parked: &Rc<Cell<usize>
 
 /// Opens a partition. One that cannot be opened (damaged, unreadable) is
 /// kept offline: its requests get the error, the rest of the shard serves.
-async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<SegmentReport>> {
+async fn open(spec: OpenSpec, shard: &ShardState) -> EngineResult<Vec<SegmentReport>> {
+    let partitions = &shard.partitions;
     if partitions.borrow().contains_key(&spec.key) {
         return Ok(Vec::new());
     }
@@ -653,6 +676,7 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
                 point: spec.recovery_point.map(|(p, _)| p),
             };
             partitions.borrow_mut().insert(spec.key, Slot::Offline(offline));
+            count_partitions(shard);
             return Err(error);
         }
     };
@@ -671,8 +695,11 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
         log.set_offset_lease_end(log.appended_point().offset);
     }
     let (tx, rx) = async_channel::bounded(PARTITION_INBOX_CAPACITY);
+    let metrics =
+        Arc::new(PartitionMetrics::new(spec.key.topic.clone(), spec.key.partition.0, shard.id));
     let partition = Rc::new(Partition {
         log: Rc::new(log),
+        metrics: metrics.clone(),
         point_key,
         memory,
         writer: tx,
@@ -683,10 +710,42 @@ async fn open(spec: OpenSpec, partitions: &Partitions) -> EngineResult<Vec<Segme
         parked: RefCell::new(VecDeque::new()),
         draining: Cell::new(false),
     });
+    partition.publish(0);
+    shard.metrics.register(metrics);
     runtime::spawn_detached(writer(partition.clone(), rx));
     partitions.borrow_mut().insert(spec.key, Slot::Online(partition));
     share_tail_caches(partitions);
+    count_partitions(shard);
     Ok(reports)
+}
+
+fn partition_counts(partitions: &Partitions) -> PartitionCounts {
+    partitions.borrow().values().fold(PartitionCounts::default(), |n, slot| match slot {
+        Slot::Online(_) => PartitionCounts { online: n.online + 1, ..n },
+        Slot::Offline(_) => PartitionCounts { offline: n.offline + 1, ..n },
+    })
+}
+
+/// Publishes how many of the shard's partitions serve and how many are
+/// offline.
+fn count_partitions(shard: &ShardState) {
+    let counts = partition_counts(&shard.partitions);
+    metrics::on_shard(|m| {
+        m.partitions_online.set(counts.online as u64);
+        m.partitions_offline.set(counts.offline as u64);
+    });
+}
+
+/// Records in runs of stored batches (whole batches, as reads return them).
+fn count_records(mut chunk: &[u8]) -> u64 {
+    let mut records = 0;
+    while let (Some(stored), Some(count)) =
+        (crate::batch::peek_stored_bytes(chunk), crate::batch::peek_record_count(chunk))
+    {
+        records += u64::from(count);
+        chunk = chunk.get(stored..).unwrap_or_default();
+    }
+    records
 }
 
 /// The shard's tail cache budget, shared equally by its partitions.
@@ -707,9 +766,12 @@ async fn close_partition(partition: &Partition) -> EngineResult<()> {
     done.await.map_err(|_| EngineError::ShuttingDown)?
 }
 
-async fn delete(key: &PartitionKey, partitions: &Partitions) -> EngineResult<()> {
+async fn delete(key: &PartitionKey, shard: &ShardState) -> EngineResult<()> {
+    let partitions = &shard.partitions;
     let slot = partitions.borrow_mut().remove(key);
     share_tail_caches(partitions);
+    shard.metrics.unregister(&key.topic, key.partition.0);
+    count_partitions(shard);
     match slot {
         Some(Slot::Online(partition)) => {
             // A failing disk must not keep a deleted topic around.
@@ -836,7 +898,16 @@ impl Writer {
                     AppendOrigin::Client => AppendMode::Leader { epoch: self.p.log.leader_epoch() },
                     AppendOrigin::Replication => AppendMode::Follower,
                 };
-                match (self.p.log.append(batch, mode, now).await, wait) {
+                let bytes = batch.as_bytes().len() as u64;
+                let appended = self.p.log.append(batch, mode, now).await;
+                if let Ok(info) = &appended {
+                    self.p
+                        .metrics
+                        .records_in_total
+                        .add(info.last_offset.0 - info.base_offset.0 + 1);
+                    self.p.metrics.bytes_in_total.add(bytes);
+                }
+                match (appended, wait) {
                     (Ok(info), AppendWait::Visible) => self.waiting.push_back((reply, info)),
                     (Ok(info), AppendWait::Appended) => respond(reply, Ok(info)),
                     (Err(e), _) => respond(reply, Err(e)),
@@ -923,6 +994,7 @@ async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterComman
         // before) are answered without waiting for any I/O.
         w.answer(None);
         w.start_io();
+        w.p.publish(commands.len() + w.waiting.len());
         let event = {
             let mut recv = std::pin::pin!(commands.recv());
             let (write, sync, closing) = (&mut w.write, &mut w.sync, w.closing.is_some());
@@ -958,6 +1030,23 @@ async fn writer(p: Rc<Partition>, commands: async_channel::Receiver<WriterComman
             }
         }
         runtime::yield_if_needed().await;
+    }
+}
+
+/// How often a shard's busy share is sampled.
+const BUSY_SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Publishes the executor's busy time and its share of each period.
+async fn sample_busy_time(metrics: Arc<ShardMetrics>, stopped: Rc<Cell<bool>>) {
+    runtime::take_busy_time();
+    let mut last_at = std::time::Instant::now();
+    while !stopped.get() {
+        runtime::sleep(BUSY_SAMPLE_PERIOD).await;
+        let (busy, at) = (runtime::take_busy_time(), std::time::Instant::now());
+        let period = at.duration_since(last_at).as_secs_f64().max(1e-9);
+        metrics.busy_ns_total.add(busy.as_nanos().min(u64::MAX as u128) as u64);
+        metrics.busy_ppm.set(((busy.as_secs_f64() / period).min(1.0) * 1e6) as u64);
+        last_at = at;
     }
 }
 

@@ -9,6 +9,7 @@
 //! the same way.
 
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, ClusterHandle};
+use crate::server::metrics::ServerMetrics;
 use crate::server::{Broker, BrokerConfig, BrokerError};
 use mamba_engine::{Engine, EngineConfig, EngineError};
 use std::net::SocketAddr;
@@ -71,12 +72,13 @@ impl Node {
         };
         let cluster_listen = cluster.cluster_listen;
         let (handle, inbox) = Cluster::prepare(cluster)?;
-        let broker =
+        let mut broker =
             Broker::start_clustered(engine.clone(), broker, handle.clone(), cluster_listen)?;
         let cluster_addr =
             broker.cluster_addr().expect("a clustered broker listens for the cluster");
         let addresses = handle.config().addresses_to_register(broker.local_addr(), cluster_addr);
         let cluster = Cluster::start(engine, handle, inbox, addresses)?;
+        broker.serve_clients()?;
         Ok((broker, Some(cluster)))
     }
 
@@ -97,6 +99,12 @@ impl Node {
     /// Where clients connect (the bound port when the config said 0).
     pub fn client_addr(&self) -> Option<SocketAddr> {
         self.broker.as_ref().map(Broker::local_addr)
+    }
+
+    /// What the broker's shards count of connections and requests (the
+    /// engine's own counters: `engine().metrics()`); `None` once stopped.
+    pub fn server_metrics(&self) -> Option<Arc<ServerMetrics>> {
+        self.broker.as_ref().map(|b| b.metrics().clone())
     }
 
     /// Stops listening, closes every connection, then closes the engine.

@@ -165,8 +165,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let node = Node::start(config).map_err(|e| e.to_string())?;
     let client_addr = node.client_addr().map(|a| a.to_string()).unwrap_or_default();
-    let http = mamba_http::HttpServer::start(http, &client_addr, readiness(&node))
-        .map_err(|e| e.to_string())?;
+    let http = mamba_http::HttpServer::start(http, &node).map_err(|e| e.to_string())?;
     let engine = node.engine();
     let report = engine.open_report();
     tracing::info!(
@@ -205,23 +204,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// `/readyz` beyond the client port answering: in a cluster, this broker
-/// is registered and not fenced.
-fn readiness(node: &Node) -> mamba_http::Readiness {
-    let cluster = node.cluster().cloned();
-    std::sync::Arc::new(move || {
-        let Some(cluster) = &cluster else { return Ok(()) };
-        let me = mamba_net::cluster::metadata::BrokerId(cluster.node_id());
-        match cluster.view().metadata.broker(me) {
-            None => Err(format!("broker {me} is not registered in the cluster yet")),
-            Some(b) if b.fenced => {
-                Err(format!("broker {me} is fenced (its heartbeats did not reach the controller)"))
-            }
-            Some(_) => Ok(()),
-        }
-    })
 }
 
 /// `address` on its family's loopback interface.

@@ -440,7 +440,14 @@ fn an_idempotent_producer_goes_on_after_giving_up_on_a_batch() {
     let broker = Broker::start(dir.path(), 1);
     let addr = broker.addr.clone();
     create_topic(&addr, "gap", 1);
-    let config = ProducerConfig { retries: 1, retry_backoff_ms: 10, ..ProducerConfig::default() };
+    // Short timeouts: the batch is given up on in seconds, not minutes.
+    let config = ProducerConfig {
+        retries: 1,
+        retry_backoff_ms: 10,
+        request_timeout_ms: 2_000,
+        delivery_timeout_ms: 4_000,
+        ..ProducerConfig::default()
+    };
     let producer = Producer::connect(&addr, config).expect("producer");
     send_and_wait(&producer, record("gap", None, "before")).expect("ack");
     let dir_path = broker.stop();

@@ -133,6 +133,11 @@ fn a_token_guards_the_api_and_beyond_loopback_one_is_required() {
     let right =
         http.get(&format!("{base}/v1/topics")).set("Authorization", &format!("Bearer {token}"));
     assert_eq!(answer(right.call()).0, 200);
+    // The console's files hold no data: they load without the token, and
+    // the API calls they make need it.
+    assert_eq!(http.get(&format!("{base}/")).call().map(|r| r.status()).ok(), Some(200));
+    assert_problem(&answer(http.get(&format!("{base}/metrics")).call()), 401, 0, "Bearer");
+    assert_problem(&answer(http.get(&format!("{base}/v1/stats")).call()), 401, 0, "Bearer");
 
     // Beyond loopback without a token: refused at start, saying how.
     let other = tempfile::tempdir().expect("tempdir");
@@ -309,4 +314,145 @@ fn groups_and_the_cluster_through_http() {
     );
     assert_problem(&refused, 400, 8, "unknown cluster setting");
     assert_problem(&post("/v1/cluster/actions", json!({"action": "explode"})), 400, 8, "explode");
+}
+
+/// The samples of a `/metrics` answer: `name{labels}` to value, after
+/// checking every line is a comment or a well-formed sample.
+fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            name.starts_with("mamba_") && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{line:?}"
+        );
+        assert!(!series.contains("{}"), "no empty label sets: {line:?}");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        assert!(samples.insert(series.to_string(), value).is_none(), "twice: {line:?}");
+    }
+    samples
+}
+
+#[test]
+fn metrics_count_what_clients_did_in_the_prometheus_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let base = http_of(&broker);
+    let http = agent();
+    let post =
+        |path: &str, body: Value| answer(http.post(&format!("{base}{path}")).send_json(body));
+    assert_eq!(post("/v1/topics", json!({"name": "m", "partitions": 2})).0, 201);
+    let values: Vec<Value> =
+        (0..10).map(|i| json!({"value": format!("v{i}"), "partition": 0})).collect();
+    assert_eq!(post("/v1/topics/m/records", Value::Array(values)).0, 200);
+    let read =
+        answer(http.get(&format!("{base}/v1/topics/m/partitions/0/records?offset=0")).call());
+    assert_eq!(read.0, 200, "{:#}", read.2);
+    let past_end = http.get(&format!("{base}/v1/topics/m/partitions/0/records?offset=99")).call();
+    assert_eq!(answer(past_end).0, 416);
+    let reset =
+        post("/v1/groups/readers/offsets", json!({"topic": "m", "partitions": [0], "to": 4}));
+    assert_eq!(reset.0, 200, "{:#}", reset.2);
+
+    let response = http.get(&format!("{base}/metrics")).call().expect("/metrics");
+    assert!(response.content_type().starts_with("application/openmetrics-text"));
+    let text = response.into_string().expect("body");
+    let samples = samples(&text);
+    let get = |series: &str| -> f64 {
+        *samples.get(series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let p0 = r#"{topic="m",partition="0"}"#;
+    assert_eq!(get(&format!("mamba_partition_records_in_total{p0}")), 10.0);
+    assert_eq!(get(&format!("mamba_partition_log_end_offset{p0}")), 10.0);
+    assert_eq!(get(&format!("mamba_partition_high_watermark{p0}")), 10.0);
+    assert!(get(&format!("mamba_partition_records_out_total{p0}")) >= 10.0);
+    assert!(get(&format!("mamba_partition_log_size_bytes{p0}")) > 0.0);
+    assert_eq!(get(&format!("mamba_partition_segments{p0}")), 1.0);
+    assert_eq!(get(r#"mamba_partition_records_in_total{topic="m",partition="1"}"#), 0.0);
+    assert!(get(r#"mamba_requests_total{api="produce"}"#) >= 1.0);
+    let fetch_out_of_range =
+        r#"mamba_request_errors_total{api="fetch",code="4",error="offset out of range"}"#;
+    assert!(get(fetch_out_of_range) >= 1.0);
+    assert_eq!(get(r#"mamba_group_lag_records{group="readers",topic="m",partition="0"}"#), 6.0);
+    assert_eq!(
+        get(r#"mamba_group_committed_offset{group="readers",topic="m",partition="0"}"#),
+        4.0
+    );
+    assert_eq!(get("mamba_cluster_healthy"), 1.0);
+    assert_eq!(get("mamba_cluster_partitions_offline"), 0.0);
+    assert_eq!(get(r#"mamba_cluster_brokers{status="alive"}"#), 1.0);
+    for shard in 0..2 {
+        assert!(get(&format!(r#"mamba_shard_partitions{{shard="{shard}",state="online"}}"#)) > 0.0);
+    }
+    let written: f64 =
+        (0..2).map(|s| get(&format!(r#"mamba_shard_written_bytes_total{{shard="{s}"}}"#))).sum();
+    assert!(written >= 4096.0, "{written}");
+    // Histograms: buckets cumulative, the last one the count.
+    let produce = r#"api="produce""#;
+    let buckets: Vec<(&String, f64)> = samples
+        .iter()
+        .filter(|(series, _)| series.starts_with("mamba_request_duration_seconds_bucket{"))
+        .filter(|(series, _)| series.contains(produce))
+        .map(|(series, &v)| (series, v))
+        .collect();
+    let count = get(&format!("mamba_request_duration_seconds_count{{{produce}}}"));
+    assert!(count >= 1.0);
+    let infinite = buckets.iter().find(|(series, _)| series.contains(r#"le="+Inf""#));
+    assert_eq!(infinite.map(|(_, v)| *v), Some(count), "{buckets:?}");
+    assert!(buckets.iter().all(|&(_, b)| b <= count), "{buckets:?}");
+    let fsyncs: f64 = (0..2)
+        .map(|s| get(&format!(r#"mamba_shard_fdatasync_duration_seconds_count{{shard="{s}"}}"#)))
+        .sum();
+    assert!(fsyncs >= 1.0, "the produce was synced");
+}
+
+#[test]
+fn the_console_comes_from_the_binary_and_its_stats_sum_the_traffic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let base = http_of(&broker);
+    let http = agent();
+    for (path, kind, says) in [
+        ("/", "text/html", "/console/console.js"),
+        ("/console/console.js", "text/javascript", "function route"),
+        ("/console/console.css", "text/css", "#side"),
+    ] {
+        let response = http.get(&format!("{base}{path}")).call().expect(path);
+        assert!(response.content_type().starts_with(kind), "{path}: {}", response.content_type());
+        let policy = response.header("content-security-policy").unwrap_or_default().to_string();
+        assert!(policy.contains("default-src 'self'"), "{path}: {policy:?}");
+        assert!(response.into_string().expect("body").contains(says), "{path}");
+    }
+
+    let post =
+        |path: &str, body: Value| answer(http.post(&format!("{base}{path}")).send_json(body));
+    assert_eq!(post("/v1/topics", json!({"name": "s", "partitions": 2})).0, 201);
+    let before_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let values: Vec<Value> =
+        (0..5).map(|i| json!({"value": format!("v{i}"), "partition": 1})).collect();
+    assert_eq!(post("/v1/topics/s/records", Value::Array(values)).0, 200);
+    let (status, _, stats) = answer(http.get(&format!("{base}/v1/stats")).call());
+    assert_eq!(status, 200, "{stats:#}");
+    let topic = stats["topics"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "s"));
+    let topic = topic.unwrap_or_else(|| panic!("topic s in {stats:#}"));
+    assert_eq!((&topic["partitions"], &topic["records_in_total"]), (&json!(2), &json!(5)));
+    assert!(stats["records_in_total"].as_u64() >= Some(5), "{stats:#}");
+    assert!(stats["latency"]["produce"]["count"].as_u64() >= Some(1), "{stats:#}");
+    let buckets = stats["latency"]["produce"]["buckets"].as_array().map(Vec::len);
+    assert_eq!(buckets, Some(19), "18 bounds and the unbounded one");
+
+    // Reading from a time: the records written since.
+    let read = |query: &str| {
+        answer(http.get(&format!("{base}/v1/topics/s/partitions/1/records?{query}")).call())
+    };
+    let (status, _, from_time) = read(&format!("timestamp_ms={before_ms}"));
+    assert_eq!(status, 200, "{from_time:#}");
+    assert_eq!(from_time["records"][0]["value"], "v0", "{from_time:#}");
+    let (status, _, later) = read("timestamp_ms=99999999999999");
+    assert_eq!((status, later["records"].as_array().map(Vec::len)), (200, Some(0)), "{later:#}");
+    assert_problem(&read("offset=0&timestamp_ms=0"), 400, 8, "not both");
 }

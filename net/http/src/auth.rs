@@ -1,5 +1,5 @@
 //! Who may call: with a token configured, every request but the health
-//! checks must carry `Authorization: Bearer <token>`, compared in constant
+//! checks and the console's files must carry `Authorization: Bearer <token>`, compared in constant
 //! time. Without one the server binds loopback only (checked at start in
 //! `server.rs`), unless the operator chose `insecure`. Users and ACLs come
 //! later.
@@ -12,8 +12,11 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// The paths anyone may ask: load balancers carry no token.
-const OPEN_PATHS: [&str; 2] = ["/livez", "/readyz"];
+/// The paths anyone may ask: load balancers carry no token, and the
+/// console's files hold no data (its API calls carry the token).
+fn is_open(path: &str) -> bool {
+    ["/livez", "/readyz"].contains(&path) || crate::console::PATHS.contains(&path)
+}
 
 /// Refuses a request without the right bearer token (when one is set).
 pub async fn require_token(
@@ -22,7 +25,7 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     let Some(token) = token else { return next.run(request).await };
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    if is_open(request.uri().path()) {
         return next.run(request).await;
     }
     let presented = request

@@ -7,6 +7,8 @@ use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use mamba_net::cluster::metadata::BrokerId;
+use mamba_net::cluster::ClusterHandle;
 use mamba_net::protocol::ErrorCode;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -37,6 +39,20 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::None, format!("not ready: {why}"))
     };
     state.admin.describe_broker().await.map_err(|e| not_ready(e.to_string()))?;
-    (state.ready)().map_err(not_ready)?;
+    if let Some(cluster) = &state.telemetry.cluster {
+        member_in_good_standing(cluster).map_err(not_ready)?;
+    }
     Ok(Json(Health { status: "ok".to_string() }))
+}
+
+/// This broker is registered in its cluster and not fenced.
+fn member_in_good_standing(cluster: &ClusterHandle) -> Result<(), String> {
+    let me = BrokerId(cluster.node_id());
+    match cluster.view().metadata.broker(me) {
+        None => Err(format!("broker {me} is not registered in the cluster yet")),
+        Some(b) if b.fenced => {
+            Err(format!("broker {me} is fenced (its heartbeats did not reach the controller)"))
+        }
+        Some(_) => Ok(()),
+    }
 }

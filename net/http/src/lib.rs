@@ -1,7 +1,8 @@
 //! The broker's HTTP side (DESIGN.md §2, §5): the JSON API under `/v1`,
 //! health checks for load balancers and orchestrators (`/livez`,
-//! `/readyz`) and the API's OpenAPI 3.1 document (`/openapi.json`),
-//! generated from the handlers' types.
+//! `/readyz`), Prometheus metrics (`/metrics`), the API's OpenAPI 3.1
+//! document (`/openapi.json`), generated from the handlers' types, and the
+//! web console at `/` (`console.rs`), drawn from that same API.
 //!
 //! It runs on the control-plane thread, a small tokio runtime of its own
 //! (`server.rs`), never on a shard: data-path cores never parse HTTP. It
@@ -18,12 +19,16 @@
 
 mod auth;
 mod cluster;
+mod console;
 mod groups;
 mod health;
+mod metrics;
 mod problem;
 mod records;
 mod server;
+mod stats;
 mod topics;
 
+pub use metrics::Telemetry;
 pub use problem::Problem;
-pub use server::{HttpConfig, HttpError, HttpServer, Readiness};
+pub use server::{HttpConfig, HttpError, HttpServer};

@@ -100,6 +100,9 @@ pub struct ProduceQuery {
 pub struct ConsumeQuery {
     /// The first offset to read [default: the log start].
     pub offset: Option<u64>,
+    /// Instead of `offset`: read from the first record at or after this
+    /// time (ms since the epoch).
+    pub timestamp_ms: Option<i64>,
     /// About how many record bytes to answer [default: 1 MiB].
     pub max_bytes: Option<u32>,
     /// How long to wait for a record when there is none yet [default: 0].
@@ -292,7 +295,14 @@ pub async fn consume(
     let Query(query) = query?;
     let max_bytes = query.max_bytes.unwrap_or(1 << 20).clamp(1, 64 << 20);
     let wait = Duration::from_millis(u64::from(query.timeout_ms.unwrap_or(0).min(30_000)));
-    let from = query.offset.map_or(SeekTo::Earliest, SeekTo::Offset);
+    let from = match (query.offset, query.timestamp_ms) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give offset or timestamp_ms, not both"));
+        }
+        (Some(offset), None) => SeekTo::Offset(offset),
+        (None, Some(ms)) => SeekTo::Timestamp(ms),
+        (None, None) => SeekTo::Earliest,
+    };
     let broker = Arc::clone(&state.broker);
     let read = tokio::task::spawn_blocking(move || -> Result<ConsumeAnswer, ClientError> {
         let config = ConsumerConfig {

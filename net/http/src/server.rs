@@ -5,8 +5,9 @@
 //! Every request is bounded: its body (`body_bytes_max`), its time
 //! (`request_timeout`), and who may send it (`auth.rs`).
 
+use crate::metrics::Telemetry;
 use crate::problem::ApiError;
-use crate::{auth, cluster, groups, health, records, topics};
+use crate::{auth, cluster, console, groups, health, metrics, records, stats, topics};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use mamba_net::client::{Admin, ClientError, Producer};
+use mamba_net::node::Node;
 use mamba_net::protocol::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -80,19 +82,18 @@ pub enum HttpError {
     Bind { listen: SocketAddr, source: std::io::Error },
     #[error("cannot start the HTTP thread: {0}")]
     Thread(std::io::Error),
+    #[error("the node was stopped before its HTTP API started")]
+    Stopped,
     #[error("the HTTP API cannot reach the broker at {broker}: {source}")]
     Broker { broker: String, source: ClientError },
 }
-
-/// Whether the broker is a member in good standing (beyond its client
-/// port answering): `Err` says why not. Given by `mamba serve`.
-pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub admin: Arc<Admin>,
-    pub ready: Readiness,
+    /// The broker's own counters and cluster view (`/metrics`, `/readyz`).
+    pub telemetry: Telemetry,
     /// The broker's client address, for consumers made per request.
     pub broker: Arc<String>,
     /// One producer per `acks` level (all, 1, 0), made on first use.
@@ -118,6 +119,8 @@ fn app(state: AppState, config: &HttpConfig) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::livez))
         .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(stats::stats))
         .routes(routes!(topics::list_topics, topics::create_topic))
         .routes(routes!(topics::describe_topic, topics::delete_topic))
         .routes(routes!(topics::alter_topic_configs))
@@ -134,10 +137,12 @@ fn app(state: AppState, config: &HttpConfig) -> Router {
     let token: Option<Arc<str>> = config.token.as_deref().map(Arc::from);
     router
         .route("/openapi.json", get(move || std::future::ready(Json(api.as_ref().clone()))))
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(middleware::from_fn_with_state(token, auth::require_token))
         .layer(middleware::from_fn_with_state(config.request_timeout, bounded_in_time))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// Answers `504` for a request still running after the request timeout.
@@ -162,12 +167,14 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Binds `config.listen` and serves on a thread of its own, reaching
-    /// the broker at `broker` (its client address).
-    pub fn start(
-        config: HttpConfig,
-        broker: &str,
-        ready: Readiness,
-    ) -> Result<HttpServer, HttpError> {
+    /// `node` at its client address and reading its counters.
+    pub fn start(config: HttpConfig, node: &Node) -> Result<HttpServer, HttpError> {
+        let broker = &node.client_addr().map(|a| a.to_string()).unwrap_or_default();
+        let telemetry = Telemetry {
+            engine: node.engine().metrics(),
+            server: node.server_metrics().ok_or(HttpError::Stopped)?,
+            cluster: node.cluster().cloned(),
+        };
         let listen = config.listen;
         config.check()?;
         if !listen.ip().is_loopback() && config.token.is_none() {
@@ -182,7 +189,7 @@ impl HttpServer {
         listener.set_nonblocking(true).map_err(|source| HttpError::Bind { listen, source })?;
         let state = AppState {
             admin: Arc::new(admin),
-            ready,
+            telemetry,
             broker: Arc::new(broker.to_string()),
             producers: Arc::new([OnceLock::new(), OnceLock::new(), OnceLock::new()]),
         };

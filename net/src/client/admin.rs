@@ -376,6 +376,14 @@ impl Admin {
         Ok(groups.into_values().collect())
     }
 
+    /// The consumer groups the broker this admin was given coordinates
+    /// (each group has one coordinator, so a broker reporting on these
+    /// alone reports each group once in a cluster).
+    pub async fn list_groups_coordinated_here(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let conn = self.connection()?;
+        list_groups_at(&conn).await
+    }
+
     /// Members, assignments and committed offsets of `group_ids`, in that
     /// order, each asked of its coordinator; each entry carries its own
     /// error (`group not found`, ...).

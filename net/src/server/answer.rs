@@ -26,6 +26,14 @@ impl From<AlignedVec<16>> for Answer {
 const COALESCE_BYTES: usize = 64 * 1024;
 
 impl Answer {
+    /// The frame-level error code in its header (0: none).
+    pub(crate) fn error_code(&self) -> u16 {
+        match self.head.get(14..16) {
+            Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
+            _ => 0,
+        }
+    }
+
     pub(crate) async fn write_to(
         self,
         out: &mut (impl futures::io::AsyncWrite + Unpin),

@@ -12,6 +12,7 @@
 use super::answer::{error_frame, Answer};
 use super::connection_table::{Activity, Admission, CloseReason, ConnectionTable};
 use super::dispatch;
+use super::metrics;
 use super::request_memory::{FrameMemory, RequestMemory};
 use super::ServerContext;
 use crate::protocol::{ErrorCode, Frame, FrameHeader, FRAME_HEADER_BYTES};
@@ -29,8 +30,11 @@ use std::sync::Arc;
 pub(crate) async fn accept_loop(
     listener: std::net::TcpListener,
     context: Arc<ServerContext>,
+    shard: usize,
     stop: StopReceiver,
 ) {
+    // Both ports' loops on a shard install the same block.
+    metrics::install(context.metrics.shards()[shard].clone());
     // SAFETY: the descriptor comes from a listening socket we own and give
     // up here; nothing else closes it.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
@@ -75,6 +79,10 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        metrics::on_shard(|m| {
+            m.connections_accepted_total.add(1);
+            m.connections_open.add(1);
+        });
         let connection = Connection {
             context: context.clone(),
             memory: memory.clone(),
@@ -192,10 +200,15 @@ impl Connection {
             let frame = Frame::from_parts(header, head, payload);
             // Produce batches enter their partitions here, in the order they
             // arrived; the answer is awaited on its own task.
+            let started = std::time::Instant::now();
+            let api_key = frame.header.api_key;
             let answer = dispatch::start(frame, self.context.clone(), self.activity.peer).await;
             let (answers, activity) = (answers.clone(), self.activity.clone());
             runtime::spawn(async move {
-                if let Some(answer) = answer.await {
+                let answer = answer.await;
+                let code = answer.as_ref().map_or(0, Answer::error_code);
+                metrics::on_shard(|m| m.request(api_key, started.elapsed(), code));
+                if let Some(answer) = answer {
                     if answers.send(answer).await.is_err() {
                         tracing::trace!("connection closed before its answer");
                     }
@@ -214,6 +227,12 @@ impl Connection {
             closed_by_broker = ?self.activity.close_reason(),
             "connection closed"
         );
+        metrics::on_shard(|m| {
+            m.connections_open.sub(1);
+            if self.activity.close_reason().is_some() {
+                m.connections_closed_by_broker_total.add(1);
+            }
+        });
         // Out of the table before the receiver closes the last descriptor
         // (the table may shut the socket down until then).
         self.table.remove(&self.activity);

@@ -4,7 +4,7 @@
 
 use super::answer::{error_answer, response, Answer};
 use super::handlers::{cluster, fetch, groups, metadata, produce, replication, topics};
-use super::ServerContext;
+use super::{metrics, ServerContext};
 use crate::protocol::*;
 use futures::future::LocalBoxFuture;
 use std::net::SocketAddr;
@@ -105,6 +105,7 @@ async fn handle(
         ApiKey::Fetch => {
             let request = decode!(FetchRequest);
             let (answer, chunks) = fetch::fetch(ctx, &request).await;
+            metrics::partition_errors(api, answer.partitions.iter().map(|p| p.error_code));
             response(&h, &answer, chunks)
         }
         ApiKey::ListOffsets => {

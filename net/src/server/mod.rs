@@ -16,6 +16,7 @@ mod coordinator;
 mod dispatch;
 pub(crate) mod errors;
 mod handlers;
+pub mod metrics;
 mod request_memory;
 
 use crate::cluster::ClusterHandle;
@@ -158,6 +159,8 @@ pub(crate) struct ServerContext {
     /// for people, and monotonic, for its uptime.
     pub started_ms: i64,
     pub started: std::time::Instant,
+    /// Connections and requests, per shard (both ports count into it).
+    pub metrics: Arc<metrics::ServerMetrics>,
 }
 
 /// A running broker: a listener and its connections on every shard of the
@@ -170,6 +173,9 @@ pub struct Broker {
     cluster_addr: Option<SocketAddr>,
     /// One per shard's accept loop.
     stops: Vec<connection::StopSender>,
+    /// A clustered broker's client port, bound but not yet served.
+    clients_waiting: Option<(Arc<ServerContext>, Vec<std::net::TcpListener>)>,
+    metrics: Arc<metrics::ServerMetrics>,
 }
 
 /// How long `Broker::stop` waits for the shards to close their listeners.
@@ -274,28 +280,64 @@ impl Broker {
         }
         let started_ms = mamba_engine::runtime::now_ms();
         let started = std::time::Instant::now();
-        let mut stops = Vec::new();
+        let metrics = Arc::new(metrics::ServerMetrics::new(shards));
+        let mut broker = Broker {
+            engine,
+            local_addr,
+            cluster_addr,
+            stops: Vec::new(),
+            clients_waiting: None,
+            metrics: metrics.clone(),
+        };
         for (port, _, listeners) in ports {
             let context = Arc::new(ServerContext {
-                engine: engine.clone(),
+                engine: broker.engine.clone(),
                 cluster: cluster.as_ref().map(|(handle, _)| handle.clone()),
                 port,
                 config: config.clone(),
                 advertised: local_addr,
                 started_ms,
                 started,
+                metrics: metrics.clone(),
             });
-            for (i, listener) in listeners.into_iter().enumerate() {
-                let context = context.clone();
-                let (stop, stopped) = async_channel::bounded(1);
-                stops.push(stop);
-                let task: mamba_engine::shard::ShardTask =
-                    Box::new(move || Box::pin(connection::accept_loop(listener, context, stopped)));
-                mamba_engine::block_on(engine.spawn_on_shard(ShardId(i as u32), task))?;
+            match (port, &cluster) {
+                // Peers are served at once (the quorum forms through this
+                // port); clients once the node has its metadata applied
+                // (`serve_clients`): till then the kernel queues them.
+                (Port::Client, Some(_)) => broker.clients_waiting = Some((context, listeners)),
+                _ => broker.accept_on(context, listeners)?,
             }
         }
         tracing::info!(addr = %local_addr, cluster = ?cluster_addr, shards, "listening");
-        Ok(Broker { engine, local_addr, cluster_addr, stops })
+        Ok(broker)
+    }
+
+    /// Starts serving clients on a clustered broker: once this node's
+    /// metadata is applied and its partitions hosted, so that no client is
+    /// told "unknown topic" about a topic this node just has not loaded.
+    /// Does nothing the second time, or on a broker of its own.
+    pub fn serve_clients(&mut self) -> Result<(), BrokerError> {
+        match self.clients_waiting.take() {
+            Some((context, listeners)) => self.accept_on(context, listeners),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts one accept loop per shard, each on its own listener.
+    fn accept_on(
+        &mut self,
+        context: Arc<ServerContext>,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> Result<(), BrokerError> {
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let context = context.clone();
+            let (stop, stopped) = async_channel::bounded(1);
+            self.stops.push(stop);
+            let task: mamba_engine::shard::ShardTask =
+                Box::new(move || Box::pin(connection::accept_loop(listener, context, i, stopped)));
+            mamba_engine::block_on(self.engine.spawn_on_shard(ShardId(i as u32), task))?;
+        }
+        Ok(())
     }
 
     /// Where other brokers reach this one (the bound port), when clustered.
@@ -329,6 +371,11 @@ impl Broker {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// What its shards count of connections and requests.
+    pub fn metrics(&self) -> &Arc<metrics::ServerMetrics> {
+        &self.metrics
     }
 }
 

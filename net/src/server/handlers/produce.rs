@@ -7,7 +7,7 @@ use crate::protocol::*;
 use crate::replication::acks_all;
 use crate::server::answer::{error_answer, response, Answer};
 use crate::server::errors::code_of;
-use crate::server::ServerContext;
+use crate::server::{metrics, ServerContext};
 use futures::future::LocalBoxFuture;
 use mamba_engine::{AppendWait, Batch, EngineError, Offset, PartitionId};
 use rkyv::util::AlignedVec;
@@ -199,7 +199,9 @@ async fn complete_produce(submitted: Submitted, replicated: Option<Replicated>) 
         }
         result
     });
-    ProduceResponse { partitions: futures::future::join_all(outcomes).await }
+    let partitions = futures::future::join_all(outcomes).await;
+    metrics::partition_errors(ApiKey::Produce, partitions.iter().map(|p| p.error_code));
+    ProduceResponse { partitions }
 }
 
 /// A producer id no other producer has: in a cluster from this broker's
