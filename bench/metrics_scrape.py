@@ -12,7 +12,7 @@ after another, as Prometheus would (plain and with Accept-Encoding: gzip).
 Prints the answer's size and series count, the scrape time (median and
 max, client side) and the broker's CPU time per scrape.
 """
-import gzip, json, os, re, resource, shutil, signal, statistics, subprocess, sys, tempfile, time
+import gzip, json, os, re, resource, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 import urllib.request
 
 MAMBA = os.path.abspath("target/release/mamba")
@@ -26,11 +26,12 @@ def more_files():
 def start(data, port):
     p = subprocess.Popen([MAMBA, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                         preexec_fn=more_files, env=dict(os.environ, RUST_LOG="info"))
+                         preexec_fn=more_files, env=dict(os.environ, RUST_LOG="warn,mamba=info"))
     for line in p.stderr:
         if "mamba broker ready" in line:
-            http = re.search(r"http=(\S+)", line).group(1)
-            return p, http
+            # Keep reading its log, or the broker blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
+            return p, re.search(r"http=(\S+)", line).group(1)
     raise SystemExit("broker exited before ready")
 
 

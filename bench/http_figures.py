@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Figures of issue "HTTP API, Prometheus metrics and a built-in web
+console", each a ratio of runs alternated in the same broker:
+
+  observe  binary-protocol produce (mamba-bench produce, 1 KiB, acks=all)
+           while a Prometheus-like scraper reads /metrics every second and
+           an open console's requests run (/v1/stats every 2 s, /v1/cluster
+           every 2 s, /readyz every 5 s), divided by the same run without.
+  http     HTTP produce (POST /v1/topics/T/records, JSON arrays of 100
+           records of 1 KiB, keep-alive, 4 connections, acks=all) divided by
+           binary-protocol produce of the same records; p99 of both.
+
+    python3 bench/http_figures.py observe|http [PAIRS] [SECONDS]   (default 3 10)
+
+Runs target/release/mamba and mamba-bench from the repository root; one
+broker (2 shards, fsync) in a fresh data directory under /work/benchdata
+(or $MAMBA_BENCH_DIR), removed at the end.
+"""
+import http.client as httpc
+import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+
+MAMBA = os.path.abspath("target/release/mamba")
+BENCH = os.path.abspath("target/release/mamba-bench")
+BASE = os.environ.get("MAMBA_BENCH_DIR", "/work/benchdata")
+
+
+def start(data, port):
+    p = subprocess.Popen([MAMBA, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                         env=dict(os.environ, RUST_LOG="warn,mamba=info"))
+    for line in p.stderr:
+        if "mamba broker ready" in line:
+            threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
+            return p, re.search(r"http=(\S+)", line).group(1)
+    raise SystemExit("broker exited before ready")
+
+
+def binary_produce(brokers, topic, seconds):
+    out = subprocess.run([BENCH, "produce", "--brokers", brokers, "--topics", "1", "--topic", topic,
+                          "--message-bytes", "1024", "--acks", "all", "--duration-s", str(seconds),
+                          "--warmup-s", "2", "--output", "json"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    produce = json.loads(out)["produce"]
+    return produce["bytes_per_s"], produce["latency_us"]["p99"] / 1000
+
+
+class Observer:
+    """Prometheus at 1 Hz plus an open console, until stopped."""
+
+    def __init__(self, http):
+        self.host, self.port = http.rsplit(":", 1)
+        self.stop = threading.Event()
+        self.scrapes = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        conn = httpc.HTTPConnection(self.host, int(self.port), timeout=30)
+        tick = 0
+        while not self.stop.wait(1.0 if tick else 0):
+            paths = ["/metrics"] + (["/v1/stats", "/v1/cluster"] if tick % 2 == 0 else []) \
+                + (["/readyz"] if tick % 5 == 0 else [])
+            for path in paths:
+                conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+                conn.getresponse().read()
+            self.scrapes += 1
+            tick += 1
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+
+
+def http_produce(http, topic, seconds, connections=4, records=100):
+    host, port = http.rsplit(":", 1)
+    body = json.dumps([{"value": "x" * 1024} for _ in range(records)]).encode()
+    latencies, done = [], [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + 2 + seconds  # 2 s warm-up, as the binary runs
+
+    def worker():
+        conn = httpc.HTTPConnection(host, int(port), timeout=60)
+        while True:
+            t0 = time.monotonic()
+            if t0 >= deadline:
+                return
+            conn.request("POST", f"/v1/topics/{topic}/records?acks=all", body=body,
+                         headers={"Content-Type": "application/json"})
+            answer = conn.getresponse().read()
+            t1 = time.monotonic()
+            if t0 >= deadline - seconds:
+                with lock:
+                    latencies.append(t1 - t0)
+                    done[0] += records
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    latencies.sort()
+    return done[0] * 1024 / seconds, latencies[int(len(latencies) * 0.99) - 1] * 1000
+
+
+def main():
+    figure = sys.argv[1] if len(sys.argv) > 1 else "observe"
+    pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    seconds = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    os.makedirs(BASE, exist_ok=True)
+    data = tempfile.mkdtemp(dir=BASE, prefix="http-")
+    port = 19760
+    p = None
+    try:
+        p, http = start(data, port)
+        brokers = f"127.0.0.1:{port}"
+        # Bounded on disk: at about 1 GiB/s, ten runs would fill it.
+        subprocess.run([MAMBA, "topic", "create", "load", "--partitions", "6", "--brokers", brokers,
+                        "--retention-bytes", "1GiB", "--segment-bytes", "256MiB"],
+                       check=True, stdout=subprocess.DEVNULL)
+        ratios = []
+        for pair in range(pairs):
+            runs = {}
+            order = ["base", "other"] if pair % 2 == 0 else ["other", "base"]
+            for which in order:
+                if which == "base":
+                    runs[which] = binary_produce(brokers, "load", seconds)
+                elif figure == "observe":
+                    observer = Observer(http)
+                    runs[which] = binary_produce(brokers, "load", seconds)
+                    observer.close()
+                else:
+                    runs[which] = http_produce(http, "load", seconds)
+            ratio = runs["other"][0] / runs["base"][0]
+            ratios.append(ratio)
+            print(f"pair {pair + 1}: {figure} {runs['other'][0] / 2**20:.0f} MiB/s p99 {runs['other'][1]:.1f} ms; "
+                  f"binary alone {runs['base'][0] / 2**20:.0f} MiB/s p99 {runs['base'][1]:.1f} ms; "
+                  f"ratio {ratio:.3f}", flush=True)
+        print(f"median ratio {statistics.median(ratios):.3f} ({', '.join(f'{r:.3f}' for r in ratios)})")
+    finally:
+        if p is not None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=300)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
