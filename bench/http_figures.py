@@ -17,27 +17,19 @@ broker (2 shards, fsync) in a fresh data directory under /work/benchdata
 (or $MAMBA_BENCH_DIR), removed at the end.
 """
 import http.client as httpc
-import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import json, os, shutil, statistics, subprocess, sys, tempfile, threading, time
 
-MAMBA = os.path.abspath("target/release/mamba")
+
+import broker_process
+from broker_process import MAMBA
+
 BENCH = os.path.abspath("target/release/mamba-bench")
 BASE = os.environ.get("MAMBA_BENCH_DIR", "/work/benchdata")
 
 
-def start(data, port):
-    p = subprocess.Popen([MAMBA, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                         env=dict(os.environ, RUST_LOG="warn,mamba=info"))
-    for line in p.stderr:
-        if "mamba broker ready" in line:
-            threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
-            return p, re.search(r"http=(\S+)", line).group(1)
-    raise SystemExit("broker exited before ready")
-
-
 def binary_produce(brokers, topic, seconds):
     out = subprocess.run([BENCH, "produce", "--brokers", brokers, "--topics", "1", "--topic", topic,
-                          "--message-bytes", "1024", "--acks", "all", "--duration-s", str(seconds),
+                          "--message-bytes", "1024", "--acks", "all", "--duration-s", str(seconds + 2),
                           "--warmup-s", "2", "--output", "json"],
                          check=True, stdout=subprocess.PIPE, text=True).stdout
     produce = json.loads(out)["produce"]
@@ -110,7 +102,7 @@ def main():
     port = 19760
     p = None
     try:
-        p, http = start(data, port)
+        p, http = broker_process.start(data, port)
         brokers = f"127.0.0.1:{port}"
         # Bounded on disk: at about 1 GiB/s, ten runs would fill it.
         subprocess.run([MAMBA, "topic", "create", "load", "--partitions", "6", "--brokers", brokers,
@@ -137,8 +129,7 @@ def main():
         print(f"median ratio {statistics.median(ratios):.3f} ({', '.join(f'{r:.3f}' for r in ratios)})")
     finally:
         if p is not None:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=300)
+            broker_process.stop(p)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -12,27 +12,14 @@ after another, as Prometheus would (plain and with Accept-Encoding: gzip).
 Prints the answer's size and series count, the scrape time (median and
 max, client side) and the broker's CPU time per scrape.
 """
-import gzip, json, os, re, resource, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import gzip, json, os, shutil, statistics, subprocess, sys, tempfile, time
 import urllib.request
 
-MAMBA = os.path.abspath("target/release/mamba")
+
+import broker_process
+from broker_process import MAMBA
+
 BASE = os.environ.get("MAMBA_BENCH_DIR", "/work/benchdata")
-
-
-def more_files():
-    resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
-
-
-def start(data, port):
-    p = subprocess.Popen([MAMBA, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                         preexec_fn=more_files, env=dict(os.environ, RUST_LOG="warn,mamba=info"))
-    for line in p.stderr:
-        if "mamba broker ready" in line:
-            # Keep reading its log, or the broker blocks on a full pipe.
-            threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
-            return p, re.search(r"http=(\S+)", line).group(1)
-    raise SystemExit("broker exited before ready")
 
 
 def cpu_s(pid):
@@ -60,7 +47,7 @@ def main():
     port = 19750
     p = None
     try:
-        p, http = start(data, port)
+        p, http = broker_process.start(data, port, many_files=True)
         brokers = f"127.0.0.1:{port}"
         created = 0
         while created < partitions:
@@ -87,8 +74,7 @@ def main():
                   flush=True)
     finally:
         if p is not None:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=300)
+            broker_process.stop(p)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -15,6 +15,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
+/// Counts a failed I/O against the shard doing it.
+fn count_error<T, E>(result: &Result<T, E>) {
+    if result.is_err() {
+        metrics::on_shard(|m| m.io_errors_total.add(1));
+    }
+}
+
 /// Files on the local file system, opened O_DIRECT.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DiskStorage;
@@ -173,13 +180,11 @@ impl StorageFile for DiskFile {
             let file = self.dma().await?;
             let started = Instant::now();
             let written = file.write_at(buf, position_bytes).await;
-            metrics::on_shard(|m| {
-                m.write_latency.record(started.elapsed());
-                match &written {
-                    Ok(n) => m.bytes_written_total.add(*n as u64),
-                    Err(_) => m.io_errors_total.add(1),
-                }
-            });
+            metrics::on_shard(|m| m.write_latency.record(started.elapsed()));
+            count_error(&written);
+            if let Ok(n) = &written {
+                metrics::on_shard(|m| m.bytes_written_total.add(*n as u64));
+            }
             let written = written.map_err(|e| StorageError::new("write", path, e))?;
             if written != len {
                 return Err(StorageError::new(
@@ -353,13 +358,6 @@ pub const PROBE_MARKER_FILE: &str = ".mamba-io-probe";
 /// io_poll, and every later DMA read fails with EOPNOTSUPP (os error 95).
 /// Opening (and reading) one non-empty file first makes the probe see real
 /// data. Call once per shard before any other DMA file in `dir`.
-/// Counts a failed I/O against the shard doing it.
-fn count_error<T, E>(result: &Result<T, E>) {
-    if result.is_err() {
-        metrics::on_shard(|m| m.io_errors_total.add(1));
-    }
-}
-
 pub async fn prime_io_poll_probe(dir: &Path) -> StorageResult<()> {
     let marker = dir.join(PROBE_MARKER_FILE);
     let wanted = b"mamba data directory: this file lets the io_uring poll probe read real data\n";

@@ -276,8 +276,10 @@ fn visible_end(offsets: &LogOffsets, limit: ReadLimit) -> Offset {
 }
 
 impl Partition {
-    /// Publishes the log's offsets and size for monitoring; `in_flight`
-    /// appends are queued or waiting for their write and sync.
+    /// Publishes the log's offsets and size for monitoring, each writer
+    /// round; `in_flight` appends are queued or waiting for their write and
+    /// sync. (The size is a sum over the segments: a few dozen additions
+    /// at the usual segment counts, against a round's write and sync.)
     fn publish(&self, in_flight: usize) {
         let offsets = self.log.offsets();
         let m = &self.metrics;
@@ -675,8 +677,7 @@ async fn open(spec: OpenSpec, shard: &ShardState) -> EngineResult<Vec<SegmentRep
                 point_key,
                 point: spec.recovery_point.map(|(p, _)| p),
             };
-            partitions.borrow_mut().insert(spec.key, Slot::Offline(offline));
-            count_partitions(shard);
+            put(partitions, spec.key, Slot::Offline(offline));
             return Err(error);
         }
     };
@@ -713,9 +714,8 @@ async fn open(spec: OpenSpec, shard: &ShardState) -> EngineResult<Vec<SegmentRep
     partition.publish(0);
     shard.metrics.register(metrics);
     runtime::spawn_detached(writer(partition.clone(), rx));
-    partitions.borrow_mut().insert(spec.key, Slot::Online(partition));
+    put(partitions, spec.key, Slot::Online(partition));
     share_tail_caches(partitions);
-    count_partitions(shard);
     Ok(reports)
 }
 
@@ -726,13 +726,36 @@ fn partition_counts(partitions: &Partitions) -> PartitionCounts {
     })
 }
 
-/// Publishes how many of the shard's partitions serve and how many are
-/// offline.
-fn count_partitions(shard: &ShardState) {
-    let counts = partition_counts(&shard.partitions);
+/// Puts a partition in the shard's table, keeping the published counts of
+/// online and offline partitions.
+fn put(partitions: &Partitions, key: PartitionKey, slot: Slot) {
+    count(&slot, true);
+    if let Some(replaced) = partitions.borrow_mut().insert(key, slot) {
+        count(&replaced, false);
+    }
+}
+
+/// Takes a partition out of the shard's table (see `put`).
+fn take(partitions: &Partitions, key: &PartitionKey) -> Option<Slot> {
+    let slot = partitions.borrow_mut().remove(key);
+    if let Some(slot) = &slot {
+        count(slot, false);
+    }
+    slot
+}
+
+/// A partition of `slot`'s kind comes into the shard's table or goes.
+fn count(slot: &Slot, comes: bool) {
     metrics::on_shard(|m| {
-        m.partitions_online.set(counts.online as u64);
-        m.partitions_offline.set(counts.offline as u64);
+        let gauge = match slot {
+            Slot::Online(_) => &m.partitions_online,
+            Slot::Offline(_) => &m.partitions_offline,
+        };
+        if comes {
+            gauge.add(1);
+        } else {
+            gauge.sub(1);
+        }
     });
 }
 
@@ -768,10 +791,9 @@ async fn close_partition(partition: &Partition) -> EngineResult<()> {
 
 async fn delete(key: &PartitionKey, shard: &ShardState) -> EngineResult<()> {
     let partitions = &shard.partitions;
-    let slot = partitions.borrow_mut().remove(key);
+    let slot = take(partitions, key);
     share_tail_caches(partitions);
     shard.metrics.unregister(&key.topic, key.partition.0);
-    count_partitions(shard);
     match slot {
         Some(Slot::Online(partition)) => {
             // A failing disk must not keep a deleted topic around.

@@ -130,6 +130,17 @@ async function act(what, action) {
 
 function field(label, input) { return h("label", {}, label, input); }
 
+/** A button that deletes `what` `name` (after asking), then goes to `back`. */
+function deleteButton(what, name, alsoGone, path, back) {
+  return h("button", {
+    class: "danger",
+    onclick: async () => {
+      if (!confirm(`Delete ${what} ${name} ${alsoGone}?`)) return;
+      if (await act(`Deleted ${what} ${name}`, () => api("DELETE", path)) !== undefined) location.hash = back;
+    },
+  }, `Delete ${what}`);
+}
+
 // ---- pages --------------------------------------------------------------
 
 /** Timers of the page on screen, stopped when another page is drawn. */
@@ -352,13 +363,7 @@ async function topicPage(name) {
       statusPill(p.status), num(p.log_start_offset), num(p.log_end_offset), num(p.high_watermark),
       h("td", { class: "num" }, fmtBytes(p.size_bytes)))),
   );
-  const remove = h("button", {
-    class: "danger",
-    onclick: async () => {
-      if (!confirm(`Delete topic ${name} and all its records?`)) return;
-      if (await act(`Deleted topic ${name}`, () => api("DELETE", `/v1/topics/${enc(name)}`)) !== undefined) location.hash = "#/topics";
-    },
-  }, "Delete topic");
+  const remove = deleteButton("topic", name, "and all its records", `/v1/topics/${enc(name)}`, "#/topics");
   return h("div", {}, h("h1", {}, `Topic ${name}`),
     h("div", { class: "toolbar" }, h("a", { href: `#/messages/${enc(name)}` }, "Browse messages →"), h("span", { style: "flex:1" }), remove),
     h("h2", {}, "Partitions"), partitions, h("h2", {}, "Configs"), configs, alter);
@@ -494,13 +499,7 @@ async function groupPage(id) {
       if (await act(`Reset ${id} on ${topic.value} to ${to.value}`, () => post(`/v1/groups/${enc(id)}/offsets`, { topic: topic.value, to: target })) !== undefined) route();
     },
   }, field("Topic", topic), field("To", to), h("button", { type: "submit", class: "secondary" }, "Reset offsets"));
-  const remove = h("button", {
-    class: "danger",
-    onclick: async () => {
-      if (!confirm(`Delete group ${id} and its committed offsets?`)) return;
-      if (await act(`Deleted group ${id}`, () => api("DELETE", `/v1/groups/${enc(id)}`)) !== undefined) location.hash = "#/groups";
-    },
-  }, "Delete group");
+  const remove = deleteButton("group", id, "and its committed offsets", `/v1/groups/${enc(id)}`, "#/groups");
   return h("div", {}, h("h1", {}, `Group ${id}`),
     h("div", { class: "cards" },
       ...[["State", statusPill(group.state)], ["Members", fmtNum(group.members.length)], ["Total lag", fmtNum(group.total_lag)], ["Epoch", fmtNum(group.group_epoch)]]

@@ -24,7 +24,7 @@ use mamba_net::protocol::{ApiKey, ErrorCode};
 use mamba_net::server::metrics::ServerMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelValue,
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelValue, MetricEncoder,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
@@ -136,6 +136,25 @@ struct Family<'e, 'w> {
 }
 
 impl Family<'_, '_> {
+    /// The description, then each series' value written by `value`.
+    fn write<'a, V>(
+        &mut self,
+        (name, help, unit, kind): (&str, &str, Option<Unit>, MetricType),
+        series: impl IntoIterator<Item = (Labels<'a>, V)>,
+        value: impl Fn(&mut MetricEncoder<'_>, &V) -> std::fmt::Result,
+    ) -> std::fmt::Result {
+        let unit = unit.as_ref();
+        let mut family = self.encoder.encode_descriptor(name, help, unit, kind)?;
+        for (labels, v) in series {
+            if labels.is_empty() {
+                value(&mut family, &v)?; // `name 1`, not `name{} 1`
+            } else {
+                value(&mut family.encode_family(&labels)?, &v)?;
+            }
+        }
+        Ok(())
+    }
+
     fn counter<'a, V: EncodeCounterValue>(
         &mut self,
         name: &str,
@@ -143,13 +162,9 @@ impl Family<'_, '_> {
         unit: Option<Unit>,
         series: impl IntoIterator<Item = (Labels<'a>, V)>,
     ) -> std::fmt::Result {
-        let unit = unit.as_ref();
-        let mut family = self.encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
-        for (labels, value) in series {
-            let mut metric = family.encode_family(&labels)?;
-            metric.encode_counter::<Labels<'_>, V, f64>(&value, None)?;
-        }
-        Ok(())
+        self.write((name, help, unit, MetricType::Counter), series, |metric, v| {
+            metric.encode_counter::<Labels<'_>, V, f64>(v, None)
+        })
     }
 
     fn gauge<'a, V: EncodeGaugeValue>(
@@ -159,16 +174,9 @@ impl Family<'_, '_> {
         unit: Option<Unit>,
         series: impl IntoIterator<Item = (Labels<'a>, V)>,
     ) -> std::fmt::Result {
-        let unit = unit.as_ref();
-        let mut family = self.encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-        for (labels, value) in series {
-            if labels.is_empty() {
-                family.encode_gauge(&value)?; // `name 1`, not `name{} 1`
-            } else {
-                family.encode_family(&labels)?.encode_gauge(&value)?;
-            }
-        }
-        Ok(())
+        self.write((name, help, unit, MetricType::Gauge), series, |metric, v| {
+            metric.encode_gauge(v)
+        })
     }
 
     fn histogram<'a>(
@@ -177,24 +185,16 @@ impl Family<'_, '_> {
         help: &str,
         series: impl IntoIterator<Item = (Labels<'a>, HistogramSnapshot)>,
     ) -> std::fmt::Result {
-        let unit = Some(Unit::Seconds);
-        let mut family =
-            self.encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Histogram)?;
-        for (labels, snapshot) in series {
+        let kind = (name, help, Some(Unit::Seconds), MetricType::Histogram);
+        self.write(kind, series, |metric, snapshot| {
             // The encoder writes the bucket bounded by f64::MAX as `+Inf`.
             let buckets: Vec<(f64, u64)> = snapshot
                 .buckets
                 .iter()
                 .map(|&(bound, n)| (if bound.is_finite() { bound } else { f64::MAX }, n))
                 .collect();
-            family.encode_family(&labels)?.encode_histogram::<Labels<'_>>(
-                snapshot.sum_s,
-                snapshot.count,
-                &buckets,
-                None,
-            )?;
-        }
-        Ok(())
+            metric.encode_histogram::<Labels<'_>>(snapshot.sum_s, snapshot.count, &buckets, None)
+        })
     }
 }
 

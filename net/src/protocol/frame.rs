@@ -92,6 +92,15 @@ impl FrameHeader {
         out
     }
 
+    /// The frame-level error code of an encoded frame's head (0 when it is
+    /// shorter than a header).
+    pub fn error_code_of(head: &[u8]) -> u16 {
+        if head.len() < FRAME_HEADER_BYTES {
+            return 0;
+        }
+        u16_at(head, 14)
+    }
+
     /// Decodes and checks a header; `frame_bytes_max` bounds the whole frame.
     pub fn decode(
         bytes: &[u8; FRAME_HEADER_BYTES],

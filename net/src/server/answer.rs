@@ -28,10 +28,7 @@ const COALESCE_BYTES: usize = 64 * 1024;
 impl Answer {
     /// The frame-level error code in its header (0: none).
     pub(crate) fn error_code(&self) -> u16 {
-        match self.head.get(14..16) {
-            Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
-            _ => 0,
-        }
+        FrameHeader::error_code_of(&self.head)
     }
 
     pub(crate) async fn write_to(
