@@ -456,3 +456,32 @@ fn the_console_comes_from_the_binary_and_its_stats_sum_the_traffic() {
     assert_eq!((status, later["records"].as_array().map(Vec::len)), (200, Some(0)), "{later:#}");
     assert_problem(&read("offset=0&timestamp_ms=0"), 400, 8, "not both");
 }
+
+#[test]
+fn the_brokers_own_topics_cannot_be_created_deleted_or_written_by_clients() {
+    // A topic created under the metadata log's name once wrote client
+    // records into the Raft log and stopped the broker.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 1);
+    let base = http_of(&broker);
+    let http = agent();
+    let post =
+        |path: &str, body: Value| answer(http.post(&format!("{base}{path}")).send_json(body));
+    for name in ["__cluster_metadata", "__consumer_offsets"] {
+        let created = post("/v1/topics", json!({"name": name}));
+        assert_problem(&created, 400, 8, "the broker's own");
+        let (status, _, produced) =
+            post(&format!("/v1/topics/{name}/records"), json!([{"value": "x"}]));
+        let refused = produced["records"][0]["error"]["detail"].as_str().unwrap_or_default();
+        assert!(
+            status >= 400 || refused.contains("the broker's own"),
+            "{name}: {status} {produced:#}"
+        );
+    }
+    let deleted = answer(http.delete(&format!("{base}/v1/topics/__consumer_offsets")).call());
+    assert_problem(&deleted, 400, 8, "the broker's own");
+    // The broker still serves.
+    assert_eq!(post("/v1/topics", json!({"name": "after"})).0, 201);
+    let values = json!([{"value": "fine"}]);
+    assert_eq!(post("/v1/topics/after/records", values).0, 200);
+}

@@ -187,7 +187,7 @@ pub(crate) fn checked_topic(name: String) -> ApiResult<String> {
 
 /// Produces records: a JSON array of records, or one raw value.
 #[utoipa::path(post, path = "/v1/topics/{topic}/records", tag = "records",
-    params(("topic" = String, Path, description = "The topic's name"), ProduceQuery),
+    params(("topic" = String, Path, description = "The topic's name", pattern = r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$"), ProduceQuery),
     request_body(content(
         (Vec<NewRecord> = "application/json"),
         (Vec<u8> = "application/octet-stream"),
@@ -274,7 +274,7 @@ pub async fn produce(
 /// record when there is none yet.
 #[utoipa::path(get, path = "/v1/topics/{topic}/partitions/{partition}/records", tag = "records",
     params(
-        ("topic" = String, Path, description = "The topic's name"),
+        ("topic" = String, Path, description = "The topic's name", pattern = r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$"),
         ("partition" = u32, Path, description = "The partition"),
         ConsumeQuery,
     ),

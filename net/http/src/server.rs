@@ -133,7 +133,7 @@ fn app(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(cluster::cluster_action))
         .with_state(state)
         .split_for_parts();
-    let api = Arc::new(api);
+    let api = Arc::new(with_problem_json(api));
     let token: Option<Arc<str>> = config.token.as_deref().map(Arc::from);
     router
         .route("/openapi.json", get(move || std::future::ready(Json(api.as_ref().clone()))))
@@ -143,6 +143,37 @@ fn app(state: AppState, config: &HttpConfig) -> Router {
         .layer(middleware::from_fn_with_state(config.request_timeout, bounded_in_time))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(tower_http::compression::CompressionLayer::new())
+}
+
+/// The document with every error answer's content type as served:
+/// `application/problem+json` (RFC 9457), which a handler's `body =
+/// Problem` annotation cannot say.
+fn with_problem_json(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::RefOr;
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let RefOr::T(response) = response else { continue };
+                if !status.starts_with(['4', '5']) {
+                    continue;
+                }
+                if let Some(problem) = response.content.shift_remove("application/json") {
+                    response.content.insert("application/problem+json".to_string(), problem);
+                }
+            }
+        }
+    }
+    api
 }
 
 /// Answers `504` for a request still running after the request timeout.

@@ -28,6 +28,7 @@ pub struct TopicSummary {
 #[serde(deny_unknown_fields)]
 pub struct NewTopic {
     /// Letters, digits, '.', '_' and '-'.
+    #[schema(pattern = r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$")]
     pub name: String,
     /// How many partitions [default: 1].
     #[serde(default)]
@@ -134,7 +135,7 @@ pub async fn create_topic(
 
 /// A topic's settings and partitions.
 #[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics",
-    params(("topic" = String, Path, description = "The topic's name")),
+    params(("topic" = String, Path, description = "The topic's name", pattern = r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$")),
     responses(
         (status = 200, description = "The topic", body = TopicDetail),
         (status = 400, description = "Not a topic name", body = crate::Problem),
@@ -151,7 +152,7 @@ pub async fn describe_topic(
 
 /// Changes a topic's settings; answers its description.
 #[utoipa::path(patch, path = "/v1/topics/{topic}/configs", tag = "topics",
-    params(("topic" = String, Path, description = "The topic's name")),
+    params(("topic" = String, Path, description = "The topic's name", pattern = r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$")),
     request_body = ConfigChange,
     responses(
         (status = 200, description = "Changed", body = TopicDetail),
@@ -179,7 +180,7 @@ pub async fn alter_topic_configs(
 
 /// Deletes a topic and its records.
 #[utoipa::path(delete, path = "/v1/topics/{topic}", tag = "topics",
-    params(("topic" = String, Path, description = "The topic's name")),
+    params(("topic" = String, Path, description = "The topic's name", pattern = r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Not a topic name", body = crate::Problem),

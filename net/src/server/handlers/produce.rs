@@ -121,8 +121,10 @@ async fn submit_produce(
             base_offset: 0,
             last_offset: 0,
         };
-        if let Err(not_here) = super::cluster::check_leader(ctx, &p.topic, p.partition) {
-            submitted.push((result, Err(not_here)));
+        let checked = super::topics::refuse_internal(&p.topic, "produce to")
+            .and_then(|()| super::cluster::check_leader(ctx, &p.topic, p.partition));
+        if let Err(refused) = checked {
+            submitted.push((result, Err(refused)));
             continue;
         }
         let leader_epoch = match request.acks {

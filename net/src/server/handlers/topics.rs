@@ -43,6 +43,24 @@ fn metadata_entries(entries: &[ConfigEntry]) -> Vec<MetadataConfig> {
         .collect()
 }
 
+/// The broker's own topics: the metadata log and the groups' committed
+/// offsets. Their records are the broker's state, written only by the
+/// broker: clients may read and describe them, never create, delete or
+/// produce to them.
+const INTERNAL_TOPICS: [&str; 2] =
+    [crate::cluster::raft_store::METADATA_TOPIC, crate::server::coordinator::OFFSETS_TOPIC];
+
+/// Refuses a client's `action` on one of the broker's own topics.
+pub(crate) fn refuse_internal(name: &str, action: &str) -> Result<(), (u16, String)> {
+    if INTERNAL_TOPICS.contains(&name) {
+        return Err((
+            ErrorCode::InvalidRequest.as_u16(),
+            format!("topic {name} is the broker's own: clients cannot {action} it"),
+        ));
+    }
+    Ok(())
+}
+
 fn result(name: String, outcome: Result<(), (u16, String)>) -> TopicResult {
     let (error_code, message) = outcome.err().unwrap_or_default();
     TopicResult { name, error_code, message }
@@ -71,6 +89,10 @@ pub(crate) async fn create_topics(
     }
     let mut results = Vec::new();
     for topic in request.topics {
+        if let Err(refused) = refuse_internal(&topic.name, "create") {
+            results.push(result(topic.name, Err(refused)));
+            continue;
+        }
         let mut config = TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
         let checked = topic_config::apply(&mut config, &topic.configs)
             .and_then(|()| topic_config::check_replication(&topic.configs));
@@ -135,6 +157,10 @@ pub(crate) async fn delete_topics(
     forward_unless_here!(ctx, request.clone(), request.names.clone());
     let mut results = Vec::new();
     for name in request.names {
+        if let Err(refused) = refuse_internal(&name, "delete") {
+            results.push(result(name, Err(refused)));
+            continue;
+        }
         let outcome = match admin_route(ctx) {
             AdminRoute::Cluster(cluster) => cluster
                 .admin(AdminCommand::DeleteTopic { name: name.clone() })
