@@ -485,3 +485,90 @@ fn the_brokers_own_topics_cannot_be_created_deleted_or_written_by_clients() {
     let values = json!([{"value": "fine"}]);
     assert_eq!(post("/v1/topics/after/records", values).0, 200);
 }
+
+/// Whether the peer closed `stream` (a read returns 0 bytes or fails)
+/// within `wait`.
+fn closed_within(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        stream.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer (408, say): the close follows
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn hostile_http_gets_4xx_or_a_closed_connection_while_binary_clients_go_on() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let base = http_of(&broker);
+    let http_addr = base.trim_start_matches("http://").to_string();
+    let http = agent();
+    common::create_topic(&broker.addr, "steady", 2);
+
+    // Hundreds of connections that send nothing, and one that sends half
+    // a request head and stalls.
+    let idle: Vec<std::net::TcpStream> =
+        (0..500).map(|_| std::net::TcpStream::connect(&http_addr).expect("connect")).collect();
+    let mut slow = std::net::TcpStream::connect(&http_addr).expect("connect");
+    slow.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").expect("half a head");
+
+    // Meanwhile the binary protocol serves, and so does HTTP.
+    let producer = common::producer(&broker);
+    for i in 0..200 {
+        let value = format!("steady {i}");
+        common::send_and_wait(&producer, common::record("steady", None, &value)).expect("acked");
+    }
+    assert_eq!(answer(http.get(&format!("{base}/livez")).call()).0, 200);
+
+    // Bad requests: each a 4xx, nothing created.
+    let post = |path: &str, content_type: &str, body: &[u8]| {
+        answer(
+            http.post(&format!("{base}{path}")).set("Content-Type", content_type).send_bytes(body),
+        )
+    };
+    // On a connection of its own: the broker closes it after the 413,
+    // with the body unread.
+    let huge = vec![b'x'; 17 << 20];
+    let too_big = agent()
+        .post(&format!("{base}/v1/topics/steady/records"))
+        .set("Content-Type", "application/octet-stream")
+        .send_bytes(&huge);
+    match too_big {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 413),
+        Err(ureq::Error::Transport(_)) => {} // closed while sending: also refused
+        Ok(r) => panic!("a 17 MiB body was taken: {}", r.status()),
+    }
+    assert_eq!(post("/v1/topics", "application/json", b"{\"name\": ").0, 400);
+    assert_eq!(post("/v1/topics", "application/json", b"{\"name\": \"\xff\xfe\"}").0, 400);
+    assert_eq!(post("/v1/topics/steady/records", "application/json", b"[{\"value\": 1}]").0, 400);
+    let traversal = answer(http.get(&format!("{base}/v1/topics/..%2F..%2Fetc%2Fpasswd")).call());
+    assert_problem(&traversal, 400, 8, "bad topic name");
+    let header = "x".repeat(1 << 20);
+    let oversized_head = http.get(&format!("{base}/livez")).set("X-Big", &header).call();
+    match oversized_head {
+        Err(ureq::Error::Status(code, _)) => assert!((400..500).contains(&code), "{code}"),
+        Err(ureq::Error::Transport(_)) => {} // closed: also fine
+        Ok(r) => panic!("a 1 MiB header was served: {}", r.status()),
+    }
+    let listed = answer(http.get(&format!("{base}/v1/topics")).call()).2;
+    let names: Vec<&str> =
+        listed.as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.iter().all(|n| !n.contains('/') && !n.starts_with(".")), "{names:?}");
+
+    // The stalled head is cut after the header timeout (10 s).
+    assert!(closed_within(&mut slow, Duration::from_secs(20)), "a stalled request head is closed");
+    drop(idle);
+    assert_eq!(answer(http.get(&format!("{base}/livez")).call()).0, 200);
+    let read = common::consume_all(&broker.addr, "steady", 200);
+    assert_eq!(read.len(), 200, "every binary-protocol record is there");
+}

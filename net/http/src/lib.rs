@@ -19,6 +19,7 @@
 
 mod auth;
 mod cluster;
+mod connections;
 mod console;
 mod groups;
 mod health;
@@ -29,6 +30,7 @@ mod server;
 mod stats;
 mod topics;
 
+pub use connections::ConnectionLimits;
 pub use metrics::Telemetry;
 pub use problem::Problem;
 pub use server::{HttpConfig, HttpError, HttpServer};

@@ -39,6 +39,8 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     /// Longest a request may take, long polls included.
     pub request_timeout: Duration,
+    /// Connections at once, and the time to send a request head.
+    pub connections: crate::ConnectionLimits,
 }
 
 impl HttpConfig {
@@ -66,6 +68,7 @@ impl Default for HttpConfig {
             insecure: false,
             body_bytes_max: HttpConfig::DEFAULT_BODY_BYTES_MAX,
             request_timeout: HttpConfig::DEFAULT_REQUEST_TIMEOUT,
+            connections: crate::ConnectionLimits::default(),
         }
     }
 }
@@ -225,6 +228,7 @@ impl HttpServer {
             producers: Arc::new([OnceLock::new(), OnceLock::new(), OnceLock::new()]),
         };
         let app = app(state, &config);
+        let limits = config.connections;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -244,9 +248,7 @@ impl HttpServer {
                     let stopping = async {
                         let _either_way = stopped.await;
                     };
-                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
-                        tracing::error!(error = %e, "the HTTP server stopped");
-                    }
+                    crate::connections::serve(listener, app, limits, stopping).await;
                 });
             })
             .map_err(HttpError::Thread)?;

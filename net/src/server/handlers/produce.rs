@@ -121,7 +121,7 @@ async fn submit_produce(
             base_offset: 0,
             last_offset: 0,
         };
-        let checked = super::topics::refuse_internal(&p.topic, "produce to")
+        let checked = super::topics::refuse_internal(ctx, &p.topic, "produce to")
             .and_then(|()| super::cluster::check_leader(ctx, &p.topic, p.partition));
         if let Err(refused) = checked {
             submitted.push((result, Err(refused)));

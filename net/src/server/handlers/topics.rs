@@ -7,7 +7,7 @@ use crate::cluster::metadata::ConfigEntry as MetadataConfig;
 use crate::cluster::AdminCommand;
 use crate::protocol::*;
 use crate::server::errors::code_of;
-use crate::server::ServerContext;
+use crate::server::{Port, ServerContext};
 use crate::topic_config;
 use mamba_engine::{EngineError, PartitionId, TopicConfig};
 
@@ -50,15 +50,41 @@ fn metadata_entries(entries: &[ConfigEntry]) -> Vec<MetadataConfig> {
 const INTERNAL_TOPICS: [&str; 2] =
     [crate::cluster::raft_store::METADATA_TOPIC, crate::server::coordinator::OFFSETS_TOPIC];
 
-/// Refuses a client's `action` on one of the broker's own topics.
-pub(crate) fn refuse_internal(name: &str, action: &str) -> Result<(), (u16, String)> {
-    if INTERNAL_TOPICS.contains(&name) {
+/// Refuses a client's `action` on one of the broker's own topics. On the
+/// cluster port the request comes from a broker (creating
+/// `__consumer_offsets` through the controller, say) and is let through.
+pub(crate) fn refuse_internal(
+    ctx: &ServerContext,
+    name: &str,
+    action: &str,
+) -> Result<(), (u16, String)> {
+    if ctx.port == Port::Client && INTERNAL_TOPICS.contains(&name) {
         return Err((
             ErrorCode::InvalidRequest.as_u16(),
             format!("topic {name} is the broker's own: clients cannot {action} it"),
         ));
     }
     Ok(())
+}
+
+/// Takes out of `items` those a client may not `action` (see
+/// `refuse_internal`), answered as refused; before any forwarding, so the
+/// controller never sees them as a broker's.
+fn take_refused<T>(
+    ctx: &ServerContext,
+    items: &mut Vec<T>,
+    name: impl Fn(&T) -> &str,
+    action: &str,
+) -> Vec<TopicResult> {
+    let mut refused = Vec::new();
+    items.retain(|item| match refuse_internal(ctx, name(item), action) {
+        Ok(()) => true,
+        Err(why) => {
+            refused.push(result(name(item).to_string(), Err(why)));
+            false
+        }
+    });
+    refused
 }
 
 fn result(name: String, outcome: Result<(), (u16, String)>) -> TopicResult {
@@ -68,8 +94,15 @@ fn result(name: String, outcome: Result<(), (u16, String)>) -> TopicResult {
 
 pub(crate) async fn create_topics(
     ctx: &ServerContext,
-    request: CreateTopicsRequest,
+    mut request: CreateTopicsRequest,
 ) -> TopicResults {
+    let refused = take_refused(ctx, &mut request.topics, |t| t.name.as_str(), "create");
+    let mut answer = create_allowed_topics(ctx, request).await;
+    answer.results.extend(refused);
+    answer
+}
+
+async fn create_allowed_topics(ctx: &ServerContext, request: CreateTopicsRequest) -> TopicResults {
     if let AdminRoute::Forward { node_id, address } = admin_route(ctx) {
         let names = request.topics.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
         let mut results = match forward::<_, TopicResults>(ctx, node_id, &address, request).await {
@@ -89,10 +122,6 @@ pub(crate) async fn create_topics(
     }
     let mut results = Vec::new();
     for topic in request.topics {
-        if let Err(refused) = refuse_internal(&topic.name, "create") {
-            results.push(result(topic.name, Err(refused)));
-            continue;
-        }
         let mut config = TopicConfig { partitions: topic.partitions, ..TopicConfig::default() };
         let checked = topic_config::apply(&mut config, &topic.configs)
             .and_then(|()| topic_config::check_replication(&topic.configs));
@@ -152,15 +181,18 @@ pub(crate) async fn create_topics(
 
 pub(crate) async fn delete_topics(
     ctx: &ServerContext,
-    request: DeleteTopicsRequest,
+    mut request: DeleteTopicsRequest,
 ) -> TopicResults {
+    let refused = take_refused(ctx, &mut request.names, |n| n.as_str(), "delete");
+    let mut answer = delete_allowed_topics(ctx, request).await;
+    answer.results.extend(refused);
+    answer
+}
+
+async fn delete_allowed_topics(ctx: &ServerContext, request: DeleteTopicsRequest) -> TopicResults {
     forward_unless_here!(ctx, request.clone(), request.names.clone());
     let mut results = Vec::new();
     for name in request.names {
-        if let Err(refused) = refuse_internal(&name, "delete") {
-            results.push(result(name, Err(refused)));
-            continue;
-        }
         let outcome = match admin_route(ctx) {
             AdminRoute::Cluster(cluster) => cluster
                 .admin(AdminCommand::DeleteTopic { name: name.clone() })
