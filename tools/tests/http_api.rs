@@ -316,6 +316,118 @@ fn groups_and_the_cluster_through_http() {
     assert_problem(&post("/v1/cluster/actions", json!({"action": "explode"})), 400, 8, "explode");
 }
 
+#[test]
+fn http_consumer_instances_share_a_group_commit_and_hand_over_on_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), 2);
+    let base = http_of(&broker);
+    let http = agent();
+    let post =
+        |path: &str, body: Value| answer(http.post(&format!("{base}{path}")).send_json(body));
+    let get = |path: &str| answer(http.get(&format!("{base}{path}")).call());
+    let produce = |from: usize, to: usize| {
+        let values: Vec<Value> =
+            (from..to).map(|i| json!({"value": format!("v{i}"), "partition": i % 2})).collect();
+        assert_eq!(post("/v1/topics/hc/records", Value::Array(values)).0, 200);
+    };
+    assert_eq!(post("/v1/topics", json!({"name": "hc", "partitions": 2})).0, 201);
+    produce(0, 20);
+
+    let consumers = "/v1/groups/readers/consumers";
+    let made = post(consumers, json!({"name": "a", "auto_offset_reset": "earliest"}));
+    assert_eq!(made.0, 201, "{:#}", made.2);
+    assert_eq!(made.2["uri"], "/v1/groups/readers/consumers/a");
+    let made = post(consumers, json!({"auto_offset_reset": "earliest"}));
+    assert_eq!(made.0, 201, "a name is made when none is given: {:#}", made.2);
+    let b = made.2["instance_id"].as_str().expect("a name").to_string();
+
+    // Mistakes: each a clear 4xx, nothing made or lost.
+    assert_problem(&post(consumers, json!({"name": "a"})), 409, 0, "already has");
+    assert_problem(&post(consumers, json!({"name": "a/../b"})), 400, 8, "instance name");
+    assert_problem(&post(consumers, json!({"auto_offset_reset": "middle"})), 400, 8, "earliest");
+    assert_problem(&post(consumers, json!({"idle_timeout_ms": 5})), 400, 8, "idle_timeout_ms");
+    assert_problem(&get(&format!("{consumers}/a/records")), 400, 8, "not subscribed");
+    assert_problem(&get(&format!("{consumers}/nobody/records")), 404, 0, "nobody");
+    assert_problem(&post(&format!("{consumers}/a/subscription"), json!({})), 400, 8, "topics");
+
+    for name in ["a", b.as_str()] {
+        let (status, _, subscribed) =
+            post(&format!("{consumers}/{name}/subscription"), json!({"topics": ["hc"]}));
+        assert_eq!(status, 200, "{subscribed:#}");
+        assert_eq!(subscribed["subscription"], json!(["hc"]));
+    }
+    assert_problem(
+        &post(&format!("{consumers}/a/subscription"), json!({"topics": ["hc"]})),
+        400,
+        8,
+        "",
+    );
+
+    // Between them they read every record once: each commits after each
+    // fetch (`a` the offsets it names, the other everything fetched), so
+    // a partition moving between them starts where the last left off.
+    let mut read: std::collections::BTreeMap<(u64, u64), String> = Default::default();
+    for _ in 0..100 {
+        for name in ["a", b.as_str()] {
+            let (status, _, fetched) = get(&format!("{consumers}/{name}/records?timeout_ms=100"));
+            assert_eq!(status, 200, "{fetched:#}");
+            let mut next: std::collections::BTreeMap<u64, u64> = Default::default();
+            for r in fetched["records"].as_array().into_iter().flatten() {
+                assert_eq!(r["topic"], "hc");
+                let at = (r["partition"].as_u64().unwrap_or(9), r["offset"].as_u64().unwrap_or(0));
+                assert_eq!(read.insert(at, name.to_string()), None, "{at:?} read twice");
+                next.insert(at.0, at.1 + 1);
+            }
+            let offsets: Vec<Value> = next
+                .iter()
+                .map(|(p, o)| json!({"topic": "hc", "partition": p, "offset": o}))
+                .collect();
+            let commit = if name == "a" { json!({"offsets": offsets}) } else { json!({}) };
+            let (status, _, why) = post(&format!("{consumers}/{name}/offsets"), commit);
+            assert_eq!(status, 204, "{why:#}");
+        }
+        if read.len() >= 20 {
+            break;
+        }
+    }
+    assert_eq!(read.len(), 20, "{read:?}");
+    let (_, _, group) = get("/v1/groups/readers");
+    assert_eq!(group["total_lag"], 0, "{group:#}");
+    assert_eq!(group["members"].as_array().map(Vec::len), Some(2), "{group:#}");
+
+    // `a` leaves; the other gets its partition from `a`'s commits: only
+    // the new records.
+    assert_eq!(answer(http.delete(&format!("{base}{consumers}/a")).call()).0, 204);
+    assert_problem(&get(&format!("{consumers}/a")), 404, 0, "no consumer instance");
+    produce(20, 24);
+    let mut fresh = Vec::new();
+    for _ in 0..100 {
+        let (status, _, fetched) = get(&format!("{consumers}/{b}/records?timeout_ms=100"));
+        assert_eq!(status, 200, "{fetched:#}");
+        fresh.extend(fetched["records"].as_array().into_iter().flatten().cloned());
+        if fresh.len() >= 4 {
+            break;
+        }
+    }
+    let mut values: Vec<&str> = fresh.iter().filter_map(|r| r["value"].as_str()).collect();
+    values.sort_unstable();
+    assert_eq!(values, ["v20", "v21", "v22", "v23"], "only what came after the commits");
+    let (_, _, described) = get(&format!("{consumers}/{b}"));
+    let held: usize = described["assignment"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["partitions"].as_array().map(Vec::len))
+        .sum();
+    assert_eq!(held, 2, "{described:#}");
+
+    // An instance nobody uses is closed after its idle timeout.
+    let made = post(consumers, json!({"name": "idle", "idle_timeout_ms": 1000}));
+    assert_eq!(made.0, 201, "{:#}", made.2);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_problem(&get(&format!("{consumers}/idle")), 404, 0, "idle");
+}
+
 /// The samples of a `/metrics` answer: `name{labels}` to value, after
 /// checking every line is a comment or a well-formed sample.
 fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {

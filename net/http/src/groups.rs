@@ -91,6 +91,11 @@ pub enum ResetTo {
 
 fn group_id(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let Path(group) = path?;
+    checked_group_id(group)
+}
+
+/// A group id from a URL: what the coordinator accepts.
+pub(crate) fn checked_group_id(group: String) -> ApiResult<String> {
     if group.is_empty() || group.len() > 255 || group.chars().any(char::is_control) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

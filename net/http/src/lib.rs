@@ -21,6 +21,7 @@ mod auth;
 mod cluster;
 mod connections;
 mod console;
+mod consumers;
 mod groups;
 mod health;
 mod metrics;

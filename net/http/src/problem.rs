@@ -75,7 +75,10 @@ fn status_of(code: ErrorCode) -> StatusCode {
     use ErrorCode as C;
     match code {
         C::UnknownTopicOrPartition | C::GroupNotFound => StatusCode::NOT_FOUND,
-        C::TopicAlreadyExists | C::GroupNotEmpty => StatusCode::CONFLICT,
+        // A group member fenced or dropped (a rebalance): poll again.
+        C::TopicAlreadyExists | C::GroupNotEmpty | C::UnknownMemberId | C::FencedMemberEpoch => {
+            StatusCode::CONFLICT
+        }
         C::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::OffsetOutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
         C::InvalidRequest

@@ -11,14 +11,15 @@
 //! `Consumer` per request, run on the runtime's blocking pool.
 
 use crate::problem::{ApiError, ApiResult};
-use crate::server::AppState;
+use crate::server::{on_blocking_pool, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use mamba_net::client::{
-    Acks, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Acks, ClientError, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig,
+    ProducerRecord, SeekTo,
 };
 use mamba_net::protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
@@ -178,6 +179,26 @@ fn acks_of(query: Option<&str>) -> ApiResult<Acks> {
     }
 }
 
+/// A record as JSON: text when every field is valid UTF-8, else base64.
+pub(crate) fn read_record(r: &ConsumerRecord) -> ReadRecord {
+    let text = std::str::from_utf8(&r.value).is_ok()
+        && r.key.as_deref().is_none_or(|k| std::str::from_utf8(k).is_ok())
+        && r.headers.iter().all(|(_, v)| std::str::from_utf8(v).is_ok());
+    let encoding = if text { Encoding::Utf8 } else { Encoding::Base64 };
+    ReadRecord {
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.as_deref().map(|k| encode(k, encoding)),
+        value: encode(&r.value, encoding),
+        headers: r
+            .headers
+            .iter()
+            .map(|(name, v)| RecordHeader { name: name.clone(), value: encode(v, encoding) })
+            .collect(),
+        encoding,
+    }
+}
+
 /// A topic name from a URL, checked like everywhere else.
 pub(crate) fn checked_topic(name: String) -> ApiResult<String> {
     mamba_engine::config::validate_topic_name(&name)
@@ -212,34 +233,10 @@ pub async fn produce(
     let Query(query) = query?;
     let acks = acks_of(query.acks.as_deref())?;
     let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let records: Vec<ProducerRecord> = if kind.starts_with("application/octet-stream") {
-        vec![ProducerRecord {
-            topic: topic.clone(),
-            partition: query.partition,
-            key: query.key.map(String::into_bytes),
-            value: body.to_vec(),
-            ..ProducerRecord::default()
-        }]
+    let kind = if kind.starts_with("application/octet-stream") {
+        Body::Raw { key: query.key, partition: query.partition }
     } else if kind.starts_with("application/json") {
-        let parsed: Vec<NewRecord> = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("bad JSON records: {e}")))?;
-        let mut records = Vec::with_capacity(parsed.len());
-        for (i, r) in parsed.into_iter().enumerate() {
-            let field = |name: &str| format!("record {i}'s {name}");
-            records.push(ProducerRecord {
-                topic: topic.clone(),
-                partition: r.partition,
-                key: r.key.map(|k| decode(&field("key"), k, r.encoding)).transpose()?,
-                value: decode(&field("value"), r.value, r.encoding)?,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|h| Ok((h.name, decode(&field("header value"), h.value, r.encoding)?)))
-                    .collect::<ApiResult<_>>()?,
-                timestamp_ms: None,
-            });
-        }
-        records
+        Body::Json
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -247,13 +244,24 @@ pub async fn produce(
             format!("records are application/json (an array) or application/octet-stream (one value), not {kind:?}"),
         ));
     };
-    // An unknown topic is one answer, not one failure per record.
-    state.admin.topic_metadata(&topic).await?;
-    let producer = producer(&state, acks)?;
-    let mut sent = Vec::with_capacity(records.len());
-    for record in records {
-        sent.push(producer.send(record));
-    }
+    // Decoding and queueing run on the blocking pool: requests decode in
+    // parallel, and a producer connecting or waiting for buffer space
+    // (backpressure) holds a pool thread, not the HTTP thread.
+    let sent = on_blocking_pool("queue the records", move || {
+        let producer = producer(&state, acks)?;
+        let records = kind.records(&topic, &body)?;
+        let mut sent = Vec::with_capacity(records.len());
+        for (i, record) in records.into_iter().enumerate() {
+            match producer.send(record) {
+                Ok(delivery) => sent.push(Ok(delivery)),
+                // An unknown topic is one answer, not one failure per record.
+                Err(e) if i == 0 && is_unknown_topic(&e) => return Err(e.into()),
+                Err(e) => sent.push(Err(e)),
+            }
+        }
+        Ok(sent)
+    })
+    .await?;
     let mut answers = Vec::with_capacity(sent.len());
     for send in sent {
         let outcome = match send {
@@ -268,6 +276,56 @@ pub async fn produce(
         });
     }
     Ok(Json(ProduceAnswer { records: answers }))
+}
+
+/// What a produce's body holds.
+enum Body {
+    /// A JSON array of records.
+    Json,
+    /// One raw value, its key and partition from the query.
+    Raw { key: Option<String>, partition: Option<u32> },
+}
+
+impl Body {
+    fn records(self, topic: &str, body: &[u8]) -> ApiResult<Vec<ProducerRecord>> {
+        let Body::Raw { key, partition } = self else {
+            let parsed: Vec<NewRecord> = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("bad JSON records: {e}")))?;
+            return parsed.into_iter().enumerate().map(|(i, r)| r.into_record(topic, i)).collect();
+        };
+        Ok(vec![ProducerRecord {
+            topic: topic.to_string(),
+            partition,
+            key: key.map(String::into_bytes),
+            value: body.to_vec(),
+            ..ProducerRecord::default()
+        }])
+    }
+}
+
+impl NewRecord {
+    /// The record to send; `i` names it in errors.
+    fn into_record(self, topic: &str, i: usize) -> ApiResult<ProducerRecord> {
+        let field = |name: &str| format!("record {i}'s {name}");
+        let encoding = self.encoding;
+        Ok(ProducerRecord {
+            topic: topic.to_string(),
+            partition: self.partition,
+            key: self.key.map(|k| decode(&field("key"), k, encoding)).transpose()?,
+            value: decode(&field("value"), self.value, encoding)?,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|h| Ok((h.name, decode(&field("header value"), h.value, encoding)?)))
+                .collect::<ApiResult<_>>()?,
+            timestamp_ms: None,
+        })
+    }
+}
+
+fn is_unknown_topic(e: &ClientError) -> bool {
+    matches!(e, ClientError::UnknownTopic(_))
+        || matches!(e, ClientError::Broker { code: ErrorCode::UnknownTopicOrPartition, .. })
 }
 
 /// Reads one partition from an offset; waits up to `timeout_ms` for a
@@ -304,7 +362,7 @@ pub async fn consume(
         (None, None) => SeekTo::Earliest,
     };
     let broker = Arc::clone(&state.broker);
-    let read = tokio::task::spawn_blocking(move || -> Result<ConsumeAnswer, ClientError> {
+    let read = on_blocking_pool("read", move || {
         let config = ConsumerConfig {
             fetch_max_bytes: max_bytes,
             partition_max_bytes: max_bytes,
@@ -316,46 +374,17 @@ pub async fn consume(
             return Err(ClientError::Broker {
                 code: ErrorCode::UnknownTopicOrPartition,
                 message: format!("topic {topic:?} has no partition {partition}"),
-            });
+            }
+            .into());
         }
         consumer.assign(&topic, &[partition], from)?;
         let records = consumer.poll(wait)?;
         let next_offset = consumer
             .position(&topic, partition)
             .unwrap_or_else(|| records.last().map_or(0, |r| r.offset + 1));
-        let records = records
-            .into_iter()
-            .map(|r| {
-                let text = std::str::from_utf8(&r.value).is_ok()
-                    && r.key.as_deref().is_none_or(|k| std::str::from_utf8(k).is_ok())
-                    && r.headers.iter().all(|(_, v)| std::str::from_utf8(v).is_ok());
-                let encoding = if text { Encoding::Utf8 } else { Encoding::Base64 };
-                ReadRecord {
-                    offset: r.offset,
-                    timestamp_ms: r.timestamp_ms,
-                    key: r.key.as_deref().map(|k| encode(k, encoding)),
-                    value: encode(&r.value, encoding),
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|(name, v)| RecordHeader {
-                            name: name.clone(),
-                            value: encode(v, encoding),
-                        })
-                        .collect(),
-                    encoding,
-                }
-            })
-            .collect();
+        let records = records.iter().map(read_record).collect();
         Ok(ConsumeAnswer { records, next_offset })
     })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Unknown,
-            format!("the read failed: {e}"),
-        )
-    })?;
-    Ok(Json(read?))
+    .await?;
+    Ok(Json(read))
 }

@@ -5,8 +5,9 @@
 //! Every request is bounded: its body (`body_bytes_max`), its time
 //! (`request_timeout`), and who may send it (`auth.rs`).
 
+use crate::consumers::{self, Instances};
 use crate::metrics::Telemetry;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ApiResult};
 use crate::{auth, cluster, console, groups, health, metrics, records, stats, topics};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
@@ -41,12 +42,16 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Connections at once, and the time to send a request head.
     pub connections: crate::ConnectionLimits,
+    /// HTTP consumer instances this broker keeps at once (each a group
+    /// member with its own thread and connections).
+    pub consumer_instances_max: usize,
 }
 
 impl HttpConfig {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:9480";
     pub const DEFAULT_BODY_BYTES_MAX: usize = 16 << 20;
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_CONSUMER_INSTANCES_MAX: usize = 100;
 }
 
 impl HttpConfig {
@@ -69,6 +74,7 @@ impl Default for HttpConfig {
             body_bytes_max: HttpConfig::DEFAULT_BODY_BYTES_MAX,
             request_timeout: HttpConfig::DEFAULT_REQUEST_TIMEOUT,
             connections: crate::ConnectionLimits::default(),
+            consumer_instances_max: HttpConfig::DEFAULT_CONSUMER_INSTANCES_MAX,
         }
     }
 }
@@ -101,6 +107,23 @@ pub(crate) struct AppState {
     pub broker: Arc<String>,
     /// One producer per `acks` level (all, 1, 0), made on first use.
     pub producers: Arc<[OnceLock<Result<Producer, String>>; 3]>,
+    /// HTTP consumer instances (`consumers.rs`).
+    pub consumers: Arc<Instances>,
+}
+
+/// Runs a blocking client call on the runtime's blocking pool, so the
+/// HTTP thread goes on serving meanwhile.
+pub(crate) async fn on_blocking_pool<T: Send + 'static>(
+    what: &'static str,
+    call: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(call).await.unwrap_or_else(|e| {
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unknown,
+            format!("could not {what}: {e}"),
+        ))
+    })
 }
 
 /// The API's OpenAPI document; the paths come from the handlers.
@@ -112,6 +135,7 @@ pub(crate) struct AppState {
         (name = "topics", description = "Create, list, describe, alter and delete topics"),
         (name = "records", description = "Produce records and read them by partition and offset"),
         (name = "groups", description = "Consumer groups: members, lag, offsets"),
+        (name = "consumers", description = "Consumer instances kept here for HTTP clients: a group member that subscribes, fetches and commits"),
         (name = "cluster", description = "Brokers, voters, and the operator's actions"),
     )
 )]
@@ -132,6 +156,11 @@ fn app(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(groups::list_groups))
         .routes(routes!(groups::describe_group, groups::delete_group))
         .routes(routes!(groups::reset_offsets))
+        .routes(routes!(consumers::create_consumer))
+        .routes(routes!(consumers::describe_consumer, consumers::delete_consumer))
+        .routes(routes!(consumers::subscribe))
+        .routes(routes!(consumers::fetch))
+        .routes(routes!(consumers::commit))
         .routes(routes!(cluster::cluster_state))
         .routes(routes!(cluster::cluster_action))
         .with_state(state)
@@ -226,7 +255,9 @@ impl HttpServer {
             telemetry,
             broker: Arc::new(broker.to_string()),
             producers: Arc::new([OnceLock::new(), OnceLock::new(), OnceLock::new()]),
+            consumers: Arc::new(Instances::new(config.consumer_instances_max)),
         };
+        let instances = Arc::clone(&state.consumers);
         let app = app(state, &config);
         let limits = config.connections;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -248,7 +279,10 @@ impl HttpServer {
                     let stopping = async {
                         let _either_way = stopped.await;
                     };
+                    let reaper = tokio::spawn(consumers::reap_idle(Arc::clone(&instances)));
                     crate::connections::serve(listener, app, limits, stopping).await;
+                    reaper.abort();
+                    instances.close_all().await;
                 });
             })
             .map_err(HttpError::Thread)?;
