@@ -2,7 +2,7 @@
 # Builds every fuzz target with nightly and runs each for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
-SECONDS_PER_TARGET="${FUZZ_SECONDS:-10}"
+SECONDS_PER_TARGET="${FUZZ_SECONDS:-8}"
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     echo "fuzz: SKIPPED - no nightly toolchain (rustup toolchain install nightly to enable)"
     exit 0
