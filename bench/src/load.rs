@@ -186,8 +186,14 @@ pub(crate) struct Embedded {
 
 /// Where the load goes: given brokers, or a broker started here.
 pub(crate) fn target(options: &LoadOptions) -> Result<(String, Option<Embedded>), String> {
-    if let Some(brokers) = &options.brokers {
-        return Ok((brokers.clone(), None));
+    target_at(options.brokers.as_deref())
+}
+
+/// `brokers`, or (`None`) a one-node broker started in this process, in a
+/// temporary directory under the current one.
+pub(crate) fn target_at(brokers: Option<&str>) -> Result<(String, Option<Embedded>), String> {
+    if let Some(brokers) = brokers {
+        return Ok((brokers.to_string(), None));
     }
     let dir = tempfile::Builder::new()
         .prefix("mamba-bench-embedded-")

@@ -14,6 +14,7 @@ mod rebalance;
 mod rebalance_member;
 mod report;
 mod stats;
+mod verify;
 mod workload;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -226,6 +227,71 @@ struct RebalanceArgs {
     report_dir: Option<PathBuf>,
 }
 
+/// `verify`: lost, duplicated, reordered or garbled records under faults.
+#[derive(clap::Args, Clone)]
+struct VerifyArgs {
+    /// Brokers to check (comma-separated host:port); or --embedded, or
+    /// --check.
+    #[arg(short, long, env = "MAMBA_BROKERS", conflicts_with_all = ["embedded", "check"])]
+    brokers: Option<String>,
+    /// Start a one-node broker in this process.
+    #[arg(long, conflicts_with = "check")]
+    embedded: bool,
+    /// Run nothing: check this saved history file again.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
+    /// The topic it creates (it must not exist); default: a fresh name.
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
+    /// The topic's replication factor [default: the cluster's].
+    #[arg(long)]
+    replication_factor: Option<u32>,
+    /// Idempotent producers, acks=all.
+    #[arg(long, default_value_t = 2)]
+    producers: u32,
+    /// Produce attempts per second over all producers.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Bytes of each value's payload (after its id and checksum).
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// How long producers run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    duration_s: u64,
+    /// Readers of assigned partitions (they read everything).
+    #[arg(long, default_value_t = 2)]
+    readers: u32,
+    /// Members of one consumer group, which commit after every poll.
+    #[arg(long, default_value_t = 2)]
+    group_members: u32,
+    /// Where the history goes [default: verify-history.jsonl here].
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// After producing stops, how long readers may take to read to the end.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout_s: u64,
+    /// Strike faults with this command while producing (`CMD start KIND`,
+    /// `CMD heal KIND`, `CMD heal-all`; see ci/faults/), one at a time.
+    #[arg(long, value_name = "CMD")]
+    faults: Option<PathBuf>,
+    /// Which faults, comma-separated (the command's names).
+    #[arg(long, value_delimiter = ',', default_value = "kill,pause,isolate,split,oneway,linkdown")]
+    fault_kinds: Vec<String>,
+    /// Seed of the fault schedule [default: drawn, and printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Longest quiet time between faults, in seconds.
+    #[arg(long, default_value_t = 6)]
+    fault_quiet_s: u64,
+    /// Longest fault, in seconds.
+    #[arg(long, default_value_t = 8)]
+    fault_length_s: u64,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
 #[derive(Subcommand)]
 enum Mode {
     /// Produce through the broker and report ack throughput and latency.
@@ -240,6 +306,12 @@ enum Mode {
     /// leave and are killed: time to reassign and resume per event, records
     /// read twice, nothing lost, lag over time.
     Rebalance(RebalanceArgs),
+    /// Checks the brokers lose nothing: producers (acks=all), readers and
+    /// a consumer group run while faults may strike; every operation is
+    /// recorded, and the history is then checked for lost, duplicated,
+    /// inconsistent, reordered, non-monotonic and corrupt records. Exit
+    /// status 0 only when none is found.
+    Verify(VerifyArgs),
     /// Times metadata propagation in a running cluster: topic creations
     /// through the first of --brokers, each until every listed broker's
     /// metadata shows it (p50/p99/max).
@@ -329,6 +401,81 @@ fn main() -> ExitCode {
             eprintln!("mamba-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run_verify(a: &VerifyArgs) -> Result<(), String> {
+    let (history, run) = match &a.check {
+        Some(file) => (file.clone(), None),
+        None => {
+            if !a.embedded && a.brokers.is_none() {
+                return Err(
+                    "verify needs --brokers (or MAMBA_BROKERS), --embedded, or --check FILE".into(),
+                );
+            }
+            let history =
+                a.history.clone().unwrap_or_else(|| PathBuf::from("verify-history.jsonl"));
+            let options = verify::workload::VerifyOptions {
+                brokers: a.brokers.clone(),
+                topic: a.topic.clone().unwrap_or_else(|| {
+                    let ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis());
+                    format!("mamba-verify-{ms}")
+                }),
+                partitions: a.partitions,
+                replication_factor: a.replication_factor,
+                producers: a.producers,
+                rate: a.rate,
+                value_bytes: a.value_bytes,
+                duration: Duration::from_secs(a.duration_s),
+                readers: a.readers,
+                group_members: a.group_members,
+                history: history.clone(),
+                drain_timeout: Duration::from_secs(a.drain_timeout_s),
+                faults: a.faults.clone().map(|command| {
+                    let seed = a.seed.unwrap_or_else(|| fastrand::u64(..));
+                    eprintln!("mamba-bench: fault schedule seed {seed} (--seed {seed} replays it)");
+                    verify::faults::FaultPlan {
+                        command,
+                        kinds: a.fault_kinds.clone(),
+                        seed,
+                        quiet: Duration::from_secs(a.fault_quiet_s),
+                        length: Duration::from_secs(a.fault_length_s),
+                    }
+                }),
+            };
+            (history, Some(verify::workload::run(&options)?))
+        }
+    };
+    let events = verify::history::read_history(&history)?;
+    let check = verify::checker::check(&events);
+    let availability = verify::availability(&events);
+    match a.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "history": history, "run": run, "availability": availability,
+                "check": check, "anomalies": check.anomalies(),
+            })
+        ),
+        Output::Text => {
+            println!("history {}", history.display());
+            if let Some(run) = &run {
+                println!(
+                    "brokers {}; end offsets {:?}; read errors {}, refused commits {}, readers short of the end {}, faults {}",
+                    run.brokers, run.end_offsets, run.read_errors, run.commit_errors, run.readers_short, run.faults_struck
+                );
+            }
+            verify::print_text(&check, &availability);
+        }
+    }
+    if let Some(e) = run.as_ref().and_then(|r| r.fault_error.as_ref()) {
+        return Err(format!("the fault schedule failed: {e}"));
+    }
+    match check.anomalies() {
+        0 => Ok(()),
+        n => Err(format!("{n} anomalies in {}", history.display())),
     }
 }
 
@@ -712,6 +859,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Mode::Consume(args) => run_load(load::Mode::Consume, "consume", &args, &machine)?,
         Mode::E2e(args) => run_load(load::Mode::E2e, "e2e", &args, &machine)?,
         Mode::Rebalance(args) => run_rebalance(&args, &machine)?,
+        Mode::Verify(args) => run_verify(&args)?,
         Mode::Metadata { brokers, rounds } => {
             let brokers = brokers.split(',').map(|b| b.trim().to_string()).collect();
             let report = metadata_mode::run(&metadata_mode::MetadataOptions { brokers, rounds })?;

@@ -281,6 +281,15 @@ async fn with_consumer<T: Send + 'static>(
     answer
 }
 
+fn refuse_unsubscribed(consumer: &Consumer) -> ApiResult<()> {
+    if consumer.subscription().is_empty() {
+        return Err(ApiError::bad_request(
+            "the instance is not subscribed: POST its subscription first",
+        ));
+    }
+    Ok(())
+}
+
 fn described(group: &str, name: &str, idle: Duration, consumer: &Consumer) -> ConsumerInstance {
     let mut assignment: Vec<crate::groups::TopicPartitions> = Vec::new();
     for (topic, partition) in consumer.assignment() {
@@ -530,11 +539,7 @@ pub async fn fetch(
     let Query(query) = query?;
     let wait = Duration::from_millis(u64::from(query.timeout_ms.unwrap_or(0).min(30_000)));
     with_consumer(&state, &group, &name, "fetch", move |consumer| {
-        if consumer.subscription().is_empty() {
-            return Err(ApiError::bad_request(
-                "the instance is not subscribed: POST its subscription first",
-            ));
-        }
+        refuse_unsubscribed(consumer)?;
         let records = consumer
             .poll(wait)?
             .iter()
@@ -578,11 +583,7 @@ pub async fn commit(
         .map(|c| Ok(((checked_topic(c.topic)?, c.partition), c.offset)))
         .collect::<ApiResult<Vec<_>>>()?;
     with_consumer(&state, &group, &name, "commit", move |consumer| {
-        if consumer.subscription().is_empty() {
-            return Err(ApiError::bad_request(
-                "the instance is not subscribed: POST its subscription first",
-            ));
-        }
+        refuse_unsubscribed(consumer)?;
         if offsets.is_empty() {
             consumer.commit_sync()?;
         } else {

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""The fault command `mamba-bench verify --faults` runs against a cluster
+made by ci/faults/cluster.py (whose state file $MAMBA_FAULT_STATE names
+the namespaces, brokers, their commands and process ids):
+
+    fault.py start KIND    strikes one fault; prints what it struck
+    fault.py heal KIND     undoes it
+    fault.py heal-all      undoes every fault (rules, links, pauses, fills)
+
+Kinds: kill (SIGKILL a broker; heal restarts it), pause (SIGSTOP; heal
+SIGCONT), isolate (a broker cut off from everyone, clients included),
+split (a minority of brokers cut off from the majority; clients reach
+both), oneway (a broker hears no other broker but still sends), linkdown
+(a broker's link down), disk-full (a broker's data file system filled;
+needs cluster.py --disk-full). The broker is drawn with
+$MAMBA_FAULT_SEED, so a schedule replays.
+"""
+import json, os, random, signal, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import launch, read  # noqa: E402
+
+KINDS = ["kill", "pause", "isolate", "split", "oneway", "linkdown", "disk-full"]
+
+
+def sh(*args, check=True):
+    out = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {out.stderr.strip()}")
+    return out
+
+
+def iptables(ns, *rule):
+    sh("ip", "netns", "exec", ns, "iptables", "-w", *rule)
+
+
+def ip_of(broker):
+    return f"10.88.0.{broker['id']}"
+
+
+def load():
+    path = os.environ["MAMBA_FAULT_STATE"]
+    return path, json.load(open(path))
+
+
+def save(path, state):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, path)
+
+
+def wait_ready(broker, before, timeout_s=30):
+    """Until the broker's log has one more ready line than `before`."""
+    deadline = time.monotonic() + timeout_s
+    while read(broker["log"]).count("mamba broker ready") <= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"broker {broker['id']} did not restart within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def start(state, kind, rng):
+    brokers = state["brokers"]
+    target = rng.choice(brokers)
+    fault = {"kind": kind, "brokers": [target["id"]]}
+    if kind == "kill":
+        os.kill(target["pid"], signal.SIGKILL)
+        said = f"broker {target['id']}"
+    elif kind == "pause":
+        os.kill(target["pid"], signal.SIGSTOP)
+        said = f"broker {target['id']}"
+    elif kind == "isolate":
+        iptables(target["ns"], "-A", "INPUT", "-i", "eth0", "-j", "DROP")
+        iptables(target["ns"], "-A", "OUTPUT", "-o", "eth0", "-j", "DROP")
+        said = f"broker {target['id']}"
+    elif kind == "split":
+        minority = rng.sample(brokers, (len(brokers) - 1) // 2)
+        majority = [b for b in brokers if b not in minority]
+        for b in minority:
+            for other in majority:
+                iptables(b["ns"], "-A", "INPUT", "-s", ip_of(other), "-j", "DROP")
+                iptables(b["ns"], "-A", "OUTPUT", "-d", ip_of(other), "-j", "DROP")
+        fault["brokers"] = [b["id"] for b in minority]
+        said = f"brokers {[b['id'] for b in minority]} from {[b['id'] for b in majority]}"
+    elif kind == "oneway":
+        for other in brokers:
+            if other is not target:
+                iptables(target["ns"], "-A", "INPUT", "-s", ip_of(other), "-j", "DROP")
+        said = f"broker {target['id']} hears no broker"
+    elif kind == "linkdown":
+        sh("ip", "-n", target["ns"], "link", "set", "eth0", "down")
+        said = f"broker {target['id']}"
+    elif kind == "disk-full":
+        if not target.get("mount"):
+            raise RuntimeError("disk-full needs cluster.py --disk-full (a file system per broker)")
+        fill = os.path.join(target["data"], "fill")
+        free = os.statvfs(target["data"])
+        sh("fallocate", "-l", str(free.f_bavail * free.f_frsize), fill)
+        said = f"broker {target['id']}"
+    else:
+        raise RuntimeError(f"unknown fault kind {kind!r}; kinds: {', '.join(KINDS)}")
+    state["fault"] = fault
+    return said
+
+
+def heal_broker(state, broker, kind):
+    if kind == "kill":
+        before = read(broker["log"]).count("mamba broker ready")
+        launch(broker)
+        wait_ready(broker, before)
+    elif kind == "pause":
+        os.kill(broker["pid"], signal.SIGCONT)
+    elif kind in ("isolate", "split", "oneway"):
+        iptables(broker["ns"], "-F")
+    elif kind == "linkdown":
+        sh("ip", "-n", broker["ns"], "link", "set", "eth0", "up")
+    elif kind == "disk-full":
+        fill = os.path.join(broker["data"], "fill")
+        if os.path.exists(fill):
+            os.remove(fill)
+
+
+def heal_all(state):
+    for b in state["brokers"]:
+        try:
+            os.kill(b["pid"], signal.SIGCONT)
+        except OSError:
+            pass
+        iptables(b["ns"], "-F")
+        sh("ip", "-n", b["ns"], "link", "set", "eth0", "up")
+        heal_broker(state, b, "disk-full")
+    fault = state.pop("fault", None)
+    if fault and fault["kind"] == "kill":
+        for b in state["brokers"]:
+            if b["id"] in fault["brokers"]:
+                heal_broker(state, b, "kill")
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] not in ("start", "heal", "heal-all"):
+        sys.exit(__doc__)
+    path, state = load()
+    rng = random.Random(int(os.environ.get("MAMBA_FAULT_SEED", "0")))
+    action = sys.argv[1]
+    if action == "start":
+        if state.get("fault"):
+            sys.exit(f"a fault is in force already: {state['fault']}")
+        said = start(state, sys.argv[2], rng)
+        save(path, state)
+        print(said)
+    elif action == "heal":
+        fault = state.get("fault")
+        if fault:
+            for b in state["brokers"]:
+                if b["id"] in fault["brokers"]:
+                    heal_broker(state, b, fault["kind"])
+            state.pop("fault")
+        save(path, state)
+    else:
+        heal_all(state)
+        save(path, state)
+
+
+if __name__ == "__main__":
+    main()
