@@ -90,6 +90,9 @@ impl CheckReport {
     }
 }
 
+/// A produce's outcome, partition, offset and completion time (ms).
+type Produced = (Outcome, Option<u32>, Option<u64>, u64);
+
 /// Fault windows, to name the faults active at a moment.
 struct Faults(Vec<(u64, u64, String)>);
 
@@ -108,7 +111,7 @@ impl Faults {
 pub fn check(events: &[Event]) -> CheckReport {
     let mut report = CheckReport::default();
     let mut faults = Vec::new();
-    let mut produces: HashMap<ValueId, (Outcome, Option<u32>, Option<u64>, u64)> = HashMap::new();
+    let mut produces: HashMap<ValueId, Produced> = HashMap::new();
     for event in events {
         match event {
             Event::Produce { t_ms, id, outcome, partition, offset, .. } => {
@@ -232,7 +235,7 @@ pub fn check(events: &[Event]) -> CheckReport {
         last_seq.insert((partition, id.producer), (id.seq, offset));
     }
 
-    let mut acknowledged: Vec<(&ValueId, &(Outcome, Option<u32>, Option<u64>, u64))> =
+    let mut acknowledged: Vec<(&ValueId, &Produced)> =
         produces.iter().filter(|(_, p)| p.0 == Outcome::Ok).collect();
     acknowledged.sort_by_key(|(id, _)| **id);
     for (id, &(_, partition, offset, t_ms)) in acknowledged {
