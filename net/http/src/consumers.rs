@@ -261,19 +261,20 @@ fn instance_path(
     Ok((checked_group_id(group)?, checked_instance(name)?))
 }
 
-/// Runs `call` with the instance's consumer on the blocking pool, after
-/// any request already using it.
+/// Runs `call` with the instance's consumer (and its idle timeout) on the
+/// blocking pool, after any request already using it.
 async fn with_consumer<T: Send + 'static>(
     state: &AppState,
     group: &str,
     name: &str,
     what: &'static str,
-    call: impl FnOnce(&mut Consumer) -> ApiResult<T> + Send + 'static,
+    call: impl FnOnce(&mut Consumer, Duration) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     let instance = state.consumers.get(group, name)?;
+    let idle = instance.idle_timeout;
     let mut slot = Arc::clone(&instance.consumer).lock_owned().await;
     let answer = on_blocking_pool(what, move || match slot.as_mut() {
-        Some(consumer) => call(consumer),
+        Some(consumer) => call(consumer, idle),
         None => Err(ApiError::not_found("the consumer instance was just closed")),
     })
     .await;
@@ -425,9 +426,8 @@ pub async fn describe_consumer(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Json<ConsumerInstance>> {
     let (group, name) = instance_path(path)?;
-    let idle = state.consumers.get(&group, &name)?.idle_timeout;
     let (g, n) = (group.clone(), name.clone());
-    with_consumer(&state, &group, &name, "describe the consumer", move |consumer| {
+    with_consumer(&state, &group, &name, "describe the consumer", move |consumer, idle| {
         Ok(Json(described(&g, &n, idle, consumer)))
     })
     .await
@@ -495,9 +495,8 @@ pub async fn subscribe(
         (None, true) => return Err(ApiError::bad_request("give topics or topic_pattern")),
         _ => {}
     }
-    let idle = state.consumers.get(&group, &name)?.idle_timeout;
     let (g, n) = (group.clone(), name.clone());
-    with_consumer(&state, &group, &name, "subscribe", move |consumer| {
+    with_consumer(&state, &group, &name, "subscribe", move |consumer, idle| {
         let options = GroupOptions {
             group_id: g.clone(),
             topics,
@@ -538,7 +537,7 @@ pub async fn fetch(
     let (group, name) = instance_path(path)?;
     let Query(query) = query?;
     let wait = Duration::from_millis(u64::from(query.timeout_ms.unwrap_or(0).min(30_000)));
-    with_consumer(&state, &group, &name, "fetch", move |consumer| {
+    with_consumer(&state, &group, &name, "fetch", move |consumer, _idle| {
         refuse_unsubscribed(consumer)?;
         let records = consumer
             .poll(wait)?
@@ -582,7 +581,7 @@ pub async fn commit(
         .into_iter()
         .map(|c| Ok(((checked_topic(c.topic)?, c.partition), c.offset)))
         .collect::<ApiResult<Vec<_>>>()?;
-    with_consumer(&state, &group, &name, "commit", move |consumer| {
+    with_consumer(&state, &group, &name, "commit", move |consumer, _idle| {
         refuse_unsubscribed(consumer)?;
         if offsets.is_empty() {
             consumer.commit_sync()?;
