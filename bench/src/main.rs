@@ -290,6 +290,10 @@ struct VerifyArgs {
     fault_length_s: u64,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Also write report.json and timeline.svg (operations and latency
+    /// per second, faults shaded) here.
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -451,14 +455,15 @@ fn run_verify(a: &VerifyArgs) -> Result<(), String> {
     let events = verify::history::read_history(&history)?;
     let check = verify::checker::check(&events);
     let availability = verify::availability(&events);
+    let report = json!({
+        "history": history, "run": run, "availability": availability,
+        "check": check, "anomalies": check.anomalies(),
+    });
+    if let Some(dir) = &a.report_dir {
+        report::write_verify(dir, &report, &verify::timeline::Timeline::of(&events))?;
+    }
     match a.output {
-        Output::Json => println!(
-            "{}",
-            json!({
-                "history": history, "run": run, "availability": availability,
-                "check": check, "anomalies": check.anomalies(),
-            })
-        ),
+        Output::Json => println!("{report}"),
         Output::Text => {
             println!("history {}", history.display());
             if let Some(run) = &run {

@@ -1,9 +1,11 @@
 //! `--report-dir`: `report.json` and plots a person would rather look at
 //! than read: throughput over time and the latency percentile distribution
-//! (SVG); for `rebalance`, the lag over time with its events marked.
+//! (SVG); for `rebalance`, the lag over time with its events marked; for
+//! `verify`, operations and latency over time with the faults shaded.
 
 use crate::load::LoadReport;
 use crate::rebalance::RebalanceReport;
+use crate::verify::timeline::Timeline;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -26,6 +28,12 @@ pub fn write_rebalance(
 ) -> Result<(), String> {
     write_json(dir, json)?;
     lag(&dir.join("lag.svg"), report)
+}
+
+/// Writes `report.json` and `timeline.svg` into `dir`.
+pub fn write_verify(dir: &Path, json: &serde_json::Value, timeline: &Timeline) -> Result<(), String> {
+    write_json(dir, json)?;
+    verify_timeline(&dir.join("timeline.svg"), timeline)
 }
 
 fn write_json(dir: &Path, json: &serde_json::Value) -> Result<(), String> {
@@ -80,6 +88,116 @@ fn lag(path: &Path, report: &RebalanceReport) -> Result<(), String> {
         .label("lag (records)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
     chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))
+}
+
+/// A shade per fault kind, the same in both panels.
+fn fault_color(kind: &str) -> RGBColor {
+    match kind {
+        "kill" => RGBColor(255, 190, 190),
+        "pause" => RGBColor(255, 225, 170),
+        "isolate" | "split" | "oneway" => RGBColor(200, 215, 255),
+        "linkdown" => RGBColor(215, 200, 255),
+        _ => RGBColor(210, 210, 210),
+    }
+}
+
+/// Above: produces acknowledged and not, and records read, per second;
+/// below: produce latency (p50, p99) per second on a log scale. Each fault
+/// window is shaded in both, named in the upper one.
+fn verify_timeline(path: &Path, timeline: &Timeline) -> Result<(), String> {
+    let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (upper, lower) = root.split_vertically(400);
+    let t_max = (timeline.seconds.len() as f64).max(1.0);
+    let seconds = &timeline.seconds;
+    let ops_max = seconds
+        .iter()
+        .map(|s| (s.acknowledged + s.not_acknowledged).max(s.reads) as f64)
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut ops = ChartBuilder::on(&upper)
+        .caption("Operations and faults over time", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(30)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..t_max, 0.0..ops_max)
+        .map_err(|e| err(path, e))?;
+    ops.configure_mesh().y_desc("operations / s").draw().map_err(|e| err(path, e))?;
+    for w in &timeline.faults {
+        ops.draw_series(std::iter::once(Rectangle::new(
+            [(w.start_s, 0.0), (w.end_s, ops_max)],
+            fault_color(&w.kind).filled(),
+        )))
+        .map_err(|e| err(path, e))?;
+        ops.draw_series(std::iter::once(Text::new(
+            w.kind.clone(),
+            (w.start_s, ops_max * 0.98),
+            ("sans-serif", 11).into_font().color(&BLACK),
+        )))
+        .map_err(|e| err(path, e))?;
+    }
+    // Each second drawn at its middle.
+    let at = |s: &crate::verify::timeline::Second| s.at_s as f64 + 0.5;
+    let series = [
+        ("produces acknowledged", GREEN, seconds.iter().map(|s| (at(s), s.acknowledged as f64)).collect::<Vec<_>>()),
+        ("produces failed or unknown", RED, seconds.iter().map(|s| (at(s), s.not_acknowledged as f64)).collect()),
+        ("records read", BLUE, seconds.iter().map(|s| (at(s), s.reads as f64)).collect()),
+    ];
+    for (name, color, points) in series {
+        ops.draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(path, e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    ops.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(path, e))?;
+
+    let latency_max =
+        seconds.iter().map(|s| s.latency_p99_ms).fold(10.0, f64::max) * 1.5;
+    let mut latency = ChartBuilder::on(&lower)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..t_max, (0.1..latency_max).log_scale())
+        .map_err(|e| err(path, e))?;
+    latency
+        .configure_mesh()
+        .x_desc("elapsed (s)")
+        .y_desc("produce latency (ms)")
+        .draw()
+        .map_err(|e| err(path, e))?;
+    for w in &timeline.faults {
+        latency
+            .draw_series(std::iter::once(Rectangle::new(
+                [(w.start_s, 0.1), (w.end_s, latency_max)],
+                fault_color(&w.kind).filled(),
+            )))
+            .map_err(|e| err(path, e))?;
+    }
+    let answered = |s: &&crate::verify::timeline::Second| s.acknowledged + s.not_acknowledged > 0;
+    let series = [
+        ("p50", BLACK, seconds.iter().filter(answered).map(|s| (at(s), s.latency_p50_ms.max(0.1))).collect::<Vec<_>>()),
+        ("p99", MAGENTA, seconds.iter().filter(answered).map(|s| (at(s), s.latency_p99_ms.max(0.1))).collect()),
+    ];
+    for (name, color, points) in series {
+        latency
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(path, e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    latency
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(path, e))?;
     root.present().map_err(|e| err(path, e))
 }
 

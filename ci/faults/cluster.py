@@ -5,6 +5,8 @@
                                  [--seed S] [--kinds kill,pause,...] [--bin target/debug]
                                  [--disk-full] [--keep DIR]
 
+MAMBA_FAULT_BROKER_LOG sets the brokers' RUST_LOG (default info).
+
 Per schedule: N brokers (3 by default, 5 supported), each in a network
 namespace of its own on a bridge in a hub namespace, each with its own data
 directory (with --disk-full, its own small loop-mounted ext4 file system,
@@ -91,7 +93,8 @@ class Cluster:
         self.dir = run_dir
         self.base = f"{PREFIX}{os.getpid()}"
         self.state_path = os.path.join(run_dir, "state.json")
-        self.state = {"harness_pid": os.getpid(), "namespaces": [], "brokers": [], "client_ns": None}
+        self.state = {"harness_pid": os.getpid(), "namespaces": [], "brokers": [], "client_ns": None,
+                      "client_port": CLIENT_PORT, "topic": None}
         self.save()
 
     def save(self):
@@ -186,13 +189,31 @@ class Cluster:
                 if len(dumps) < min(3, self.args.brokers):
                     differences.append(f"partition {p}: {len(dumps)} replicas on disk")
             if not differences or time.monotonic() > deadline:
+                if differences:
+                    self.keep_dumps(topic, partitions)
                 return differences
             time.sleep(1)
 
 
+    def keep_dumps(self, topic, partitions):
+        """Every replica's dump, beside the logs (--keep copies them)."""
+        mamba = os.path.join(self.args.bin, "mamba")
+        described = self.in_client(mamba, "topic", "describe", topic, "-o", "json", "--brokers",
+                                   self.brokers_arg(), check=False, timeout=20)
+        with open(os.path.join(self.dir, "describe.json"), "w") as f:
+            f.write(described.stdout + described.stderr)
+        for p in range(partitions):
+            for b in self.state["brokers"]:
+                path = os.path.join(b["data"], "topics", topic, str(p))
+                if os.path.isdir(path):
+                    out = sh(mamba, "log", "dump", "-o", "json", path, check=False)
+                    with open(os.path.join(self.dir, f"dump-p{p}-b{b['id']}.jsonl"), "w") as f:
+                        f.write(out.stdout)
+
+
 def launch(broker):
     log = open(broker["log"], "ab")
-    env = dict(os.environ, RUST_LOG="info")
+    env = dict(os.environ, RUST_LOG=os.environ.get("MAMBA_FAULT_BROKER_LOG", "info"))
     env.pop("MAMBA_BROKERS", None)
     p = subprocess.Popen(broker["command"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=log, env=env, start_new_session=True)
@@ -218,13 +239,15 @@ def run_schedule(args, seed, number, keep):
         cluster.network()
         cluster.start()
         topic = f"verify-{seed}"
+        cluster.state["topic"] = topic
+        cluster.save()
         history = os.path.join(run_dir, "history.jsonl")
         bench = os.path.join(args.bin, "mamba-bench")
         command = [bench, "verify", "--brokers", cluster.brokers_arg(), "--topic", topic,
                    "--partitions", str(args.partitions), "--replication-factor", str(min(3, args.brokers)),
                    "--duration-s", str(args.duration_s), "--rate", str(args.rate), "--history", history,
                    "--faults", os.path.join(HERE, "fault.py"), "--fault-kinds", args.kinds,
-                   "--seed", str(seed), "--output", "json"]
+                   "--seed", str(seed), "--output", "json", "--report-dir", run_dir]
         env_state = {"MAMBA_FAULT_STATE": cluster.state_path}
         print(f"schedule {number}: seed {seed}, {args.brokers} brokers, {args.duration_s} s", flush=True)
         out = subprocess.run(["ip", "netns", "exec", cluster.state["client_ns"], "env",
@@ -265,7 +288,7 @@ def run_schedule(args, seed, number, keep):
             dest = os.path.join(keep, f"schedule-{number}-seed-{seed}")
             os.makedirs(dest, exist_ok=True)
             for name in os.listdir(run_dir):
-                if name.endswith((".log", ".jsonl", ".json")):
+                if name.endswith((".log", ".jsonl", ".json", ".svg")):
                     shutil.copy(os.path.join(run_dir, name), dest)
         for b in cluster.state["brokers"]:
             if b.get("mount"):
@@ -279,7 +302,7 @@ def main():
     parser.add_argument("--duration-s", type=int, default=60)
     parser.add_argument("--schedules", type=int, default=1)
     parser.add_argument("--seed", type=int, help="the first schedule's seed; the next ones follow it")
-    parser.add_argument("--kinds", default="kill,pause,isolate,split,oneway,linkdown")
+    parser.add_argument("--kinds", default="kill,kill-leader,kill-controller,pause,isolate,split,oneway,linkdown")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--bin", default=os.path.join(REPO, "target", "debug"))

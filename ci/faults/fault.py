@@ -7,7 +7,9 @@ the namespaces, brokers, their commands and process ids):
     fault.py heal KIND     undoes it
     fault.py heal-all      undoes every fault (rules, links, pauses, fills)
 
-Kinds: kill (SIGKILL a broker; heal restarts it), pause (SIGSTOP; heal
+Kinds: kill (SIGKILL a broker; heal restarts it), kill-leader (the same
+to the leader of one of the topic's partitions), kill-controller (the same
+to the Raft quorum's leader), pause (SIGSTOP; heal
 SIGCONT), isolate (a broker cut off from everyone, clients included),
 split (a minority of brokers cut off from the majority; clients reach
 both), oneway (a broker hears no other broker but still sends), linkdown
@@ -20,7 +22,7 @@ import json, os, random, signal, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import launch, read  # noqa: E402
 
-KINDS = ["kill", "pause", "isolate", "split", "oneway", "linkdown", "disk-full"]
+KINDS = ["kill", "kill-leader", "kill-controller", "pause", "isolate", "split", "oneway", "linkdown", "disk-full"]
 
 
 def sh(*args, check=True):
@@ -59,13 +61,45 @@ def wait_ready(broker, before, timeout_s=30):
         time.sleep(0.1)
 
 
+def ask(state, *args):
+    """A `mamba` command's JSON answer from the brokers (this runs where
+    verify does, in the client's namespace), or None."""
+    mamba = os.path.join(os.path.dirname(state["brokers"][0]["command"][4]), "mamba")
+    brokers = ",".join(f"{ip_of(b)}:{state['client_port']}" for b in state["brokers"])
+    try:
+        out = subprocess.run([mamba, *args, "--brokers", brokers, "-o", "json"],
+                             capture_output=True, text=True, timeout=10)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def role_holder(state, kind, rng):
+    """The broker a targeted kill aims at: a partition's leader or the
+    controller, as the cluster names it now; None when it names none."""
+    if kind == "kill-controller":
+        status = ask(state, "cluster", "status")
+        wanted = status and status.get("controller_id")
+    else:
+        topic = ask(state, "topic", "describe", state["topic"])
+        partitions = [p for p in (topic or {}).get("partitions", []) if p.get("leader") is not None]
+        wanted = rng.choice(partitions)["leader"] if partitions else None
+    return next((b for b in state["brokers"] if b["id"] == wanted), None)
+
+
 def start(state, kind, rng):
     brokers = state["brokers"]
     target = rng.choice(brokers)
+    said_role = ""
+    if kind in ("kill-leader", "kill-controller"):
+        holder = role_holder(state, kind, rng)
+        said_role = f" ({kind[5:]})" if holder else f" (no {kind[5:]} known: at random)"
+        target = holder or target
+        kind = "kill"
     fault = {"kind": kind, "brokers": [target["id"]]}
     if kind == "kill":
         os.kill(target["pid"], signal.SIGKILL)
-        said = f"broker {target['id']}"
+        said = f"broker {target['id']}{said_role}"
     elif kind == "pause":
         os.kill(target["pid"], signal.SIGSTOP)
         said = f"broker {target['id']}"

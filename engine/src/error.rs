@@ -56,6 +56,12 @@ pub enum EngineError {
     OutOfOrderSequence { producer_id: u64, expected: u32, got: u32 },
     #[error("producer {producer_id}: epoch {epoch} is older than the current {current_epoch}")]
     ProducerFenced { producer_id: u64, epoch: u16, current_epoch: u16 },
+    /// An append that was not yet durable when a truncation (a replica's
+    /// diverging tail, `Engine::truncate_partition`) or a start over
+    /// (`Engine::reset_partition`) removed its offsets: its records are
+    /// not in the log.
+    #[error("the batch at offset {base_offset} was cut from the log (at {cut}) before it was durable")]
+    Truncated { base_offset: Offset, cut: Offset },
     #[error("busy: the shard's queue is full, retry later")]
     Busy,
     #[error("the engine is shutting down")]

@@ -897,6 +897,24 @@ impl Writer {
         self.p.notify_watchers();
     }
 
+    /// After a cut at `offset` (a truncation, or with `start_over` an
+    /// emptied log): appends still waiting whose offsets it removed fail
+    /// with `Truncated`; the rest are answered as usual. Left waiting, a
+    /// removed append would hold up every append behind it until the log
+    /// grew past its old offsets again — a follower that had just stopped
+    /// leading stalled its fetcher there, waiting on its own appends.
+    fn answer_cut(&mut self, offset: Offset, start_over: bool) {
+        for (reply, info) in std::mem::take(&mut self.waiting) {
+            if start_over || info.last_offset >= offset {
+                let base_offset = info.base_offset;
+                respond(reply, Err(EngineError::Truncated { base_offset, cut: offset }));
+            } else {
+                self.waiting.push_back((reply, info));
+            }
+        }
+        self.answer(None);
+    }
+
     async fn drain_io(&mut self) {
         if let Some(write) = self.write.take() {
             let result = write.await;
@@ -949,6 +967,7 @@ impl Writer {
                     self.p.log.truncate_to(offset, runtime::now_ms()).await
                 };
                 if cut.is_ok() {
+                    self.answer_cut(offset, start_over);
                     // The recovery point on disk may lie past the cut: were
                     // it left there, the batches written next in place of
                     // the cut ones would look like damage below it after a

@@ -456,3 +456,52 @@ fn a_replica_behind_its_leaders_log_start_starts_over_there_and_survives_a_crash
     assert_eq!(values, [(100, 3)]);
     assert_eq!(block_on(engine.leader_epochs("t", P0)).expect("epochs"), vec![epoch_entry(3, 100)]);
 }
+
+#[test]
+fn an_append_a_truncation_cuts_off_is_answered_and_appends_after_the_cut_are_not_held_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = open(dir.path());
+    append(&engine, &["a"]);
+    // From the partition's own shard, back to back, as a leader that just
+    // became a follower sees them: a client's batch of ten records (1..=10)
+    // still waiting to be durable, then the cut of its diverging tail at 1,
+    // then the new leader's batch at 1.
+    let (answers, answered) = std::sync::mpsc::channel();
+    let there = engine.clone();
+    let task: mamba_engine::shard::ShardTask = Box::new(move || {
+        Box::pin(async move {
+            let mut ten = BatchBuilder::new();
+            for i in 0..10 {
+                ten.push(record(&format!("cut off {i}")));
+            }
+            let ten = ten.build().expect("batch");
+            let submitted = there.submit_append("t", P0, ten, Default::default()).await;
+            let cut = there.truncate_partition("t", P0, Offset(1)).await;
+            let cut_off = match submitted {
+                Ok(outcome) => outcome.await,
+                Err(e) => Err(e),
+            };
+            drop(answers.send((cut.map(|()| Offset(1)), cut_off.map(|i| i.base_offset))));
+            let mut leaders = batch("the leader's");
+            leaders.set_base_offset_and_epoch(Offset(1), LeaderEpoch(1));
+            let next = there.append_replica("t", P0, leaders).await;
+            drop(answers.send((Ok(Offset(1)), next.map(|i| i.base_offset))));
+        })
+    });
+    block_on(engine.spawn_on_shard(mamba_engine::ShardId(0), task)).expect("spawn");
+    let wait = std::time::Duration::from_secs(10);
+    let (cut, cut_off) = answered.recv_timeout(wait).expect("the cut-off append is answered");
+    cut.expect("truncate");
+    // Durable before the cut came (then cut), or still waiting (then
+    // failed): either way it is answered, and its records are gone.
+    match cut_off {
+        Ok(offset) => assert_eq!(offset, Offset(1)),
+        Err(e) => assert!(matches!(e, EngineError::Truncated { .. }), "{e}"),
+    }
+    let (_, next) = answered
+        .recv_timeout(wait)
+        .expect("the append after the cut is answered, not held up behind the cut-off one");
+    assert_eq!(next.expect("replicate"), Offset(1));
+    let values: Vec<String> = records(&engine).into_iter().map(|(_, _, v)| v).collect();
+    assert_eq!(values, ["a", "the leader's"]);
+}

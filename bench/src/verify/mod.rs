@@ -5,12 +5,14 @@
 //! brokers and records every operation in a history file
 //! (`history.rs`); `checker.rs` then reads the history, offline, and
 //! reports anomalies; `availability` below says how much of the load was
-//! acknowledged while each kind of fault was on. `--check FILE` checks a
+//! acknowledged while each kind of fault was on; `timeline.rs` puts it
+//! second by second for the plot. `--check FILE` checks a
 //! saved history again without running anything.
 
 pub mod checker;
 pub mod faults;
 pub mod history;
+pub mod timeline;
 pub mod workload;
 
 use checker::CheckReport;

@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+/// The reader of the last pass over every partition, after the load.
+pub const FINAL_SCAN: &str = "final-scan";
+
 /// What `mamba-bench verify` runs.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -197,7 +200,7 @@ pub fn run(options: &VerifyOptions) -> Result<RunSummary, String> {
     let all: Vec<u32> = (0..options.partitions).collect();
     let (final_ends, final_errors) = (Arc::clone(&ends), Arc::new(AtomicU64::new(0)));
     if !read_assigned(
-        "final-scan",
+        FINAL_SCAN,
         &brokers,
         &options.topic,
         &all,

@@ -25,6 +25,10 @@ pub(crate) fn error_code(e: &EngineError) -> ErrorCode {
         // Replication's own calls (leadership, replicated batches): a
         // request built on a stale view of the partition's leadership.
         E::StaleLeaderEpoch { .. } => ErrorCode::InvalidRequest,
+        // Only a replica that stopped leading cuts its log: the client
+        // goes to the new leader (an idempotent producer's retry there is
+        // answered as a duplicate if the leader has the batch).
+        E::Truncated { .. } => ErrorCode::NotLeader,
         E::Busy => ErrorCode::Busy,
         E::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         E::ProducerFenced { .. } => ErrorCode::InvalidProducer,

@@ -26,6 +26,15 @@ use std::time::{Duration, Instant};
 /// Room kept in a batch for its header and record array.
 const BATCH_OVERHEAD_BYTES: usize = 1024;
 
+/// How long past its linger an open batch waits before keyless records
+/// stop going to its partition. A batch still open then could not go: its
+/// leader is unreachable or being elected, or every request in flight to
+/// it is unanswered. Records sent elsewhere meanwhile are delivered; left
+/// sticky, the partition would take every keyless record until its batch
+/// filled — seconds of a producer's load behind one stalled broker (the
+/// problem KIP-794 fixed in Kafka's partitioner).
+pub(super) const STALLED_AFTER: Duration = Duration::from_millis(100);
+
 /// Validated by `Producer::connect`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct AccumulatorConfig {
@@ -176,6 +185,35 @@ impl TopicQueues {
             Some(open) => Take::DueAt(open.opened + when.linger),
             None => Take::Nothing,
         }
+    }
+
+    /// Moves keyless records off `partition` when it is the sticky one and
+    /// its open batch has waited [`STALLED_AFTER`] past its linger, to the
+    /// next partition not stalled too (when every one is, they stay).
+    /// Answers when to look again while it is not stalled yet.
+    pub fn avoid_if_stalled(
+        &mut self,
+        partition: u32,
+        now: Instant,
+        linger: Duration,
+    ) -> Option<Instant> {
+        if self.sticky != partition {
+            return None;
+        }
+        let stalled_at =
+            |q: &PartitionQueue| q.open.as_ref().map(|b| b.opened + linger + STALLED_AFTER);
+        let at = stalled_at(&self.partitions[partition as usize])?;
+        if now < at {
+            return Some(at);
+        }
+        let n = self.partition_count();
+        let next = (1..n)
+            .map(|step| (partition + step) % n)
+            .find(|q| stalled_at(&self.partitions[*q as usize]).is_none_or(|at| now < at));
+        if let Some(next) = next {
+            self.sticky = next;
+        }
+        None
     }
 
     /// The queue `record` goes to: its partition, the murmur2 hash of its
@@ -414,4 +452,56 @@ fn spread_start(partitions: u32) -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     nanos % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues(partitions: u32) -> TopicQueues {
+        let config = SendOrderConfig {
+            idempotent: true,
+            producer_epoch: 0,
+            in_flight_max: 5,
+            retries: 5,
+            retry_backoff_ms: 100,
+        };
+        TopicQueues {
+            partitions: (0..partitions)
+                .map(|_| PartitionQueue {
+                    open: None,
+                    closed: VecDeque::new(),
+                    order: SendOrder::new(config),
+                    reroute: None,
+                })
+                .collect(),
+            sticky: 0,
+        }
+    }
+
+    fn opened_at(opened: Instant) -> Option<OpenBatch> {
+        let writer = BatchWriter::with_capacity(4096);
+        Some(OpenBatch { writer, completions: Vec::new(), size_bytes: 0, opened })
+    }
+
+    #[test]
+    fn keyless_records_leave_a_partition_whose_batch_cannot_go_for_one_that_can() {
+        let (now, linger) = (Instant::now(), Duration::from_millis(5));
+        let stalled = now + linger + STALLED_AFTER;
+        let mut t = queues(3);
+        t.partitions[0].open = opened_at(now);
+        assert_eq!(t.avoid_if_stalled(0, now, linger), Some(stalled), "not stalled yet");
+        assert_eq!(t.sticky, 0);
+        t.partitions[1].open = opened_at(now);
+        assert_eq!(t.avoid_if_stalled(0, stalled, linger), None);
+        assert_eq!(t.sticky, 2, "past 0 and 1, both stalled");
+        assert_eq!(t.avoid_if_stalled(1, stalled, linger), None, "1 is not the sticky one");
+        assert_eq!(t.sticky, 2);
+        t.partitions[2].open = opened_at(now);
+        assert_eq!(t.avoid_if_stalled(2, stalled, linger), None);
+        assert_eq!(t.sticky, 2, "every partition stalled: records stay");
+        t.partitions[1].open = None;
+        assert_eq!(t.avoid_if_stalled(2, stalled, linger), None);
+        assert_eq!(t.sticky, 1, "the first one past 2 that is not stalled (0 still is)");
+    }
 }

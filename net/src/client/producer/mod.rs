@@ -2,7 +2,8 @@
 //!
 //! A send picks the partition (explicit; murmur2 of the key as Kafka's
 //! default partitioner does; sticky for keyless records, moving on with
-//! each new batch) and encodes the record straight into that partition's
+//! each new batch, and off a partition whose batch could not go for
+//! `linger_ms` + 100 ms: its leader is down or cut off) and encodes the record straight into that partition's
 //! open batch: one copy of its bytes, no allocation. A batch closes when
 //! the next record would not fit `batch_bytes`; a sender thread sends
 //! closed batches, and open ones once they have waited `linger_ms` (or on

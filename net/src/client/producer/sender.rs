@@ -213,6 +213,9 @@ fn take_ready(shared: &Shared, routes: &Routes, state: &mut State, when: TakeWhe
                 }
                 Destination::Gone(error) => give_up(topic, (name, p), when.now, &error, &mut taken),
             }
+            if let Some(at) = topic.avoid_if_stalled(p, when.now, when.linger) {
+                taken.due_at(at);
+            }
         }
     }
     taken
