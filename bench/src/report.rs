@@ -31,7 +31,11 @@ pub fn write_rebalance(
 }
 
 /// Writes `report.json` and `timeline.svg` into `dir`.
-pub fn write_verify(dir: &Path, json: &serde_json::Value, timeline: &Timeline) -> Result<(), String> {
+pub fn write_verify(
+    dir: &Path,
+    json: &serde_json::Value,
+    timeline: &Timeline,
+) -> Result<(), String> {
     write_json(dir, json)?;
     verify_timeline(&dir.join("timeline.svg"), timeline)
 }
@@ -140,8 +144,16 @@ fn verify_timeline(path: &Path, timeline: &Timeline) -> Result<(), String> {
     // Each second drawn at its middle.
     let at = |s: &crate::verify::timeline::Second| s.at_s as f64 + 0.5;
     let series = [
-        ("produces acknowledged", GREEN, seconds.iter().map(|s| (at(s), s.acknowledged as f64)).collect::<Vec<_>>()),
-        ("produces failed or unknown", RED, seconds.iter().map(|s| (at(s), s.not_acknowledged as f64)).collect()),
+        (
+            "produces acknowledged",
+            GREEN,
+            seconds.iter().map(|s| (at(s), s.acknowledged as f64)).collect::<Vec<_>>(),
+        ),
+        (
+            "produces failed or unknown",
+            RED,
+            seconds.iter().map(|s| (at(s), s.not_acknowledged as f64)).collect(),
+        ),
         ("records read", BLUE, seconds.iter().map(|s| (at(s), s.reads as f64)).collect()),
     ];
     for (name, color, points) in series {
@@ -157,8 +169,7 @@ fn verify_timeline(path: &Path, timeline: &Timeline) -> Result<(), String> {
         .draw()
         .map_err(|e| err(path, e))?;
 
-    let latency_max =
-        seconds.iter().map(|s| s.latency_p99_ms).fold(10.0, f64::max) * 1.5;
+    let latency_max = seconds.iter().map(|s| s.latency_p99_ms).fold(10.0, f64::max) * 1.5;
     let mut latency = ChartBuilder::on(&lower)
         .margin(15)
         .x_label_area_size(40)
@@ -181,8 +192,20 @@ fn verify_timeline(path: &Path, timeline: &Timeline) -> Result<(), String> {
     }
     let answered = |s: &&crate::verify::timeline::Second| s.acknowledged + s.not_acknowledged > 0;
     let series = [
-        ("p50", BLACK, seconds.iter().filter(answered).map(|s| (at(s), s.latency_p50_ms.max(0.1))).collect::<Vec<_>>()),
-        ("p99", MAGENTA, seconds.iter().filter(answered).map(|s| (at(s), s.latency_p99_ms.max(0.1))).collect()),
+        (
+            "p50",
+            BLACK,
+            seconds
+                .iter()
+                .filter(answered)
+                .map(|s| (at(s), s.latency_p50_ms.max(0.1)))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "p99",
+            MAGENTA,
+            seconds.iter().filter(answered).map(|s| (at(s), s.latency_p99_ms.max(0.1))).collect(),
+        ),
     ];
     for (name, color, points) in series {
         latency

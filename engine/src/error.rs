@@ -60,7 +60,9 @@ pub enum EngineError {
     /// diverging tail, `Engine::truncate_partition`) or a start over
     /// (`Engine::reset_partition`) removed its offsets: its records are
     /// not in the log.
-    #[error("the batch at offset {base_offset} was cut from the log (at {cut}) before it was durable")]
+    #[error(
+        "the batch at offset {base_offset} was cut from the log (at {cut}) before it was durable"
+    )]
     Truncated { base_offset: Offset, cut: Offset },
     #[error("busy: the shard's queue is full, retry later")]
     Busy,
