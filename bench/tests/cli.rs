@@ -126,7 +126,8 @@ fn verify_finds_nothing_wrong_with_a_broker_and_every_kind_of_anomaly_in_a_histo
         .args(["verify", "--embedded", "--duration-s", "3", "--rate", "400", "--partitions", "3"])
         .arg("--history")
         .arg(&history)
-        .args(["--output", "json"])
+        .args(["--output", "json", "--report-dir"])
+        .arg(dir.path().join("report"))
         .output()
         .expect("run mamba-bench");
     let (stdout, stderr) =
@@ -141,6 +142,12 @@ fn verify_finds_nothing_wrong_with_a_broker_and_every_kind_of_anomaly_in_a_histo
     // Each acknowledged record read by both readers: the assigned reader
     // and the final scan, and the group.
     assert!(check["reads"].as_u64().unwrap_or(0) >= 2 * acknowledged, "{check:#}");
+    // The report directory: the same report, and the timeline drawn.
+    let saved = std::fs::read_to_string(dir.path().join("report/report.json")).expect("report");
+    let saved: serde_json::Value = serde_json::from_str(&saved).expect("JSON");
+    assert_eq!(saved["check"], report["check"]);
+    let svg = std::fs::read_to_string(dir.path().join("report/timeline.svg")).expect("timeline");
+    assert!(svg.contains("<svg") && svg.contains("produces acknowledged"), "{svg:.200}");
 
     // The saved history, damaged: an acknowledged record's reads removed
     // (lost), and one read moved to a second offset (duplicated). Checked

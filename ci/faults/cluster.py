@@ -3,7 +3,8 @@
 
     python3 ci/faults/cluster.py [--brokers 3] [--duration-s 60] [--schedules 1]
                                  [--seed S] [--kinds kill,pause,...] [--bin target/debug]
-                                 [--disk-full] [--keep DIR]
+                                 [--disk-full] [--heartbeat-ms MS] [--session-ms MS]
+                                 [--keep DIR [--keep-failed-only]] [--summary FILE]
 
 MAMBA_FAULT_BROKER_LOG sets the brokers' RUST_LOG (default info).
 
@@ -28,8 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PREFIX = "mvf"  # every namespace of a run: mvf<pid>-...
 CLIENT_PORT, CLUSTER_PORT = 9400, 9401
-# Short heartbeats and sessions, as the cluster tests use on this machine.
-HEARTBEAT_MS, SESSION_MS = 300, 1500
 
 
 def sh(*args, check=True, timeout=60, **kw):
@@ -144,8 +143,13 @@ class Cluster:
             broker["command"] = [
                 "ip", "netns", "exec", broker["ns"], mamba, "serve", "--node-id", str(i), "--shards", "1",
                 "--listen", f"{ip_of(i)}:{CLIENT_PORT}", "--cluster-listen", f"{ip_of(i)}:{CLUSTER_PORT}",
-                "--voters", voters, "--broker-heartbeat-interval-ms", str(HEARTBEAT_MS),
-                "--broker-session-timeout-ms", str(SESSION_MS), "--data-dir", data]
+                "--voters", voters, "--data-dir", data]
+            # The brokers' own defaults unless asked (heartbeat 500 ms,
+            # session 3 s): the figures are for default settings.
+            if self.args.heartbeat_ms:
+                broker["command"] += ["--broker-heartbeat-interval-ms", str(self.args.heartbeat_ms)]
+            if self.args.session_ms:
+                broker["command"] += ["--broker-session-timeout-ms", str(self.args.session_ms)]
             self.state["brokers"].append(broker)
         for broker in self.state["brokers"]:
             launch(broker)
@@ -275,7 +279,9 @@ def run_schedule(args, seed, number, keep):
         ok = out.returncode == 0 and report is not None and not differences
         if report is not None and args.summary:
             with open(args.summary, "a") as f:
-                f.write(json.dumps({"seed": seed, "ok": ok, "anomalies": report["anomalies"],
+                counts = {kind: check[kind]["count"] for kind in
+                          ("lost", "duplicated", "inconsistent", "reordered", "non_monotonic", "corrupt")}
+                f.write(json.dumps({"seed": seed, "ok": ok, "anomalies": report["anomalies"], "counts": counts,
                                     "availability": report["availability"],
                                     "replica_differences": differences}) + "\n")
         if not ok:
@@ -284,7 +290,7 @@ def run_schedule(args, seed, number, keep):
         return ok
     finally:
         cleanup(json.load(open(cluster.state_path)))
-        if keep:
+        if keep and not (ok and args.keep_failed_only):
             dest = os.path.join(keep, f"schedule-{number}-seed-{seed}")
             os.makedirs(dest, exist_ok=True)
             for name in os.listdir(run_dir):
@@ -302,12 +308,17 @@ def main():
     parser.add_argument("--duration-s", type=int, default=60)
     parser.add_argument("--schedules", type=int, default=1)
     parser.add_argument("--seed", type=int, help="the first schedule's seed; the next ones follow it")
-    parser.add_argument("--kinds", default="kill,kill-leader,kill-controller,pause,isolate,split,oneway,linkdown")
+    parser.add_argument("--kinds", default="kill,kill-leader,kill-controller,pause,isolate,split,oneway,"
+                        "linkdown,kill-leader+isolate,pause+oneway",
+                        help="fault kinds (fault.py's; a+b strikes both at once)")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--bin", default=os.path.join(REPO, "target", "debug"))
     parser.add_argument("--disk-full", action="store_true", help="loop-mounted data directories")
+    parser.add_argument("--heartbeat-ms", type=int, help="brokers' heartbeat interval [their default]")
+    parser.add_argument("--session-ms", type=int, help="brokers' session timeout [their default]")
     parser.add_argument("--keep", help="copy logs and histories here")
+    parser.add_argument("--keep-failed-only", action="store_true", help="--keep only failed schedules")
     parser.add_argument("--summary", help="append one JSON line per schedule here")
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -4,7 +4,7 @@ made by ci/faults/cluster.py (whose state file $MAMBA_FAULT_STATE names
 the namespaces, brokers, their commands and process ids):
 
     fault.py start KIND    strikes one fault; prints what it struck
-    fault.py heal KIND     undoes it
+    fault.py heal KIND     undoes it (every fault in force)
     fault.py heal-all      undoes every fault (rules, links, pauses, fills)
 
 Kinds: kill (SIGKILL a broker; heal restarts it), kill-leader (the same
@@ -14,8 +14,9 @@ SIGCONT), isolate (a broker cut off from everyone, clients included),
 split (a minority of brokers cut off from the majority; clients reach
 both), oneway (a broker hears no other broker but still sends), linkdown
 (a broker's link down), disk-full (a broker's data file system filled;
-needs cluster.py --disk-full). The broker is drawn with
-$MAMBA_FAULT_SEED, so a schedule replays.
+needs cluster.py --disk-full). A combination, e.g. kill-leader+isolate,
+strikes each part at once, each on a broker none of the others chose.
+The broker is drawn with $MAMBA_FAULT_SEED, so a schedule replays.
 """
 import json, os, random, signal, subprocess, sys, time
 
@@ -87,12 +88,16 @@ def role_holder(state, kind, rng):
     return next((b for b in state["brokers"] if b["id"] == wanted), None)
 
 
-def start(state, kind, rng):
+def start(state, kind, rng, taken=()):
+    """Strikes `kind` (one fault) on a broker not in `taken`; answers the
+    fault (its kind and brokers) and what to say of it."""
     brokers = state["brokers"]
-    target = rng.choice(brokers)
+    target = rng.choice([b for b in brokers if b["id"] not in taken] or brokers)
     said_role = ""
     if kind in ("kill-leader", "kill-controller"):
         holder = role_holder(state, kind, rng)
+        if holder and holder["id"] in taken:
+            holder = None
         said_role = f" ({kind[5:]})" if holder else f" (no {kind[5:]} known: at random)"
         target = holder or target
         kind = "kill"
@@ -133,8 +138,19 @@ def start(state, kind, rng):
         said = f"broker {target['id']}"
     else:
         raise RuntimeError(f"unknown fault kind {kind!r}; kinds: {', '.join(KINDS)}")
-    state["fault"] = fault
-    return said
+    return fault, said
+
+
+def start_all(state, kinds, rng):
+    """Strikes every part of a combination; answers what to say."""
+    faults, said = [], []
+    for kind in kinds.split("+"):
+        taken = {b for f in faults for b in f["brokers"]}
+        fault, what = start(state, kind, rng, taken)
+        faults.append(fault)
+        state["faults"] = faults  # saved even if a later part fails
+        said.append(f"{kind} {what}" if "+" in kinds else what)
+    return "; ".join(said)
 
 
 def heal_broker(state, broker, kind):
@@ -163,11 +179,11 @@ def heal_all(state):
         iptables(b["ns"], "-F")
         sh("ip", "-n", b["ns"], "link", "set", "eth0", "up")
         heal_broker(state, b, "disk-full")
-    fault = state.pop("fault", None)
-    if fault and fault["kind"] == "kill":
-        for b in state["brokers"]:
-            if b["id"] in fault["brokers"]:
-                heal_broker(state, b, "kill")
+    for fault in state.pop("faults", []):
+        if fault["kind"] == "kill":
+            for b in state["brokers"]:
+                if b["id"] in fault["brokers"]:
+                    heal_broker(state, b, "kill")
 
 
 def main():
@@ -177,18 +193,21 @@ def main():
     rng = random.Random(int(os.environ.get("MAMBA_FAULT_SEED", "0")))
     action = sys.argv[1]
     if action == "start":
-        if state.get("fault"):
-            sys.exit(f"a fault is in force already: {state['fault']}")
-        said = start(state, sys.argv[2], rng)
-        save(path, state)
+        if state.get("faults"):
+            sys.exit(f"a fault is in force already: {state['faults']}")
+        try:
+            said = start_all(state, sys.argv[2], rng)
+        finally:
+            save(path, state)
         print(said)
     elif action == "heal":
-        fault = state.get("fault")
-        if fault:
+        # The network and the others first: a restarted broker then finds
+        # its peers.
+        for fault in sorted(state.get("faults", []), key=lambda f: f["kind"] == "kill"):
             for b in state["brokers"]:
                 if b["id"] in fault["brokers"]:
                     heal_broker(state, b, fault["kind"])
-            state.pop("fault")
+        state.pop("faults", None)
         save(path, state)
     else:
         heal_all(state)

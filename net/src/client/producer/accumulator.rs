@@ -33,7 +33,7 @@ const BATCH_OVERHEAD_BYTES: usize = 1024;
 /// sticky, the partition would take every keyless record until its batch
 /// filled — seconds of a producer's load behind one stalled broker (the
 /// problem KIP-794 fixed in Kafka's partitioner).
-pub(super) const STALLED_AFTER: Duration = Duration::from_millis(100);
+const STALLED_AFTER: Duration = Duration::from_millis(100);
 
 /// Validated by `Producer::connect`.
 #[derive(Debug, Clone, Copy)]
@@ -217,7 +217,8 @@ impl TopicQueues {
     }
 
     /// The queue `record` goes to: its partition, the murmur2 hash of its
-    /// key, or the sticky partition (moving on when its batch is full).
+    /// key, or the sticky partition (moving on when its batch is full, or
+    /// stalled: `avoid_if_stalled`).
     /// Inlined into `append`, as it was before the split.
     #[inline]
     fn queue_for(
