@@ -459,9 +459,6 @@ fn run_verify(a: &VerifyArgs) -> Result<(), String> {
         "history": history, "run": run, "availability": availability,
         "check": check, "anomalies": check.anomalies(),
     });
-    if let Some(dir) = &a.report_dir {
-        report::write_verify(dir, &report, &verify::timeline::Timeline::of(&events))?;
-    }
     match a.output {
         Output::Json => println!("{report}"),
         Output::Text => {
@@ -474,6 +471,10 @@ fn run_verify(a: &VerifyArgs) -> Result<(), String> {
             }
             verify::print_text(&check, &availability);
         }
+    }
+    // After the verdict is out: a report that cannot be written loses none of it.
+    if let Some(dir) = &a.report_dir {
+        report::write_verify(dir, &report, &verify::timeline::Timeline::of(&events))?;
     }
     if let Some(e) = run.as_ref().and_then(|r| r.fault_error.as_ref()) {
         return Err(format!("the fault schedule failed: {e}"));

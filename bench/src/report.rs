@@ -98,11 +98,12 @@ fn lag(path: &Path, report: &RebalanceReport) -> Result<(), String> {
 /// A shade per fault kind, the same in both panels.
 fn fault_color(kind: &str) -> RGBColor {
     match kind {
-        "kill" => RGBColor(255, 190, 190),
+        _ if kind.contains('+') => RGBColor(210, 210, 210),
+        _ if kind.starts_with("kill") => RGBColor(255, 190, 190),
         "pause" => RGBColor(255, 225, 170),
         "isolate" | "split" | "oneway" => RGBColor(200, 215, 255),
         "linkdown" => RGBColor(215, 200, 255),
-        _ => RGBColor(210, 210, 210),
+        _ => RGBColor(225, 240, 200),
     }
 }
 
@@ -113,7 +114,13 @@ fn verify_timeline(path: &Path, timeline: &Timeline) -> Result<(), String> {
     let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let (upper, lower) = root.split_vertically(400);
-    let t_max = (timeline.seconds.len() as f64).max(1.0);
+    // A fault healed after the last operation still shows whole.
+    let t_max = timeline
+        .faults
+        .iter()
+        .map(|w| w.end_s)
+        .fold(timeline.seconds.len() as f64, f64::max)
+        .max(1.0);
     let seconds = &timeline.seconds;
     let ops_max = seconds
         .iter()

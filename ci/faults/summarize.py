@@ -17,14 +17,18 @@ def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     markdown = "--markdown" in sys.argv[2:]
     passed = sum(1 for r in rows if r["ok"])
-    anomalies = sum(r["anomalies"] for r in rows)
+    silent = [r["seed"] for r in rows if r.get("availability") is None]
     differing = [r["seed"] for r in rows if r["replica_differences"]]
+    seeds = [r["seed"] for r in rows]
+    rows = [r for r in rows if r.get("availability") is not None]
+    anomalies = sum(r["anomalies"] for r in rows)
     attempts = sum(r["availability"]["attempts"] for r in rows)
     acked = sum(r["availability"]["acknowledged"] for r in rows)
     gaps = [r["availability"]["longest_gap_ms"] for r in rows]
-    seeds = [r["seed"] for r in rows]
-    print(f"{len(rows)} schedules (seeds {min(seeds)}..{max(seeds)}): {passed} passed; "
+    print(f"{len(seeds)} schedules (seeds {min(seeds)}..{max(seeds)}): {passed} passed; "
           f"{anomalies} anomalies; replicas differed in {len(differing)} {differing or ''}")
+    if silent:
+        print(f"verify gave no report in {len(silent)}: seeds {silent}")
     counts = {}
     for r in rows:
         for kind, n in r.get("counts", {}).items():

@@ -924,6 +924,11 @@ impl PartitionLog {
         self.state.borrow().fenced.is_some()
     }
 
+    /// The storage error the partition is fenced for, if it is.
+    pub fn fence_error(&self) -> Option<EngineError> {
+        self.state.borrow().fenced.clone().map(EngineError::Fenced)
+    }
+
     /// Reads stored batches from the one holding `offset`, up to `max_bytes`
     /// (always at least one whole batch), never past the high watermark.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> EngineResult<ReadOutcome> {

@@ -998,7 +998,14 @@ impl Writer {
                 }
             }
         }
-        if log.is_fenced() {
+        if let Some(error) = log.fence_error() {
+            // Appends still waiting may never have reached the disk (a cut
+            // or a roll failed before writing them), and recovery ends the
+            // log at what did: they fail now, or one would wait for its
+            // lost offsets in front of every append after it. (Those on
+            // the disk are answered first, as usual.)
+            self.answer(None);
+            self.answer(Some(error));
             // Take writes again: re-verify what reached the disk and continue
             // in a fresh segment. Until that works, appends fail with the
             // storage error and reads keep working.

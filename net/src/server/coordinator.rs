@@ -323,12 +323,17 @@ impl Locked {
         }
         let batch = batch.build().map_err(|e| engine_error(&EngineError::InvalidBatch(e)))?;
         let bytes = batch.as_bytes().len() as u64;
-        let info = self
-            .host
-            .engine
-            .append(OFFSETS_TOPIC, PartitionId(partition), batch)
-            .await
-            .map_err(|e| engine_error(&e))?;
+        let info =
+            self.host.engine.append(OFFSETS_TOPIC, PartitionId(partition), batch).await.map_err(
+                |e| match e {
+                    // Cut off as this broker stopped leading the partition (or
+                    // no longer hosts it): the group's coordinator moved.
+                    EngineError::Truncated { .. } | EngineError::NotHosted { .. } => {
+                        not_coordinator(partition, &e.to_string())
+                    }
+                    e => engine_error(&e),
+                },
+            )?;
         self.loaded_mut().bytes_since_snapshot += bytes;
         if let (Some(cluster), Some(epoch)) = (&self.host.cluster, replicated) {
             let last = info.last_offset;

@@ -188,9 +188,9 @@ impl TopicQueues {
     }
 
     /// Moves keyless records off `partition` when it is the sticky one and
-    /// its open batch has waited [`STALLED_AFTER`] past its linger, to the
-    /// next partition not stalled too (when every one is, they stay).
-    /// Answers when to look again while it is not stalled yet.
+    /// its oldest batch not sent has waited [`STALLED_AFTER`] past its
+    /// linger, to the next partition not stalled too (when every one is,
+    /// they stay). Answers when to look again while it is not stalled yet.
     pub fn avoid_if_stalled(
         &mut self,
         partition: u32,
@@ -200,8 +200,10 @@ impl TopicQueues {
         if self.sticky != partition {
             return None;
         }
-        let stalled_at =
-            |q: &PartitionQueue| q.open.as_ref().map(|b| b.opened + linger + STALLED_AFTER);
+        let stalled_at = |q: &PartitionQueue| {
+            let oldest = q.closed.front().or(q.open.as_ref());
+            oldest.map(|b| b.opened + linger + STALLED_AFTER)
+        };
         let at = stalled_at(&self.partitions[partition as usize])?;
         if now < at {
             return Some(at);
@@ -504,5 +506,10 @@ mod tests {
         t.partitions[1].open = None;
         assert_eq!(t.avoid_if_stalled(2, stalled, linger), None);
         assert_eq!(t.sticky, 1, "the first one past 2 that is not stalled (0 still is)");
+        // A full batch waiting counts as much as an open one.
+        t.partitions[1].closed.extend(opened_at(now));
+        t.partitions[2].open = None;
+        assert_eq!(t.avoid_if_stalled(1, stalled, linger), None);
+        assert_eq!(t.sticky, 2, "1 holds a closed batch it could not send");
     }
 }
