@@ -68,16 +68,27 @@ def remove_leftovers():
                 sh("ip", "netns", "del", name, check=False)
 
 
+def ours(pid, broker):
+    """Whether `pid` is still this broker's process (not a reused pid)."""
+    try:
+        return broker["data"].encode() in open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
+
+
 def cleanup(state):
-    """Kills the brokers, unmounts, removes namespaces; never raises."""
-    for b in state.get("brokers", []):
-        pid = b.get("pid")
-        if pid:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
+    """Kills the brokers, and whatever else runs in the run's namespaces,
+    unmounts, removes namespaces; never raises."""
+    pids = [b["pid"] for b in state.get("brokers", []) if b.get("pid") and ours(b["pid"], b)]
+    for ns in state.get("namespaces", []):
+        listed = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+        pids += [int(p) for p in listed if p.isdigit()]
+    for pid in pids:
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
     time.sleep(0.2)
     for b in state.get("brokers", []):
         if b.get("mount"):
@@ -153,7 +164,7 @@ class Cluster:
             self.state["brokers"].append(broker)
         for broker in self.state["brokers"]:
             launch(broker)
-        self.save()
+            self.save()
         deadline = time.monotonic() + 60
         for broker in self.state["brokers"]:
             while f"mamba broker ready listen={ip_of(broker['id'])}" not in read(broker["log"]):
@@ -254,13 +265,18 @@ def run_schedule(args, seed, number, keep):
                    "--seed", str(seed), "--output", "json", "--report-dir", run_dir]
         env_state = {"MAMBA_FAULT_STATE": cluster.state_path}
         print(f"schedule {number}: seed {seed}, {args.brokers} brokers, {args.duration_s} s", flush=True)
-        out = subprocess.run(["ip", "netns", "exec", cluster.state["client_ns"], "env",
-                              *[f"{k}={v}" for k, v in env_state.items()], *command],
-                             capture_output=True, text=True, timeout=args.duration_s + 600)
-        sys.stderr.write(out.stderr)
-        report = json.loads(out.stdout) if out.stdout.strip().startswith("{") else None
+        try:
+            out = subprocess.run(["ip", "netns", "exec", cluster.state["client_ns"], "env",
+                                  *[f"{k}={v}" for k, v in env_state.items()], *command],
+                                 capture_output=True, text=True, timeout=args.duration_s + 600)
+            exit_code, stdout = out.returncode, out.stdout
+            sys.stderr.write(out.stderr)
+        except subprocess.TimeoutExpired:
+            exit_code, stdout = None, ""
+            print(f"  verify gave no answer within {args.duration_s + 600} s: killed")
+        report = json.loads(stdout) if stdout.strip().startswith("{") else None
         if report is None:
-            print(f"  verify failed ({out.returncode}) without a report:\n{out.stdout}")
+            print(f"  verify failed ({exit_code}) without a report:\n{stdout}")
         else:
             check, avail = report["check"], report["availability"]
             print(f"  anomalies {report['anomalies']}: lost {check['lost']['count']}, duplicated "
@@ -276,20 +292,27 @@ def run_schedule(args, seed, number, keep):
         differences = cluster.replicas_agree(topic, args.partitions)
         for d in differences:
             print(f"  replicas differ: {d}")
-        ok = out.returncode == 0 and report is not None and not differences
-        if report is not None and args.summary:
+        ok = exit_code == 0 and report is not None and not differences
+        if args.summary:
+            # A row for every schedule, failed ones too (no report: null).
+            counts = {kind: check[kind]["count"] for kind in
+                      ("lost", "duplicated", "inconsistent", "reordered", "non_monotonic", "corrupt")
+                      } if report is not None else None
             with open(args.summary, "a") as f:
-                counts = {kind: check[kind]["count"] for kind in
-                          ("lost", "duplicated", "inconsistent", "reordered", "non_monotonic", "corrupt")}
-                f.write(json.dumps({"seed": seed, "ok": ok, "anomalies": report["anomalies"], "counts": counts,
-                                    "availability": report["availability"],
+                f.write(json.dumps({"seed": seed, "ok": ok, "exit": exit_code,
+                                    "anomalies": report["anomalies"] if report else None, "counts": counts,
+                                    "availability": report["availability"] if report else None,
                                     "replica_differences": differences}) + "\n")
         if not ok:
             for b in cluster.state["brokers"]:
                 print(f"--- broker {b['id']} log (end)\n{tail(b['log'])}")
         return ok
     finally:
-        cleanup(json.load(open(cluster.state_path)))
+        try:
+            state = json.load(open(cluster.state_path))
+        except (OSError, ValueError):
+            state = cluster.state
+        cleanup(state)
         if keep and not (ok and args.keep_failed_only):
             dest = os.path.join(keep, f"schedule-{number}-seed-{seed}")
             os.makedirs(dest, exist_ok=True)

@@ -170,6 +170,14 @@ def heal_broker(state, broker, kind):
             os.remove(fill)
 
 
+def alive(pid):
+    """Whether `pid` runs (a zombie does not)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def heal_all(state):
     for b in state["brokers"]:
         try:
@@ -182,7 +190,8 @@ def heal_all(state):
     for fault in state.pop("faults", []):
         if fault["kind"] == "kill":
             for b in state["brokers"]:
-                if b["id"] in fault["brokers"]:
+                # A heal that failed may have restarted it already.
+                if b["id"] in fault["brokers"] and not alive(b["pid"]):
                     heal_broker(state, b, "kill")
 
 
@@ -201,17 +210,29 @@ def main():
             save(path, state)
         print(said)
     elif action == "heal":
-        # The network and the others first: a restarted broker then finds
-        # its peers.
-        for fault in sorted(state.get("faults", []), key=lambda f: f["kind"] == "kill"):
-            for b in state["brokers"]:
-                if b["id"] in fault["brokers"]:
-                    heal_broker(state, b, fault["kind"])
-        state.pop("faults", None)
-        save(path, state)
+        # Every part, even after one failed (the state saved either way: a
+        # restarted broker's pid is in it); kills last, so a restarted
+        # broker finds its peers.
+        failed = []
+        try:
+            for fault in sorted(state.get("faults", []), key=lambda f: f["kind"] == "kill"):
+                for b in state["brokers"]:
+                    if b["id"] in fault["brokers"]:
+                        try:
+                            heal_broker(state, b, fault["kind"])
+                        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                            failed.append(f"{fault['kind']} of broker {b['id']}: {e}")
+            if not failed:
+                state.pop("faults", None)
+        finally:
+            save(path, state)
+        if failed:
+            sys.exit("heal failed: " + "; ".join(failed))
     else:
-        heal_all(state)
-        save(path, state)
+        try:
+            heal_all(state)
+        finally:
+            save(path, state)
 
 
 if __name__ == "__main__":
