@@ -7,7 +7,9 @@
 # stage's debug binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet -p mamba-tools -p mamba-bench --bins
+# The test stage built them (`cargo build -p …` alone would pick other
+# dependency features and build again for minutes).
+cargo test --workspace --no-run --quiet
 # A fixed seed, so a failure here replays with the same command; the long
 # run explores others.
 # disk-full needs a loop-mounted file system per broker.

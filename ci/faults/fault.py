@@ -7,6 +7,9 @@ the namespaces, brokers, their commands and process ids):
     fault.py heal KIND     undoes it (every fault in force)
     fault.py heal-all      undoes every fault (rules, links, pauses, fills)
 
+Both heals then start again any broker that is not running, as a
+supervisor would (a broker whose metadata log cannot be written stops).
+
 Kinds: kill (SIGKILL a broker; heal restarts it), kill-leader (the same
 to the leader of one of the topic's partitions), kill-controller (the same
 to the Raft quorum's leader), pause (SIGSTOP; heal
@@ -88,6 +91,27 @@ def role_holder(state, kind, rng):
     return next((b for b in state["brokers"] if b["id"] == wanted), None)
 
 
+FILL = "fault-fill-"
+
+
+def fill_disk(directory):
+    """Takes every free block of the directory's file system (fill files,
+    each as large as still fits, down to one block), so any write there
+    fails with ENOSPC."""
+    size, n = os.statvfs(directory).f_bfree * os.statvfs(directory).f_frsize, 0
+    while size >= 4096:
+        path = os.path.join(directory, f"{FILL}{n}")
+        if sh("fallocate", "-l", str(size), path, check=False).returncode == 0:
+            n += 1
+            size = os.statvfs(directory).f_bfree * os.statvfs(directory).f_frsize
+        else:
+            if os.path.exists(path):
+                os.remove(path)
+            size //= 2
+    if n == 0:
+        raise RuntimeError(f"could not fill the file system of {directory}")
+
+
 def start(state, kind, rng, taken=()):
     """Strikes `kind` (one fault) on a broker not in `taken`; answers the
     fault (its kind and brokers) and what to say of it."""
@@ -132,9 +156,7 @@ def start(state, kind, rng, taken=()):
     elif kind == "disk-full":
         if not target.get("mount"):
             raise RuntimeError("disk-full needs cluster.py --disk-full (a file system per broker)")
-        fill = os.path.join(target["data"], "fill")
-        free = os.statvfs(target["data"])
-        sh("fallocate", "-l", str(free.f_bavail * free.f_frsize), fill)
+        fill_disk(target["data"])
         said = f"broker {target['id']}"
     else:
         raise RuntimeError(f"unknown fault kind {kind!r}; kinds: {', '.join(KINDS)}")
@@ -165,9 +187,9 @@ def heal_broker(state, broker, kind):
     elif kind == "linkdown":
         sh("ip", "-n", broker["ns"], "link", "set", "eth0", "up")
     elif kind == "disk-full":
-        fill = os.path.join(broker["data"], "fill")
-        if os.path.exists(fill):
-            os.remove(fill)
+        for name in os.listdir(broker["data"]):
+            if name.startswith(FILL):
+                os.remove(os.path.join(broker["data"], name))
 
 
 def alive(pid):
@@ -176,6 +198,15 @@ def alive(pid):
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def restart_exited(state):
+    """Starts again every broker that is not running, as a supervisor
+    (systemd's Restart=) would: a broker that cannot write its metadata
+    log (a full disk) stops by itself."""
+    for b in state["brokers"]:
+        if not alive(b["pid"]):
+            heal_broker(state, b, "kill")
 
 
 def heal_all(state):
@@ -193,6 +224,7 @@ def heal_all(state):
                 # A heal that failed may have restarted it already.
                 if b["id"] in fault["brokers"] and not alive(b["pid"]):
                     heal_broker(state, b, "kill")
+    restart_exited(state)
 
 
 def main():
@@ -222,6 +254,10 @@ def main():
                             heal_broker(state, b, fault["kind"])
                         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                             failed.append(f"{fault['kind']} of broker {b['id']}: {e}")
+            try:
+                restart_exited(state)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                failed.append(f"restart: {e}")
             if not failed:
                 state.pop("faults", None)
         finally:
