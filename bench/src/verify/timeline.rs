@@ -105,27 +105,18 @@ mod tests {
     fn seconds_count_outcomes_reads_and_latency_and_faults_keep_their_windows() {
         let mut events: Vec<Event> = (1..=100).map(|i| produce(i * 5, i * 1000, true)).collect();
         events.push(produce(1500, 3_000_000, false));
-        events.push(Event::Read {
-            t_ms: 1200,
-            reader: "r0".into(),
+        let read = |t_ms, reader: &str| Event::Read {
+            t_ms,
+            reader: reader.into(),
             group: false,
             replica: None,
             partition: 0,
             offset: 5,
             id: None,
             garbled: None,
-        });
-        // The final scan is not load.
-        events.push(Event::Read {
-            t_ms: 2100,
-            reader: FINAL_SCAN.into(),
-            group: false,
-            replica: None,
-            partition: 0,
-            offset: 5,
-            id: None,
-            garbled: None,
-        });
+        };
+        events.push(read(1200, "r0"));
+        events.push(read(2100, FINAL_SCAN)); // not load
         events.push(Event::Fault {
             start_ms: 1250,
             end_ms: 1750,

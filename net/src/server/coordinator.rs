@@ -323,17 +323,12 @@ impl Locked {
         }
         let batch = batch.build().map_err(|e| engine_error(&EngineError::InvalidBatch(e)))?;
         let bytes = batch.as_bytes().len() as u64;
-        let info =
-            self.host.engine.append(OFFSETS_TOPIC, PartitionId(partition), batch).await.map_err(
-                |e| match e {
-                    // Cut off as this broker stopped leading the partition (or
-                    // no longer hosts it): the group's coordinator moved.
-                    EngineError::Truncated { .. } | EngineError::NotHosted { .. } => {
-                        not_coordinator(partition, &e.to_string())
-                    }
-                    e => engine_error(&e),
-                },
-            )?;
+        let info = self
+            .host
+            .engine
+            .append(OFFSETS_TOPIC, PartitionId(partition), batch)
+            .await
+            .map_err(|e| moved_with_leadership(partition, engine_error(&e)))?;
         self.loaded_mut().bytes_since_snapshot += bytes;
         if let (Some(cluster), Some(epoch)) = (&self.host.cluster, replicated) {
             let last = info.last_offset;
@@ -348,11 +343,7 @@ impl Locked {
                 REPLICATION_TIMEOUT,
             )
             .await
-            .map_err(|(code, message)| match ErrorCode::from_u16(code) {
-                // The group's coordinator moves with the leadership.
-                ErrorCode::NotLeader => not_coordinator(partition, &message),
-                _ => (code, message),
-            })?;
+            .map_err(|failure| moved_with_leadership(partition, failure))?;
         }
         Ok(info.base_offset)
     }
@@ -467,6 +458,16 @@ impl Host {
 /// coordinator again.
 fn not_coordinator(partition: u32, why: &str) -> Failure {
     (ErrorCode::NotCoordinator.as_u16(), format!("{OFFSETS_TOPIC}/{partition}: {why}"))
+}
+
+/// A write to the group's partition failed `not leader` (this broker no
+/// longer leads or hosts it, or its append was cut off as it stopped
+/// leading): the group's coordinator moved with the leadership.
+fn moved_with_leadership(partition: u32, (code, message): Failure) -> Failure {
+    match ErrorCode::from_u16(code) {
+        ErrorCode::NotLeader => not_coordinator(partition, &message),
+        _ => (code, message),
+    }
 }
 
 /// Reads a partition's records, from its log start to its (local) end,
