@@ -1098,18 +1098,29 @@ async fn sample_busy_time(metrics: Arc<ShardMetrics>, stopped: Rc<Cell<bool>>) {
     }
 }
 
-/// Marks periodic syncs (`interval:<ms>`) and retention checks as due, and
-/// checkpoints recovery points every `recovery_point_interval_ms`.
+/// How often a fenced partition tries to recover when nothing else wakes
+/// its writer: a follower whose last fetched batches failed to be written
+/// sends no more until its log recovers.
+const FENCED_RETRY_MS: i64 = 1_000;
+
+/// Marks periodic syncs (`interval:<ms>`) and retention checks as due,
+/// wakes fenced partitions to retry their recovery, and checkpoints
+/// recovery points every `recovery_point_interval_ms`.
 async fn timers(shard: Rc<ShardState>, config: EngineConfig, stopped: Rc<Cell<bool>>) {
     const TICK: Duration = Duration::from_millis(5);
     let mut last_retention_ms = runtime::now_ms();
     let mut last_checkpoint_ms = runtime::now_ms();
+    let mut last_fenced_retry_ms = runtime::now_ms();
     while !stopped.get() {
         runtime::sleep(TICK).await;
         let now = runtime::now_ms();
         let retention_due = now - last_retention_ms >= config.retention_check_interval_ms as i64;
         if retention_due {
             last_retention_ms = now;
+        }
+        let fenced_retry_due = now - last_fenced_retry_ms >= FENCED_RETRY_MS;
+        if fenced_retry_due {
+            last_fenced_retry_ms = now;
         }
         if now - last_checkpoint_ms >= config.recovery_point_interval_ms as i64 {
             last_checkpoint_ms = now;
@@ -1132,6 +1143,8 @@ async fn timers(shard: Rc<ShardState>, config: EngineConfig, stopped: Rc<Cell<bo
                 p.retention_due.set(true);
                 wake = true;
             }
+            // The writer's housekeeping retries the recovery.
+            wake |= fenced_retry_due && p.log.is_fenced();
             if wake {
                 p.wake();
             }

@@ -686,3 +686,116 @@ fn committed_offsets_fail_over_with_their_partition_of_consumer_offsets() {
     }
     wait_replicas_identical(&cluster, OFFSETS, 1);
 }
+
+/// A small tmpfs mounted on a directory, filled and emptied on demand, and
+/// unmounted when dropped (lazily: the broker may still hold files).
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` where this process may not mount (it needs root).
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("the mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk { dir: dir.to_path_buf() })
+    }
+
+    fn fill_path(&self) -> std::path::PathBuf {
+        self.dir.join("fill")
+    }
+
+    /// Writes one file until the disk refuses more.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.fill_path()).expect("the fill file");
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.fill_path()).expect("the fill file removed");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Each batch of one replica as `log dump` shows it (offsets, epoch, size,
+/// CRC), without its place in the segment files: a replica that recovered
+/// from a write error goes on in a new segment.
+fn batches(cluster: &Cluster, id: u32, topic: &str, partition: u32) -> Vec<Value> {
+    let mut dump = dump(cluster, id, topic, partition);
+    for batch in &mut dump {
+        if let Some(o) = batch.as_object_mut() {
+            o.remove("position_bytes");
+        }
+    }
+    dump
+}
+
+#[test]
+fn a_follower_whose_disk_filled_catches_up_once_it_has_room_again_with_nothing_more_sent() {
+    let _serial = one_at_a_time();
+    let cluster = Cluster::start(3);
+    cluster.settle();
+    // Each broker keeps the topic on a small disk of its own.
+    let disks: Vec<SmallDisk> = (1..=3)
+        .filter_map(|id| {
+            let dir = cluster.members[&id].data_dir.join("topics").join("full");
+            SmallDisk::mount(&dir, "16m")
+        })
+        .collect();
+    if disks.len() < 3 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    create_topic(&cluster, "full", 1, 3, &[]);
+    wait_in_sync(&cluster, "full", 1, 3);
+    let leader = leader_of(&cluster, "full", 0);
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let brokers = cluster.live().iter().map(|id| cluster.client(*id)).collect::<Vec<_>>();
+    let send = |acks: Acks, value: Vec<u8>| {
+        let config = ProducerConfig { acks, ..ProducerConfig::default() };
+        let producer = Producer::connect(&brokers.join(","), config).expect("producer");
+        let record = ProducerRecord { topic: "full".into(), value, ..ProducerRecord::default() };
+        common::send_and_wait(&producer, record).expect("acknowledged");
+    };
+    send(Acks::All, b"before".to_vec());
+
+    // The last batch the leader gets is one the follower cannot write:
+    // its fetch then waits at the leader's end, past its own.
+    disks[follower as usize - 1].fill();
+    send(Acks::Leader, vec![7u8; 256 << 10]);
+    wait_until("the follower's partition fenced by the full disk", || {
+        std::fs::read_to_string(cluster.log_of(follower))
+            .is_ok_and(|log| log.contains("partition fenced after a storage error"))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    disks[follower as usize - 1].free();
+
+    let deadline = Instant::now() + WAIT;
+    let copies = |id| batches(&cluster, id, "full", 0);
+    while copies(follower) != copies(leader) {
+        assert!(
+            Instant::now() < deadline,
+            "the follower still has {} batches, the leader {}, {WAIT:?} after its disk had room",
+            copies(follower).len(),
+            copies(leader).len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And it takes part in acks=all again.
+    wait_in_sync(&cluster, "full", 1, 3);
+    send(Acks::All, b"after".to_vec());
+    wait_until("every replica with the last record", || {
+        (1..=3).all(|id| copies(id) == copies(leader))
+    });
+}

@@ -145,6 +145,9 @@ struct Position {
 /// How long a partition the leader refused waits before it is fetched
 /// again (a metadata change re-arms it at once).
 const REFUSED_PAUSE: Duration = Duration::from_millis(200);
+/// How long a partition whose fetched batches could not be appended
+/// waits before it is fetched again.
+const FAILED_PAUSE: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// A fetch gives up when the leader has not answered this long after its
@@ -293,14 +296,15 @@ impl Fetcher {
         });
         let mut partitions = Vec::new();
         let mut gone = Vec::new();
+        let mut moved = Vec::new();
         for (tp, p) in &self.positions {
             if p.paused_until.is_some_and(|t| t > now) {
                 continue;
             }
             let max_bytes =
                 if catching_up(tp) { catch_up_max_bytes } else { config.fetch_max_bytes };
-            let durable = match self.engine.list_offsets(&tp.0, PartitionId(tp.1)).await {
-                Ok(o) => o.local_high_watermark.0,
+            let offsets = match self.engine.list_offsets(&tp.0, PartitionId(tp.1)).await {
+                Ok(o) => o,
                 Err(e) => {
                     // Deleted or closed here: its position goes, and comes
                     // back (from the log) only if the partition does.
@@ -309,6 +313,21 @@ impl Fetcher {
                     continue;
                 }
             };
+            if offsets.next_offset.0 != p.fetch_offset {
+                // Only this fetcher appends here, so the log moved under
+                // the position: a write error cut appends that never
+                // reached the disk (or a failed round left some behind).
+                // Fetching past the log's end would wait for offsets the
+                // leader may never send; the log's end is where to go on.
+                tracing::info!(
+                    topic = %tp.0, partition = tp.1, leader = %self.leader,
+                    position = p.fetch_offset, log_end = offsets.next_offset.0,
+                    "the local log ends elsewhere than the fetch position: fetching from its end"
+                );
+                moved.push((tp.clone(), p.leader_epoch));
+                continue;
+            }
+            let durable = offsets.local_high_watermark.0;
             partitions.push(ReplicaFetchPartition {
                 topic: tp.0.clone(),
                 partition: tp.1,
@@ -322,8 +341,15 @@ impl Fetcher {
         for tp in gone {
             self.positions.remove(&tp);
         }
+        for (tp, leader_epoch) in moved {
+            match self.local_position(&tp, leader_epoch).await {
+                Ok(position) => drop(self.positions.insert(tp, position)),
+                Err(_) => drop(self.positions.remove(&tp)),
+            }
+        }
         if partitions.is_empty() {
-            // Nothing to ask: the loop waits for a change (never spins).
+            // Nothing to ask now: the loop goes on with the positions
+            // re-read, or waits for a change (never spins).
             return Ok(());
         }
         let request = ReplicaFetchRequest {
@@ -360,8 +386,13 @@ impl Fetcher {
                 throttled.push(tp.clone());
             }
             if let Err(e) = self.apply(&tp, result, frame.payload()).await {
-                tracing::info!(topic = %tp.0, partition = tp.1, leader = %self.leader, error = %e, "replica fetch not applied; starting again from the local log");
-                self.positions.remove(&tp);
+                // Not at once: a fenced log fails every append until it
+                // recovers (a full disk, for as long as it stays full).
+                // The next round starts from wherever the log then ends.
+                tracing::info!(topic = %tp.0, partition = tp.1, leader = %self.leader, error = %e, "replica fetch not applied; fetching again from the local log's end shortly");
+                if let Some(p) = self.positions.get_mut(&tp) {
+                    p.paused_until = Some(Instant::now() + FAILED_PAUSE);
+                }
             }
         }
         if let Some(rate) = throttle {
