@@ -255,6 +255,9 @@ struct Partition {
     sync_due: Cell<bool>,
     retention_due: Cell<bool>,
     last_sync_ms: Cell<i64>,
+    /// When the writer last tried to recover the fenced log: a full disk
+    /// fails every try, so they are spaced `FENCED_RETRY_MS` apart.
+    last_recovery_ms: Cell<i64>,
     /// Readers waiting for data at an offset, answered when the end their
     /// limit names passes it (the high watermark moves with local writes
     /// and syncs, and with the replication layer's `set_high_watermark`).
@@ -315,6 +318,11 @@ impl Partition {
         for (_, _, reply) in woken {
             respond(reply, Ok(()));
         }
+    }
+
+    /// Whether a fenced log may try to recover now.
+    fn recovery_due(&self, now_ms: i64) -> bool {
+        now_ms.saturating_sub(self.last_recovery_ms.get()) >= FENCED_RETRY_MS
     }
 
     fn wake(&self) {
@@ -707,6 +715,7 @@ async fn open(spec: OpenSpec, shard: &ShardState) -> EngineResult<Vec<SegmentRep
         sync_due: Cell::new(false),
         retention_due: Cell::new(false),
         last_sync_ms: Cell::new(runtime::now_ms()),
+        last_recovery_ms: Cell::new(i64::MIN),
         watchers: RefCell::new(Vec::new()),
         parked: RefCell::new(VecDeque::new()),
         draining: Cell::new(false),
@@ -1009,8 +1018,12 @@ impl Writer {
             // Take writes again: re-verify what reached the disk and continue
             // in a fresh segment. Until that works, appends fail with the
             // storage error and reads keep working.
-            if let Err(e) = log.recover_after_error(runtime::now_ms()).await {
-                tracing::warn!(dir = %log.dir().display(), error = %e, "partition still fenced");
+            let now = runtime::now_ms();
+            if self.p.recovery_due(now) {
+                self.p.last_recovery_ms.set(now);
+                if let Err(e) = log.recover_after_error(now).await {
+                    tracing::warn!(dir = %log.dir().display(), error = %e, "partition still fenced; retrying in a second");
+                }
             }
         }
         if let Some(reply) = self.closing.take() {
@@ -1098,9 +1111,10 @@ async fn sample_busy_time(metrics: Arc<ShardMetrics>, stopped: Rc<Cell<bool>>) {
     }
 }
 
-/// How often a fenced partition tries to recover when nothing else wakes
-/// its writer: a follower whose last fetched batches failed to be written
-/// sends no more until its log recovers.
+/// How often a fenced partition tries to recover: at once after the first
+/// error (a passing one), then at most this often, appends or not (a
+/// follower whose last fetched batches failed to be written appends
+/// nothing more until its log recovers).
 const FENCED_RETRY_MS: i64 = 1_000;
 
 /// Marks periodic syncs (`interval:<ms>`) and retention checks as due,
@@ -1110,17 +1124,12 @@ async fn timers(shard: Rc<ShardState>, config: EngineConfig, stopped: Rc<Cell<bo
     const TICK: Duration = Duration::from_millis(5);
     let mut last_retention_ms = runtime::now_ms();
     let mut last_checkpoint_ms = runtime::now_ms();
-    let mut last_fenced_retry_ms = runtime::now_ms();
     while !stopped.get() {
         runtime::sleep(TICK).await;
         let now = runtime::now_ms();
         let retention_due = now - last_retention_ms >= config.retention_check_interval_ms as i64;
         if retention_due {
             last_retention_ms = now;
-        }
-        let fenced_retry_due = now - last_fenced_retry_ms >= FENCED_RETRY_MS;
-        if fenced_retry_due {
-            last_fenced_retry_ms = now;
         }
         if now - last_checkpoint_ms >= config.recovery_point_interval_ms as i64 {
             last_checkpoint_ms = now;
@@ -1144,7 +1153,7 @@ async fn timers(shard: Rc<ShardState>, config: EngineConfig, stopped: Rc<Cell<bo
                 wake = true;
             }
             // The writer's housekeeping retries the recovery.
-            wake |= fenced_retry_due && p.log.is_fenced();
+            wake |= p.log.is_fenced() && p.recovery_due(now);
             if wake {
                 p.wake();
             }

@@ -144,10 +144,16 @@ pub(crate) struct PartitionGroups {
     snapshot_bytes: u64,
     /// In a cluster, the leader epoch this state was read at.
     leader_epoch: Option<u32>,
-    /// A write failed: the state may be ahead of the log, or another
-    /// broker may lead now. The next lock reads the log again.
-    stale: bool,
+    /// When a write failed (ms): the state may be ahead of the log, or
+    /// another broker may lead now. A lock reads the log again, at the
+    /// same leader epoch not sooner than `RELOAD_BACKOFF_MS` after.
+    stale_since_ms: Option<i64>,
 }
+
+/// How long after a failed write the same leadership waits before it
+/// reads its groups again: a log that failed the write (a full disk) fails
+/// the next ones as well, and a reload replays the whole partition.
+const RELOAD_BACKOFF_MS: i64 = 500;
 
 /// Wakes one waiting heartbeat.
 type Wake = futures::channel::oneshot::Sender<()>;
@@ -270,7 +276,7 @@ impl Locked {
     /// Whether a write failed since the lock was taken (nothing more is
     /// written under it).
     pub fn is_stale(&self) -> bool {
-        self.loaded().stale
+        self.loaded().stale_since_ms.is_some()
     }
 
     /// Appends `records` as one batch; returns its first offset, or
@@ -291,7 +297,7 @@ impl Locked {
         }
         let appended = self.append_replicated(records).await;
         if appended.is_err() {
-            self.loaded_mut().stale = true;
+            self.loaded_mut().stale_since_ms = Some(mamba_engine::runtime::now_ms());
         }
         appended.map(Some)
     }
@@ -442,9 +448,18 @@ impl Host {
         let slot = self.partitions.borrow_mut().entry(partition).or_default().clone();
         let mut guard = slot.lock_owned().await;
         let leader_epoch = self.leading_epoch(partition)?;
-        let current = guard
-            .as_ref()
-            .is_some_and(|loaded| !loaded.stale && loaded.leader_epoch == leader_epoch);
+        if let Some(loaded) = guard.as_ref().filter(|l| l.leader_epoch == leader_epoch) {
+            let now = mamba_engine::runtime::now_ms();
+            if loaded.stale_since_ms.is_some_and(|t| now.saturating_sub(t) < RELOAD_BACKOFF_MS) {
+                return Err((
+                    ErrorCode::CoordinatorLoading.as_u16(),
+                    format!("{OFFSETS_TOPIC}/{partition}: a write failed just now; retry"),
+                ));
+            }
+        }
+        let current = guard.as_ref().is_some_and(|loaded| {
+            loaded.stale_since_ms.is_none() && loaded.leader_epoch == leader_epoch
+        });
         if !current {
             *guard = None;
             let loaded = load(&self.engine, partition).await.map_err(|e| engine_error(&e))?;
@@ -512,7 +527,7 @@ async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, Engine
         bytes_since_snapshot: bytes,
         snapshot_bytes: 0,
         leader_epoch: None,
-        stale: false,
+        stale_since_ms: None,
     })
 }
 
@@ -562,6 +577,9 @@ async fn sweep(host: std::rc::Weak<Host>) {
         for partition in loaded {
             let mut locked = match host.lock(partition).await {
                 Ok(locked) => locked,
+                Err((code, _)) if code == ErrorCode::CoordinatorLoading.as_u16() => {
+                    continue; // a write failed just now: the next sweep
+                }
                 Err(_) => {
                     // Another broker leads it now (or its log cannot be
                     // read): forget it until it is asked for again.
