@@ -159,6 +159,10 @@ pub struct LogOffsets {
     /// The high watermark the replication layer set; `None` while the
     /// partition is not replicated.
     pub replicated_high_watermark: Option<Offset>,
+    /// A storage error stopped the writes: appends fail until the log
+    /// recovers, and `next_offset` may count appends that never reached
+    /// the disk (recovery cuts them).
+    pub fenced: bool,
 }
 
 /// What an operator sees of a log (`mamba topic describe`): where it
@@ -642,6 +646,7 @@ impl PartitionLog {
             durable_offset: st.durable_offset,
             local_high_watermark: st.local_high_watermark,
             replicated_high_watermark: st.replicated_high_watermark,
+            fenced: st.fenced.is_some(),
         }
     }
 

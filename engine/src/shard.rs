@@ -39,7 +39,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub type Reply<T> = oneshot::Sender<EngineResult<T>>;
 
@@ -256,8 +256,11 @@ struct Partition {
     retention_due: Cell<bool>,
     last_sync_ms: Cell<i64>,
     /// When the writer last tried to recover the fenced log: a full disk
-    /// fails every try, so they are spaced `FENCED_RETRY_MS` apart.
-    last_recovery_ms: Cell<i64>,
+    /// fails every try, so they are spaced `FENCED_RETRY` apart.
+    last_recovery: Cell<Option<Instant>>,
+    /// The timer woke the writer for a recovery it has not tried yet (one
+    /// wake is enough, however long the writer is busy).
+    recovery_woken: Cell<bool>,
     /// Readers waiting for data at an offset, answered when the end their
     /// limit names passes it (the high watermark moves with local writes
     /// and syncs, and with the replication layer's `set_high_watermark`).
@@ -321,8 +324,8 @@ impl Partition {
     }
 
     /// Whether a fenced log may try to recover now.
-    fn recovery_due(&self, now_ms: i64) -> bool {
-        now_ms.saturating_sub(self.last_recovery_ms.get()) >= FENCED_RETRY_MS
+    fn recovery_due(&self, now: Instant) -> bool {
+        self.last_recovery.get().is_none_or(|last| now.duration_since(last) >= FENCED_RETRY)
     }
 
     fn wake(&self) {
@@ -715,7 +718,8 @@ async fn open(spec: OpenSpec, shard: &ShardState) -> EngineResult<Vec<SegmentRep
         sync_due: Cell::new(false),
         retention_due: Cell::new(false),
         last_sync_ms: Cell::new(runtime::now_ms()),
-        last_recovery_ms: Cell::new(i64::MIN),
+        last_recovery: Cell::new(None),
+        recovery_woken: Cell::new(false),
         watchers: RefCell::new(Vec::new()),
         parked: RefCell::new(VecDeque::new()),
         draining: Cell::new(false),
@@ -1018,10 +1022,11 @@ impl Writer {
             // Take writes again: re-verify what reached the disk and continue
             // in a fresh segment. Until that works, appends fail with the
             // storage error and reads keep working.
-            let now = runtime::now_ms();
-            if self.p.recovery_due(now) {
-                self.p.last_recovery_ms.set(now);
-                if let Err(e) = log.recover_after_error(now).await {
+            // Closing tries too: a log closes cleanly only once recovered.
+            if self.closing.is_some() || self.p.recovery_due(Instant::now()) {
+                self.p.last_recovery.set(Some(Instant::now()));
+                self.p.recovery_woken.set(false);
+                if let Err(e) = log.recover_after_error(runtime::now_ms()).await {
                     tracing::warn!(dir = %log.dir().display(), error = %e, "partition still fenced; retrying in a second");
                 }
             }
@@ -1115,7 +1120,7 @@ async fn sample_busy_time(metrics: Arc<ShardMetrics>, stopped: Rc<Cell<bool>>) {
 /// error (a passing one), then at most this often, appends or not (a
 /// follower whose last fetched batches failed to be written appends
 /// nothing more until its log recovers).
-const FENCED_RETRY_MS: i64 = 1_000;
+const FENCED_RETRY: Duration = Duration::from_secs(1);
 
 /// Marks periodic syncs (`interval:<ms>`) and retention checks as due,
 /// wakes fenced partitions to retry their recovery, and checkpoints
@@ -1153,7 +1158,10 @@ async fn timers(shard: Rc<ShardState>, config: EngineConfig, stopped: Rc<Cell<bo
                 wake = true;
             }
             // The writer's housekeeping retries the recovery.
-            wake |= p.log.is_fenced() && p.recovery_due(now);
+            if p.log.is_fenced() && p.recovery_due(Instant::now()) && !p.recovery_woken.get() {
+                p.recovery_woken.set(true);
+                wake = true;
+            }
             if wake {
                 p.wake();
             }

@@ -694,15 +694,21 @@ struct SmallDisk {
 }
 
 impl SmallDisk {
-    /// `None` where this process may not mount (it needs root).
+    /// `None` where this process may not mount: it is not root (as root,
+    /// a mount that fails is a failure).
     fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
         std::fs::create_dir_all(dir).expect("the mount point");
-        let mounted = std::process::Command::new("mount")
+        let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .status()
-            .is_ok_and(|s| s.success());
-        mounted.then(|| SmallDisk { dir: dir.to_path_buf() })
+            .expect("mount runs");
+        assert!(status.success(), "mount a tmpfs on {}: {status}", dir.display());
+        Some(SmallDisk { dir: dir.to_path_buf() })
     }
 
     fn fill_path(&self) -> std::path::PathBuf {
@@ -742,7 +748,7 @@ fn batches(cluster: &Cluster, id: u32, topic: &str, partition: u32) -> Vec<Value
 }
 
 #[test]
-fn a_follower_whose_disk_filled_catches_up_once_it_has_room_again_with_nothing_more_sent() {
+fn a_follower_whose_disk_fills_leaves_the_in_sync_replicas_and_catches_up_once_it_has_room() {
     let _serial = one_at_a_time();
     let cluster = Cluster::start(3);
     cluster.settle();
@@ -763,21 +769,28 @@ fn a_follower_whose_disk_filled_catches_up_once_it_has_room_again_with_nothing_m
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let brokers = cluster.live().iter().map(|id| cluster.client(*id)).collect::<Vec<_>>();
     let send = |acks: Acks, value: Vec<u8>| {
-        let config = ProducerConfig { acks, ..ProducerConfig::default() };
+        // Bounded: a follower kept in sync while it cannot write would
+        // hold an acks=all write until its disk had room.
+        let config =
+            ProducerConfig { acks, delivery_timeout_ms: 15_000, ..ProducerConfig::default() };
         let producer = Producer::connect(&brokers.join(","), config).expect("producer");
         let record = ProducerRecord { topic: "full".into(), value, ..ProducerRecord::default() };
         common::send_and_wait(&producer, record).expect("acknowledged");
     };
     send(Acks::All, b"before".to_vec());
 
-    // The last batch the leader gets is one the follower cannot write:
-    // its fetch then waits at the leader's end, past its own.
+    // The last batch the leader gets is one the follower cannot write
+    // (it got it into memory: its log's end is the leader's). It leaves
+    // the in-sync replicas, and the write is acknowledged without it.
     disks[follower as usize - 1].fill();
-    send(Acks::Leader, vec![7u8; 256 << 10]);
-    wait_until("the follower's partition fenced by the full disk", || {
-        std::fs::read_to_string(cluster.log_of(follower))
-            .is_ok_and(|log| log.contains("partition fenced after a storage error"))
+    send(Acks::All, vec![7u8; 256 << 10]);
+    let log = std::fs::read_to_string(cluster.log_of(follower)).expect("the follower's log");
+    assert!(log.contains("partition fenced after a storage error"), "no write failed:\n{log}");
+    wait_until("the follower out of the in-sync replicas", || {
+        !ids(&partition_of(&describe(&cluster, "full"), 0)["isr"]).contains(&u64::from(follower))
     });
+    // Nothing more is sent: once the disk has room the follower must get
+    // there by itself.
     std::thread::sleep(Duration::from_millis(1500));
     disks[follower as usize - 1].free();
 

@@ -51,13 +51,12 @@ pub enum Event {
         error: Option<String>,
     },
     /// A record read: by a reader of assigned partitions, a group member
-    /// (`group`), or the final scan of every replica (`replica`).
+    /// (`group`), or the final scan (reader `final-scan`), each through
+    /// the partition's leader.
     Read {
         t_ms: u64,
         reader: String,
         group: bool,
-        /// The broker read from, when the read was of one replica.
-        replica: Option<u32>,
         partition: u32,
         offset: u64,
         /// The value's produce; absent when the value did not parse or its
@@ -200,7 +199,6 @@ mod tests {
                 t_ms: 6,
                 reader: "r0".into(),
                 group: false,
-                replica: None,
                 partition: 1,
                 offset: 0,
                 id: Some(ValueId { producer: 0, seq: 0 }),

@@ -109,7 +109,6 @@ mod tests {
             t_ms,
             reader: reader.into(),
             group: false,
-            replica: None,
             partition: 0,
             offset: 5,
             id: None,

@@ -336,7 +336,6 @@ fn read_event(reader: &str, group: bool, r: &ConsumerRecord, recorder: &Recorder
         t_ms: recorder.now_ms(),
         reader: reader.to_string(),
         group,
-        replica: None,
         partition: r.partition,
         offset: r.offset,
         id,

@@ -145,8 +145,8 @@ struct Position {
 /// How long a partition the leader refused waits before it is fetched
 /// again (a metadata change re-arms it at once).
 const REFUSED_PAUSE: Duration = Duration::from_millis(200);
-/// How long a partition whose fetched batches could not be appended
-/// waits before it is fetched again.
+/// How long a partition whose fetched batches could not be appended, or
+/// whose log is fenced, waits before it is fetched again.
 const FAILED_PAUSE: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
@@ -297,6 +297,7 @@ impl Fetcher {
         let mut partitions = Vec::new();
         let mut gone = Vec::new();
         let mut moved = Vec::new();
+        let mut paused = Vec::new();
         for (tp, p) in &self.positions {
             if p.paused_until.is_some_and(|t| t > now) {
                 continue;
@@ -313,10 +314,20 @@ impl Fetcher {
                     continue;
                 }
             };
+            if offsets.fenced {
+                // Its appends fail until it recovers (the shard retries
+                // that every second), and its end may count some that
+                // never reached the disk. No fetch meanwhile: fetching at
+                // that end would tell the leader this replica is caught
+                // up, keeping it in sync while it makes nothing durable.
+                paused.push(tp.clone());
+                continue;
+            }
             if offsets.next_offset.0 != p.fetch_offset {
                 // Only this fetcher appends here, so the log moved under
-                // the position: a write error cut appends that never
-                // reached the disk (or a failed round left some behind).
+                // the position: recovery from a write error cut appends
+                // that never reached the disk (or a failed round left
+                // some behind).
                 // Fetching past the log's end would wait for offsets the
                 // leader may never send; the log's end is where to go on.
                 tracing::info!(
@@ -340,6 +351,11 @@ impl Fetcher {
         }
         for tp in gone {
             self.positions.remove(&tp);
+        }
+        for tp in paused {
+            if let Some(p) = self.positions.get_mut(&tp) {
+                p.paused_until = Some(now + FAILED_PAUSE);
+            }
         }
         for (tp, leader_epoch) in moved {
             match self.local_position(&tp, leader_epoch).await {

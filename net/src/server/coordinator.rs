@@ -50,7 +50,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The internal topic of group state and committed offsets.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -144,16 +144,16 @@ pub(crate) struct PartitionGroups {
     snapshot_bytes: u64,
     /// In a cluster, the leader epoch this state was read at.
     leader_epoch: Option<u32>,
-    /// When a write failed (ms): the state may be ahead of the log, or
-    /// another broker may lead now. A lock reads the log again, at the
-    /// same leader epoch not sooner than `RELOAD_BACKOFF_MS` after.
-    stale_since_ms: Option<i64>,
+    /// When a write failed: the state may be ahead of the log, or another
+    /// broker may lead now. A lock reads the log again, at the same leader
+    /// epoch not sooner than `RELOAD_BACKOFF` after.
+    stale_since: Option<Instant>,
 }
 
 /// How long after a failed write the same leadership waits before it
 /// reads its groups again: a log that failed the write (a full disk) fails
 /// the next ones as well, and a reload replays the whole partition.
-const RELOAD_BACKOFF_MS: i64 = 500;
+const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Wakes one waiting heartbeat.
 type Wake = futures::channel::oneshot::Sender<()>;
@@ -276,7 +276,7 @@ impl Locked {
     /// Whether a write failed since the lock was taken (nothing more is
     /// written under it).
     pub fn is_stale(&self) -> bool {
-        self.loaded().stale_since_ms.is_some()
+        self.loaded().stale_since.is_some()
     }
 
     /// Appends `records` as one batch; returns its first offset, or
@@ -287,17 +287,11 @@ impl Locked {
             return Ok(None);
         }
         if self.is_stale() {
-            return Err((
-                ErrorCode::CoordinatorLoading.as_u16(),
-                format!(
-                    "{OFFSETS_TOPIC}/{}: an earlier write failed; retry",
-                    self.loaded().partition
-                ),
-            ));
+            return Err(loading(self.loaded().partition, "an earlier write failed"));
         }
         let appended = self.append_replicated(records).await;
         if appended.is_err() {
-            self.loaded_mut().stale_since_ms = Some(mamba_engine::runtime::now_ms());
+            self.loaded_mut().stale_since = Some(Instant::now());
         }
         appended.map(Some)
     }
@@ -449,24 +443,33 @@ impl Host {
         let mut guard = slot.lock_owned().await;
         let leader_epoch = self.leading_epoch(partition)?;
         if let Some(loaded) = guard.as_ref().filter(|l| l.leader_epoch == leader_epoch) {
-            let now = mamba_engine::runtime::now_ms();
-            if loaded.stale_since_ms.is_some_and(|t| now.saturating_sub(t) < RELOAD_BACKOFF_MS) {
-                return Err((
-                    ErrorCode::CoordinatorLoading.as_u16(),
-                    format!("{OFFSETS_TOPIC}/{partition}: a write failed just now; retry"),
-                ));
+            if loaded.stale_since.is_some_and(|t| t.elapsed() < RELOAD_BACKOFF) {
+                return Err(loading(partition, "a write failed just now"));
             }
         }
         let current = guard.as_ref().is_some_and(|loaded| {
-            loaded.stale_since_ms.is_none() && loaded.leader_epoch == leader_epoch
+            loaded.stale_since.is_none() && loaded.leader_epoch == leader_epoch
         });
         if !current {
             *guard = None;
+            // Recovery may keep a write whose answer was an error (its
+            // sync failed, its bytes did not): read the log once it ends
+            // where it will stay.
+            let id = PartitionId(partition);
+            let offsets = self.engine.list_offsets(OFFSETS_TOPIC, id).await;
+            if offsets.map_err(|e| engine_error(&e))?.fenced {
+                return Err(loading(partition, "its log is fenced after a storage error"));
+            }
             let loaded = load(&self.engine, partition).await.map_err(|e| engine_error(&e))?;
             *guard = Some(PartitionGroups { leader_epoch, ..loaded });
         }
         Ok(Locked { host: self.clone(), guard })
     }
+}
+
+/// `coordinator loading` for the groups of `partition`: the client retries.
+fn loading(partition: u32, why: &str) -> Failure {
+    (ErrorCode::CoordinatorLoading.as_u16(), format!("{OFFSETS_TOPIC}/{partition}: {why}; retry"))
 }
 
 /// `not coordinator` for the groups of `partition`: the client finds the
@@ -527,7 +530,7 @@ async fn load(engine: &Engine, partition: u32) -> Result<PartitionGroups, Engine
         bytes_since_snapshot: bytes,
         snapshot_bytes: 0,
         leader_epoch: None,
-        stale_since_ms: None,
+        stale_since: None,
     })
 }
 
